@@ -1,0 +1,93 @@
+"""pagemap: the Akaros page cache, executable.
+
+Start with `Machine`; `Machine.page_map(ops)` gives a page map, and
+`Machine.spawn` / `Machine.run` run tasks against it on OS threads
+("threads") or under the deterministic scheduler ("sim").
+"""
+
+from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.kernel.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    IOFailure,
+    KernelBug,
+    KernelError,
+    OutOfMemory,
+    RefcountOverflow,
+)
+from pagemap.kernel.mman import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_LOCKED,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+)
+from pagemap.kernel.page import (
+    PG_BUFFER,
+    PG_DIRTY,
+    PG_LOCKED,
+    PG_PAGEMAP,
+    PG_REMOVAL,
+    PG_UPTODATE,
+    Page,
+)
+from pagemap.kernel.pagemap import PageMap, PageMapOps, decode_slot, encode_slot
+from pagemap.machine import Machine
+from pagemap.sync.executor import (
+    Deadlock,
+    RandomStrategy,
+    ReplayStrategy,
+    SimExecutor,
+    StepBudgetExceeded,
+    Strategy,
+    Task,
+    ThreadExecutor,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAP_ANONYMOUS",
+    "MAP_FIXED",
+    "MAP_LOCKED",
+    "MAP_PRIVATE",
+    "MAP_SHARED",
+    "PGSHIFT",
+    "PGSIZE",
+    "PG_BUFFER",
+    "PG_DIRTY",
+    "PG_LOCKED",
+    "PG_PAGEMAP",
+    "PG_REMOVAL",
+    "PG_UPTODATE",
+    "PROT_EXEC",
+    "PROT_NONE",
+    "PROT_READ",
+    "PROT_WRITE",
+    "AlreadyExists",
+    "Deadlock",
+    "IOFailure",
+    "InvalidArgument",
+    "KernelBug",
+    "KernelError",
+    "Machine",
+    "OutOfMemory",
+    "Page",
+    "PageMap",
+    "PageMapOps",
+    "RandomStrategy",
+    "RefcountOverflow",
+    "ReplayStrategy",
+    "SimExecutor",
+    "StepBudgetExceeded",
+    "Strategy",
+    "Task",
+    "ThreadExecutor",
+    "decode_slot",
+    "encode_slot",
+    "__version__",
+]

@@ -1,0 +1,63 @@
+"""Physical memory: page frames of PGSIZE bytes carved out of one buffer.
+
+Frame number (ppn) n lives at bytes [n * PGSIZE, (n + 1) * PGSIZE).  The
+hardware knows nothing of who owns a frame; the kernel's page allocator does.
+"""
+
+from __future__ import annotations
+
+PGSHIFT = 12
+PGSIZE = 1 << PGSHIFT
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+}
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from an int or a string such as "64MiB", "4096" or "2G"."""
+    if isinstance(size, int):
+        nbytes = size
+    else:
+        text = size.strip().upper()
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits) :]
+        if not digits.isdigit() or unit not in _UNITS:
+            raise ValueError(f"cannot read {size!r} as a size (try 4096, 64KiB, 64MiB or 1GiB)")
+        nbytes = int(digits) * _UNITS[unit]
+    if nbytes < 0:
+        raise ValueError(f"a size cannot be negative: {size!r}")
+    return nbytes
+
+
+class PhysicalMemory:
+    """`nr_frames` frames of PGSIZE bytes, zero-filled."""
+
+    def __init__(self, nbytes: int) -> None:
+        if nbytes % PGSIZE:
+            raise ValueError(f"memory size {nbytes} is not a multiple of the page size {PGSIZE}")
+        if nbytes < 2 * PGSIZE:
+            raise ValueError(
+                f"memory of {nbytes} bytes is too small: frame 0 is reserved, "
+                "so at least two frames are needed"
+            )
+        self.nr_frames = nbytes // PGSIZE
+        self._buf = bytearray(nbytes)
+        self._view = memoryview(self._buf)
+
+    def frame(self, ppn: int) -> memoryview:
+        """The PGSIZE bytes of frame `ppn`, writable in place."""
+        if not 0 <= ppn < self.nr_frames:
+            raise IndexError(f"frame {ppn} is outside memory (0..{self.nr_frames - 1})")
+        start = ppn << PGSHIFT
+        return self._view[start : start + PGSIZE]

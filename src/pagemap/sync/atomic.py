@@ -1,0 +1,158 @@
+"""64-bit atomic words, in the two flavours the executors need.
+
+Every operation is one scheduling point: under the SimExecutor the scheduler
+may switch tasks just before it, never in the middle of it, so each operation
+is indivisible exactly as a locked instruction is on the hardware.  Under the
+ThreadExecutor a per-word lock gives the same indivisibility.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pagemap.sync.executor import SimExecutor
+
+MASK64 = (1 << 64) - 1
+
+
+class AtomicWord:
+    """The interface shared by both flavours; `value` is for oracles and traces."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, value: int, name: str) -> None:
+        self.value = value & MASK64
+        self.name = name
+
+    def reset(self, value: int) -> None:
+        """Set the word without a scheduling point.
+
+        Only for an object no other task can see yet (a page fresh from the
+        allocator, a slot not yet in the tree); it keeps the checker from
+        exploring interleavings that cannot happen.
+        """
+        self.value = value & MASK64
+
+    def load(self) -> int:
+        raise NotImplementedError
+
+    def store(self, value: int) -> None:
+        raise NotImplementedError
+
+    def swap(self, value: int) -> int:
+        raise NotImplementedError
+
+    def cas(self, expected: int, new: int) -> bool:
+        raise NotImplementedError
+
+    def fetch_add(self, delta: int) -> int:
+        raise NotImplementedError
+
+    def fetch_or(self, bits: int) -> int:
+        raise NotImplementedError
+
+    def fetch_and(self, bits: int) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}={self.value:#x})"
+
+
+class ThreadAtomicWord(AtomicWord):
+    """Atomic under real OS threads: each operation holds the word's lock."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, value: int, name: str) -> None:
+        super().__init__(value, name)
+        self._lock = threading.Lock()
+
+    def load(self) -> int:
+        # A single attribute read is indivisible under the interpreter; no lock.
+        return self.value
+
+    def store(self, value: int) -> None:
+        with self._lock:
+            self.value = value & MASK64
+
+    def swap(self, value: int) -> int:
+        with self._lock:
+            old = self.value
+            self.value = value & MASK64
+            return old
+
+    def cas(self, expected: int, new: int) -> bool:
+        with self._lock:
+            if self.value != expected:
+                return False
+            self.value = new & MASK64
+            return True
+
+    def fetch_add(self, delta: int) -> int:
+        with self._lock:
+            old = self.value
+            self.value = (old + delta) & MASK64
+            return old
+
+    def fetch_or(self, bits: int) -> int:
+        with self._lock:
+            old = self.value
+            self.value = old | bits
+            return old
+
+    def fetch_and(self, bits: int) -> int:
+        with self._lock:
+            old = self.value
+            self.value = old & bits & MASK64
+            return old
+
+
+class SimAtomicWord(AtomicWord):
+    """Atomic under the SimExecutor: a scheduling point, then the operation."""
+
+    __slots__ = ("_sched",)
+
+    def __init__(self, value: int, name: str, sched: SimExecutor) -> None:
+        super().__init__(value, name)
+        self._sched = sched
+
+    def load(self) -> int:
+        self._sched.point("load", self)
+        return self.value
+
+    def store(self, value: int) -> None:
+        self._sched.point("store", self)
+        self.value = value & MASK64
+
+    def swap(self, value: int) -> int:
+        self._sched.point("swap", self)
+        old = self.value
+        self.value = value & MASK64
+        return old
+
+    def cas(self, expected: int, new: int) -> bool:
+        self._sched.point("cas", self)
+        if self.value != expected:
+            return False
+        self.value = new & MASK64
+        return True
+
+    def fetch_add(self, delta: int) -> int:
+        self._sched.point("fetch_add", self)
+        old = self.value
+        self.value = (old + delta) & MASK64
+        return old
+
+    def fetch_or(self, bits: int) -> int:
+        self._sched.point("fetch_or", self)
+        old = self.value
+        self.value = old | bits
+        return old
+
+    def fetch_and(self, bits: int) -> int:
+        self._sched.point("fetch_and", self)
+        old = self.value
+        self.value = old & bits & MASK64
+        return old
