@@ -87,7 +87,7 @@ __all__ = [
     "Strategy",
     "Task",
     "ThreadExecutor",
+    "__version__",
     "decode_slot",
     "encode_slot",
-    "__version__",
 ]

@@ -1,0 +1,55 @@
+"""The `pagemap` command: run | check | replay.
+
+Each subcommand lives beside the code it drives (workload/command.py,
+check/command.py) and registers itself here.  Every error becomes one line on
+stderr and an exit code, never a traceback: 0 all well, 1 an oracle failed
+(or a counterexample was found), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pagemap import __version__
+from pagemap.kernel.errors import KernelError
+from pagemap.workload import command as run_command
+
+Command = Callable[[argparse.Namespace], int]
+
+REGISTRARS = [run_command.register]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pagemap",
+        description="The Akaros page cache, executable: run it on real threads over real "
+        "files, or explore its interleavings and prove it race by race.",
+    )
+    parser.add_argument("--version", action="version", version=f"pagemap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("pagemap: interrupted", file=sys.stderr)
+        return 130
+    except KernelError as exc:
+        print(f"pagemap {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"pagemap {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
