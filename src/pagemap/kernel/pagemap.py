@@ -229,6 +229,7 @@ class PageMap:
         # pm_init.  `host` is the inode or block device; an uncounted reference.
         self.host = host
         self.name = name
+        self.executor = executor
         self.ops = ops
         self.allocator = allocator
         self.tree = RadixTree(executor.atomic, f"{name}.slot")
@@ -511,9 +512,9 @@ class PageMap:
     def _pinned_ranges(self) -> list[tuple[int, int]]:
         return [(v.foff >> PGSHIFT, vmr_get_end_idx(v)) for v in self.vmrs if v.flags & MAP_LOCKED]
 
-    def _mark_for_removal(self, lo: int, hi: int) -> None:
+    def _mark_for_removal(self, lo: int, hi: int, respect_pins: bool = True) -> None:
         """Pass 1: set REMOVAL on every unpinned, unreferenced page in range."""
-        pinned = self._pinned_ranges()
+        pinned = self._pinned_ranges() if respect_pins else []
         for i, tree_slot in self.tree.items(lo, hi):
             # A pinned region's pages are off limits even if not faulted in yet.
             if pinned and any(a <= i < b for a, b in pinned):
@@ -530,14 +531,14 @@ class PageMap:
             # The page's own bit is only for our convenience when we walk PTEs.
             page.flags.fetch_or(PG_REMOVAL)
 
-    def _unmap_marked(self, lo: int, hi: int) -> None:
+    def _unmap_marked(self, lo: int, hi: int, include_pinned: bool = False) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
         collect the dirty bits of every PTE we clear."""
         procs: list[AddressSpace] = []
         live = [
             (v, r)
             for v in self.vmrs
-            if not v.flags & MAP_LOCKED
+            if include_pinned or not v.flags & MAP_LOCKED
             if (r := vmr_overlap(v, lo, hi)) is not None
         ]
         for vmr, (a, b) in live:
@@ -681,6 +682,34 @@ class PageMap:
             nr_removed += 1
         self.num_pages -= nr_removed
         return nr_removed
+
+    # -- truncation --------------------------------------------------------------
+    def truncate_pages(self, first_index: int) -> int:
+        """Drop every page at or past `first_index`; the number dropped.
+
+        For truncate, once the host's size is already below these pages: their
+        bytes are past the end of the file, so they are dropped dirty or not,
+        pinned or not, and unmapped from every region (an access there is now a
+        bus error).  It runs the removal protocol without the writeback pass,
+        as the only remover, and goes round again while some page still has a
+        slot reference: its user (a fault or a read that looked before the size
+        shrank) is about to put it, and nobody new can find a page past the end.
+        """
+        lo, hi = self._check_range(first_index, RADIX_MAX_INDEX + 1)
+        while self.removal.swap(1):
+            self.executor.relax()  # another remover is mid-protocol; let it finish
+        dropped = 0
+        try:
+            while True:
+                with self.lock:
+                    if next(self.tree.items(lo, hi), None) is None:
+                        return dropped
+                    self._mark_for_removal(lo, hi, respect_pins=False)
+                    self._unmap_marked(lo, hi, include_pinned=True)
+                    dropped += self._free_marked(lo, hi)
+                self.executor.relax()
+        finally:
+            self.removal.store(0)
 
     # -- reporting ---------------------------------------------------------------
     def info(self) -> str:

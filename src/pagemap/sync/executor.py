@@ -19,6 +19,7 @@ import contextlib
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -143,6 +144,10 @@ class Executor:
     def point(self, kind: str, obj: object) -> None:
         """A scheduling point for an access the primitives above do not cover."""
 
+    def relax(self) -> None:
+        """Called by a task that is waiting for others to make progress (a
+        spin-retry loop); lets them run."""
+
     # -- tasks ----------------------------------------------------------------
     def current_task(self) -> Task | None:
         raise NotImplementedError
@@ -188,6 +193,9 @@ class ThreadExecutor(Executor):
     def current_task(self) -> Task | None:
         task: Task | None = getattr(self._local, "task", None)
         return task
+
+    def relax(self) -> None:
+        time.sleep(0)
 
     def _body(self, task: Task) -> None:
         self._local.task = task
@@ -257,6 +265,9 @@ class SimExecutor(Executor):
 
     def current_task(self) -> Task | None:
         return self.current
+
+    def relax(self) -> None:
+        self.point("relax", None)
 
     # -- the scheduler proper -------------------------------------------------
     def point(self, kind: str, obj: object) -> None:
