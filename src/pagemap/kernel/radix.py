@@ -93,9 +93,14 @@ class RadixTree:
 
     def _grow_to(self, index: int) -> None:
         if self.root is None:
+            # Start as tall as this index needs: growing an empty tree level by
+            # level would leave a chain of empty nodes down the left edge.
             self.root = _Node()
             self.nr_nodes = 1
             self.height = 1
+            while index >> (RADIX_SHIFT * self.height):
+                self.height += 1
+            return
         while index >> (RADIX_SHIFT * self.height):
             top = _Node()
             top.items[0] = self.root
