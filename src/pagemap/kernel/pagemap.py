@@ -285,8 +285,9 @@ class PageMap:
                 ppn = old & PM_PPN_MASK
                 if not ppn:
                     return None
-                new = slot_inc_refcnt(old & ~PM_REMOVAL)
-                if tree_slot.cas(old, new):
+                if old >> PM_REFCNT_SHIFT == PM_REFCNT_MAX:
+                    slot_inc_refcnt(old)  # raises RefcountOverflow, saying why
+                if tree_slot.cas(old, (old & ~PM_REMOVAL) + PM_REFCNT_ONE):
                     break
             page = self.allocator.pages[ppn]
             if page.tree_slot is not tree_slot:
