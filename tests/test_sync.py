@@ -203,3 +203,41 @@ def test_unknown_executor_and_bad_core_are_rejected() -> None:
     machine = Machine(cores=2, memory="64KiB")
     with pytest.raises(ValueError, match="core 5"):
         machine.spawn(lambda: None, core=5)
+
+
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_timed_down_gives_up_or_wakes(kind: str) -> None:
+    machine = Machine(cores=2, memory="64KiB", executor=kind, seed=5)
+    never = machine.executor.semaphore(0, "never")
+    soon = machine.executor.semaphore(0, "soon")
+    got: dict[str, bool] = {}
+
+    def sleeper() -> None:
+        got["never"] = never.down_timeout(0.01)
+        got["soon"] = soon.down_timeout(60.0)
+
+    def poster() -> None:
+        soon.up()
+
+    machine.spawn(sleeper)
+    machine.spawn(poster)
+    machine.run()
+    assert got == {"never": False, "soon": True}
+
+
+def test_sim_clock_jumps_when_everyone_sleeps() -> None:
+    machine = sim(0)
+    ex = machine.executor
+    assert isinstance(ex, SimExecutor)
+    sem = ex.semaphore(0, "s")
+    woke: list[int] = []
+
+    def nap(seconds: float) -> None:
+        sem.down_timeout(seconds)
+        woke.append(ex.steps)
+
+    machine.spawn(nap, 2.0)
+    machine.spawn(nap, 1.0)
+    machine.run()
+    # Virtual time: a step is a microsecond; the shorter nap ends first.
+    assert woke[0] >= 1_000_000 and woke[1] >= 2_000_000 and woke[0] < woke[1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 import random
 import sys
 import threading
@@ -252,6 +253,13 @@ class SimExecutor(Executor):
         self._hub: greenlet.greenlet | None = None
         self._abort: BaseException | None = None
         self._failures: list[Task] = []
+        # Timed waits.  The sim has no clock but its own: one scheduling step
+        # is one microsecond of virtual time, and when every task is asleep
+        # the clock jumps to the next deadline (a discrete-event simulation).
+        self._timers: list[tuple[int, int, Task, list[Task]]] = []
+        self._timer_seq = 0
+        self._next_deadline = sys.maxsize
+        self._timed_out: set[int] = set()
 
     # -- primitives -----------------------------------------------------------
     def atomic(self, value: int, name: str) -> AtomicWord:
@@ -278,6 +286,8 @@ class SimExecutor(Executor):
         self.steps += 1
         if self.steps > self.max_steps:
             self._abort_run(StepBudgetExceeded(self.max_steps))
+        if self.steps >= self._next_deadline:
+            self._fire_timers()
         if self.on_step is not None:
             self.on_step(cur, kind, obj)
         runnable = self.runnable
@@ -300,27 +310,74 @@ class SimExecutor(Executor):
         self.schedule.append(task.tid)
         return task
 
-    def block(self, waiters: list[Task], why: str) -> None:
-        """Take the current task off the run queue until `wake_all(waiters)`."""
+    def block(self, waiters: list[Task], why: str, timeout_steps: int | None = None) -> bool:
+        """Take the current task off the run queue until `wake_all(waiters)`,
+        or until `timeout_steps` steps of virtual time pass.  False on timeout."""
         cur = self.current
         if cur is None:
             raise RuntimeError(f"would block outside a task, on {why}")
         cur.waiting_on = why
         waiters.append(cur)
         self.runnable.remove(cur)
+        if timeout_steps is not None:
+            self._add_timer(cur, waiters, self.steps + max(1, timeout_steps))
+        if not self.runnable:
+            self._advance_clock()
         if self.runnable:
-            self._switch_to(self._choose())
+            nxt = self._choose()
+            if nxt is cur:  # our own deadline came first: we never really slept
+                self.current = cur
+            else:
+                self._switch_to(nxt)
         else:
-            # Nobody can run: the hub sees it and reports the deadlock.
+            # Nobody can run, nor ever will: the hub reports the deadlock.
             self.current = None
             assert self._hub is not None
             self._hub.switch()
         cur.waiting_on = None
+        if cur.tid in self._timed_out:
+            self._timed_out.discard(cur.tid)
+            return False
+        return True
+
+    def _add_timer(self, task: Task, waiters: list[Task], deadline: int) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (deadline, self._timer_seq, task, waiters))
+        self._next_deadline = self._timers[0][0]
+
+    def _fire_timers(self) -> None:
+        """Wake every task whose deadline has come and that is still waiting."""
+        timers = self._timers
+        while timers and timers[0][0] <= self.steps:
+            _, _, task, waiters = heapq.heappop(timers)
+            for i, t in enumerate(waiters):
+                if t is task:
+                    del waiters[i]
+                    self._timed_out.add(task.tid)
+                    bisect.insort(self.runnable, task)
+                    break
+        self._next_deadline = timers[0][0] if timers else sys.maxsize
+
+    def _advance_clock(self) -> bool:
+        """Everyone is asleep: jump to the next deadline that still wakes
+        somebody.  False if no timer is left (then it is a deadlock)."""
+        while self._timers and not self.runnable:
+            self.steps = max(self.steps, self._timers[0][0])
+            self._fire_timers()
+        return bool(self.runnable)
 
     def wake_all(self, waiters: list[Task]) -> None:
         for task in waiters:
             bisect.insort(self.runnable, task)
         waiters.clear()
+
+    def abort(self, exc: BaseException) -> None:
+        """Stop the run at once and make run() raise `exc`: how an oracle that
+        sees a violation mid-step ends the schedule without unwinding through
+        kernel code.  Outside a task it simply raises `exc`."""
+        if self.current is None or self._hub is None:
+            raise exc
+        self._abort_run(exc)
 
     def _abort_run(self, exc: BaseException) -> None:
         self._abort = exc
@@ -355,7 +412,7 @@ class SimExecutor(Executor):
             for task in self.runnable:
                 assert task.glet is not None
                 task.glet.parent = self._hub
-            while self.runnable and self._abort is None:
+            while self._abort is None and (self.runnable or self._advance_clock()):
                 self._switch_to(self._choose())
                 self.current = None
         finally:

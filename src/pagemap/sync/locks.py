@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pagemap.sync.executor import SimExecutor, Task
 
+# Virtual time under the SimExecutor: one scheduling step is one microsecond.
+SIM_STEPS_PER_SECOND = 1_000_000
+
 
 class SpinLock:
     """Interface shared by both flavours."""
@@ -64,6 +67,11 @@ class Semaphore:
         raise NotImplementedError
 
     def up(self) -> None:
+        raise NotImplementedError
+
+    def down_timeout(self, seconds: float) -> bool:
+        """down(), giving up after `seconds`; False if it gave up.  Under the
+        SimExecutor the seconds are virtual: one scheduling step is 1 us."""
         raise NotImplementedError
 
     def reset(self, count: int) -> None:
@@ -114,6 +122,13 @@ class ThreadSemaphore(Semaphore):
         with self._cond:
             self._count += 1
             self._cond.notify()
+
+    def down_timeout(self, seconds: float) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._count > 0, timeout=seconds):
+                return False
+            self._count -= 1
+            return True
 
     def reset(self, count: int) -> None:
         self._count = count
@@ -173,6 +188,16 @@ class SimSemaphore(Semaphore):
         self._count += 1
         if self.waiters:
             sched.wake_all(self.waiters)
+
+    def down_timeout(self, seconds: float) -> bool:
+        sched = self._sched
+        sched.point("down", self)
+        steps = int(seconds * SIM_STEPS_PER_SECOND)
+        while self._count == 0:
+            if not sched.block(self.waiters, f"semaphore {self.name} (timed)", steps):
+                return False
+        self._count -= 1
+        return True
 
     def reset(self, count: int) -> None:
         self._count = count
