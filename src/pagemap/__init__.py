@@ -6,6 +6,7 @@ Start with `Machine`; `Machine.page_map(ops)` gives a page map, and
 """
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.kernel.blockdev import BH_DIRTY, BH_UPTODATE, BlockDevice, BufferHead
 from pagemap.kernel.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -15,6 +16,7 @@ from pagemap.kernel.errors import (
     OutOfMemory,
     RefcountOverflow,
 )
+from pagemap.kernel.hostfs import HostFaults
 from pagemap.kernel.mman import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -36,6 +38,7 @@ from pagemap.kernel.page import (
     Page,
 )
 from pagemap.kernel.pagemap import PageMap, PageMapOps, decode_slot, encode_slot
+from pagemap.kernel.vfs import File, Inode
 from pagemap.machine import Machine
 from pagemap.sync.executor import (
     Deadlock,
@@ -51,6 +54,8 @@ from pagemap.sync.executor import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BH_DIRTY",
+    "BH_UPTODATE",
     "MAP_ANONYMOUS",
     "MAP_FIXED",
     "MAP_LOCKED",
@@ -69,8 +74,13 @@ __all__ = [
     "PROT_READ",
     "PROT_WRITE",
     "AlreadyExists",
+    "BlockDevice",
+    "BufferHead",
     "Deadlock",
+    "File",
+    "HostFaults",
     "IOFailure",
+    "Inode",
     "InvalidArgument",
     "KernelBug",
     "KernelError",

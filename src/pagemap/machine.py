@@ -6,12 +6,16 @@ thousands of them (the checker does) with nothing leaking between them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from pagemap.hw.memory import PhysicalMemory, parse_size
+from pagemap.kernel.blockdev import BlockDevice, BlockDevices
+from pagemap.kernel.hostfs import HostFS
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.vfs import File
 from pagemap.sync.executor import (
     Executor,
     RandomStrategy,
@@ -55,6 +59,8 @@ class Machine:
         self.memory = PhysicalMemory(parse_size(memory))
         self.allocator = PageAllocator(self.memory, self.executor)
         self.page_maps: list[PageMap] = []
+        self.hostfs = HostFS(self.executor, self.page_map)
+        self.block_devices = BlockDevices(self.executor, self.page_map)
 
     # -- kernel objects ----------------------------------------------------------
     def page_map(self, ops: PageMapOps, host: object = None, name: str | None = None) -> PageMap:
@@ -62,6 +68,15 @@ class Machine:
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
         self.page_maps.append(pm)
         return pm
+
+    def open(self, path: str | os.PathLike[str], mode: str = "r+") -> File:
+        """Open a host file through this machine's page cache ("r", "r+", "w",
+        "w+" as in Python); the host file is the backing store."""
+        return self.hostfs.open(path, mode)
+
+    def blockdev(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
+        """The block device over a disk image (the same one each time)."""
+        return self.block_devices.open(image_path, sector_size)
 
     # -- tasks -------------------------------------------------------------------
     def spawn(
@@ -95,6 +110,8 @@ class Machine:
         problems: list[str] = []
         for pm in self.page_maps:
             problems.extend(pm.check_quiescent())
+        problems.extend(self.hostfs.check_quiescent())
+        problems.extend(self.block_devices.check_quiescent())
         cached = sum(pm.num_pages for pm in self.page_maps)
         if self.allocator.nr_used < cached:
             problems.append(f"{cached} pages cached but only {self.allocator.nr_used} frames used")

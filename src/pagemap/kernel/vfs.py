@@ -1,0 +1,327 @@
+"""Inodes and open files: read, write, truncate and fsync through the page map.
+
+As Akaros's generic file read and write do, both work a page at a time: load
+the page through the page map, copy, put the page back.  A write marks the
+page PG_DIRTY; nothing reaches the backing store until writeback (fsync, the
+page map's writeback or removal, the flusher) sends it there.
+
+Locks, outermost first:
+
+    Inode.lock     sleeping, like Linux's i_rwsem: one writer or truncate at a time
+    page lock      held by writeback around writepage
+    the filesystem's own locks (a host file's host_lock), innermost
+
+Readers take none of them: a read loads the size once and copies what the
+pages hold.
+
+One invariant makes growing a file simple: a cached page holds zeros past the
+file's size.  readpage fills only up to the size; truncate zeroes the new last
+page past the new size; and growth zeroes whatever a store through a shared
+mapping left past the old end of the last page.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
+from pagemap.kernel.page import PG_DIRTY, Page
+from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.radix import RADIX_MAX_INDEX
+from pagemap.sync.executor import Executor
+
+# As large as a signed 64-bit file offset allows, like Linux's off_t.
+MAX_FILE_SIZE = (1 << 63) - 1
+# Every index a page map can hold: "to the end of the file, whatever its size".
+ALL_PAGES = RADIX_MAX_INDEX + 1
+
+Buffer = bytes | bytearray | memoryview
+PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
+
+
+def pages_spanned(size: int) -> int:
+    """How many pages hold `size` bytes."""
+    return (size + PGSIZE - 1) >> PGSHIFT
+
+
+def check_range(what: str, offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise InvalidArgument(f"{what}: offset {offset} and length {length} may not be negative")
+
+
+class Inode:
+    """struct inode, as much of it as the page cache needs.
+
+    A filesystem subclasses it and fills in how its pages are read and
+    written (readpage, writepage: the inode is its page map's ops) and how
+    its backing store changes size and becomes durable.
+    """
+
+    def __init__(
+        self, executor: Executor, make_page_map: PageMapFactory, name: str, size: int
+    ) -> None:
+        self.executor = executor
+        self.name = name
+        self.size_word = executor.atomic(size, f"{name}.i_size")
+        self.lock = executor.semaphore(1, f"{name}.i_rwsem")
+        self.open_count = executor.atomic(0, f"{name}.open_count")
+        self.mapping = make_page_map(self, self, name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, size={self.size_word.value})"
+
+    @property
+    def size(self) -> int:
+        return self.size_word.load()
+
+    # -- what a filesystem provides ----------------------------------------------
+    def readpage(self, pm: PageMap, page: Page) -> None:
+        raise NotImplementedError
+
+    def writepage(self, pm: PageMap, page: Page) -> None:
+        raise NotImplementedError
+
+    def set_size(self, size: int) -> None:
+        """Store the new size and make the backing store that long, as one step
+        to writepage; called with `lock` held."""
+        raise NotImplementedError
+
+    def sync_backing(self) -> None:
+        """Make what writepage wrote durable."""
+        raise NotImplementedError
+
+    # -- read --------------------------------------------------------------------
+    def read(self, nbytes: int, offset: int) -> bytes:
+        """Up to `nbytes` from `offset`, stopping at the end of the file.
+
+        An error after some bytes were copied gives those bytes (a short
+        read, as POSIX has it); an error before any raises.
+        """
+        check_range(f"{self.name}: read", offset, nbytes)
+        end = min(offset + nbytes, self.size)
+        if end <= offset:
+            return b""
+        out = bytearray(end - offset)
+        pos = offset
+        try:
+            while pos < end:
+                index, off = divmod(pos, PGSIZE)
+                chunk = min(PGSIZE - off, end - pos)
+                page = self.mapping.load_page(index)
+                try:
+                    self.executor.point("frame_read", page)
+                    out[pos - offset : pos - offset + chunk] = page.data[off : off + chunk]
+                finally:
+                    self.mapping.put_page(page)
+                pos += chunk
+        except KernelError:
+            if pos == offset:
+                raise
+            del out[pos - offset :]
+        return bytes(out)
+
+    # -- write -------------------------------------------------------------------
+    def write(self, data: Buffer, offset: int) -> int:
+        """Copy `data` into the file at `offset`; the number of bytes written.
+
+        A write past the end grows the file (the gap reads as zeros).  An
+        error after some pages were written gives their count (a short
+        write); an error before any raises, with nothing changed.
+        """
+        src = memoryview(data).cast("B")
+        check_range(f"{self.name}: write", offset, len(src))
+        if offset + len(src) > MAX_FILE_SIZE:
+            raise KernelError(
+                f"{self.name}: a write of {len(src)} bytes at {offset} would pass the largest "
+                f"file size, {MAX_FILE_SIZE}",
+                errno=errno.EFBIG,
+            )
+        if not src:
+            return 0
+        self.lock.down()
+        try:
+            return self._write_locked(src, offset)
+        finally:
+            self.lock.up()
+
+    def _write_locked(self, src: memoryview, offset: int) -> int:
+        old_size = self.size_word.load()
+        if offset > old_size:
+            self._zero_cached(old_size, offset)
+        end = offset + len(src)
+        pos = offset
+        try:
+            while pos < end:
+                index, off = divmod(pos, PGSIZE)
+                chunk = min(PGSIZE - off, end - pos)
+                page = self.mapping.load_page(index)
+                try:
+                    self.executor.point("frame_write", page)
+                    page.data[off : off + chunk] = src[pos - offset : pos - offset + chunk]
+                    # The size before PG_DIRTY.  A writeback that clears our
+                    # dirty bit then reads a size covering these bytes; the
+                    # other way round it could clear the bit, write only up to
+                    # the old size, and leave the page clean with our bytes
+                    # never written (test_write_racing_writeback_loses_nothing).
+                    if pos + chunk > self.size_word.load():
+                        self.size_word.store(pos + chunk)
+                    page.flags.fetch_or(PG_DIRTY)
+                finally:
+                    self.mapping.put_page(page)
+                pos += chunk
+        except KernelError:
+            if pos == offset:
+                raise
+        return pos - offset
+
+    # -- truncate ----------------------------------------------------------------
+    def truncate(self, size: int) -> None:
+        """Make the file `size` bytes long, dropping or zero-extending its end.
+
+        Shrinking drops every cached page wholly past the new end and zeroes
+        the new last page past it; neither a read nor a writeback can bring the
+        old bytes back (test_truncate_racing_writeback_never_resurrects).
+        """
+        if size < 0:
+            raise InvalidArgument(f"{self.name}: truncate to {size}: a size may not be negative")
+        if size > MAX_FILE_SIZE:
+            raise KernelError(
+                f"{self.name}: truncate to {size} passes the largest file size, {MAX_FILE_SIZE}",
+                errno=errno.EFBIG,
+            )
+        self.lock.down()
+        try:
+            old_size = self.size_word.load()
+            # The size first: from here readpage fills and writepage writes
+            # nothing past it, so no page we are about to drop goes back out.
+            self.set_size(size)
+            if size < old_size:
+                self.mapping.truncate_pages(pages_spanned(size))
+                # After the drop: a reader that loaded the last page before the
+                # size changed may have filled it with old bytes; load_page waits
+                # for that fill to finish before we zero.
+                self._zero_cached(size, pages_spanned(size) << PGSHIFT)
+            elif size > old_size:
+                self._zero_cached(old_size, size)
+        finally:
+            self.lock.up()
+
+    def _zero_cached(self, lo: int, hi: int) -> None:
+        """Zero bytes [lo, hi) of the page holding `lo`, if that page is cached
+        and `lo` is not its first byte (whole pages past the end are never
+        written: a store there is a bus error, and readpage zero-fills)."""
+        index, off = divmod(lo, PGSIZE)
+        if not off:
+            return
+        page = self._cached_page(index)
+        if page is None:
+            return
+        try:
+            stop = min(hi - (index << PGSHIFT), PGSIZE)
+            self.executor.point("frame_write", page)
+            page.data[off:stop] = bytes(stop - off)
+        finally:
+            self.mapping.put_page(page)
+
+    def _cached_page(self, index: int) -> Page | None:
+        """The page at `index` with a slot reference, if it is in the cache."""
+        pm = self.mapping
+        with pm.lock:
+            cached = pm.tree.lookup_slot(index) is not None
+        if not cached:
+            return None
+        try:
+            return pm.load_page(index)
+        except (OutOfMemory, IOFailure):
+            # It left the cache after we looked (no frame to reload it into,
+            # or its reload failed): then nothing stale is cached there.
+            return None
+
+    # -- durability --------------------------------------------------------------
+    def fsync(self) -> None:
+        """Write back every dirty page, then make the backing store durable.
+
+        A failed writepage leaves its page dirty and cached; the error is
+        raised once every other page has been tried.
+        """
+        self.mapping.writeback(0, ALL_PAGES)
+        self.sync_backing()
+
+
+class File:
+    """An open file: a mode, and the inode it reads and writes."""
+
+    def __init__(self, inode: Inode, path: str, mode: str, readable: bool, writable: bool) -> None:
+        self.inode = inode
+        self.path = path
+        self.mode = mode
+        self.readable = readable
+        self.writable = writable
+        self._closed = inode.executor.atomic(0, f"{inode.name}.file.closed")
+        inode.open_count.fetch_add(1)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"File({self.path!r}, mode={self.mode!r}, {state})"
+
+    def __enter__(self) -> File:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._closed.load())
+
+    @property
+    def size(self) -> int:
+        return self.inode.size
+
+    @property
+    def mapping(self) -> PageMap:
+        return self.inode.mapping
+
+    def _check_open(self, op: str) -> None:
+        if self._closed.load():
+            raise KernelError(f"{self.path}: {op} on a closed file", errno=errno.EBADF)
+
+    def _check_writable(self, op: str) -> None:
+        self._check_open(op)
+        if not self.writable:
+            raise KernelError(
+                f"{self.path}: {op} on a file opened {self.mode!r}, which is read-only",
+                errno=errno.EBADF,
+            )
+
+    def pread(self, nbytes: int, offset: int) -> bytes:
+        self._check_open("pread")
+        if not self.readable:
+            raise KernelError(
+                f"{self.path}: pread on a file opened {self.mode!r}, which is write-only",
+                errno=errno.EBADF,
+            )
+        return self.inode.read(nbytes, offset)
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        self._check_writable("pwrite")
+        return self.inode.write(data, offset)
+
+    def truncate(self, size: int) -> None:
+        self._check_writable("truncate")
+        self.inode.truncate(size)
+
+    def fsync(self) -> None:
+        self._check_open("fsync")
+        self.inode.fsync()
+
+    def close(self) -> None:
+        """Close this file; closing twice is harmless.  As on Linux, the inode
+        and its cached pages stay: close writes nothing back."""
+        if not self._closed.swap(1):
+            self.inode.open_count.fetch_add(-1)
+
+
+__all__ = ["ALL_PAGES", "MAX_FILE_SIZE", "File", "Inode", "pages_spanned"]
