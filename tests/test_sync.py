@@ -234,7 +234,7 @@ def test_sim_clock_jumps_when_everyone_sleeps() -> None:
 
     def nap(seconds: float) -> None:
         sem.down_timeout(seconds)
-        woke.append(ex.steps)
+        woke.append(ex.now)
 
     machine.spawn(nap, 2.0)
     machine.spawn(nap, 1.0)

@@ -7,11 +7,13 @@ thousands of them (the checker does) with nothing leaking between them.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
+from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.hostfs import HostFS
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
@@ -61,6 +63,12 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        self.flusher: Flusher | None = None
+        # Tasks of the current run other than the flusher; when the last one
+        # ends the flusher is told to stop, so run() can return.  Bookkeeping
+        # of the machine, not kernel state: no scheduling point.
+        self._live = 0
+        self._live_lock = threading.Lock()
 
     # -- kernel objects ----------------------------------------------------------
     def page_map(self, ops: PageMapOps, host: object = None, name: str | None = None) -> PageMap:
@@ -87,7 +95,34 @@ class Machine:
             core = len(self.executor.tasks) % self.nr_cores
         elif not 0 <= core < self.nr_cores:
             raise ValueError(f"core {core} does not exist (this machine has {self.nr_cores})")
-        return self.executor.spawn(fn, args, core, name)
+        with self._live_lock:
+            self._live += 1
+        return self.executor.spawn(self._counted, (fn, args), core, name)
+
+    def _counted(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        try:
+            return fn(*args)
+        finally:
+            with self._live_lock:
+                self._live -= 1
+                last = self._live == 0
+            if last and self.flusher is not None:
+                self.flusher.stop()
+
+    def start_flusher(self, period: float = 0.05) -> Flusher:
+        """Start the flusher task (see kernel/flusher.py) for the next run().
+
+        It evicts pages every `period` seconds (virtual under "sim") and when
+        an allocation finds no free frame; it stops when the run's other tasks
+        have all finished.
+        """
+        if self.flusher is not None and not self.flusher.stopping:
+            raise ValueError("the flusher is already running on this machine")
+        flusher = Flusher(self.executor, self.allocator, self.page_maps, period)
+        self.flusher = flusher
+        self.allocator.reclaim = flusher.reclaim
+        flusher.task = self.executor.spawn(flusher.main, (), 0, "flusher")
+        return flusher
 
     def run(self) -> None:
         """Run every spawned task to the end; re-raise the first task's exception.
@@ -95,7 +130,13 @@ class Machine:
         Under "sim", a deadlock raises Deadlock and an exhausted step budget
         raises StepBudgetExceeded.
         """
-        self.executor.run()
+        if self.flusher is not None and self._live == 0:
+            self.flusher.stop()  # nothing for it to serve
+        try:
+            self.executor.run()
+        finally:
+            if self.flusher is not None:
+                self.allocator.reclaim = None
 
     def current_task(self) -> Task | None:
         return self.executor.current_task()

@@ -8,6 +8,7 @@ free list.  Frame 0 is never handed out, so a ppn of 0 can mean "no page"
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pagemap.hw.memory import PhysicalMemory
@@ -99,6 +100,9 @@ class PageAllocator:
         self._free_set = set(self._free)
         self._lock = executor.spinlock("page allocator")
         self.nr_frames = memory.nr_frames
+        # Set by the flusher: wakes it and sleeps until a round has run;
+        # returns the frames that round left to be had, or None if it cannot help.
+        self.reclaim: Callable[[], int | None] | None = None
 
     @property
     def nr_free(self) -> int:
@@ -117,10 +121,26 @@ class PageAllocator:
 
     def alloc(self) -> Page:
         """A free frame with kref 1.  As with kpage_alloc, its bytes are
-        whatever it last held: readpage overwrites them."""
+        whatever it last held: readpage overwrites them.
+
+        With no frame free, wake the flusher and wait for it (the caller must
+        hold no spinlock); OutOfMemory only once a round freed nothing.
+        """
+        while True:
+            page = self._try_alloc()
+            if page is not None:
+                return page
+            available = self.reclaim() if self.reclaim is not None else None
+            if not available:
+                raise OutOfMemory(
+                    f"out of memory: all {self.nr_frames - 1} page frames are in use"
+                    + ("" if available is None else " and the flusher could free none")
+                )
+
+    def _try_alloc(self) -> Page | None:
         with self._lock:
             if not self._free:
-                raise OutOfMemory(f"out of memory: all {self.nr_frames - 1} page frames are in use")
+                return None
             ppn = self._free.pop()
             self._free_set.discard(ppn)
         page = self.pages[ppn]

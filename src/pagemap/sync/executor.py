@@ -256,8 +256,11 @@ class SimExecutor(Executor):
         # Timed waits.  The sim has no clock but its own: one scheduling step
         # is one microsecond of virtual time, and when every task is asleep
         # the clock jumps to the next deadline (a discrete-event simulation).
+        # Virtual time is `now` = steps + skipped; jumps do not count against
+        # the step budget.  _next_deadline is in steps, for point()'s one compare.
         self._timers: list[tuple[int, int, Task, list[Task]]] = []
         self._timer_seq = 0
+        self._skipped = 0
         self._next_deadline = sys.maxsize
         self._timed_out: set[int] = set()
 
@@ -320,7 +323,7 @@ class SimExecutor(Executor):
         waiters.append(cur)
         self.runnable.remove(cur)
         if timeout_steps is not None:
-            self._add_timer(cur, waiters, self.steps + max(1, timeout_steps))
+            self._add_timer(cur, waiters, self.now + max(1, timeout_steps))
         if not self.runnable:
             self._advance_clock()
         if self.runnable:
@@ -340,15 +343,21 @@ class SimExecutor(Executor):
             return False
         return True
 
+    @property
+    def now(self) -> int:
+        """Virtual time in microseconds: a step is one, and idle time is skipped over."""
+        return self.steps + self._skipped
+
     def _add_timer(self, task: Task, waiters: list[Task], deadline: int) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (deadline, self._timer_seq, task, waiters))
-        self._next_deadline = self._timers[0][0]
+        self._next_deadline = self._timers[0][0] - self._skipped
 
     def _fire_timers(self) -> None:
         """Wake every task whose deadline has come and that is still waiting."""
         timers = self._timers
-        while timers and timers[0][0] <= self.steps:
+        now = self.now
+        while timers and timers[0][0] <= now:
             _, _, task, waiters = heapq.heappop(timers)
             for i, t in enumerate(waiters):
                 if t is task:
@@ -356,13 +365,13 @@ class SimExecutor(Executor):
                     self._timed_out.add(task.tid)
                     bisect.insort(self.runnable, task)
                     break
-        self._next_deadline = timers[0][0] if timers else sys.maxsize
+        self._next_deadline = timers[0][0] - self._skipped if timers else sys.maxsize
 
     def _advance_clock(self) -> bool:
         """Everyone is asleep: jump to the next deadline that still wakes
         somebody.  False if no timer is left (then it is a deadlock)."""
         while self._timers and not self.runnable:
-            self.steps = max(self.steps, self._timers[0][0])
+            self._skipped = max(self._skipped, self._timers[0][0] - self.steps)
             self._fire_timers()
         return bool(self.runnable)
 
