@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pagemap import __version__
+from pagemap.check import command as check_command
 from pagemap.kernel.errors import KernelError
 from pagemap.workload import command as run_command
 
 Command = Callable[[argparse.Namespace], int]
 
-REGISTRARS = [run_command.register]
+REGISTRARS = [run_command.register, check_command.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
