@@ -30,6 +30,7 @@ still set at the end, so any use in between aborts the removal of that page.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from pagemap.hw.memory import PGSHIFT
@@ -55,7 +56,7 @@ from pagemap.kernel.page import (
     unlock_page,
 )
 from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
-from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
@@ -215,6 +216,16 @@ def vmr_overlap(vmr: VMRegion, lo: int, hi: int) -> tuple[int, int] | None:
 # -- the page map --------------------------------------------------------------
 
 
+@dataclass
+class PageMapStats:
+    hits: int = 0  # lookups that found the page cached (under the map lock)
+    misses: int = 0  # pages inserted to be read (under the map lock)
+    removals: int = 0  # remove_contig calls that ran the protocol (one remover)
+    removed: int = 0  # pages freed by them
+    writeback_errors: int = 0  # pages kept because their writeback failed
+    writebacks: StatCounter = field(default_factory=StatCounter)  # pages written
+
+
 class PageMap:
     """struct page_map."""
 
@@ -237,8 +248,9 @@ class PageMap:
         self.lock = executor.spinlock(f"{name}.lock")
         self.vmrs: list[VMRegion] = []
         self.removal = executor.atomic(0, f"{name}.removal")
-        # Pages removal could not free because a writeback failed; kept dirty.
-        self.writeback_errors = 0
+        # Statistics.  Each is bumped where a lock already serialises it (the
+        # map lock, or the one remover), so they are exact under threads too.
+        self.stats = PageMapStats()
 
     @property
     def nr_pages(self) -> int:
@@ -290,6 +302,7 @@ class PageMap:
                 if tree_slot.cas(old, (old & ~PM_REMOVAL) + PM_REFCNT_ONE):
                     break
             page = self.allocator.pages[ppn]
+            self.stats.hits += 1
             if page.tree_slot is not tree_slot:
                 raise KernelBug(f"{self.name}: page {page.ppn} does not point back at slot {index}")
             return page
@@ -308,6 +321,7 @@ class PageMap:
             slot_val = encode_slot(page.ppn, removal=False, refcnt=1)
             page.tree_slot = self.tree.insert(index, slot_val)
             self.num_pages += 1
+            self.stats.misses += 1
 
     def put_page(self, page: Page) -> None:
         """Drop one slot reference (pm_put_page); the map keeps its page."""
@@ -433,6 +447,7 @@ class PageMap:
             except BaseException:
                 page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
                 raise
+            self.stats.writebacks.add(1)
             return True
         finally:
             unlock_page(page)
@@ -505,8 +520,10 @@ class PageMap:
             nr_removed = self._free_marked(lo, hi)
         finally:
             self.lock.release()
+        self.stats.removed += nr_removed
+        self.stats.removals += 1
         if first_error is not None:
-            self.writeback_errors += len(failed)
+            self.stats.writeback_errors += len(failed)
             raise first_error
         return nr_removed
 

@@ -156,3 +156,24 @@ class SimAtomicWord(AtomicWord):
         old = self.value
         self.value = old & bits & MASK64
         return old
+
+
+class StatCounter:
+    """A statistics counter: exact under threads, and never a scheduling point
+    (it is bookkeeping for people, not state the kernel synchronises on)."""
+
+    __slots__ = ("_lock", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return str(self.value)
