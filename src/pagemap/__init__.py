@@ -17,6 +17,7 @@ from pagemap.kernel.errors import (
     RefcountOverflow,
 )
 from pagemap.kernel.hostfs import HostFaults
+from pagemap.kernel.mm import VMR, AccessDenied, BusError, NotMapped, Proc, SegmentationFault
 from pagemap.kernel.mman import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -73,9 +74,12 @@ __all__ = [
     "PROT_NONE",
     "PROT_READ",
     "PROT_WRITE",
+    "VMR",
+    "AccessDenied",
     "AlreadyExists",
     "BlockDevice",
     "BufferHead",
+    "BusError",
     "Deadlock",
     "File",
     "HostFaults",
@@ -85,13 +89,16 @@ __all__ = [
     "KernelBug",
     "KernelError",
     "Machine",
+    "NotMapped",
     "OutOfMemory",
     "Page",
     "PageMap",
     "PageMapOps",
+    "Proc",
     "RandomStrategy",
     "RefcountOverflow",
     "ReplayStrategy",
+    "SegmentationFault",
     "SimExecutor",
     "StepBudgetExceeded",
     "Strategy",

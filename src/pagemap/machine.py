@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pagemap.hw.memory import PhysicalMemory, parse_size
+from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
 from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.hostfs import HostFS
+from pagemap.kernel.mm import Proc
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.vfs import File
@@ -60,6 +62,9 @@ class Machine:
         self.executor = make_executor(executor, seed, max_steps)
         self.memory = PhysicalMemory(parse_size(memory))
         self.allocator = PageAllocator(self.memory, self.executor)
+        self.mmu = MMU(self.executor, self.memory, cores)
+        self.tlbs: list[TLB] = self.mmu.tlbs
+        self.procs: list[Proc] = []
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
@@ -76,6 +81,24 @@ class Machine:
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
         self.page_maps.append(pm)
         return pm
+
+    def process(self) -> Proc:
+        """A new process with an empty address space (pids count from 1)."""
+        proc = Proc(
+            len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core
+        )
+        self.procs.append(proc)
+        return proc
+
+    @property
+    def on_access(self) -> AccessHook | None:
+        """Called as (proc, va, ppn, write) for every user load and store as it
+        lands in a frame; oracles install it to check memory safety."""
+        return self.mmu.on_access
+
+    @on_access.setter
+    def on_access(self, hook: AccessHook | None) -> None:
+        self.mmu.on_access = hook
 
     def open(self, path: str | os.PathLike[str], mode: str = "r+") -> File:
         """Open a host file through this machine's page cache ("r", "r+", "w",

@@ -1,13 +1,41 @@
-"""Page-table entry bits, as on x86-64.
+"""The memory-management unit: PTE bits, page tables, per-core TLBs, and the
+access path that user loads and stores take.
 
-A PTE is a 64-bit word: the frame number shifted left by PGSHIFT, plus these
-bits.  The MMU sets A and D on its own, concurrently with the kernel, which is
-why the kernel changes a PTE only with single atomic operations.
+A PTE is a 64-bit word: the frame number shifted left by PGSHIFT, plus the
+bits below.  The MMU sets A and D on its own, concurrently with the kernel,
+which is why the kernel changes a PTE only with single atomic operations.
+
+The access path, as on x86:
+
+- a load or store first looks in the core's TLB, whose entries are tagged by
+  address space and cache the PTE's value;
+- a miss walks the page table; a PTE that is not present, or not writable for
+  a store, raises PageFault, which the kernel handles before the access is
+  retried;
+- a store through an entry whose cached D is clear re-walks and sets A and D
+  in the PTE with one compare-and-swap, faulting if the PTE is no longer
+  present or writable; a store through an entry with D set writes the frame
+  directly, which is why the kernel must shoot down TLBs before it trusts D;
+- a shootdown removes one address space's entries from every core's TLB.
+
+Each core runs one instruction at a time, and a shootdown is an interrupt
+taken between instructions: an access holds its core's `busy` lock from the
+TLB lookup until its bytes have landed, and a shootdown takes that lock
+before it flushes the core.  Without it a store could look up a stale entry,
+let a shootdown finish, and then land, which no hardware allows.
+
+This module knows nothing of the kernel: an address space is a PageTable
+with an id (the ASID) and an opaque `owner` handed to the access hook.
 """
 
 from __future__ import annotations
 
-from pagemap.hw.memory import PGSHIFT
+from collections.abc import Callable
+
+from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
+from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.executor import Executor
+from pagemap.sync.locks import SpinLock
 
 PTE_P = 0x001  # present
 PTE_W = 0x002  # writable
@@ -16,6 +44,13 @@ PTE_A = 0x020  # accessed (set by the MMU)
 PTE_D = 0x040  # dirty (set by the MMU on a store)
 
 PTE_FLAGS_MASK = (1 << PGSHIFT) - 1
+
+# Entries a core's TLB holds before it evicts its oldest; eviction only
+# costs a re-walk, so the exact figure changes speed, never meaning.
+TLB_ENTRIES = 64
+
+# (owner, va, ppn, write), called as each access lands in a frame.
+AccessHook = Callable[[object, int, int, bool], None]
 
 
 def pte_ppn(pte: int) -> int:
@@ -37,3 +72,176 @@ def pte_bits(pte: int) -> str:
         if pte & bit
     ]
     return f"ppn={pte_ppn(pte)}:{'|'.join(names) or '-'}"
+
+
+class PageFault(Exception):
+    """The access at `va` needs the kernel: no present PTE, or a store to a
+    PTE that is not writable.  The kernel handles it and retries the access."""
+
+    def __init__(self, va: int, write: bool) -> None:
+        super().__init__(f"page fault: {'store to' if write else 'load from'} {va:#x}")
+        self.va = va
+        self.write = write
+
+
+class PageTable:
+    """One address space's PTEs: vpn -> AtomicWord, sparse.
+
+    The kernel creates PTE words (`pte`) and lists them (`ptes`) only under
+    its page-table lock; the MMU only looks words up, so it never sees the
+    dict change size under it.  Words are never deleted: an unmapped page's
+    PTE is the word 0.
+    """
+
+    def __init__(self, executor: Executor, asid: int, owner: object) -> None:
+        self.executor = executor
+        self.asid = asid
+        self.owner = owner
+        self._ptes: dict[int, AtomicWord] = {}
+
+    def lookup(self, vpn: int) -> AtomicWord | None:
+        """The PTE word for `vpn`, or None if there has never been one."""
+        return self._ptes.get(vpn)
+
+    def pte(self, vpn: int) -> AtomicWord:
+        """The PTE word for `vpn`, created (as 0) if need be."""
+        word = self._ptes.get(vpn)
+        if word is None:
+            word = self.executor.atomic(0, f"pte[p{self.asid}:{vpn << PGSHIFT:#x}]")
+            self._ptes[vpn] = word
+        return word
+
+    def ptes(self, vpn_lo: int, vpn_hi: int) -> list[tuple[int, AtomicWord]]:
+        """(vpn, word) for every word in [vpn_lo, vpn_hi), in address order."""
+        table = self._ptes
+        if vpn_hi - vpn_lo <= len(table):
+            found = ((v, table.get(v)) for v in range(vpn_lo, vpn_hi))
+            return [(v, w) for v, w in found if w is not None]
+        return sorted((v, w) for v, w in table.items() if vpn_lo <= v < vpn_hi)
+
+    def __len__(self) -> int:
+        return len(self._ptes)
+
+
+class TLB:
+    """One core's translation cache: (asid, vpn) -> the PTE value it cached."""
+
+    def __init__(self, executor: Executor, core: int) -> None:
+        self.executor = executor
+        self.core = core
+        self.name = f"tlb[{core}]"
+        # Held by the core's instruction in flight; see the module docstring.
+        self.busy: SpinLock = executor.spinlock(f"core{core}.insn")
+        self._entries: dict[tuple[int, int], int] = {}
+
+    def lookup(self, asid: int, vpn: int) -> int | None:
+        self.executor.point("tlb.lookup", self)
+        return self._entries.get((asid, vpn))
+
+    def fill(self, asid: int, vpn: int, pte: int) -> None:
+        entries = self._entries
+        if len(entries) >= TLB_ENTRIES and (asid, vpn) not in entries:
+            del entries[next(iter(entries))]
+        entries[(asid, vpn)] = pte
+
+    def invalidate(self, asid: int, vpn: int) -> None:
+        self._entries.pop((asid, vpn), None)
+
+    def flush(self, asid: int) -> None:
+        """Forget every entry of address space `asid` (the core's side of a
+        shootdown); the caller holds `busy`."""
+        self.executor.point("tlb.flush", self)
+        entries = self._entries
+        for key in [k for k in entries if k[0] == asid]:
+            del entries[key]
+
+    def entries(self, asid: int | None = None) -> list[tuple[int, int, int]]:
+        """(asid, vpn, pte) for each entry, or each of one address space; for oracles."""
+        return [(a, v, p) for (a, v), p in self._entries.items() if asid is None or a == asid]
+
+    def __repr__(self) -> str:
+        return f"TLB(core {self.core}, {len(self._entries)} entries)"
+
+
+class MMU:
+    """The machine's MMU: one TLB per core, the access path, and shootdowns."""
+
+    def __init__(self, executor: Executor, memory: PhysicalMemory, nr_cores: int) -> None:
+        self.executor = executor
+        self.memory = memory
+        self.tlbs = [TLB(executor, core) for core in range(nr_cores)]
+        self.on_access: AccessHook | None = None
+
+    # -- the access path ---------------------------------------------------------
+    def load(self, core: int, space: PageTable, va: int, n: int) -> bytes:
+        """`n` bytes at `va`, all within one page, through core `core`'s TLB."""
+        self._check_span(va, n)
+        tlb = self.tlbs[core]
+        vpn = va >> PGSHIFT
+        with tlb.busy:
+            pte = tlb.lookup(space.asid, vpn)
+            if pte is None:
+                pte = self._walk(tlb, space, va, write=False)
+            ppn = pte_ppn(pte)
+            self._land(space, va, ppn, write=False)
+            off = va & (PGSIZE - 1)
+            return bytes(self.memory.frame(ppn)[off : off + n])
+
+    def store(self, core: int, space: PageTable, va: int, data: bytes) -> None:
+        """Write `data` at `va`, all within one page, through core `core`'s TLB."""
+        self._check_span(va, len(data))
+        tlb = self.tlbs[core]
+        vpn = va >> PGSHIFT
+        with tlb.busy:
+            pte = tlb.lookup(space.asid, vpn)
+            if pte is None or not pte & PTE_D:
+                # A miss, or an entry cached before the page was dirtied (or
+                # while it was read-only): the PTE must say D before the bytes land.
+                pte = self._walk(tlb, space, va, write=True)
+            ppn = pte_ppn(pte)
+            self._land(space, va, ppn, write=True)
+            off = va & (PGSIZE - 1)
+            self.memory.frame(ppn)[off : off + len(data)] = data
+
+    @staticmethod
+    def _check_span(va: int, n: int) -> None:
+        if n < 0 or (va & (PGSIZE - 1)) + n > PGSIZE:
+            raise ValueError(f"an access of {n} bytes at {va:#x} would cross a page boundary")
+
+    def _walk(self, tlb: TLB, space: PageTable, va: int, write: bool) -> int:
+        """Walk the page table, set A (and D for a store) with one CAS, and
+        cache the result; PageFault if the PTE does not allow the access."""
+        vpn = va >> PGSHIFT
+        word = space.lookup(vpn)
+        while True:
+            old = word.load() if word is not None else 0
+            if not old & PTE_P or (write and not old & PTE_W):
+                tlb.invalidate(space.asid, vpn)
+                raise PageFault(va, write)
+            assert word is not None
+            new = old | PTE_A | (PTE_D if write else 0)
+            # The kernel may change the PTE between our load and here; the CAS
+            # then fails and we look again rather than resurrect what it cleared.
+            if new == old or word.cas(old, new):
+                tlb.fill(space.asid, vpn, new)
+                return new
+
+    def _land(self, space: PageTable, va: int, ppn: int, write: bool) -> None:
+        self.executor.point("frame.store" if write else "frame.load", ppn)
+        hook = self.on_access
+        if hook is not None:
+            hook(space.owner, va, ppn, write)
+
+    # -- shootdowns ----------------------------------------------------------------
+    def shootdown(self, asid: int) -> None:
+        """Remove address space `asid`'s entries from every core's TLB, each
+        core between two of its instructions."""
+        for tlb in self.tlbs:
+            with tlb.busy:
+                tlb.flush(asid)
+
+    def cached_ppns(self, asid: int) -> list[tuple[int, int, int]]:
+        """(core, vpn, ppn) for every TLB entry of `asid`; for oracles."""
+        return [
+            (tlb.core, vpn, pte_ppn(pte)) for tlb in self.tlbs for _, vpn, pte in tlb.entries(asid)
+        ]
