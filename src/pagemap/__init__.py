@@ -16,7 +16,7 @@ from pagemap.kernel.errors import (
     OutOfMemory,
     RefcountOverflow,
 )
-from pagemap.kernel.hostfs import HostFaults
+from pagemap.kernel.hostfs import HostFaults, HostFile
 from pagemap.kernel.mm import VMR, AccessDenied, BusError, NotMapped, Proc, SegmentationFault
 from pagemap.kernel.mman import (
     MAP_ANONYMOUS,
@@ -83,6 +83,7 @@ __all__ = [
     "Deadlock",
     "File",
     "HostFaults",
+    "HostFile",
     "IOFailure",
     "Inode",
     "InvalidArgument",

@@ -15,11 +15,10 @@ from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
 from pagemap.kernel.flusher import Flusher
-from pagemap.kernel.hostfs import HostFS
+from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.mm import Proc
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
-from pagemap.kernel.vfs import File
 from pagemap.sync.executor import (
     Executor,
     RandomStrategy,
@@ -100,7 +99,7 @@ class Machine:
     def on_access(self, hook: AccessHook | None) -> None:
         self.mmu.on_access = hook
 
-    def open(self, path: str | os.PathLike[str], mode: str = "r+") -> File:
+    def open(self, path: str | os.PathLike[str], mode: str = "r+") -> HostFile:
         """Open a host file through this machine's page cache ("r", "r+", "w",
         "w+" as in Python); the host file is the backing store."""
         return self.hostfs.open(path, mode)

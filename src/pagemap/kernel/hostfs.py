@@ -237,6 +237,21 @@ class HostInode(Inode):
         self.io.fsync()
 
 
+class HostFile(File):
+    """An open host file; its inode's `faults` make host calls fail."""
+
+    inode: HostInode
+
+    def __init__(
+        self, inode: HostInode, path: str, mode: str, readable: bool, writable: bool
+    ) -> None:
+        super().__init__(inode, path, mode, readable, writable)
+
+    @property
+    def faults(self) -> HostFaults:
+        return self.inode.faults
+
+
 def parse_mode(mode: str) -> tuple[bool, bool, bool, bool]:
     """(readable, writable, create, truncate) for "r", "r+", "w", "w+" (a "b"
     anywhere is accepted and ignored: files are always binary)."""
@@ -256,7 +271,7 @@ class HostFS:
         self.inodes: dict[tuple[int, int], HostInode] = {}
         self.lock = executor.spinlock("hostfs.inodes")
 
-    def open(self, path: str | os.PathLike[str], mode: str = "r+") -> File:
+    def open(self, path: str | os.PathLike[str], mode: str = "r+") -> HostFile:
         """Open a host file through the page cache ("r", "r+", "w", "w+")."""
         readable, writable, create, truncate = parse_mode(mode)
         name = os.fspath(path)
@@ -270,7 +285,7 @@ class HostFS:
                 f"{name}: was first opened where the host allowed only reading",
                 errno=errno.EACCES,
             )
-        file = File(inode, name, mode, readable, writable)
+        file = HostFile(inode, name, mode, readable, writable)
         if truncate:
             try:
                 inode.truncate(0)
@@ -306,4 +321,4 @@ class HostFS:
         return problems
 
 
-__all__ = ["FAULT_KINDS", "HostFS", "HostFaults", "HostIO", "HostInode"]
+__all__ = ["FAULT_KINDS", "HostFS", "HostFaults", "HostFile", "HostIO", "HostInode"]
