@@ -168,6 +168,10 @@ class Machine:
         task = self.executor.current_task()
         return task.core if task is not None else 0
 
+    def mm_counters(self) -> dict[str, int]:
+        """Fault and shootdown counts of the memory-management half."""
+        return {"page faults": sum(p.faults.value for p in self.procs)}
+
     def check_quiescent(self) -> list[str]:
         """The accounting oracle over the whole machine; [] when all holds."""
         problems: list[str] = []

@@ -1,0 +1,226 @@
+"""The main job: processes write and read a file while the flusher evicts it,
+and at the end every oracle of the design gets its verdict."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pagemap.hw.memory import PGSIZE
+from pagemap.kernel.mm import Proc
+from pagemap.kernel.vfs import File
+from pagemap.machine import Machine
+from pagemap.sync.executor import Deadlock, StepBudgetExceeded
+from pagemap.workload import data
+from pagemap.workload.spec import LOCKED_PAGES, Spec
+from pagemap.workload.worker import Worker
+
+ORACLES = ("coherence", "memory safety", "durability", "accounting", "liveness", "locked pages")
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Result:
+    spec: Spec
+    elapsed: float = 0.0
+    ops_done: int = 0
+    counters: dict[str, int | float] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+
+class Checks:
+    """Problems found by each oracle, as sentences (capped per oracle)."""
+
+    LIMIT = 20
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {name: [] for name in ORACLES}
+
+    def add(self, oracle: str, problem: str) -> None:
+        found = self.found[oracle]
+        if len(found) < self.LIMIT:
+            found.append(problem)
+
+    def verdicts(self) -> list[Verdict]:
+        return [
+            Verdict(name, not problems, "; ".join(problems) if problems else "holds")
+            for name, problems in self.found.items()
+        ]
+
+
+def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -> Result:
+    """Run `spec` in a temp dir; `progress(n)` is told of every n operations done."""
+    with tempfile.TemporaryDirectory(prefix="pagemap-run-") as tmp:
+        path = os.path.join(tmp, "data.bin")
+        if spec.file is not None:
+            size = data.copy(spec.file, path)
+            spec = Spec.build(**{**spec.__dict__, "file_size": size})
+        else:
+            data.generate(path, spec.file_size)
+        with open(path, "rb") as f:
+            shadow = bytearray(f.read())
+        return _run(spec, path, shadow, progress)
+
+
+def _run(spec: Spec, path: str, shadow: bytearray, progress: Callable[[int], None]) -> Result:
+    result = Result(spec)
+    checks = Checks()
+    machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed)
+    file = machine.open(path, "r+")
+    layout = spec.layout()
+    procs = [machine.process() for _ in range(spec.procs)]
+    flusher = machine.start_flusher(spec.flusher_period)
+    coherence: list[str] = []
+    per_worker = spec.ops // spec.procs
+    workers = [
+        Worker(
+            w,
+            procs[w],
+            file,
+            layout,
+            shadow,
+            spec.seed,
+            per_worker + (w < spec.ops % spec.procs),
+            progress,
+            coherence,
+        )
+        for w in range(spec.procs)
+    ]
+    machine.on_access = _memory_safety_hook(machine, file, workers, checks)
+    for w in workers:
+        machine.spawn(w.run, core=w.wid % spec.cores, name=f"p{w.proc.pid}.worker")
+    t0 = time.perf_counter()
+    try:
+        machine.run()
+    except (Deadlock, StepBudgetExceeded) as exc:
+        checks.add("liveness", str(exc))
+    except Exception as exc:  # a task failed: report it as what it is
+        checks.add("liveness", f"a task failed: {exc!r}")
+    result.elapsed = time.perf_counter() - t0
+    machine.on_access = None
+    for problem in coherence:
+        checks.add("coherence", problem)
+    _check_locked(file, workers, checks)
+    cached = file.mapping.nr_pages
+    _finish(machine, procs, file, shadow, checks)
+    result.ops_done = sum(sum(w.counts.values()) for w in workers)
+    result.counters = _counters(machine, file, procs, flusher.stats.rounds, cached, result)
+    result.verdicts = checks.verdicts()
+    return result
+
+
+def _memory_safety_hook(
+    machine: Machine, file: File, workers: list[Worker], checks: Checks
+) -> Callable[[object, int, int, bool], None]:
+    """Every user access must land in a live frame that caches the page the
+    address maps: never a free frame, never another page's."""
+    alloc = machine.allocator
+    pm = file.mapping
+    size = file.size
+    shared = {id(w.proc): w.base for w in workers}
+    locked = {id(w.proc): (w.locked_base, w.lo) for w in workers}
+
+    def hook(proc: object, va: int, ppn: int, write: bool) -> None:
+        if alloc.is_free(ppn):
+            checks.add(
+                "memory safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
+            )
+            return
+        base = shared.get(id(proc))
+        if base is None:
+            return
+        if base <= va < base + size:
+            index = (va - base) // PGSIZE
+        else:
+            lbase, lo = locked[id(proc)]
+            if not lbase <= va < lbase + LOCKED_PAGES * PGSIZE:
+                return  # the private window: a private copy, or the cached page
+            index = (va - lbase + lo) // PGSIZE
+        page = alloc.pages[ppn]
+        if page.mapping is not pm or page.index != index:
+            checks.add(
+                "memory safety",
+                f"{'store' if write else 'load'} at {va:#x} (page {index}) landed in frame {ppn}, "
+                f"which caches page {page.index} of {page.mapping}",
+            )
+
+    return hook
+
+
+def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
+    for w in workers:
+        if not w.locked_base:
+            continue
+        for i in range(LOCKED_PAGES):
+            index = w.lo // PGSIZE + i
+            if file.mapping.tree.lookup_slot(index) is None:
+                checks.add("locked pages", f"page {index}, mapped MAP_LOCKED, was evicted")
+
+
+def _finish(
+    machine: Machine, procs: list[Proc], file: File, shadow: bytearray, checks: Checks
+) -> None:
+    """Unmap everything (passing on dirty bits), fsync, and compare."""
+    try:
+        for proc in procs:
+            proc.exit()
+        file.fsync()
+    except OSError as exc:
+        checks.add("durability", f"writing back at the end failed: {exc}")
+        return
+    with open(file.path, "rb") as f:
+        host = f.read()
+    if host != bytes(shadow):
+        if len(host) != len(shadow):
+            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
+        else:
+            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
+            checks.add(
+                "durability",
+                f"after fsync the file differs from every write applied in "
+                f"order, first at offset {bad:#x}",
+            )
+    for problem in machine.check_quiescent():
+        checks.add("accounting", problem)
+    cached = sum(pm.nr_pages for pm in machine.page_maps)
+    if machine.allocator.nr_free + cached != machine.allocator.nr_frames - 1:
+        checks.add(
+            "accounting",
+            f"{machine.allocator.nr_frames - 1 - machine.allocator.nr_free - cached}"
+            " frames are neither free nor cached after every process exited",
+        )
+    file.close()
+
+
+def _counters(
+    machine: Machine, file: File, procs: list[Proc], rounds: int, cached: int, result: Result
+) -> dict[str, int | float]:
+    stats = file.mapping.stats
+    counters: dict[str, int | float] = {
+        "page loads": stats.hits + stats.misses,
+        "cache hits": stats.hits,
+        "pages read (misses)": stats.misses,
+        "writebacks": int(stats.writebacks),
+        "pages removed": stats.removed,
+        "removal passes": stats.removals,
+        "flusher rounds": rounds,
+        "pages cached at the end": cached,
+        "operations": result.ops_done,
+        "ops per second": round(result.ops_done / result.elapsed, 1) if result.elapsed else 0.0,
+    }
+    for name, value in machine.mm_counters().items():
+        counters[name] = value
+    return counters

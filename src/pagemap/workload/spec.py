@@ -1,0 +1,102 @@
+"""What `pagemap run` runs: the knobs, and how the file is carved up.
+
+The file is split so that every check can be exact under any interleaving:
+
+    [ read-only region | worker 1 | worker 2 | ... | worker N ]
+
+Nobody writes the read-only region, so every read of it must return the
+original bytes.  Each worker (one per process) is the only writer of its own
+region, through its shared mapping and through pwrite, so it knows exactly
+what every read of its region must return, however the flusher, the other
+processes' mappings of the same pages, and the scheduler interleave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pagemap.hw.memory import PGSIZE, parse_size
+
+MiB = 1 << 20
+
+# The first pages of each worker's region are also mapped MAP_LOCKED.
+LOCKED_PAGES = 8
+# Each worker maps this many pages of the read-only region MAP_PRIVATE.
+PRIVATE_PAGES = 16
+
+
+@dataclass(frozen=True)
+class Spec:
+    executor: str = "threads"
+    seed: int = 1
+    cores: int = 4
+    memory: int = 64 * MiB
+    file_size: int = 96 * MiB
+    procs: int = 4
+    ops: int = 20_000
+    file: str | None = None
+    flusher_period: float = 0.01
+
+    @staticmethod
+    def build(
+        executor: str = "threads",
+        seed: int = 1,
+        cores: int = 4,
+        memory: int | str = 64 * MiB,
+        file_size: int | str = 96 * MiB,
+        procs: int = 4,
+        ops: int = 20_000,
+        file: str | None = None,
+        flusher_period: float = 0.01,
+    ) -> Spec:
+        """A checked Spec; ValueError with a sentence for anything off."""
+        if executor not in ("threads", "sim"):
+            raise ValueError(f"unknown executor {executor!r}: choose threads or sim")
+        if cores < 1:
+            raise ValueError(f"--cores must be at least 1, not {cores}")
+        if procs < 1:
+            raise ValueError(f"--procs must be at least 1, not {procs}")
+        if ops < 0:
+            raise ValueError(f"--ops cannot be negative ({ops})")
+        if flusher_period <= 0:
+            raise ValueError(f"the flusher period must be positive, not {flusher_period}")
+        mem = parse_size(memory)
+        if mem < 64 * PGSIZE:
+            raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
+        size = parse_size(file_size)
+        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period)
+        spec.layout()  # raises if the file is too small for the processes
+        return spec
+
+    def layout(self) -> Layout:
+        return Layout.of(self.file_size, self.procs)
+
+
+@dataclass(frozen=True)
+class Layout:
+    file_size: int
+    ro_end: int  # [0, ro_end) is read-only
+    region: int  # bytes per worker region, a whole number of pages
+
+    @staticmethod
+    def of(file_size: int, procs: int) -> Layout:
+        pages = file_size // PGSIZE
+        per_worker = pages // (2 * procs)
+        if per_worker < 2 * LOCKED_PAGES or pages - per_worker * procs < PRIVATE_PAGES:
+            need = (2 * LOCKED_PAGES * procs * 2 + PRIVATE_PAGES) * PGSIZE
+            raise ValueError(
+                f"a file of {file_size} bytes is too small for {procs} processes "
+                f"(need at least {need} bytes)"
+            )
+        region = per_worker * PGSIZE
+        return Layout(file_size, file_size - region * procs, region)
+
+    def worker_region(self, wid: int) -> tuple[int, int]:
+        """[lo, hi) of worker `wid` (0-based)."""
+        lo = self.ro_end + wid * self.region
+        return lo, lo + self.region
+
+    def private_window(self, wid: int) -> int:
+        """Offset of the read-only pages worker `wid` maps privately."""
+        slots = max(1, self.ro_end // PGSIZE - PRIVATE_PAGES)
+        return (wid * 7919 % slots) * PGSIZE

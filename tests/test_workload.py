@@ -1,0 +1,144 @@
+"""`pagemap run`: the main job, its oracles, and its command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pagemap.cli import main
+from pagemap.workload.runner import run_workload
+from pagemap.workload.spec import Spec
+
+
+def small(executor: str = "sim", seed: int = 1) -> Spec:
+    """A run small enough for the test suite that still evicts."""
+    return Spec.build(
+        executor=executor, seed=seed, memory="1MiB", file_size="2MiB", ops=600, procs=3
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_small_runs_hold_every_oracle_under_the_sim(seed: int) -> None:
+    result = run_workload(small("sim", seed))
+    assert [v.name for v in result.verdicts if not v.ok] == [], result.verdicts
+    assert result.ops_done == 600
+    assert result.counters["pages removed"] > 0  # memory pressure made the flusher evict
+
+
+def test_a_run_under_threads_holds_every_oracle() -> None:
+    result = run_workload(small("threads", 3))
+    assert result.ok, result.verdicts
+    assert result.counters["writebacks"] > 0
+
+
+def test_same_seed_same_run_under_the_sim() -> None:
+    spec = small("sim", 11)
+    a, b = run_workload(spec), run_workload(spec)
+    strip = {"ops per second"}
+    assert {k: v for k, v in a.counters.items() if k not in strip} == {
+        k: v for k, v in b.counters.items() if k not in strip
+    }
+
+
+def test_the_oracles_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A writepage that silently drops its data must be caught by durability.
+    from pagemap.kernel import hostfs
+
+    def lossy_writepage(self: hostfs.HostInode, pm: object, page: object) -> None:
+        return None
+
+    monkeypatch.setattr(hostfs.HostInode, "writepage", lossy_writepage)
+    result = run_workload(small("sim", 1))
+    failed = {v.name: v.detail for v in result.verdicts if not v.ok}
+    assert "durability" in failed
+    assert "coherence" in failed  # evicted pages came back without their writes
+
+
+def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "run",
+            "--executor",
+            "sim",
+            "--memory",
+            "1MiB",
+            "--file-size",
+            "2MiB",
+            "--ops",
+            "200",
+            "--procs",
+            "2",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"] is True
+    assert set(out["oracles"]) == {
+        "coherence",
+        "memory safety",
+        "durability",
+        "accounting",
+        "liveness",
+        "locked pages",
+    }
+    assert out["counters"]["operations"] == 200
+
+
+def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--memory", "1MiB", "--file-size", "2MiB", "--ops", "200"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "every oracle holds" in out and "cache hits" in out and "durability" in out
+
+
+def test_a_users_file_is_copied_never_modified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "mine.bin"
+    original = os.urandom(1 << 20)
+    src.write_bytes(original)
+    code = main(
+        [
+            "run",
+            "--executor",
+            "sim",
+            "--memory",
+            "512KiB",
+            "--ops",
+            "300",
+            "--procs",
+            "2",
+            "--file",
+            str(src),
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"], out["oracles"]
+    assert out["spec"]["file_size"] == 1 << 20
+    assert src.read_bytes() == original
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--cores", "0"], "--cores"),
+        (["--procs", "0"], "--procs"),
+        (["--ops", "-5"], "--ops"),
+        (["--memory", "lots"], "size"),
+        (["--memory", "4KiB"], "too small"),
+        (["--file-size", "64KiB"], "too small"),
+        (["--file", "/nonexistent/file.bin"], "No such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and words in err
+    assert err.startswith("pagemap run: ")
