@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
+from pagemap.kernel.mm import collect_mapped_dirty, drop_private_copies
 from pagemap.kernel.page import PG_DIRTY, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import RADIX_MAX_INDEX
@@ -199,6 +200,7 @@ class Inode:
             self.set_size(size)
             if size < old_size:
                 self.mapping.truncate_pages(pages_spanned(size))
+                drop_private_copies(self.mapping, pages_spanned(size))
                 # After the drop: a reader that loaded the last page before the
                 # size changed may have filled it with old bytes; load_page waits
                 # for that fill to finish before we zero.
@@ -243,9 +245,11 @@ class Inode:
     def fsync(self) -> None:
         """Write back every dirty page, then make the backing store durable.
 
-        A failed writepage leaves its page dirty and cached; the error is
-        raised once every other page has been tried.
+        Stores through shared mappings count: their PTEs' dirty bits are
+        moved to the pages first.  A failed writepage leaves its page dirty
+        and cached; the error is raised once every other page has been tried.
         """
+        collect_mapped_dirty(self.mapping, 0, ALL_PAGES)
         self.mapping.writeback(0, ALL_PAGES)
         self.sync_backing()
 
