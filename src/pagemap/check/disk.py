@@ -26,8 +26,9 @@ from pagemap.kernel.pagemap import PageMap
 
 
 def block_bytes(index: int, version: int, writer: int = 0) -> bytes:
-    """A page's worth of bytes naming (index, version, writer): any two differ."""
-    stamp = (index & 0xFFFFFF) | (version & 0xFFFFFF) << 24 | (writer & 0xFFFF) << 48
+    """A page's worth of bytes naming (index, version, writer): any two differ,
+    and none is all zeros, so a frame that was never filled shows."""
+    stamp = (index & 0xFFFFFF) | (version & 0xFFFFFF) << 24 | (writer & 0x7FFF) << 48 | 1 << 63
     return stamp.to_bytes(8, "little") * (PGSIZE // 8)
 
 

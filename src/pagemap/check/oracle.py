@@ -28,6 +28,7 @@ DURABILITY = "durability"
 ACCOUNTING = "accounting"
 LIVENESS = "liveness"
 CRASH = "kernel error"
+ASSERTION = "assertion"  # an assert in a task of a model
 
 StepCheck = Callable[[], None]
 EndCheck = Callable[[], list["Violation"]]

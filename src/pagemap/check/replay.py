@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import greenlet
+
 from pagemap.check.oracle import Violation
 from pagemap.check.runner import DEFAULT_MAX_STEPS, Model, run_schedule
 from pagemap.check.strategy import FollowStrategy
@@ -21,5 +23,9 @@ def replay(model: Model, trace: Trace, max_steps: int = DEFAULT_MAX_STEPS) -> Re
     """Re-run `trace.schedule` on `model`, recording every step."""
     recorder = Recorder()
     follow = FollowStrategy(trace.schedule)
-    outcome = run_schedule(model, follow, max_steps, recorder=recorder)
+    previous = greenlet.settrace(recorder.on_switch)
+    try:
+        outcome = run_schedule(model, follow, max_steps, recorder=recorder)
+    finally:
+        greenlet.settrace(previous)
     return Replay(recorder.close(), outcome.violation, follow.diverged)

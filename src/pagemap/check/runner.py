@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pagemap.check.oracle import CRASH, LIVENESS, RunContext, StepHook, Violation
+from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, StepHook, Violation
 from pagemap.check.strategy import (
     CheckStrategy,
     Chooser,
@@ -93,7 +93,8 @@ def _run(ctx: RunContext, model: Model) -> Violation | None:
         return Violation(LIVENESS, str(exc))
     except Exception as exc:
         who = next((t.name for t in sched.tasks if t.exc is exc), "set-up")
-        return Violation(CRASH, f"{who} raised {_describe(exc)}")
+        oracle = ASSERTION if isinstance(exc, AssertionError) else CRASH
+        return Violation(oracle, f"{who} raised {_describe(exc)}")
     return ctx.violation
 
 

@@ -152,36 +152,91 @@ def show_word(word: AtomicWord) -> tuple[str, str, str]:
 
 
 class Recorder:
-    """A step hook that keeps one row per scheduling point.  The hook runs
-    just before the operation, so each row's value is filled in (as
-    "before -> after") when the next step comes, or at `close`."""
+    """One row per scheduling point, in the order the operations take effect.
+
+    The step hook runs at a task's scheduling point, before its operation,
+    and the operation takes effect when the task next runs: at once, unless
+    the strategy switches away there.  So the recorder also watches greenlet
+    switches (`on_switch`, installed with greenlet.settrace during a replay):
+    a row is placed when its task actually goes on, its "before" value taken
+    then, and its "after" value when the task next stops.
+    """
 
     def __init__(self) -> None:
         self.rows: list[Step] = []
-        self._pending: tuple[Step, AtomicWord, tuple[str, str, str]] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._tasks: dict[object, Task] = {}
 
     def __call__(self, task: Task, kind: str, obj: object) -> None:
-        self._settle()
-        row = Step(len(self.rows) + 1, task.core, task.name, kind, _name(obj))
-        self.rows.append(row)
-        if isinstance(obj, AtomicWord):
-            self._pending = (row, obj, show_word(obj))
-        elif isinstance(obj, SpinLock):
-            row.value = "held" if obj.held else "free"
-        elif isinstance(obj, Semaphore):
-            row.value = f"count {obj.count}"
+        self._tasks[task.glet] = task
+        old = self._pending.pop(task.tid, None)
+        if old is not None:
+            self._place(old)
+            old.settle()
+        self._pending[task.tid] = _Pending(
+            task, Step(0, task.core, task.name, kind, _name(obj)), obj
+        )
+
+    def on_switch(self, event: str, args: tuple[object, object]) -> None:
+        origin, target = args
+        out = self._tasks.get(origin)
+        if out is not None and (p := self._pending.get(out.tid)) is not None:
+            # Stopped at its point by the strategy: the operation is still to come.
+            # Blocked or finished: it happened (a blocked one waits inside it).
+            preempted = not p.placed and not out.done and out.waiting_on is None
+            if not preempted:
+                self._place(p)
+                p.settle()
+        into = self._tasks.get(target)
+        if into is not None and (p := self._pending.get(into.tid)) is not None and not p.placed:
+            p.refresh()
+            self._place(p)
 
     def close(self) -> list[Step]:
-        self._settle()
+        for tid in sorted(self._pending):
+            p = self._pending[tid]
+            self._place(p)
+            p.settle()
+        self._pending.clear()
         return self.rows
 
-    def _settle(self) -> None:
-        if self._pending is None:
-            return
-        row, word, before = self._pending
-        after = show_word(word)
-        row.slot, row.pte, row.value = (_arrow(b, a) for b, a in zip(before, after, strict=True))
-        self._pending = None
+    def _place(self, p: _Pending) -> None:
+        if not p.placed:
+            p.placed = True
+            p.row.step = len(self.rows) + 1
+            self.rows.append(p.row)
+
+
+class _Pending:
+    """A row whose operation may not have happened yet."""
+
+    def __init__(self, task: Task, row: Step, obj: object) -> None:
+        self.task = task
+        self.row = row
+        self.obj = obj
+        self.placed = False
+        self.before = self._show()
+
+    def _show(self) -> tuple[str, str, str]:
+        obj = self.obj
+        if isinstance(obj, AtomicWord):
+            return show_word(obj)
+        if isinstance(obj, SpinLock):
+            holder = getattr(obj, "holder", None)
+            who = getattr(holder, "name", "?")
+            return "", "", f"held by {who}" if obj.held else "free"
+        if isinstance(obj, Semaphore):
+            return "", "", f"count {obj.count}"
+        return "", "", ""
+
+    def refresh(self) -> None:
+        self.before = self._show()
+
+    def settle(self) -> None:
+        after = self._show()
+        self.row.slot, self.row.pte, self.row.value = (
+            _arrow(b, a) for b, a in zip(self.before, after, strict=True)
+        )
 
 
 def _arrow(before: str, after: str) -> str:

@@ -174,6 +174,8 @@ def _two_removers(ctx: RunContext, p: Params) -> None:
 def _writeback_remove(ctx: RunContext, p: Params) -> None:
     pages = p["pages"]
     cache = Cache(ctx, pages, preload=pages)
+    for i in range(pages):
+        cache.write(i, 9)  # dirty before the race: writeback has work from its first step
 
     def writer() -> None:
         for i in range(pages):

@@ -1,0 +1,163 @@
+"""Exploring your own model, from pytest or anywhere (in the manner of loom).
+
+    def setup(machine):            # build the shared state on the Machine
+        return Counter(machine)
+
+    def bump(counter):             # each task function gets that state
+        ...
+
+    explore(setup, bump, bump, check=lambda c: c.value == 2)
+
+`explore` runs the tasks on fresh Machines under the SimExecutor with the
+same strategies, oracles and traces as `pagemap check`.  A violation (a
+failed `check`, an AssertionError or kernel error in a task, a deadlock, the
+machine's accounting at the end) raises `CounterexampleFound`, whose message
+is the shrunk schedule as a step table.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from rich.console import Console
+
+from pagemap.check.oracle import ACCOUNTING, RunContext, Violation
+from pagemap.check.replay import Replay, replay
+from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.trace import Step, Trace
+from pagemap.hw.memory import parse_size
+
+S = TypeVar("S")
+
+CHECK = "check"
+
+
+class CounterexampleFound(AssertionError):
+    """An exploration found a schedule that breaks an oracle."""
+
+    def __init__(self, summary: Summary, trace: Trace, table: str) -> None:
+        self.summary = summary
+        self.trace = trace
+        super().__init__(
+            f"{trace.oracle}: {trace.message}\n"
+            f"after {summary.schedules} schedule(s) ({trace.strategy}, seed {trace.seed}); "
+            f"{trace.steps} steps, {trace.preemptions} preemptions:\n{table}"
+        )
+
+
+@dataclass(frozen=True)
+class FunctionModel(Generic[S]):
+    """A model given as functions: setup(machine) -> state; task(state)."""
+
+    name: str
+    setup: Callable[[Any], S]
+    tasks: tuple[Callable[[S], object], ...]
+    check: Callable[[S], object] | None = None
+    cores: int = 2
+    memory: int = 16 * 4096
+    quiescent: bool = True
+    params: dict[str, int] = field(default_factory=dict)
+
+    def build(self, ctx: RunContext) -> None:
+        state = self.setup(ctx.machine)
+        for i, fn in enumerate(self.tasks):
+            ctx.machine.spawn(fn, state, name=f"{getattr(fn, '__name__', 'task')}#{i}")
+        if self.check is not None:
+            check = self.check
+            ctx.at_end(lambda: _verdict(check, state))
+        if self.quiescent:
+            ctx.at_end(lambda: [Violation(ACCOUNTING, p) for p in ctx.machine.check_quiescent()])
+
+
+def _verdict(check: Callable[[S], object], state: S) -> list[Violation]:
+    """A check may return False, a list of complaints, or raise AssertionError."""
+    try:
+        result = check(state)
+    except AssertionError as exc:
+        return [Violation(CHECK, str(exc) or "the check's assertion failed")]
+    if result is False:
+        return [Violation(CHECK, "the check returned False")]
+    if isinstance(result, list | tuple):
+        return [Violation(CHECK, str(p)) for p in result]
+    return []
+
+
+def model(
+    setup: Callable[[Any], S],
+    *tasks: Callable[[S], object],
+    check: Callable[[S], object] | None = None,
+    cores: int | None = None,
+    memory: int | str = "64KiB",
+    name: str | None = None,
+) -> FunctionModel[S]:
+    if not tasks:
+        raise ValueError("a model needs at least one task function")
+    return FunctionModel(
+        str(name or getattr(setup, "__name__", "model")),
+        setup,
+        tuple(tasks),
+        check,
+        cores if cores is not None else len(tasks),
+        parse_size(memory),
+    )
+
+
+def explore(
+    setup: Callable[[Any], S],
+    *tasks: Callable[[S], object],
+    check: Callable[[S], object] | None = None,
+    strategy: str = "random",
+    budget: int | None = 1000,
+    seed: int = 0,
+    preemptions: int | None = None,
+    depth: int = 3,
+    cores: int | None = None,
+    memory: int | str = "64KiB",
+    max_steps: int = DEFAULT_MAX_STEPS,
+    shrink: bool = True,
+    trace_dir: str | Path | None = None,
+) -> Summary:
+    """Explore the interleavings of `tasks` over the state `setup` builds.
+
+    Returns the summary when every schedule passes; raises
+    CounterexampleFound (an AssertionError, so pytest shows it) otherwise,
+    after writing the trace to `trace_dir` if one is given.
+    """
+    m = model(setup, *tasks, check=check, cores=cores, memory=memory)
+    summary = explore_model(
+        m, strategy, seed, budget, None, preemptions, depth, max_steps, shrink=shrink
+    )
+    if summary.trace is None:
+        return summary
+    trace = summary.trace
+    if trace_dir is not None:
+        trace.save(trace_dir)
+    result = replay(m, trace, max_steps)
+    raise CounterexampleFound(summary, trace, render(result.rows))
+
+
+def replay_model(
+    setup: Callable[[Any], S],
+    *tasks: Callable[[S], object],
+    trace: Trace,
+    check: Callable[[S], object] | None = None,
+    cores: int | None = None,
+    memory: int | str = "64KiB",
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> Replay:
+    """Re-run a trace of a model given as functions, one row per step."""
+    m = model(setup, *tasks, check=check, cores=cores, memory=memory)
+    return replay(m, trace, max_steps)
+
+
+def render(rows: list[Step], width: int = 120) -> str:
+    """The step table as plain text."""
+    from pagemap.check.command import step_table
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(step_table(rows, "counterexample"))
+    return console.export_text()
