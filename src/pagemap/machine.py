@@ -83,9 +83,7 @@ class Machine:
 
     def process(self) -> Proc:
         """A new process with an empty address space (pids count from 1)."""
-        proc = Proc(
-            len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core
-        )
+        proc = Proc(len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core)
         self.procs.append(proc)
         return proc
 
