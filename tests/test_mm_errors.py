@@ -1,0 +1,249 @@
+"""Bad input to mmap, munmap, mprotect and msync, and faulting accesses: each
+raises the error Linux gives (errno and all), with no lock left held and
+nothing leaked.  Where Linux defines the answer, test_linux_diff.py checks
+the same against the real kernel."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pagemap import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PGSIZE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    AccessDenied,
+    BusError,
+    InvalidArgument,
+    KernelError,
+    Machine,
+    NotMapped,
+    Proc,
+    SegmentationFault,
+)
+from pagemap.kernel.hostfs import HostFile
+from pagemap.kernel.mm import USER_MIN, USER_TOP
+
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+
+
+@pytest.fixture
+def machine() -> Machine:
+    return Machine(cores=1, memory=17 * PGSIZE, executor="sim", seed=0)
+
+
+@pytest.fixture
+def proc(machine: Machine) -> Proc:
+    return machine.process()
+
+
+@pytest.fixture
+def rw_file(machine: Machine, tmp_path: Path) -> HostFile:
+    path = tmp_path / "rw.bin"
+    path.write_bytes(bytes(2 * PGSIZE))
+    return machine.open(path, "r+")
+
+
+@pytest.fixture
+def ro_file(machine: Machine, tmp_path: Path) -> HostFile:
+    path = tmp_path / "ro.bin"
+    path.write_bytes(bytes(2 * PGSIZE))
+    return machine.open(path, "r")
+
+
+def fails(call: Callable[[], object], code: int, kind: type[KernelError], proc: Proc) -> str:
+    """Run `call`, expecting `kind` with errno `code` and nothing held after."""
+    with pytest.raises(kind) as exc:
+        call()
+    assert exc.value.errno == code, exc.value
+    assert not proc.vmr_lock.held and not proc.pte_lock.held
+    return str(exc.value)
+
+
+def unchanged(machine: Machine, proc: Proc) -> None:
+    assert proc.vmrs == [] and proc.anon == {}
+    assert machine.allocator.nr_used == 0
+
+
+# -- mmap ---------------------------------------------------------------------------
+
+
+def test_mmap_of_length_zero_is_einval(machine: Machine, proc: Proc) -> None:
+    fails(lambda: proc.mmap(0, RW, ANON), errno.EINVAL, InvalidArgument, proc)
+    unchanged(machine, proc)
+
+
+def test_mmap_fixed_at_an_unaligned_address_is_einval(machine: Machine, proc: Proc) -> None:
+    call = lambda: proc.mmap(PGSIZE, RW, ANON | MAP_FIXED, addr=0x1000_0010)  # noqa: E731
+    fails(call, errno.EINVAL, InvalidArgument, proc)
+    unchanged(machine, proc)
+
+
+def test_an_unaligned_hint_without_map_fixed_is_only_a_hint(proc: Proc) -> None:
+    assert proc.mmap(PGSIZE, RW, ANON, addr=0x2000_0010) == 0x2000_0000
+
+
+def test_mmap_at_an_unaligned_file_offset_is_einval(
+    machine: Machine, proc: Proc, rw_file: HostFile
+) -> None:
+    call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED, rw_file, 100)  # noqa: E731
+    fails(call, errno.EINVAL, InvalidArgument, proc)
+    unchanged(machine, proc)
+    assert rw_file.mapping.vmrs == []
+
+
+@pytest.mark.parametrize("flags", [0, MAP_SHARED | MAP_PRIVATE, MAP_ANONYMOUS])
+def test_flags_with_neither_or_both_of_shared_and_private_are_einval(
+    machine: Machine, proc: Proc, flags: int
+) -> None:
+    msg = fails(lambda: proc.mmap(PGSIZE, RW, flags), errno.EINVAL, InvalidArgument, proc)
+    assert "MAP_SHARED" in msg and "MAP_PRIVATE" in msg
+    unchanged(machine, proc)
+
+
+def test_unknown_protection_bits_are_einval(proc: Proc) -> None:
+    fails(lambda: proc.mmap(PGSIZE, 0x80, ANON), errno.EINVAL, InvalidArgument, proc)
+
+
+def test_write_to_a_shared_mapping_of_a_read_only_file_is_eacces(
+    machine: Machine, proc: Proc, ro_file: HostFile
+) -> None:
+    call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED, ro_file)  # noqa: E731
+    fails(call, errno.EACCES, AccessDenied, proc)
+    unchanged(machine, proc)
+    assert ro_file.mapping.vmrs == []
+    # Reading it shared, or writing it privately, is fine.
+    proc.mmap(PGSIZE, PROT_READ, MAP_SHARED, ro_file)
+    proc.mmap(PGSIZE, RW, MAP_PRIVATE, ro_file)
+
+
+def test_mapping_a_write_only_file_is_eacces(machine: Machine, proc: Proc, tmp_path: Path) -> None:
+    wo = machine.open(tmp_path / "wo.bin", "w")
+    fails(lambda: proc.mmap(PGSIZE, PROT_READ, MAP_SHARED, wo), errno.EACCES, AccessDenied, proc)
+
+
+def test_a_file_mapping_with_no_file_is_ebadf(proc: Proc) -> None:
+    fails(lambda: proc.mmap(PGSIZE, RW, MAP_SHARED), errno.EBADF, KernelError, proc)
+
+
+def test_map_fixed_below_the_lowest_user_address_is_eperm(proc: Proc) -> None:
+    call = lambda: proc.mmap(PGSIZE, RW, ANON | MAP_FIXED, addr=USER_MIN - PGSIZE)  # noqa: E731
+    fails(call, errno.EPERM, KernelError, proc)
+
+
+def test_a_mapping_larger_than_the_address_space_is_enomem(proc: Proc) -> None:
+    fails(lambda: proc.mmap(USER_TOP + 1, RW, ANON), errno.ENOMEM, NotMapped, proc)
+
+
+# -- munmap, mprotect, msync ------------------------------------------------------------
+
+
+def test_munmap_of_length_zero_or_an_unaligned_address_is_einval(proc: Proc) -> None:
+    a = proc.mmap(PGSIZE, RW, ANON)
+    fails(lambda: proc.munmap(a, 0), errno.EINVAL, InvalidArgument, proc)
+    fails(lambda: proc.munmap(a + 1, PGSIZE), errno.EINVAL, InvalidArgument, proc)
+    fails(lambda: proc.munmap(a, USER_TOP), errno.EINVAL, InvalidArgument, proc)
+    assert len(proc.vmrs) == 1
+
+
+def test_munmap_of_a_range_with_nothing_mapped_succeeds(machine: Machine, proc: Proc) -> None:
+    proc.munmap(0x5000_0000, 16 * PGSIZE)
+    a = proc.mmap(PGSIZE, RW, ANON)
+    proc.munmap(a + PGSIZE, PGSIZE)  # just past it
+    assert len(proc.vmrs) == 1
+
+
+def test_mprotect_of_a_range_with_nothing_mapped_is_enomem(proc: Proc) -> None:
+    fails(lambda: proc.mprotect(0x5000_0000, PGSIZE, PROT_READ), errno.ENOMEM, NotMapped, proc)
+
+
+def test_mprotect_over_a_hole_changes_what_comes_before_it_then_fails_enomem(
+    proc: Proc,
+) -> None:
+    """Linux applies the change region by region and stops at the hole."""
+    a = proc.mmap(PGSIZE, RW, ANON)
+    call = lambda: proc.mprotect(a, 3 * PGSIZE, PROT_READ)  # noqa: E731
+    fails(call, errno.ENOMEM, NotMapped, proc)
+    assert proc.vmrs[0].prot == PROT_READ
+
+
+def test_mprotect_einval_cases_and_length_zero(proc: Proc) -> None:
+    a = proc.mmap(PGSIZE, RW, ANON)
+    fails(lambda: proc.mprotect(a + 8, PGSIZE, PROT_READ), errno.EINVAL, InvalidArgument, proc)
+    fails(lambda: proc.mprotect(a, PGSIZE, 0x40), errno.EINVAL, InvalidArgument, proc)
+    proc.mprotect(a, 0, PROT_READ)  # as on Linux: nothing to do, no error
+    proc.mprotect(0x6000_0000, 0, PROT_READ)
+    assert proc.vmrs[0].prot == RW
+
+
+def test_mprotect_write_on_a_shared_mapping_of_a_read_only_file_is_eacces(
+    proc: Proc, ro_file: HostFile
+) -> None:
+    a = proc.mmap(PGSIZE, PROT_READ, MAP_SHARED, ro_file)
+    fails(lambda: proc.mprotect(a, PGSIZE, RW), errno.EACCES, AccessDenied, proc)
+    assert proc.vmrs[0].prot == PROT_READ
+    proc.mprotect(a, PGSIZE, PROT_READ | PROT_EXEC)
+
+
+def test_msync_of_an_unmapped_range_is_enomem_and_unaligned_is_einval(proc: Proc) -> None:
+    a = proc.mmap(PGSIZE, RW, ANON)
+    fails(lambda: proc.msync(a, 2 * PGSIZE), errno.ENOMEM, NotMapped, proc)
+    fails(lambda: proc.msync(a + 1, PGSIZE), errno.EINVAL, InvalidArgument, proc)
+    proc.msync(a, PGSIZE)
+    proc.msync(a, 0)
+
+
+# -- faulting accesses ----------------------------------------------------------------------
+
+
+def test_an_access_to_an_unmapped_address_is_sigsegv_efault(machine: Machine, proc: Proc) -> None:
+    msg = fails(lambda: proc.load(0x5000_0000, 4), errno.EFAULT, SegmentationFault, proc)
+    assert "SIGSEGV" in msg and "nothing is mapped" in msg
+    fails(lambda: proc.store(-PGSIZE, b"x"), errno.EFAULT, SegmentationFault, proc)
+    fails(lambda: proc.load(USER_TOP, 1), errno.EFAULT, SegmentationFault, proc)
+    unchanged(machine, proc)
+
+
+def test_a_store_to_a_read_only_mapping_is_sigsegv_eperm(
+    machine: Machine, proc: Proc, rw_file: HostFile
+) -> None:
+    a = proc.mmap(PGSIZE, PROT_READ, MAP_SHARED, rw_file)
+    msg = fails(lambda: proc.store(a, b"x"), errno.EPERM, SegmentationFault, proc)
+    assert "SIGSEGV" in msg and "PROT_READ" in msg
+    assert rw_file.pread(1, 0) == b"\0"
+    assert machine.check_quiescent() == []
+
+
+def test_a_load_from_prot_none_is_sigsegv_eperm(proc: Proc) -> None:
+    a = proc.mmap(PGSIZE, 0, ANON)
+    fails(lambda: proc.load(a, 1), errno.EPERM, SegmentationFault, proc)
+
+
+def test_an_access_past_the_end_of_file_is_sigbus(
+    machine: Machine, proc: Proc, rw_file: HostFile
+) -> None:
+    a = proc.mmap(4 * PGSIZE, RW, MAP_SHARED, rw_file)
+    msg = fails(lambda: proc.load(a + 2 * PGSIZE, 1), errno.EFAULT, BusError, proc)
+    assert "SIGBUS" in msg and "past its end" in msg
+    fails(lambda: proc.store(a + 3 * PGSIZE, b"x"), errno.EFAULT, BusError, proc)
+    assert machine.check_quiescent() == []
+    assert len(rw_file.pread(3 * PGSIZE, 0)) == 2 * PGSIZE  # nothing grew the file
+
+
+def test_the_two_signals_are_told_apart_by_class_and_attribute() -> None:
+    assert SegmentationFault.signal == "SIGSEGV" and BusError.signal == "SIGBUS"
+    assert not issubclass(BusError, SegmentationFault)
+    assert issubclass(BusError, OSError) and issubclass(SegmentationFault, KernelError)
+
+
+def test_a_negative_load_length_is_einval(proc: Proc) -> None:
+    fails(lambda: proc.load(0x1000_0000, -1), errno.EINVAL, InvalidArgument, proc)
