@@ -12,9 +12,12 @@ import mmap as pymmap
 import os
 import tempfile
 import time
+from typing import cast
 
 from bench.harness import Report
+from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_PRIVATE
+from pagemap.kernel.vfs import File
 from pagemap.workload import data
 from pagemap.workload.runner import run_workload
 from pagemap.workload.spec import Spec
@@ -94,11 +97,11 @@ def linux_ops_per_second(spec: Spec) -> float:
             workers = [
                 Worker(
                     w,
-                    LinuxProc(),
-                    file,
+                    cast(Proc, LinuxProc()),
+                    cast(File, file),
                     layout,
                     shadow,
-                    spec.seed,  # type: ignore[arg-type]
+                    spec.seed,
                     spec.ops // spec.procs,
                     lambda n: None,
                     problems,
