@@ -221,7 +221,7 @@ def _merge(parts: list[Summary]) -> Summary:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    console = Console(stderr=False)
+    console = _console()
     scenarios = registry()
     if args.list:
         for s in scenarios.values():
@@ -311,6 +311,11 @@ def _run_parallel(
     return merged
 
 
+def _console() -> Console:
+    # Piped into a file or a pager, the step table keeps every column whole.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("{task.description:<18}"),
@@ -359,7 +364,7 @@ def _report(console: Console, args: argparse.Namespace, model: Any, trace: Trace
     result = replay(model, trace, args.max_steps)
     console.print(step_table(result.rows, f"{trace.scenario}: counterexample"))
     _print_verdict(console, trace, result.violation)
-    console.print(f"trace written to {path}  (replay: pagemap replay {path})")
+    console.print(f"trace written to {path}  (replay: pagemap replay {path})", soft_wrap=True)
     return 1
 
 
@@ -367,7 +372,7 @@ def _report(console: Console, args: argparse.Namespace, model: Any, trace: Trace
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    console = Console()
+    console = _console()
     trace = Trace.load(args.trace)
     model = lookup(trace.scenario).model(trace.params)
     result = replay(model, trace, args.max_steps)
@@ -385,7 +390,8 @@ def _print_verdict(console: Console, trace: Trace, violation: Violation | None) 
     if violation is None:
         console.print(
             f"[green]no violation on replay[/green] (the trace recorded {trace.oracle}: "
-            f"{trace.message})"
+            f"{trace.message})",
+            soft_wrap=True,
         )
         return
     shrunk = ""
@@ -397,7 +403,8 @@ def _print_verdict(console: Console, trace: Trace, violation: Violation | None) 
     console.print(
         f"[red]VIOLATION[/red] {violation.oracle}: {violation.message}\n"
         f"{trace.steps} steps, {trace.preemptions} preemptions{shrunk}; found by "
-        f"{trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}"
+        f"{trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}",
+        soft_wrap=True,
     )
 
 

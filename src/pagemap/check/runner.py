@@ -17,6 +17,7 @@ from pagemap.check.strategy import (
     CheckStrategy,
     Chooser,
     Coverage,
+    Nondeterminism,
     PCTPolicy,
     SwitchStrategy,
     make_policy,
@@ -89,6 +90,8 @@ def _run(ctx: RunContext, model: Model) -> Violation | None:
         ctx.machine.run()
     except Violation as exc:
         return exc
+    except Nondeterminism:
+        raise
     except (Deadlock, StepBudgetExceeded) as exc:
         return Violation(LIVENESS, str(exc))
     except Exception as exc:

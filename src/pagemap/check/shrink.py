@@ -1,8 +1,10 @@
 """Shrinking a counterexample to fewer preemptions and fewer steps.
 
-A schedule is edited as a set of *switches*: the choice points where it
-departs from the default (keep the running task; when it cannot go on, the
-lowest task id).  Deleting switches always leaves a schedule that runs, so
+First, iterative preemption bounding: a DFS with no preemption, then one,
+and so on below the trace's count, looks for the same violation with fewer
+preemptions (as CHESS does).  Then the schedule is edited as a set of
+*switches*: the choice points where it departs from the default (keep the
+running task; when it cannot go on, the lowest task id).  Deleting switches always leaves a schedule that runs, so
 the shrinker deletes them, halves first and then one at a time (delta
 debugging), and moves each remaining switch earlier, keeping any edit whose
 run still violates the same oracle with fewer preemptions, fewer switches or
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pagemap.check.runner import Model, Outcome, run_schedule
-from pagemap.check.strategy import FollowStrategy, SwitchStrategy
+from pagemap.check.strategy import Chooser, DFSPolicy, FollowStrategy, SwitchStrategy
 from pagemap.check.trace import Trace
 
 Key = tuple[int, int, int]
@@ -45,12 +47,34 @@ class _Shrinker:
 
     def shrink(self, outcome: Outcome, switches: dict[int, int]) -> tuple[Outcome, dict[int, int]]:
         best = (outcome, switches)
+        fewer = self._bounded_search(outcome.preemptions)
+        if fewer is not None:
+            best = fewer
         while self.runs_left > 0:
             better = self._delete_some(*best) or self._move_earlier(*best)
             if better is None:
                 break
             best = better
         return best
+
+    def _bounded_search(self, preemptions: int) -> tuple[Outcome, dict[int, int]] | None:
+        """Iterative preemption bounding: DFS with bound 0, 1, ... below the
+        trace's count, within the run budget; the first failure found."""
+        for bound in range(preemptions):
+            policy = DFSPolicy()
+            while not policy.exhausted and self.runs_left > 0:
+                self.runs_left -= 1
+                policy.begin(0)
+                outcome = run_schedule(self.model, Chooser(policy, bound, None), self.max_steps)
+                policy.end()
+                v = outcome.violation
+                if v is not None and v.oracle == self.oracle:
+                    follow = FollowStrategy(outcome.schedule)
+                    again = run_schedule(self.model, follow, self.max_steps)
+                    return again, follow.switches
+            if self.runs_left <= 0:
+                break
+        return None
 
     def _better(self, cand: dict[int, int], than: Key) -> tuple[Outcome, dict[int, int]] | None:
         got = self.attempt(cand)
@@ -93,7 +117,7 @@ class _Shrinker:
         return None
 
 
-def shrink_trace(model: Model, trace: Trace, max_steps: int, max_runs: int = 300) -> Trace:
+def shrink_trace(model: Model, trace: Trace, max_steps: int, max_runs: int = 1000) -> Trace:
     """A trace violating the same oracle with fewer preemptions and steps, if
     the shrinker finds one within `max_runs` schedules; else `trace`."""
     follow = FollowStrategy(trace.schedule)

@@ -325,9 +325,17 @@ class Chooser(CheckStrategy):
         if len(alts) == 1:
             return alts[0]
         steps = self.sched.steps if self.sched is not None else 0
-        i = self.policy.choose(alts, current, steps)
-        if self.coverage is not None:
-            self.coverage.step(len(alts), i)
+        try:
+            i = self.policy.choose(alts, current, steps)
+            if self.coverage is not None:
+                self.coverage.step(len(alts), i)
+        except Nondeterminism as exc:
+            # Straight out of the run: kernel code between here and the
+            # scheduler must not catch it as if it were its own error.
+            if self.sched is None:
+                raise
+            self.sched.abort(exc)
+            raise
         nxt = alts[i]
         if current is not None and nxt is not current and self.last_kind != "relax":
             self.preemptions += 1

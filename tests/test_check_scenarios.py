@@ -1,0 +1,27 @@
+"""The real kernel passes every scenario: DFS with two preemptions, to the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from pagemap.check.runner import explore_model
+from pagemap.check.scenarios import registry
+
+SCENARIOS = list(registry())
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_holds_under_bounded_exhaustive_search(name: str) -> None:
+    model = registry()[name].model()
+    summary = explore_model(model, "dfs", budget=50_000, bound=2)
+    assert summary.trace is None, f"{summary.trace.oracle}: {summary.trace.message}"
+    assert summary.exhaustive, f"{name} did not finish within the budget"
+    assert summary.distinct == summary.schedules
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_holds_under_random_and_pct(name: str) -> None:
+    model = registry()[name].model()
+    for strategy in ("random", "pct"):
+        summary = explore_model(model, strategy, seed=11, budget=300)
+        assert summary.trace is None, f"{strategy}: {summary.trace.message}"
