@@ -1,0 +1,167 @@
+"""Files through the page cache against the host's own pread.
+
+- 4 KiB random pread on a warm cache, per call, against os.pread of the same
+  offsets of the same (host-cached) file;
+- sequential read throughput, warm and cold, against os.pread;
+- bytes of memory each cached page costs beyond its 4096: the peak RSS of a
+  fresh interpreter that caches many pages, less its peak before the machine
+  existed, per page (the machine's per-frame records are part of the cost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import Report, best_time, per_op
+from pagemap import PGSIZE, Machine
+from pagemap.kernel.hostfs import HostFile
+
+FILE_PAGES = 4096  # 16 MiB
+CHUNK = 128 * 1024  # sequential read size
+RSS_PAGES = 16384  # 64 MiB cached for the memory figure
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_file(dirname: str, pages: int) -> str:
+    path = os.path.join(dirname, "data.bin")
+    with open(path, "wb") as out:
+        out.write(random.Random(1).randbytes(pages * PGSIZE))
+    return path
+
+
+def warm_machine(path: str, executor: str) -> tuple[Machine, HostFile]:
+    machine = Machine(cores=1, memory=(FILE_PAGES + 1) * PGSIZE, executor=executor)
+    f = machine.open(path, "r")
+    for off in range(0, FILE_PAGES * PGSIZE, CHUNK):
+        f.pread(CHUNK, off)
+    return machine, f
+
+
+def random_offsets(n: int) -> list[int]:
+    rng = random.Random(7)
+    return [rng.randrange(FILE_PAGES) * PGSIZE for _ in range(n)]
+
+
+def random_pread(path: str, executor: str) -> tuple[float, float]:
+    """(seconds per VFS pread, seconds per os.pread) of 4 KiB at random pages."""
+    _, f = warm_machine(path, executor)
+    offsets = random_offsets(20_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+
+        def vfs(n: int) -> None:
+            pread = f.pread
+            for off in offsets[:n]:
+                pread(PGSIZE, off)
+
+        def host(n: int) -> None:
+            pread = os.pread
+            for off in offsets[:n]:
+                pread(fd, PGSIZE, off)
+
+        host(len(offsets))  # the host's cache is warm too
+        return per_op(vfs, len(offsets)), per_op(host, len(offsets))
+    finally:
+        os.close(fd)
+
+
+def sequential(path: str, executor: str) -> tuple[float, float, float]:
+    """(warm VFS, cold VFS, os.pread) throughput of whole-file reads, bytes/s."""
+    nbytes = FILE_PAGES * PGSIZE
+    _, f = warm_machine(path, executor)
+
+    def read_file(pread: object) -> None:
+        for off in range(0, nbytes, CHUNK):
+            pread(CHUNK, off)  # type: ignore[operator]
+
+    warm = best_time(lambda: read_file(f.pread), repeat=3)
+
+    def cold() -> None:
+        machine = Machine(cores=1, memory=(FILE_PAGES + 1) * PGSIZE, executor=executor)
+        read_file(machine.open(path, "r").pread)
+
+    cold_time = best_time(cold, repeat=3)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        host = best_time(lambda: read_file(lambda n, off: os.pread(fd, n, off)), repeat=5)
+    finally:
+        os.close(fd)
+    return nbytes / warm, nbytes / cold_time, nbytes / host
+
+
+def peak_rss() -> int:
+    """This process's peak resident set, in bytes (VmHWM).
+
+    Not getrusage's ru_maxrss: Linux carries that across exec, so a child of
+    a big parent would start at the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def rss_probe(path: str, pages: int, executor: str) -> dict[str, float]:
+    """Run in a fresh interpreter: cache `pages` pages, report peak RSS bytes."""
+    before = peak_rss()
+    machine = Machine(cores=1, memory=(pages + 1) * PGSIZE, executor=executor)
+    f = machine.open(path, "r")
+    for off in range(0, pages * PGSIZE, CHUNK):
+        f.pread(CHUNK, off)
+    assert f.mapping.nr_pages == pages
+    after = peak_rss()
+    return {"before": before, "after": after, "pages": pages}
+
+
+def bytes_per_page(path: str, executor: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_vfs", "rss", path, str(RSS_PAGES), executor],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    probe = json.loads(out)
+    return float((probe["after"] - probe["before"]) / probe["pages"])
+
+
+def run(report: Report) -> None:
+    with tempfile.TemporaryDirectory(prefix="pagemap-bench-") as dirname:
+        path = make_file(dirname, max(FILE_PAGES, RSS_PAGES))
+        vfs, host = random_pread(path, "threads")
+        report.add("os.pread 4 KiB random, warm (baseline)", host * 1e6, "us/op")
+        report.add("File.pread 4 KiB random, warm cache", vfs * 1e6, "us/op", baseline=host * 1e6)
+        warm, cold, host_bps = sequential(path, "threads")
+        mib = 1 << 20
+        report.add("os.pread sequential 128 KiB (baseline)", host_bps / mib, "MiB/s")
+        report.add(
+            "File.pread sequential 128 KiB, warm cache",
+            warm / mib,
+            "MiB/s",
+            baseline=host_bps / mib,
+        )
+        report.add(
+            "File.pread sequential 128 KiB, cold cache",
+            cold / mib,
+            "MiB/s",
+            baseline=host_bps / mib,
+        )
+        for executor in ("threads", "sim"):
+            total = bytes_per_page(path, executor)
+            report.add(
+                f"memory per cached page beyond 4096 B, {executor} (ratio to 4096)",
+                total - PGSIZE,
+                "B/page",
+                baseline=PGSIZE,
+            )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["rss"]:
+    print(json.dumps(rss_probe(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
