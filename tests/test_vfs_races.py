@@ -12,11 +12,11 @@ import pytest
 
 from pagemap import PGSIZE, Machine
 
-from .conftest import sim
+from .conftest import SIM_SEEDS, sim
 
 ALL = 1 << 30
 FRAMES = 8
-SEEDS = range(300)
+SEEDS = SIM_SEEDS
 THREAD_ROUNDS = range(10)
 
 
