@@ -97,8 +97,9 @@ class Inode:
     def read(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`, stopping at the end of the file.
 
-        An error after some bytes were copied gives those bytes (a short
-        read, as POSIX has it); an error before any raises.
+        Running out of frames or a failed readpage after some bytes were
+        copied gives those bytes (a short read, as POSIX has it); before any,
+        it raises.
         """
         check_range(f"{self.name}: read", offset, nbytes)
         end = min(offset + nbytes, self.size)
@@ -117,7 +118,7 @@ class Inode:
                 finally:
                     self.mapping.put_page(page)
                 pos += chunk
-        except KernelError:
+        except (OutOfMemory, IOFailure):
             if pos == offset:
                 raise
             del out[pos - offset :]
@@ -127,9 +128,9 @@ class Inode:
     def write(self, data: Buffer, offset: int) -> int:
         """Copy `data` into the file at `offset`; the number of bytes written.
 
-        A write past the end grows the file (the gap reads as zeros).  An
-        error after some pages were written gives their count (a short
-        write); an error before any raises, with nothing changed.
+        A write past the end grows the file (the gap reads as zeros).  Running
+        out of frames or a failed readpage after some pages were written gives
+        their count (a short write); before any, it raises, nothing changed.
         """
         src = memoryview(data).cast("B")
         check_range(f"{self.name}: write", offset, len(src))
@@ -172,7 +173,7 @@ class Inode:
                 finally:
                     self.mapping.put_page(page)
                 pos += chunk
-        except KernelError:
+        except (OutOfMemory, IOFailure):
             if pos == offset:
                 raise
         return pos - offset
