@@ -309,6 +309,11 @@ class PageMap:
         finally:
             lock.release()
 
+    def find_page(self, index: int) -> Page | None:
+        """The cached page at `index` with a slot reference, or None; never
+        loads.  For callers that only care about pages already cached."""
+        return self._find_page(index)
+
     def _insert_page(self, index: int, page: Page) -> None:
         """Put a fresh page in the tree with one slot reference held.
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
 from pagemap.kernel.mm import collect_mapped_dirty, drop_private_copies
-from pagemap.kernel.page import PG_DIRTY, Page
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import RADIX_MAX_INDEX
 from pagemap.sync.executor import Executor
@@ -230,17 +230,16 @@ class Inode:
 
     def _cached_page(self, index: int) -> Page | None:
         """The page at `index` with a slot reference, if it is in the cache."""
-        pm = self.mapping
-        with pm.lock:
-            cached = pm.tree.lookup_slot(index) is not None
-        if not cached:
+        page = self.mapping.find_page(index)
+        if page is None or page.flags.load() & PG_UPTODATE:
+            return page
+        # Mid-load: wait for the loader, as load_page would, without loading.
+        lock_page(page)
+        unlock_page(page)
+        if page.error is not None:
+            self.mapping.put_page(page)
             return None
-        try:
-            return pm.load_page(index)
-        except (OutOfMemory, IOFailure):
-            # It left the cache after we looked (no frame to reload it into,
-            # or its reload failed): then nothing stale is cached there.
-            return None
+        return page
 
     # -- durability --------------------------------------------------------------
     def fsync(self) -> None:
