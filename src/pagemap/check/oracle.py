@@ -54,6 +54,7 @@ class RunContext:
         self.held: dict[tuple[int, int], tuple[Page, PageMap, int]] = {}
         self.step_checks: list[StepCheck] = []
         self.end_checks: list[EndCheck] = []
+        self.cleanups: list[Callable[[], None]] = []
         self.chooser: CheckStrategy | None = None
         self.recorder: StepHook | None = None
         self.violation: Violation | None = None
@@ -84,6 +85,10 @@ class RunContext:
     def at_end(self, check: EndCheck) -> None:
         """Run `check` once every task is done; it returns the violations it sees."""
         self.end_checks.append(check)
+
+    def cleanup(self, fn: Callable[[], None]) -> None:
+        """Run `fn` when the schedule is over, however it ended (temp files)."""
+        self.cleanups.append(fn)
 
     def check_page(self, page: Page, pm: PageMap, index: int, what: str) -> None:
         """Memory safety for a page a task is using right now."""

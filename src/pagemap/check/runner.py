@@ -71,15 +71,19 @@ def run_schedule(
     ctx.recorder = recorder
     sched.on_step = ctx.on_step
     strategy.start(sched)
-    violation = _run(ctx, model)
-    if violation is None:
-        try:
-            problems = ctx.finish()
-        except Violation as exc:
-            problems = [exc]
-        except Exception as exc:
-            problems = [Violation(CRASH, f"the end-of-run checks raised {_describe(exc)}")]
-        violation = problems[0] if problems else None
+    try:
+        violation = _run(ctx, model)
+        if violation is None:
+            try:
+                problems = ctx.finish()
+            except Violation as exc:
+                problems = [exc]
+            except Exception as exc:
+                problems = [Violation(CRASH, f"the end-of-run checks raised {_describe(exc)}")]
+            violation = problems[0] if problems else None
+    finally:
+        for fn in reversed(ctx.cleanups):
+            fn()
     return Outcome(violation, list(sched.schedule), sched.steps, strategy.preemptions)
 
 

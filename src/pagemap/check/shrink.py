@@ -4,11 +4,12 @@ First, iterative preemption bounding: a DFS with no preemption, then one,
 and so on below the trace's count, looks for the same violation with fewer
 preemptions (as CHESS does).  Then the schedule is edited as a set of
 *switches*: the choice points where it departs from the default (keep the
-running task; when it cannot go on, the lowest task id).  Deleting switches always leaves a schedule that runs, so
-the shrinker deletes them, halves first and then one at a time (delta
-debugging), and moves each remaining switch earlier, keeping any edit whose
-run still violates the same oracle with fewer preemptions, fewer switches or
-fewer steps.  The result is re-recorded as a plain schedule.
+running task; when it cannot go on, the lowest task id).  Deleting
+switches always leaves a schedule that runs, so the shrinker deletes them,
+halves first and then one at a time (delta debugging), and moves each
+remaining switch earlier, keeping any edit whose run still violates the
+same oracle with fewer preemptions, fewer switches or fewer steps.  The
+result is re-recorded as a plain schedule.
 """
 
 from __future__ import annotations

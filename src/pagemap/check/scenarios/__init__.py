@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pagemap.check.scenario import Scenario
-from pagemap.check.scenarios import pagemap
+from pagemap.check.scenarios import files, mappings, pagemap
 
 
 def registry() -> dict[str, Scenario]:
     """Name -> scenario, in the order `pagemap check` runs them."""
     found: dict[str, Scenario] = {}
-    for module in (pagemap,):
+    for module in (pagemap, mappings, files):
         for scenario in module.SCENARIOS:
             found[scenario.name] = scenario
     return found
