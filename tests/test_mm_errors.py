@@ -101,13 +101,17 @@ def test_mmap_at_an_unaligned_file_offset_is_einval(
     assert rw_file.mapping.vmrs == []
 
 
-@pytest.mark.parametrize("flags", [0, MAP_SHARED | MAP_PRIVATE, MAP_ANONYMOUS])
+@pytest.mark.parametrize("anonymous", [False, True])
+@pytest.mark.parametrize("kind", [0, MAP_SHARED | MAP_PRIVATE])
 def test_flags_with_neither_or_both_of_shared_and_private_are_einval(
-    machine: Machine, proc: Proc, flags: int
+    machine: Machine, proc: Proc, rw_file: HostFile, kind: int, anonymous: bool
 ) -> None:
-    msg = fails(lambda: proc.mmap(PGSIZE, RW, flags), errno.EINVAL, InvalidArgument, proc)
+    flags = kind | (MAP_ANONYMOUS if anonymous else 0)
+    call = lambda: proc.mmap(PGSIZE, RW, flags, rw_file)  # noqa: E731
+    msg = fails(call, errno.EINVAL, InvalidArgument, proc)
     assert "MAP_SHARED" in msg and "MAP_PRIVATE" in msg
     unchanged(machine, proc)
+    assert rw_file.mapping.vmrs == []
 
 
 def test_unknown_protection_bits_are_einval(proc: Proc) -> None:
@@ -133,6 +137,8 @@ def test_mapping_a_write_only_file_is_eacces(machine: Machine, proc: Proc, tmp_p
 
 def test_a_file_mapping_with_no_file_is_ebadf(proc: Proc) -> None:
     fails(lambda: proc.mmap(PGSIZE, RW, MAP_SHARED), errno.EBADF, KernelError, proc)
+    # As on Linux, the missing file is noticed before the bad flags.
+    fails(lambda: proc.mmap(PGSIZE, RW, 0), errno.EBADF, KernelError, proc)
 
 
 def test_map_fixed_below_the_lowest_user_address_is_eperm(proc: Proc) -> None:

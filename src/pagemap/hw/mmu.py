@@ -44,6 +44,7 @@ PTE_A = 0x020  # accessed (set by the MMU)
 PTE_D = 0x040  # dirty (set by the MMU on a store)
 
 PTE_FLAGS_MASK = (1 << PGSHIFT) - 1
+PGMASK = PGSIZE - 1
 
 # Entries a core's TLB holds before it evicts its oldest; eviction only
 # costs a re-walk, so the exact figure changes speed, never meaning.
@@ -171,42 +172,49 @@ class MMU:
         self.memory = memory
         self.tlbs = [TLB(executor, core) for core in range(nr_cores)]
         self.on_access: AccessHook | None = None
+        # One view per frame, made once: the access path is the hot path.
+        self._frames = [memory.frame(ppn) for ppn in range(memory.nr_frames)]
 
     # -- the access path ---------------------------------------------------------
     def load(self, core: int, space: PageTable, va: int, n: int) -> bytes:
         """`n` bytes at `va`, all within one page, through core `core`'s TLB."""
-        self._check_span(va, n)
+        off = va & PGMASK
+        if n < 0 or off + n > PGSIZE:
+            raise ValueError(f"an access of {n} bytes at {va:#x} would cross a page boundary")
         tlb = self.tlbs[core]
-        vpn = va >> PGSHIFT
-        with tlb.busy:
-            pte = tlb.lookup(space.asid, vpn)
+        busy = tlb.busy
+        busy.acquire()
+        try:
+            pte = tlb.lookup(space.asid, va >> PGSHIFT)
             if pte is None:
                 pte = self._walk(tlb, space, va, write=False)
-            ppn = pte_ppn(pte)
-            self._land(space, va, ppn, write=False)
-            off = va & (PGSIZE - 1)
-            return bytes(self.memory.frame(ppn)[off : off + n])
+            ppn = pte >> PGSHIFT
+            self._land(space, va, ppn, False)
+            return bytes(self._frames[ppn][off : off + n])
+        finally:
+            busy.release()
 
     def store(self, core: int, space: PageTable, va: int, data: bytes) -> None:
         """Write `data` at `va`, all within one page, through core `core`'s TLB."""
-        self._check_span(va, len(data))
+        off = va & PGMASK
+        if off + len(data) > PGSIZE:
+            raise ValueError(
+                f"an access of {len(data)} bytes at {va:#x} would cross a page boundary"
+            )
         tlb = self.tlbs[core]
-        vpn = va >> PGSHIFT
-        with tlb.busy:
-            pte = tlb.lookup(space.asid, vpn)
+        busy = tlb.busy
+        busy.acquire()
+        try:
+            pte = tlb.lookup(space.asid, va >> PGSHIFT)
             if pte is None or not pte & PTE_D:
                 # A miss, or an entry cached before the page was dirtied (or
                 # while it was read-only): the PTE must say D before the bytes land.
                 pte = self._walk(tlb, space, va, write=True)
-            ppn = pte_ppn(pte)
-            self._land(space, va, ppn, write=True)
-            off = va & (PGSIZE - 1)
-            self.memory.frame(ppn)[off : off + len(data)] = data
-
-    @staticmethod
-    def _check_span(va: int, n: int) -> None:
-        if n < 0 or (va & (PGSIZE - 1)) + n > PGSIZE:
-            raise ValueError(f"an access of {n} bytes at {va:#x} would cross a page boundary")
+            ppn = pte >> PGSHIFT
+            self._land(space, va, ppn, True)
+            self._frames[ppn][off : off + len(data)] = data
+        finally:
+            busy.release()
 
     def _walk(self, tlb: TLB, space: PageTable, va: int, write: bool) -> int:
         """Walk the page table, set A (and D for a store) with one CAS, and

@@ -262,6 +262,8 @@ class Proc:
         if n < 0:
             raise InvalidArgument(f"p{self.pid}: load of {n} bytes: the length may not be negative")
         core = self.current_core()
+        if (addr & PGMASK) + n <= PGSIZE:
+            return self._load_in_page(core, addr, n)
         out = []
         va, end = addr, addr + n
         while va < end:
@@ -483,40 +485,42 @@ class Proc:
         offset: int,
         addr: int | None,
     ) -> int:
-        """Validate as Linux does, in its order; the length rounded up."""
+        """Validate as Linux does, in its order (the offset, the fd, the
+        length, the address, then the mapping type and the file's mode);
+        the length rounded up to whole pages."""
+        anonymous = bool(flags & MAP_ANONYMOUS)
+        if offset < 0 or offset & PGMASK:
+            raise InvalidArgument(f"mmap: offset {offset} is not a page-aligned file offset")
+        if not anonymous and file is None:
+            raise KernelError("mmap: no file given and not MAP_ANONYMOUS", errno=errno.EBADF)
         if length <= 0:
             raise InvalidArgument(f"mmap: length {length} must be positive")
-        kind = flags & (MAP_SHARED | MAP_PRIVATE)
-        if kind not in (MAP_SHARED, MAP_PRIVATE):
+        rounded = page_round_up(length)
+        if rounded > USER_TOP:
+            raise NotMapped(f"mmap: length {length} is larger than the address space")
+        if not anonymous and (offset + rounded - 1) >> PGSHIFT > RADIX_MAX_INDEX:
+            raise KernelError(
+                f"mmap: offset {offset} plus length {length} passes the largest file page",
+                errno=errno.EOVERFLOW,
+            )
+        if flags & MAP_FIXED and (addr is None or addr & PGMASK):
+            raise InvalidArgument(f"mmap: MAP_FIXED address {addr} is not page aligned")
+        if flags & (MAP_SHARED | MAP_PRIVATE) not in (MAP_SHARED, MAP_PRIVATE):
             raise InvalidArgument(
                 f"mmap: flags {flags:#x} must have exactly one of MAP_SHARED and MAP_PRIVATE"
             )
         if prot & ~PROT_ALL:
             raise InvalidArgument(f"mmap: unknown protection bits {prot & ~PROT_ALL:#x}")
-        if flags & MAP_FIXED and (addr is None or addr & PGMASK):
-            raise InvalidArgument(f"mmap: MAP_FIXED address {addr} is not page aligned")
-        rounded = page_round_up(length)
-        if rounded > USER_TOP:
-            raise NotMapped(f"mmap: length {length} is larger than the address space")
-        if flags & MAP_ANONYMOUS:
+        if anonymous:
             return rounded
-        if offset < 0 or offset & PGMASK:
-            raise InvalidArgument(f"mmap: offset {offset} is not a page-aligned file offset")
-        if (offset + rounded - 1) >> PGSHIFT > RADIX_MAX_INDEX:
-            raise KernelError(
-                f"mmap: offset {offset} plus length {length} passes the largest file page",
-                errno=errno.EOVERFLOW,
-            )
-        if file is None:
-            raise KernelError("mmap: no file given and not MAP_ANONYMOUS", errno=errno.EBADF)
-        if not file.readable:
-            raise AccessDenied("mmap: the file is not open for reading")
+        assert file is not None
         if flags & MAP_SHARED and prot & PROT_WRITE and not file.writable:
             raise AccessDenied(
                 "mmap: PROT_WRITE on a MAP_SHARED mapping of a file not open for writing"
             )
+        if not file.readable:
+            raise AccessDenied("mmap: the file is not open for reading")
         return rounded
-
     def _place(self, addr: int | None, length: int, flags: int) -> int:
         """Where to map; vmr_lock held."""
         if flags & MAP_FIXED:
