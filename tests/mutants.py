@@ -17,7 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+from pagemap.hw.memory import PGSHIFT
+from pagemap.hw.mmu import PTE_D, PTE_P
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
+from pagemap.kernel.mm import Proc
+from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import (
     PM_PPN_MASK,
@@ -27,6 +31,8 @@ from pagemap.kernel.pagemap import (
     slot_check_refcnt,
     slot_set_ppn,
     slot_set_removal,
+    vmr_idx_to_va,
+    vmr_overlap,
 )
 
 
@@ -274,4 +280,134 @@ PAGEMAP_MUTANTS = (
     ),
 )
 
-MUTANTS = PAGEMAP_MUTANTS
+# -- mapping mutants ----------------------------------------------------------------
+
+
+def _unmap_marked(self: PageMap, lo: int, hi: int, early_dirty: bool, shootdown: bool) -> None:
+    """Passes 2 and 3 of removal, with the D bits read before the shootdown,
+    or with no shootdown at all."""
+    live = [
+        (v, r)
+        for v in self.vmrs
+        if not v.flags & MAP_LOCKED
+        if (r := vmr_overlap(v, lo, hi)) is not None
+    ]
+    procs = []
+    for vmr, (a, b) in live:
+        proc = vmr.proc
+        with proc.pte_lock:
+            for pte in proc.ptes(vmr_idx_to_va(vmr, a), vmr_idx_to_va(vmr, b - 1) + 1):
+                self._pte_mark_not_present(pte)
+                if early_dirty:
+                    self._pte_unmap_keep_dirty(pte)  # BUG: a cached D can still store
+        procs.append(proc)
+    if shootdown:
+        for proc in procs:
+            proc.tlb_shootdown()
+    for vmr, (a, b) in live:
+        proc = vmr.proc
+        with proc.pte_lock:
+            for pte in proc.ptes(vmr_idx_to_va(vmr, a), vmr_idx_to_va(vmr, b - 1) + 1):
+                self._pte_unmap_keep_dirty(pte)
+
+
+def _dirty_before_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+    _unmap_marked(self, lo, hi, early_dirty=True, shootdown=False)
+
+
+_real_free_marked = PageMap._free_marked
+
+
+def _shootdown_then_free(self: PageMap, lo: int, hi: int) -> int:
+    # BUG (with the above): D bits were trusted, and pages written back, while
+    # TLBs could still store into them; the shootdown comes only now.
+    for vmr in self.vmrs:
+        vmr.proc.tlb_shootdown()
+    return int(_real_free_marked(self, lo, hi))
+
+
+def _no_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+    _unmap_marked(self, lo, hi, early_dirty=False, shootdown=False)
+
+
+_real_mark_for_removal = PageMap._mark_for_removal
+
+
+def _pins_ignored(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
+    _real_mark_for_removal(self, lo, hi, respect_pins=False)  # BUG: marks pinned pages
+
+
+def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Page]:
+    vpn_lo, vpn_hi = lo >> PGSHIFT, hi >> PGSHIFT
+    with self.pte_lock:
+        for _vpn, word in self.page_table.ptes(vpn_lo, vpn_hi):
+            word.swap(0)  # BUG: the D bit goes with the PTE
+        freed = self._drop_owned(vpn_lo, vpn_hi) if free_owned else []
+        self.tlb_shootdown()
+    return freed
+
+
+_real_install = Proc._install
+
+
+def _install_drops_dirty(
+    self: Proc, vmr: Any, va: int, page: Page, write: bool, owned: bool
+) -> bool:
+    word = self.page_table.pte(va >> PGSHIFT)
+    with self.pte_lock:
+        old = word.value
+        if old & PTE_D and not old & PTE_P and old >> PGSHIFT == page.ppn:
+            word.fetch_and(~PTE_D)  # BUG: a fault re-installing a page forgets its D bit
+    return bool(_real_install(self, vmr, va, page, write, owned))
+
+
+MAPPING_MUTANTS = (
+    Mutant(
+        "dirty-before-shootdown",
+        "removal reads PTE dirty bits, and writes back, before the TLB shootdown",
+        "store-remove",
+        {"_unmap_marked": _dirty_before_shootdown, "_free_marked": _shootdown_then_free},
+        budget=400,
+    ),
+    Mutant(
+        "no-shootdown",
+        "removal never shoots down TLBs",
+        "store-remove",
+        {"_unmap_marked": _no_shootdown},
+        budget=10,
+    ),
+    Mutant(
+        "pins-ignored",
+        "removal marks pages of MAP_LOCKED regions",
+        "locked-remove",
+        {"_mark_for_removal": _pins_ignored},
+        budget=10,
+    ),
+    Mutant(
+        "munmap-drops-dirty",
+        "munmap clears PTEs without passing their D bits to the pages",
+        "munmap-remove",
+        {"_zap": _zap_drops_dirty},
+        budget=10,
+        target=Proc,
+    ),
+)
+
+# Mutants no scenario can tell from the real kernel, and why.  A fault that
+# re-installs a page drops a D bit only if it finds the PTE not present with
+# D still set: between removal's pass 2 (clear P) and pass 3 (collect D).
+# Removal holds the page map's lock across both passes, and a fault takes
+# that lock (in load_page) before it installs, so by then pass 3 has zeroed
+# the PTE and moved D to PG_DIRTY: the bit the mutant drops is never there.
+EQUIVALENT_MUTANTS = (
+    Mutant(
+        "fault-drops-dirty",
+        "a fault that re-installs a page removal unmapped drops the D bit still in the PTE",
+        "store-remove",
+        {"_install": _install_drops_dirty},
+        budget=5000,
+        target=Proc,
+    ),
+)
+
+MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS

@@ -7,7 +7,7 @@ import pytest
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategy import FollowStrategy
-from tests.mutants import MUTANTS, Mutant
+from tests.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant
 
 
 def test_there_are_enough_mutants() -> None:
@@ -29,3 +29,14 @@ def test_mutant_is_caught_within_its_budget(mutant: Mutant) -> None:
         assert not follow.diverged
     # Without the mutation the same schedule is harmless.
     assert run_schedule(model, FollowStrategy(trace.schedule)).violation is None
+
+
+@pytest.mark.parametrize("mutant", EQUIVALENT_MUTANTS, ids=lambda m: m.name)
+def test_equivalent_mutant_is_proved_harmless(mutant: Mutant) -> None:
+    """The design leaves these mutations no window (tests/mutants.py says
+    why); the search covers the scenario's whole space and finds nothing."""
+    model = lookup(mutant.scenario).model(mutant.params)
+    with mutant.applied():
+        summary = explore_model(model, "dfs", budget=mutant.budget, bound=mutant.bound)
+    assert summary.trace is None
+    assert summary.exhaustive
