@@ -225,6 +225,13 @@ class World:
         self.m.run()
         self.check_maps("at the end")
         for proc in self.m.procs:
+            for vpn, _, _ in proc.mapped_ppns():
+                if proc._find_vmr(vpn << 12) is None:
+                    self.problems.append(
+                        f"memory safety: p{proc.pid} has a PTE at "
+                        f"{vpn << 12:#x}, where nothing is mapped"
+                    )
+        for proc in self.m.procs:
             proc.exit()
             if any(True for _ in proc.mapped_ppns()):
                 self.problems.append(f"accounting: p{proc.pid} has PTEs left after exit")
