@@ -77,3 +77,8 @@ def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--list"]) == 0
     out = capsys.readouterr().out
     assert "two-removers" in out and "eio-load" in out
+
+
+def test_check_with_a_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "refcount", "--strategy", "random", "--time", "0.3"]) == 0
+    assert "refcount" in capsys.readouterr().out
