@@ -1,0 +1,454 @@
+"""Differential test: the same mmap/store/load/pread/pwrite/munmap/mprotect/
+msync/fsync/truncate sequences on Linux and on a Machine.
+
+Hypothesis generates the sequences.  On the Linux side they run in this very
+process, through libc (ctypes) on a temporary file; on the other they run
+on a Machine over a copy of that file.  Every load and read, every error
+number, and the final file bytes must agree.
+
+All mappings are made with MAP_FIXED inside one region far below where Linux
+places anything on its own, so a hole we unmap is never taken by another
+mapping of this process, and nothing outside the region is ever touched.
+An access that Linux would answer with a signal is not made on the Linux
+side (it would kill the test): Linux is asked instead, through
+/proc/self/maps and the file's size, what it would do (SIGSEGV or SIGBUS),
+and the Machine must raise the matching error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pagemap import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PGSIZE,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    BusError,
+    KernelError,
+    Machine,
+    SegmentationFault,
+)
+from pagemap.kernel.hostfs import HostFile
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux is the judge")
+
+REGION = 0x1000_0000_0000  # far below Linux's own mmap area, inside ours
+REGION_PAGES = 12
+FILE_PAGES = 6
+MS_SYNC = 4
+MAP_FAILED = (1 << 64) - 1
+RW = PROT_READ | PROT_WRITE
+PROTS = (RW, PROT_READ, PROT_NONE)  # no PROT_WRITE alone: x86 reads it, /proc/self/maps says "-w-"
+
+SIGSEGV, SIGBUS, OK = "SIGSEGV", "SIGBUS", "ok"
+
+# `make test` runs the same 300 examples every time; set PAGEMAP_DIFF_EXAMPLES
+# to run more, freshly drawn, for a longer search.
+EXAMPLES_FROM_ENV = os.environ.get("PAGEMAP_DIFF_EXAMPLES")
+EXAMPLES = int(EXAMPLES_FROM_ENV or 300)
+
+
+# -- the Linux side -----------------------------------------------------------------
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    for name in ("munmap", "mprotect", "msync"):
+        fn = getattr(libc, name)
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + (
+            [ctypes.c_int] if name != "munmap" else []
+        )
+    return libc
+
+
+LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def _errno_of(ret: int | None, failed: int) -> int:
+    return ctypes.get_errno() if ret == failed else 0
+
+
+@dataclass
+class Vma:
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+
+
+def linux_vma(addr: int) -> Vma | None:
+    """The mapping Linux has at `addr`, from /proc/self/maps."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= addr < hi:
+                return Vma(lo, hi, fields[1], int(fields[2], 16), " ".join(fields[5:]))
+    return None
+
+
+class Linux:
+    """The real kernel, over `path`."""
+
+    def __init__(self, path: Path) -> None:
+        assert LIBC is not None
+        self.libc = LIBC
+        self.path = str(path.resolve())
+        self.fd = os.open(path, os.O_RDWR)
+        self.ro_fd = os.open(path, os.O_RDONLY)
+
+    def close(self) -> None:
+        self.libc.munmap(REGION, REGION_PAGES * PGSIZE)
+        os.close(self.fd)
+        os.close(self.ro_fd)
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, ro: bool, off: int) -> int:
+        fd = -1 if flags & MAP_ANONYMOUS else (self.ro_fd if ro else self.fd)
+        ctypes.set_errno(0)
+        ret = self.libc.mmap(addr, length, prot, flags | MAP_FIXED, fd, off)
+        return _errno_of(ret, MAP_FAILED)
+
+    def munmap(self, addr: int, length: int) -> int:
+        ctypes.set_errno(0)
+        return _errno_of(self.libc.munmap(addr, length), -1)
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        ctypes.set_errno(0)
+        return _errno_of(self.libc.mprotect(addr, length, prot), -1)
+
+    def msync(self, addr: int, length: int) -> int:
+        ctypes.set_errno(0)
+        return _errno_of(self.libc.msync(addr, length, MS_SYNC), -1)
+
+    def would(self, addr: int, write: bool) -> str:
+        """What Linux does on this access: OK, SIGSEGV or SIGBUS."""
+        vma = linux_vma(addr)
+        if vma is None or not REGION <= addr < REGION + REGION_PAGES * PGSIZE:
+            return SIGSEGV
+        if "w" not in vma.perms if write else "r" not in vma.perms:
+            return SIGSEGV
+        if vma.path == self.path:  # not "/dev/zero (deleted)", the shmem under MAP_SHARED anon
+            page = (vma.offset + addr - vma.start) // PGSIZE
+            size = os.fstat(self.fd).st_size
+            if page >= (size + PGSIZE - 1) // PGSIZE:
+                return SIGBUS
+        return OK
+
+    def load(self, addr: int, n: int) -> bytes | str:
+        verdict = self.would(addr, False)
+        return ctypes.string_at(addr, n) if verdict == OK else verdict
+
+    def store(self, addr: int, data: bytes) -> str:
+        verdict = self.would(addr, True)
+        if verdict == OK:
+            ctypes.memmove(addr, data, len(data))
+        return verdict
+
+    def pread(self, n: int, off: int) -> bytes:
+        return os.pread(self.fd, n, off)
+
+    def pwrite(self, data: bytes, off: int) -> int:
+        return os.pwrite(self.fd, data, off)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+
+# -- the Machine side -------------------------------------------------------------------
+
+
+class Ours:
+    """A Machine over a copy of the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.m = Machine(cores=2, memory=(48 + 1) * PGSIZE, executor="sim", seed=0)
+        self.file: HostFile = self.m.open(path, "r+")
+        self.ro: HostFile = self.m.open(path, "r")
+        self.proc = self.m.process()
+
+    def close(self) -> None:
+        self.proc.exit()
+        self.file.fsync()
+
+    def mapped_pages(self) -> list[int]:
+        """Region pages with a mapping (not the judge: only to aim accesses)."""
+        return [
+            pg
+            for v in self.proc.vmrs
+            for pg in range((v.base - REGION) // PGSIZE, (v.end - REGION) // PGSIZE)
+        ]
+
+    @staticmethod
+    @contextmanager
+    def errno_of(box: list[int]) -> Iterator[None]:
+        try:
+            yield
+            box.append(0)
+        except KernelError as exc:
+            box.append(exc.errno or -1)
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, ro: bool, off: int) -> int:
+        box: list[int] = []
+        with self.errno_of(box):
+            f = None if flags & MAP_ANONYMOUS else (self.ro if ro else self.file)
+            self.proc.mmap(length, prot, flags | MAP_FIXED, f, off, addr)
+        return box[0]
+
+    def munmap(self, addr: int, length: int) -> int:
+        box: list[int] = []
+        with self.errno_of(box):
+            self.proc.munmap(addr, length)
+        return box[0]
+
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        box: list[int] = []
+        with self.errno_of(box):
+            self.proc.mprotect(addr, length, prot)
+        return box[0]
+
+    def msync(self, addr: int, length: int) -> int:
+        box: list[int] = []
+        with self.errno_of(box):
+            self.proc.msync(addr, length)
+        return box[0]
+
+    def load(self, addr: int, n: int) -> bytes | str:
+        try:
+            return self.proc.load(addr, n)
+        except SegmentationFault:
+            return SIGSEGV
+        except BusError:
+            return SIGBUS
+
+    def store(self, addr: int, data: bytes) -> str:
+        try:
+            self.proc.store(addr, data)
+            return OK
+        except SegmentationFault:
+            return SIGSEGV
+        except BusError:
+            return SIGBUS
+
+    def pread(self, n: int, off: int) -> bytes:
+        return self.file.pread(n, off)
+
+    def pwrite(self, data: bytes, off: int) -> int:
+        return self.file.pwrite(data, off)
+
+    def truncate(self, size: int) -> None:
+        self.file.truncate(size)
+
+    def fsync(self) -> None:
+        self.file.fsync()
+
+
+# -- the operations ------------------------------------------------------------------------
+
+page_no = st.integers(0, REGION_PAGES - 1)
+# (first page, number of pages), never past the region's end; rarely empty (hypothesis
+# favours the first of a sampled_from)
+span = st.tuples(page_no, st.sampled_from((1, 2, 3, 1, 4, 2, 0))).map(
+    lambda t: (t[0], min(t[1], REGION_PAGES - t[0]))
+)
+in_page = st.integers(0, PGSIZE - 16)
+file_offset = st.one_of(st.integers(0, (FILE_PAGES + 1) * PGSIZE), st.just(FILE_PAGES * PGSIZE))
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str
+    args: tuple[int | bytes | bool, ...]
+
+    def __repr__(self) -> str:
+        return f"{self.kind}{self.args!r}"
+
+
+def addr_of(pg: int) -> int:
+    return REGION + pg * PGSIZE
+
+
+def _mmap(where: tuple[int, int], prot: int, kind: int, anon: bool, ro: bool, foff: int) -> Op:
+    return Op("mmap", (*where, prot, kind | (MAP_ANONYMOUS if anon else 0), ro, foff))
+
+
+mmaps = st.builds(
+    _mmap,
+    span,
+    st.sampled_from((RW, PROT_READ, RW, PROT_NONE)),
+    st.sampled_from((MAP_SHARED, MAP_PRIVATE)),
+    st.sampled_from((False, False, False, True)),
+    st.sampled_from((False, False, False, True)),
+    st.sampled_from((0, 0, PGSIZE, 2 * PGSIZE, 5 * PGSIZE, 100)),
+)
+file_ops = st.one_of(
+    st.builds(lambda off, n: Op("pread", (off, n)), file_offset, st.integers(0, 64)),
+    st.builds(
+        lambda off, data: Op("pwrite", (off, data)), file_offset, st.binary(min_size=1, max_size=32)
+    ),
+    st.builds(lambda size: Op("truncate", (size,)), file_offset),
+    st.just(Op("fsync", ())),
+)
+region_ops = st.one_of(
+    st.builds(lambda w: Op("munmap", w), span),
+    st.builds(lambda w, prot: Op("mprotect", (*w, prot)), span, st.sampled_from(PROTS)),
+    st.builds(lambda w: Op("msync", w), span),
+)
+
+
+def accesses(pages: st.SearchStrategy[int]) -> st.SearchStrategy[Op]:
+    return st.one_of(
+        st.builds(lambda pg, off, n: Op("load", (pg, off, n)), pages, in_page, st.integers(1, 16)),
+        st.builds(
+            lambda pg, off, data: Op("store", (pg, off, data)),
+            pages,
+            in_page,
+            st.binary(min_size=1, max_size=16),
+        ),
+    )
+
+
+def next_op(mapped: list[int]) -> st.SearchStrategy[Op]:
+    """Any operation, but accesses mostly where something is mapped, so that
+    they reach pages rather than all ending in SIGSEGV."""
+    if not mapped:
+        return weighted((mmaps, 3), (file_ops, 1), (accesses(page_no), 1))
+    here = accesses(st.sampled_from(mapped))
+    return weighted((here, 5), (mmaps, 1), (region_ops, 2), (file_ops, 2), (accesses(page_no), 1))
+
+
+def weighted(*choices: tuple[st.SearchStrategy[Op], int]) -> st.SearchStrategy[Op]:
+    """One of the strategies, in proportion to the weights (st.one_of ignores repeats)."""
+    pool = [strategy for strategy, weight in choices for _ in range(weight)]
+    return st.sampled_from(pool).flatmap(lambda strategy: strategy)
+
+
+def apply(side: Linux | Ours, op: Op) -> object:
+    a = op.args
+    if op.kind == "mmap":
+        pg, n, prot, flags, ro, foff = a
+        assert isinstance(pg, int) and isinstance(n, int) and isinstance(foff, int)
+        assert isinstance(prot, int) and isinstance(flags, int)
+        return side.mmap(addr_of(pg), n * PGSIZE, prot, flags, bool(ro), foff)
+    if op.kind in ("munmap", "msync"):
+        pg, n = a
+        assert isinstance(pg, int) and isinstance(n, int)
+        call = side.munmap if op.kind == "munmap" else side.msync
+        return call(addr_of(pg), n * PGSIZE)
+    if op.kind == "mprotect":
+        pg, n, prot = a
+        assert isinstance(pg, int) and isinstance(n, int) and isinstance(prot, int)
+        return side.mprotect(addr_of(pg), n * PGSIZE, prot)
+    if op.kind == "load":
+        pg, off, n = a
+        assert isinstance(pg, int) and isinstance(off, int) and isinstance(n, int)
+        return side.load(addr_of(pg) + off, n)
+    if op.kind == "store":
+        pg, off, data = a
+        assert isinstance(pg, int) and isinstance(off, int) and isinstance(data, bytes)
+        return side.store(addr_of(pg) + off, data)
+    if op.kind == "pread":
+        off, n = a
+        assert isinstance(off, int) and isinstance(n, int)
+        return side.pread(n, off)
+    if op.kind == "pwrite":
+        off, data = a
+        assert isinstance(off, int) and isinstance(data, bytes)
+        return side.pwrite(data, off)
+    if op.kind == "truncate":
+        (size,) = a
+        assert isinstance(size, int)
+        side.truncate(size)
+        return None
+    side.fsync()
+    return None
+
+
+def initial_bytes() -> bytes:
+    return b"".join(bytes([0x30 + i]) * PGSIZE for i in range(FILE_PAGES))[:-100]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if linux_vma(REGION) is not None or linux_vma(REGION + REGION_PAGES * PGSIZE - 1) is not None:
+        pytest.skip("the test's address region is taken in this process")
+    return tmp_path_factory.mktemp("linux_diff")
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES_FROM_ENV is None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.integers(1, 30), st.data())
+def test_a_machine_agrees_with_linux(workdir: Path, steps: int, data: st.DataObject) -> None:
+    theirs_path, ours_path = workdir / "linux.bin", workdir / "machine.bin"
+    theirs_path.write_bytes(initial_bytes())
+    ours_path.write_bytes(initial_bytes())
+    linux, ours = Linux(theirs_path), Ours(ours_path)
+    try:
+        for step in range(steps):
+            op = data.draw(next_op(ours.mapped_pages()), label=f"step {step}")
+            want, got = apply(linux, op), apply(ours, op)
+            assert got == want, f"step {step}, {op!r}: Linux gave {want!r}, the Machine {got!r}"
+    finally:
+        linux.close()
+    ours.close()
+    assert ours_path.read_bytes() == theirs_path.read_bytes(), "the files differ at the end"
+    assert ours.m.check_quiescent() == []
+
+
+def test_the_region_is_clean_after_the_differential_test() -> None:
+    assert linux_vma(REGION) is None
+
+
+def test_linux_judge_names_the_signals(tmp_path: Path) -> None:
+    """The judge itself: Linux's own answers for a few known cases."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(PGSIZE))
+    linux = Linux(path)
+    try:
+        assert linux.would(REGION, False) == SIGSEGV
+        assert linux.mmap(REGION, 2 * PGSIZE, PROT_READ, MAP_SHARED, False, 0) == 0
+        assert linux.would(REGION, False) == OK
+        assert linux.would(REGION, True) == SIGSEGV
+        assert linux.would(REGION + PGSIZE, False) == SIGBUS
+        assert linux.mprotect(REGION + 4 * PGSIZE, PGSIZE, PROT_READ) == errno.ENOMEM
+        assert linux.munmap(REGION + 4 * PGSIZE, PGSIZE) == 0
+        assert linux.mmap(REGION, 0, PROT_READ, MAP_SHARED, False, 0) == errno.EINVAL
+        assert linux.mmap(REGION, PGSIZE, PROT_WRITE | PROT_READ, MAP_SHARED, True, 0) == (
+            errno.EACCES
+        )
+    finally:
+        linux.close()
