@@ -269,8 +269,9 @@ def test_a_private_write_only_mapping_of_a_read_only_file_is_allowed(
 def test_the_fault_handler_keeps_a_d_bit_left_in_a_not_present_pte(
     machine: Machine, file: HostFile
 ) -> None:
-    """Removal clears P first and collects D later; a fault in between must
-    not drop the D bit it finds."""
+    """Removal's first pass leaves D in a PTE it makes not present.  Its map
+    lock keeps faults away until the third pass zeroes that PTE, but the
+    handler does not lean on that: it keeps any D bit it finds."""
     p = machine.process()
     a = p.mmap(PGSIZE, RW, MAP_SHARED, file)
     p.store(a, b"x")

@@ -32,8 +32,12 @@ def no_shootdown(self: Proc) -> None:
     """TLBs are never flushed."""
 
 
-def install_dropping_d(self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool) -> bool:
-    """The fault handler overwrites the PTE, losing a D bit removal left there."""
+def install_overwriting(
+    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
+) -> bool:
+    """The fault handler rewrites the PTE even when another core's fault has
+    installed the page since it looked, losing the D bit that core's store
+    has set meanwhile."""
     vpn = va >> 12
     with self.vmr_lock:
         if self._find_vmr(va) is not vmr:
@@ -102,7 +106,9 @@ MUTANTS = {
         "_settle_dirty", settle_dirty_forgetting_pg_dirty, "munmap_mprotect_vs_removal", 20
     ),
     "no TLB shootdowns": Mutant("tlb_shootdown", no_shootdown, "stores_vs_removal", 20),
-    "a fault drops a D bit": Mutant("_install", install_dropping_d, "stores_vs_removal", 50),
+    "a fault overwrites a PTE another fault installed": Mutant(
+        "_install", install_overwriting, "stores_vs_removal", 50
+    ),
     "a fault installs into an unmapped VMR": Mutant(
         "_install", install_without_recheck, "munmap_mprotect_vs_removal", 100
     ),

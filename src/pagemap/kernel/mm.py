@@ -426,6 +426,10 @@ class Proc:
                 while True:
                     old = word.load()
                     if pte_allows(old, write) and pte_ppn(old) == page.ppn:
+                        # Another core's fault installed it since we looked, and
+                        # its store may have set D since: rewriting the PTE would
+                        # lose that bit ("a fault overwrites a PTE another fault
+                        # installed", tests/test_mm_mutants.py).
                         return True
                     same = pte_ppn(old) == page.ppn
                     if old & PTE_D and not same:
@@ -433,8 +437,11 @@ class Proc:
                             f"p{self.pid}: PTE at {va:#x} still holds the dirty bit of frame "
                             f"{pte_ppn(old)} while frame {page.ppn} is installed there"
                         )
-                    # Keep D: removal may have cleared P on a written page and
-                    # not yet collected D (its pass 3 reads the bit we keep).
+                    # Keep any D, in the same CAS.  Removal's first pass leaves
+                    # D in a PTE it makes not present, but it holds pm.lock until
+                    # its third pass zeroes that PTE, and load_page takes pm.lock
+                    # first, so no fault meets such a PTE today; were that ever to
+                    # change, the bit must survive.
                     if word.cas(old, make_pte(page.ppn, bits) | (old & PTE_D)):
                         break
                 if old & PTE_P and not same:
@@ -521,6 +528,7 @@ class Proc:
         if not file.readable:
             raise AccessDenied("mmap: the file is not open for reading")
         return rounded
+
     def _place(self, addr: int | None, length: int, flags: int) -> int:
         """Where to map; vmr_lock held."""
         if flags & MAP_FIXED:
