@@ -429,6 +429,61 @@ def test_a_machine_agrees_with_linux(workdir: Path, steps: int, data: st.DataObj
     assert ours.m.check_quiescent() == []
 
 
+HAND_PICKED = {
+    "unknown prot bits: mmap ignores them, mprotect refuses them": [
+        Op("mmap", (0, 2, 0x80 | PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, False, 0)),
+        Op("load", (1, 0, 4)),
+        Op("mprotect", (0, 1, 0x80 | PROT_READ)),
+    ],
+    "both MAP_SHARED and MAP_PRIVATE, anonymous": [
+        Op("mmap", (0, 1, RW, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS, False, 0)),
+    ],
+    "mprotect stops at the first region it may not change": [
+        Op("mmap", (0, 1, RW, MAP_SHARED, False, 0)),
+        Op("mmap", (1, 1, PROT_READ, MAP_SHARED, True, PGSIZE)),
+        Op("mmap", (2, 1, PROT_READ, MAP_SHARED, False, 2 * PGSIZE)),
+        Op("mprotect", (0, 3, PROT_READ)),
+        Op("store", (0, 0, b"x")),
+        Op("mprotect", (0, 3, RW)),
+        Op("store", (0, 0, b"x")),
+        Op("store", (2, 0, b"x")),
+    ],
+    "a store past the end in the last page, then the file grows": [
+        Op("mmap", (0, 6, RW, MAP_SHARED, False, 0)),
+        Op("store", (5, PGSIZE - 50, b"beyond the end")),
+        Op("load", (5, PGSIZE - 50, 14)),
+        Op("truncate", (6 * PGSIZE,)),
+        Op("pread", (6 * PGSIZE - 50, 14)),
+        Op("load", (5, PGSIZE - 50, 14)),
+    ],
+    "a private copy past a shrunken end": [
+        Op("mmap", (0, 4, RW, MAP_PRIVATE, False, 0)),
+        Op("store", (3, 0, b"copy")),
+        Op("truncate", (2 * PGSIZE + 10,)),
+        Op("load", (3, 0, 4)),
+        Op("load", (2, 0, 4)),
+        Op("truncate", (4 * PGSIZE,)),
+        Op("load", (3, 0, 4)),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(HAND_PICKED))
+def test_hand_picked_sequences_agree_with_linux(workdir: Path, name: str) -> None:
+    theirs_path, ours_path = workdir / f"{name[:8]}.linux", workdir / f"{name[:8]}.ours"
+    theirs_path.write_bytes(initial_bytes())
+    ours_path.write_bytes(initial_bytes())
+    linux, ours = Linux(theirs_path), Ours(ours_path)
+    try:
+        for step, op in enumerate(HAND_PICKED[name]):
+            want, got = apply(linux, op), apply(ours, op)
+            assert got == want, f"step {step}, {op!r}: Linux gave {want!r}, the Machine {got!r}"
+    finally:
+        linux.close()
+    ours.close()
+    assert ours_path.read_bytes() == theirs_path.read_bytes(), "the files differ at the end"
+
+
 def test_the_region_is_clean_after_the_differential_test() -> None:
     assert linux_vma(REGION) is None
 

@@ -466,9 +466,11 @@ class Proc:
         and `offset`, as Linux ignores the fd; MAP_FIXED maps exactly at
         `addr`, replacing what was there; otherwise `addr` is a hint.
         MAP_LOCKED faults every page in now (up to the end of the file) and
-        keeps them from removal.
+        keeps them from removal.  Unlike Linux, MAP_SHARED|MAP_PRIVATE (which
+        Linux reads as MAP_SHARED_VALIDATE for a file) is always EINVAL.
         """
         length = self._check_mmap(length, prot, flags, file, offset, addr)
+        prot &= PROT_ALL  # as Linux's mmap (not its mprotect), unknown bits are ignored
         if flags & MAP_ANONYMOUS:
             file, offset = None, 0
         with self.vmr_lock:
@@ -516,8 +518,6 @@ class Proc:
             raise InvalidArgument(
                 f"mmap: flags {flags:#x} must have exactly one of MAP_SHARED and MAP_PRIVATE"
             )
-        if prot & ~PROT_ALL:
-            raise InvalidArgument(f"mmap: unknown protection bits {prot & ~PROT_ALL:#x}")
         if anonymous:
             return rounded
         assert file is not None
