@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pagemap.check.oracle import (
@@ -59,17 +60,22 @@ def initial_bytes(pages: int) -> bytes:
     return bytes(out)
 
 
-def scratch_file(name: str, data: bytes) -> str:
-    """A fresh temp file holding `data`; in memory (/dev/shm) where there is one,
-    since a schedule's whole life is a few milliseconds."""
+def scratch_file(name: str, data: bytes) -> tuple[str, Callable[[], None]]:
+    """A fresh file called `name` holding `data`, in a fresh temp directory
+    (so traces name it the same every time), and how to remove both.  In
+    memory (/dev/shm) where there is one: a schedule lives a few milliseconds."""
     shm = "/dev/shm"
     where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    fd, path = tempfile.mkstemp(prefix=f"pagemap-check-{name}-", dir=where)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    return path
+    folder = tempfile.mkdtemp(prefix="pagemap-check-", dir=where)
+    path = os.path.join(folder, name)
+    with open(path, "wb") as f:
+        f.write(data)
+
+    def remove() -> None:
+        os.unlink(path)
+        os.rmdir(folder)
+
+    return path, remove
 
 
 @dataclass
@@ -85,8 +91,8 @@ class ShadowFile:
     def __init__(self, ctx: RunContext, pages: int, name: str = "file") -> None:
         self.ctx = ctx
         data = initial_bytes(pages)
-        self.path = scratch_file(name, data)
-        ctx.cleanup(lambda: os.unlink(self.path))
+        self.path, remove = scratch_file(name, data)
+        ctx.cleanup(remove)
         self.file: File = ctx.machine.open(self.path, "r+")
         io = getattr(self.file.inode, "io", None)
         if io is not None:

@@ -248,5 +248,10 @@ def _arrow(before: str, after: str) -> str:
 def _name(obj: object) -> str:
     if obj is None:
         return ""
+    if isinstance(obj, int):
+        return f"frame {obj}"  # the MMU names a frame by its ppn
+    ppn = getattr(obj, "ppn", None)
+    if isinstance(ppn, int):
+        return f"page[{ppn}]"
     name = getattr(obj, "name", None)
     return name if isinstance(name, str) else type(obj).__name__

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 from pagemap.check.oracle import COHERENCE, DURABILITY, RunContext, Violation
 from pagemap.check.scenario import Params, Scenario, drained, quiescent
@@ -76,8 +75,8 @@ def _truncate_store(ctx: RunContext, p: Params) -> None:
 def _blockdev_remove(ctx: RunContext, p: Params) -> None:
     blk = p["blk_size"]
     data = initial_bytes(1)
-    path = scratch_file("disk", data)
-    ctx.cleanup(lambda: os.unlink(path))
+    path, remove = scratch_file("disk", data)
+    ctx.cleanup(remove)
     dev = ctx.machine.blockdev(path, sector_size=512)
     ctx.cleanup(dev.io.close)
     shadow = bytearray(data)
