@@ -464,3 +464,20 @@ def test_growing_the_file_makes_the_pages_accessible_again(
         p.load(a + 4 * PGSIZE, 1)
     file.truncate(NPAGES * PGSIZE)
     assert p.load(a + 4 * PGSIZE, 8) == bytes(8)
+
+
+def test_the_quiescence_check_names_ptes_and_tlb_entries_to_free_frames(
+    machine: Machine, file: HostFile
+) -> None:
+    p = machine.process()
+    a = p.mmap(PGSIZE, PROT_READ, MAP_SHARED, file)
+    p.load(a, 1)
+    assert machine.check_quiescent() == []
+    free = machine.allocator.pages[machine.allocator.nr_frames - 1]
+    assert machine.allocator.is_free(free.ppn)
+    word = p.page_table.lookup(a >> 12)
+    assert word is not None
+    word.store(make_pte(free.ppn, PTE_P | PTE_U))  # by hand: what removal must never leave
+    machine.mmu.tlbs[1].fill(p.pid, a >> 12, word.value)
+    problems = machine.check_quiescent()
+    assert len(problems) == 2 and all(f"free frame {free.ppn}" in m for m in problems)

@@ -177,6 +177,8 @@ class Machine:
             problems.extend(pm.check_quiescent())
         problems.extend(self.hostfs.check_quiescent())
         problems.extend(self.block_devices.check_quiescent())
+        for proc in self.procs:
+            problems.extend(proc.check_quiescent())
         cached = sum(pm.num_pages for pm in self.page_maps)
         if self.allocator.nr_used < cached:
             problems.append(f"{cached} pages cached but only {self.allocator.nr_used} frames used")

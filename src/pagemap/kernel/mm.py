@@ -861,6 +861,24 @@ class Proc:
             mapping.remove_vmr(vmr)
 
     # -- for oracles -------------------------------------------------------------------
+    def check_quiescent(self) -> list[str]:
+        """What is wrong with this address space when no task runs: a lock
+        left held, or a PTE or TLB entry naming a free frame."""
+        problems: list[str] = []
+        if self.vmr_lock.held or self.pte_lock.held:
+            problems.append(f"p{self.pid}: its VMR or page-table lock is still held")
+        for vpn, _, ppn in self.mapped_ppns():
+            if self.allocator.is_free(ppn):
+                problems.append(
+                    f"p{self.pid}: the PTE at {vpn << PGSHIFT:#x} names free frame {ppn}"
+                )
+        for core, vpn, ppn in self.mmu.cached_ppns(self.pid):
+            if self.allocator.is_free(ppn):
+                problems.append(
+                    f"p{self.pid}: core {core}'s TLB maps {vpn << PGSHIFT:#x} to free frame {ppn}"
+                )
+        return problems
+
     def mapped_ppns(self) -> Iterator[tuple[int, int, int]]:
         """(vpn, pte, ppn) for every non-zero PTE; for oracles at quiescence."""
         for vpn, word in self.page_table.ptes(0, USER_TOP >> PGSHIFT):
