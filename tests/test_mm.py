@@ -481,3 +481,21 @@ def test_the_quiescence_check_names_ptes_and_tlb_entries_to_free_frames(
     machine.mmu.tlbs[1].fill(p.pid, a >> 12, word.value)
     problems = machine.check_quiescent()
     assert len(problems) == 2 and all(f"free frame {free.ppn}" in m for m in problems)
+
+
+def test_faults_are_counted_minor_or_major_and_shootdowns_are_counted(
+    machine: Machine, file: HostFile
+) -> None:
+    p = machine.process()
+    a = p.mmap(2 * PGSIZE, PROT_READ, MAP_SHARED, file)
+    p.load(a, 1)  # read in: major
+    p.load(a, 1)  # a TLB hit: no fault
+    shootdowns = machine.mmu.shootdowns.value
+    p.munmap(a, 2 * PGSIZE)
+    assert machine.mmu.shootdowns.value == shootdowns + 1
+    b = p.mmap(2 * PGSIZE, PROT_READ, MAP_SHARED, file)
+    p.load(b, 1)  # cached, no PTE: minor
+    anon = p.mmap(PGSIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(anon, b"z")  # zero fill: minor
+    assert machine.mm_counters()["page faults, major"] == 1
+    assert machine.mm_counters()["page faults, minor"] == 2

@@ -107,13 +107,13 @@ MUTANTS = {
     ),
     "no TLB shootdowns": Mutant("tlb_shootdown", no_shootdown, "stores_vs_removal", 20),
     "a fault overwrites a PTE another fault installed": Mutant(
-        "_install", install_overwriting, "stores_vs_removal", 50
+        "_install", install_overwriting, "stores_vs_removal", 200
     ),
     "a fault installs into an unmapped VMR": Mutant(
-        "_install", install_without_recheck, "munmap_mprotect_vs_removal", 100
+        "_install", install_without_recheck, "munmap_mprotect_vs_removal", 400
     ),
     "munmap leaves the page map before zeroing PTEs": Mutant(
-        "_unmap_locked", unmap_leaving_the_map_first, "munmap_mprotect_vs_removal", 1000
+        "_unmap_locked", unmap_leaving_the_map_first, "munmap_vs_removal", 1000
     ),
 }
 

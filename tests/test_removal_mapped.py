@@ -373,6 +373,26 @@ def munmap_mprotect_vs_removal(w: World) -> None:
     w.m.spawn(reader, core=3)
 
 
+def munmap_vs_removal(w: World) -> None:
+    """A process unmaps its dirty pages one by one while removers evict them:
+    every D bit reaches the file, and no PTE outlives its page."""
+    proc = w.m.process()
+    r = w.map(proc, 0, 3, MAP_SHARED)
+    for index in range(3):
+        w.store(r, index, 300, v(14, index))
+
+    def unmapper() -> None:
+        for index in (2, 0, 1):
+            proc.munmap(r.va(index), PGSIZE)
+
+    def remover() -> None:
+        for _ in range(3):
+            w.remove(0, 3)
+
+    w.m.spawn(unmapper, core=1)
+    w.m.spawn(remover, core=2)
+
+
 def private_and_locked(w: World) -> None:
     """Private copies and MAP_LOCKED pages while a remover sweeps the file."""
     private = w.map(w.m.process(), 0, 2, MAP_PRIVATE)
@@ -468,6 +488,7 @@ SCENARIOS: dict[str, Scenario] = {
     "stores_vs_removal": stores_vs_removal,
     "faults_vs_removal": faults_vs_removal,
     "munmap_mprotect_vs_removal": munmap_mprotect_vs_removal,
+    "munmap_vs_removal": munmap_vs_removal,
     "private_and_locked": private_and_locked,
     "two_processes_at_different_offsets": two_processes_at_different_offsets,
     "pwrite_vs_mapped_store": pwrite_vs_mapped_store,

@@ -168,7 +168,13 @@ class Machine:
 
     def mm_counters(self) -> dict[str, int]:
         """Fault and shootdown counts of the memory-management half."""
-        return {"page faults": sum(p.faults.value for p in self.procs)}
+        faults = sum(p.faults.value for p in self.procs)
+        major = sum(p.major_faults.value for p in self.procs)
+        return {
+            "page faults, minor": faults - major,
+            "page faults, major": major,
+            "TLB shootdowns": self.mmu.shootdowns.value,
+        }
 
     def check_quiescent(self) -> list[str]:
         """The accounting oracle over the whole machine; [] when all holds."""

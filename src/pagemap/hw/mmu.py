@@ -172,6 +172,7 @@ class MMU:
         self.memory = memory
         self.tlbs = [TLB(executor, core) for core in range(nr_cores)]
         self.on_access: AccessHook | None = None
+        self.shootdowns = executor.atomic(0, "mmu.shootdowns")
         # One view per frame, made once: the access path is the hot path.
         self._frames = [memory.frame(ppn) for ppn in range(memory.nr_frames)]
 
@@ -244,6 +245,7 @@ class MMU:
     def shootdown(self, asid: int) -> None:
         """Remove address space `asid`'s entries from every core's TLB, each
         core between two of its instructions."""
+        self.shootdowns.fetch_add(1)
         for tlb in self.tlbs:
             with tlb.busy:
                 tlb.flush(asid)

@@ -59,7 +59,7 @@ from pagemap.kernel.mman import (
     PROT_READ,
     PROT_WRITE,
 )
-from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, PageAllocator
 from pagemap.kernel.pagemap import PageMap, vmr_idx_to_va, vmr_overlap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
 from pagemap.sync.atomic import AtomicWord
@@ -241,7 +241,10 @@ class Proc:
         self.vmrs: list[VMR] = []  # sorted by base, never overlapping
         # vpn -> the anonymous page (zero-fill or private copy) this process owns there.
         self.anon: dict[int, Page] = {}
+        # Every fault the handler saw, and those that waited for a page to be
+        # read in; the rest are minor (cached pages, zero fill, spurious).
         self.faults = executor.atomic(0, f"p{pid}.faults")
+        self.major_faults = executor.atomic(0, f"p{pid}.major_faults")
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -375,7 +378,14 @@ class Proc:
         mapping = vmr.mapping
         assert mapping is not None
         self._check_eof(vmr, va, write)
-        page = mapping.load_page(vmr.index_of(va))
+        index = vmr.index_of(va)
+        page = mapping.find_page(index)
+        if page is None or not page.flags.load() & PG_UPTODATE:
+            # Not cached, or still being read by another loader: a major fault.
+            if page is not None:
+                mapping.put_page(page)
+            self.major_faults.fetch_add(1)
+            page = mapping.load_page(index)
         try:
             # The file may have shrunk while we slept in load_page: truncate
             # stores the size before it drops pages, and waits for our slot
