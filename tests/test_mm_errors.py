@@ -255,5 +255,7 @@ def test_the_two_signals_are_told_apart_by_class_and_attribute() -> None:
     assert issubclass(BusError, OSError) and issubclass(SegmentationFault, KernelError)
 
 
-def test_a_negative_load_length_is_einval(proc: Proc) -> None:
+def test_a_negative_load_length_is_einval_and_an_empty_access_cannot_fault(proc: Proc) -> None:
     fails(lambda: proc.load(0x1000_0000, -1), errno.EINVAL, InvalidArgument, proc)
+    assert proc.load(0x1000_0000, 0) == b""
+    proc.store(0x1000_0000, b"")

@@ -264,6 +264,8 @@ class Proc:
         """`n` bytes at `addr`, as a user load on the current task's core."""
         if n < 0:
             raise InvalidArgument(f"p{self.pid}: load of {n} bytes: the length may not be negative")
+        if n == 0:
+            return b""  # touches nothing, so cannot fault
         core = self.current_core()
         if (addr & PGMASK) + n <= PGSIZE:
             return self._load_in_page(core, addr, n)
