@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench soak clean
+.PHONY: run test lint typecheck unit bench check soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,21 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
+
+# Every scenario, bounded-exhaustive (DFS, 2 preemptions) to the end: about a minute.
+check: $(STAMP)
+	$(BIN)/pagemap check
+
+# Long explorations: PCT and random schedules by the ten thousand, and long runs
+# of the main job under both executors.  Minutes, not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/pagemap check --strategy pct --budget 20000 --jobs 2
+	$(BIN)/pagemap check --strategy random --budget 20000 --jobs 2
+	$(BIN)/pagemap check --preemptions 3 --time 60
+	$(BIN)/pagemap run --ops 200000
+	$(BIN)/pagemap run --executor sim --ops 100000 --seed 7
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
