@@ -132,6 +132,7 @@ def test_a_users_file_is_copied_never_modified(
         (["--memory", "4KiB"], "too small"),
         (["--file-size", "64KiB"], "too small"),
         (["--file", "/nonexistent/file.bin"], "No such file"),
+        (["--flusher-period", "0"], "period"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -46,6 +46,12 @@ def register(sub: Any) -> None:
         help="run on a copy of this file instead of a generated one "
         "(the file itself is never modified)",
     )
+    p.add_argument(
+        "--flusher-period",
+        type=float,
+        default=0.01,
+        help="seconds between flusher rounds (virtual under sim; default 0.01)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run)
 
@@ -60,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         procs=args.procs,
         ops=args.ops,
         file=args.file,
+        flusher_period=args.flusher_period,
     )
     if args.json:
         result = run_workload(spec)
