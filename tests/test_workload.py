@@ -143,3 +143,31 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and words in err
     assert err.startswith("pagemap run: ")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "SegmentationFault",
+        "BusError",
+        "AccessDenied",
+        "OutOfMemory",
+    ],
+)
+def test_a_kernel_error_is_one_line_never_a_traceback(
+    error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pagemap
+    from pagemap.workload import command
+
+    exc_type = getattr(pagemap, error)
+
+    def failing(spec: Spec, progress: object = None) -> None:
+        raise exc_type("p1: store at 0x10000: what went wrong, in a sentence")
+
+    monkeypatch.setattr(command, "run_workload", failing)
+    code = main(["run", "--ops", "10"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("pagemap run: E") and "in a sentence" in err
