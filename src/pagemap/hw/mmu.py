@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
-from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
@@ -172,7 +172,7 @@ class MMU:
         self.memory = memory
         self.tlbs = [TLB(executor, core) for core in range(nr_cores)]
         self.on_access: AccessHook | None = None
-        self.shootdowns = executor.atomic(0, "mmu.shootdowns")
+        self.shootdowns = StatCounter()  # statistics: not a scheduling point
         # One view per frame, made once: the access path is the hot path.
         self._frames = [memory.frame(ppn) for ppn in range(memory.nr_frames)]
 
@@ -245,7 +245,7 @@ class MMU:
     def shootdown(self, asid: int) -> None:
         """Remove address space `asid`'s entries from every core's TLB, each
         core between two of its instructions."""
-        self.shootdowns.fetch_add(1)
+        self.shootdowns.add(1)
         for tlb in self.tlbs:
             with tlb.busy:
                 tlb.flush(asid)

@@ -62,7 +62,7 @@ from pagemap.kernel.mman import (
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, PageAllocator
 from pagemap.kernel.pagemap import PageMap, vmr_idx_to_va, vmr_overlap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
-from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 
 PGMASK = PGSIZE - 1
@@ -243,8 +243,8 @@ class Proc:
         self.anon: dict[int, Page] = {}
         # Every fault the handler saw, and those that waited for a page to be
         # read in; the rest are minor (cached pages, zero fill, spurious).
-        self.faults = executor.atomic(0, f"p{pid}.faults")
-        self.major_faults = executor.atomic(0, f"p{pid}.major_faults")
+        self.faults = StatCounter()
+        self.major_faults = StatCounter()
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -325,7 +325,7 @@ class Proc:
         BusError.  Otherwise the page is installed and the caller retries;
         a fault that finds the work already done (another core won) returns.
         """
-        self.faults.fetch_add(1)
+        self.faults.add(1)
         vpn = va >> PGSHIFT
         with self.vmr_lock:
             vmr = self._checked_vmr(va, write)
@@ -386,7 +386,7 @@ class Proc:
             # Not cached, or still being read by another loader: a major fault.
             if page is not None:
                 mapping.put_page(page)
-            self.major_faults.fetch_add(1)
+            self.major_faults.add(1)
             page = mapping.load_page(index)
         try:
             # The file may have shrunk while we slept in load_page: truncate
