@@ -1,0 +1,34 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pagemap.check.model import CounterexampleFound
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_opens_with_exactly_the_two_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README.read_text(), flags=re.S)
+    assert first_block is not None
+    assert first_block.group(1).split("\n")[:2] == ["make run", "make test"]
+    assert first_block.group(1).strip().count("\n") == 1
+
+
+def test_the_machine_example_runs(tmp_path: Path) -> None:
+    code = python_blocks()[0].replace("/tmp/data.bin", str(tmp_path / "data.bin"))
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "data.bin").read_bytes() == b"hello, world___!"
+
+
+def test_the_explore_example_finds_the_lost_update() -> None:
+    with pytest.raises(CounterexampleFound, match="1 preemptions"):
+        exec(compile(python_blocks()[1], "README.md", "exec"), {})
