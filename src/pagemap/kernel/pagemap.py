@@ -404,7 +404,8 @@ class PageMap:
         The seed asserted that readpage cannot fail.  Here a failure marks the
         page, takes it out of the tree (new loaders start afresh), and wakes
         the tasks asleep on its lock, who see the mark and fail too.  The frame
-        is freed by whoever drops the last slot reference (put_page).
+        is freed by whoever drops the last slot reference (put_page).  Shown by
+        test_readpage_error_reaches_every_waiting_loader and the eio-load scenario.
         """
         try:
             self.ops.readpage(self, page)
@@ -441,7 +442,9 @@ class PageMap:
         the page clean because a remover is mid-write sleeps until that write
         is done.  (The seed cleared PG_DIRTY under the map lock and wrote with
         no lock at all: an fsync could return before the remover's write landed,
-        and an older copy could land after a newer one.)
+        and an older copy could land after a newer one.)  Exercised by the
+        writeback-remove scenario and test_writeback_racing_writers_loses_nothing;
+        the dirty-cleared-late mutant breaks it and is caught.
         """
         lock_page(page)
         try:
@@ -605,7 +608,8 @@ class PageMap:
         """Clear P on a PTE that maps a page marked for removal.
 
         A CAS, not a read then a write: the MMU may set D between them, and a
-        fault may install a different page (a private copy) in the meantime.
+        fault may install a different page (a private copy) in the meantime
+        (the store-remove and private-remove scenarios).
         """
         while True:
             old = pte.load()
