@@ -263,7 +263,8 @@ class PageMap:
     # -- the reverse map -------------------------------------------------------
     def add_vmr(self, vmr: VMRegion) -> None:
         # Removal holds `lock` while it walks the VMRs, so a munmap that wants
-        # to leave the list waits until removal has finished with its PTEs.
+        # to leave the list waits until removal has finished with its PTEs
+        # (the munmap-remove scenario; its "leaves early" mutant is caught).
         with self.lock:
             self.vmrs.append(vmr)
 
@@ -580,12 +581,15 @@ class PageMap:
                 self._shootdown_and_reset(procs)
             procs.append(proc)
         # Only after every TLB has forgotten the pages will stores fault, so
-        # only now can the D bits be trusted.
+        # only now can the D bits be trusted (store-remove: a store through a
+        # TLB entry with D cached; the no-shootdown and dirty-before-shootdown
+        # mutants lose it).
         self._shootdown_and_reset(procs)
         for vmr, (a, b) in live:
             proc = vmr.proc
             # Whatever vm_prot says now: a concurrent mprotect may have just
-            # downgraded a PTE that was written through a moment ago.
+            # downgraded a PTE that was written through a moment ago
+            # (the mprotect-remove scenario).
             with proc.pte_lock:
                 for pte in proc.ptes(vmr_idx_to_va(vmr, a), vmr_idx_to_va(vmr, b - 1) + 1):
                     self._pte_unmap_keep_dirty(pte)
