@@ -171,3 +171,22 @@ def test_a_kernel_error_is_one_line_never_a_traceback(
     assert code == 1
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("pagemap run: E") and "in a sentence" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--cores", "x"], "invalid int value"),
+        (["run", "--executor", "fibers"], "invalid choice"),
+        ([], "required: COMMAND"),
+        (["frob"], "invalid choice: 'frob'"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and words in err and "--help" in err

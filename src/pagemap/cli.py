@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pagemap import __version__
 from pagemap.check import command as check_command
@@ -22,14 +23,24 @@ Command = Callable[[argparse.Namespace], int]
 REGISTRARS = [run_command.register, check_command.register]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one clear line and exit 2, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pagemap",
         description="The Akaros page cache, executable: run it on real threads over real "
         "files, or explore its interleavings and prove it race by race.",
     )
     parser.add_argument("--version", action="version", version=f"pagemap {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
     for register in REGISTRARS:
         register(sub)
     return parser

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,16 +32,6 @@ from pagemap.check.trace import Step, Trace
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 DFS_CAP = 200_000  # DFS runs to exhaustion, but never past this many schedules
 BAD_INPUT = 2
-
-
-def _one_line_error(parser: argparse.ArgumentParser) -> None:
-    """Bad arguments get one clear line and exit 2, not a usage block."""
-
-    def error(message: str) -> NoReturn:
-        print(f"{parser.prog}: {message} (see {parser.prog} --help)", file=sys.stderr)
-        sys.exit(BAD_INPUT)
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def _param(text: str) -> tuple[str, int]:
@@ -92,7 +82,6 @@ def register(sub: Any) -> None:
         "as loads return, and durability and accounting at the end.  Exit 0 if every oracle "
         "holds, 1 with a counterexample trace on a violation, 2 on bad arguments.",
     )
-    _one_line_error(check)
     check.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names")
     check.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default dfs")
     check.add_argument(
@@ -133,7 +122,6 @@ def register(sub: Any) -> None:
         "task, operation, the slot word as refcount|removal|ppn, and PTE bits; then the "
         "failing oracle's message.  Exit 1 if the violation reproduces, 0 if it no longer does.",
     )
-    _one_line_error(rep)
     rep.add_argument("trace", metavar="TRACE", help="a JSON trace written by pagemap check")
     rep.add_argument("--max-steps", type=_positive, default=DEFAULT_MAX_STEPS)
     rep.set_defaults(func=run_replay)
