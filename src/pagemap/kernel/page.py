@@ -116,9 +116,6 @@ class PageAllocator:
     def is_free(self, ppn: int) -> bool:
         return ppn in self._free_set
 
-    def ppn2page(self, ppn: int) -> Page:
-        return self.pages[ppn]
-
     def alloc(self) -> Page:
         """A free frame with kref 1.  As with kpage_alloc, its bytes are
         whatever it last held: readpage overwrites them.

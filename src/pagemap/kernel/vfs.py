@@ -106,6 +106,23 @@ class Inode:
         if end <= offset:
             return b""
         out = bytearray(end - offset)
+
+        def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
+            out[at : at + chunk] = page.data[off : off + chunk]
+
+        done = self._each_page(offset, end, "frame_read", copy_out)
+        del out[done:]
+        return bytes(out)
+
+    def _each_page(
+        self, offset: int, end: int, what: str, copy: Callable[[Page, int, int, int], None]
+    ) -> int:
+        """copy(page, offset in page, length, bytes done so far) for each page
+        of [offset, end), holding a slot reference; the bytes done.
+
+        Running out of frames or a failed readpage after some bytes gives
+        that short count, as POSIX has it; before any, it raises.
+        """
         pos = offset
         try:
             while pos < end:
@@ -113,16 +130,15 @@ class Inode:
                 chunk = min(PGSIZE - off, end - pos)
                 page = self.mapping.load_page(index)
                 try:
-                    self.executor.point("frame_read", page)
-                    out[pos - offset : pos - offset + chunk] = page.data[off : off + chunk]
+                    self.executor.point(what, page)
+                    copy(page, off, chunk, pos - offset)
                 finally:
                     self.mapping.put_page(page)
                 pos += chunk
         except (OutOfMemory, IOFailure):
             if pos == offset:
                 raise
-            del out[pos - offset :]
-        return bytes(out)
+        return pos - offset
 
     # -- write -------------------------------------------------------------------
     def write(self, data: Buffer, offset: int) -> int:
@@ -152,31 +168,19 @@ class Inode:
         old_size = self.size_word.load()
         if offset > old_size:
             self._zero_cached(old_size, offset)
-        end = offset + len(src)
-        pos = offset
-        try:
-            while pos < end:
-                index, off = divmod(pos, PGSIZE)
-                chunk = min(PGSIZE - off, end - pos)
-                page = self.mapping.load_page(index)
-                try:
-                    self.executor.point("frame_write", page)
-                    page.data[off : off + chunk] = src[pos - offset : pos - offset + chunk]
-                    # The size before PG_DIRTY.  A writeback that clears our
-                    # dirty bit then reads a size covering these bytes; the
-                    # other way round it could clear the bit, write only up to
-                    # the old size, and leave the page clean with our bytes
-                    # never written (test_write_racing_writeback_loses_nothing).
-                    if pos + chunk > self.size_word.load():
-                        self.size_word.store(pos + chunk)
-                    page.flags.fetch_or(PG_DIRTY)
-                finally:
-                    self.mapping.put_page(page)
-                pos += chunk
-        except (OutOfMemory, IOFailure):
-            if pos == offset:
-                raise
-        return pos - offset
+
+        def copy_in(page: Page, off: int, chunk: int, at: int) -> None:
+            page.data[off : off + chunk] = src[at : at + chunk]
+            # The size before PG_DIRTY.  A writeback that clears our dirty bit
+            # then reads a size covering these bytes; the other way round it
+            # could clear the bit, write only up to the old size, and leave the
+            # page clean with our bytes never written
+            # (test_write_racing_writeback_loses_nothing).
+            if offset + at + chunk > self.size_word.load():
+                self.size_word.store(offset + at + chunk)
+            page.flags.fetch_or(PG_DIRTY)
+
+        return self._each_page(offset, offset + len(src), "frame_write", copy_in)
 
     # -- truncate ----------------------------------------------------------------
     def truncate(self, size: int) -> None:
