@@ -27,7 +27,7 @@ from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.machine import Machine
-from pagemap.sync.executor import ThreadExecutor
+from pagemap.sync.threads import ThreadExecutor
 
 
 class Disk:

@@ -6,7 +6,7 @@ import pytest
 
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup
-from pagemap.check.strategy import FollowStrategy
+from pagemap.check.strategies import FollowChooser
 from tests.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant
 
 
@@ -23,12 +23,12 @@ def test_mutant_is_caught_within_its_budget(mutant: Mutant) -> None:
         trace = summary.trace
         assert trace is not None, f"{mutant.name} ({mutant.broken}) survived {summary.schedules}"
         # The shrunk counterexample still reproduces, step for step.
-        follow = FollowStrategy(trace.schedule)
+        follow = FollowChooser(trace.schedule)
         again = run_schedule(model, follow)
         assert again.violation is not None and again.violation.oracle == trace.oracle
-        assert not follow.diverged
+        assert follow.followed
     # Without the mutation the same schedule is harmless.
-    assert run_schedule(model, FollowStrategy(trace.schedule)).violation is None
+    assert run_schedule(model, FollowChooser(trace.schedule)).violation is None
 
 
 @pytest.mark.parametrize("mutant", EQUIVALENT_MUTANTS, ids=lambda m: m.name)

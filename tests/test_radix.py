@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pagemap import AlreadyExists, InvalidArgument
 from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
-from pagemap.sync.executor import ThreadExecutor
+from pagemap.sync.threads import ThreadExecutor
 
 
 def tree() -> RadixTree:

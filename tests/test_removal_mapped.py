@@ -45,7 +45,9 @@ from pagemap import (
 )
 from pagemap.kernel.pagemap import slot_get_ppn
 from pagemap.kernel.vfs import PageMapFactory
-from pagemap.sync.executor import Executor, RandomStrategy, SimExecutor, Strategy, Task
+from pagemap.sync.core import READ, WRITE, Strategy, Task
+from pagemap.sync.executor import Executor
+from pagemap.sync.sim import SeededRandom, SimExecutor
 
 RW = PROT_READ | PROT_WRITE
 SCENARIO_SEEDS = 1000
@@ -63,7 +65,7 @@ class StickyStrategy(Strategy):
         self.rng = random.Random(seed)
         self.stay = stay
 
-    def pick(self, runnable: Sequence[Task], current: Task | None) -> Task:
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
         if current is not None and current in runnable and self.rng.random() < self.stay:
             return current
         return runnable[self.rng.randrange(len(runnable))]
@@ -72,7 +74,7 @@ class StickyStrategy(Strategy):
 def schedule_for(seed: int) -> Strategy:
     """Seeds alternate between uniform random choice and sticky runs of 1/(1-stay)."""
     if seed % 2 == 0:
-        return RandomStrategy(seed)
+        return SeededRandom(seed)
     return StickyStrategy(seed, (0.8, 0.9, 0.95)[seed // 2 % 3])
 
 
@@ -89,14 +91,14 @@ class MemInode(Inode):
         super().__init__(executor, make_page_map, "file", len(self.disk))
 
     def readpage(self, pm: PageMap, page: Page) -> None:
-        self.executor.point("disk.read", page.index)
+        self.executor.point("disk.read", ("disk", page.index), READ)
         start = page.index * PGSIZE
         got = bytes(self.disk[start : min(start + PGSIZE, self.size_word.value)])
         page.data[:] = got + bytes(PGSIZE - len(got))
         page.flags.fetch_or(PG_UPTODATE)
 
     def writepage(self, pm: PageMap, page: Page) -> None:
-        self.executor.point("disk.write", page.index)
+        self.executor.point("disk.write", ("disk", page.index), WRITE)
         start = page.index * PGSIZE
         n = max(0, min(PGSIZE, self.size_word.value - start))
         self.disk[start : start + n] = page.data[:n]

@@ -41,16 +41,9 @@ from pagemap.kernel.page import (
 from pagemap.kernel.pagemap import PageMap, PageMapOps, decode_slot, encode_slot
 from pagemap.kernel.vfs import File, Inode
 from pagemap.machine import Machine
-from pagemap.sync.executor import (
-    Deadlock,
-    RandomStrategy,
-    ReplayStrategy,
-    SimExecutor,
-    StepBudgetExceeded,
-    Strategy,
-    Task,
-    ThreadExecutor,
-)
+from pagemap.sync.core import Deadlock, StepBudgetExceeded, Strategy, Task, TaskStuck
+from pagemap.sync.sim import SeededRandom, SimExecutor
+from pagemap.sync.threads import ThreadExecutor
 
 __version__ = "0.1.0"
 
@@ -96,14 +89,14 @@ __all__ = [
     "PageMap",
     "PageMapOps",
     "Proc",
-    "RandomStrategy",
     "RefcountOverflow",
-    "ReplayStrategy",
+    "SeededRandom",
     "SegmentationFault",
     "SimExecutor",
     "StepBudgetExceeded",
     "Strategy",
     "Task",
+    "TaskStuck",
     "ThreadExecutor",
     "__version__",
     "decode_slot",

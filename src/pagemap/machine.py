@@ -19,13 +19,10 @@ from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.mm import Proc
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
-from pagemap.sync.executor import (
-    Executor,
-    RandomStrategy,
-    SimExecutor,
-    Task,
-    ThreadExecutor,
-)
+from pagemap.sync.core import Task
+from pagemap.sync.executor import Executor
+from pagemap.sync.sim import SeededRandom, SimExecutor
+from pagemap.sync.threads import ThreadExecutor
 
 
 def make_executor(executor: str | Executor, seed: int | None, max_steps: int | None) -> Executor:
@@ -34,7 +31,7 @@ def make_executor(executor: str | Executor, seed: int | None, max_steps: int | N
     if executor == "threads":
         return ThreadExecutor()
     if executor == "sim":
-        return SimExecutor(RandomStrategy(0 if seed is None else seed), max_steps)
+        return SimExecutor(SeededRandom(0 if seed is None else seed), max_steps)
     raise ValueError(f"unknown executor {executor!r}: choose 'threads' or 'sim'")
 
 

@@ -26,7 +26,7 @@ from pagemap.check.replay import replay
 from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
-from pagemap.check.strategy import STRATEGIES
+from pagemap.check.strategies import EXHAUSTIVE, STRATEGIES
 from pagemap.check.trace import Step, Trace
 
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
         "holds, 1 with a counterexample trace on a violation, 2 on bad arguments.",
     )
     check.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names")
-    check.add_argument("--strategy", choices=STRATEGIES, default="dfs", help="default dfs")
+    check.add_argument("--strategy", choices=STRATEGIES, default="dpor", help="default dpor")
     check.add_argument(
         "--budget",
         type=_positive,
@@ -165,11 +165,11 @@ def run_plan(plan: Plan, progress: Callable[[int], None] | None = None) -> Summa
 
 def _plans(args: argparse.Namespace, name: str, params: dict[str, int]) -> list[Plan]:
     bound = args.preemptions
-    if bound is None and args.strategy == "dfs":
+    if bound is None and args.strategy in EXHAUSTIVE:
         bound = 2
     budget: int | None = args.budget
     if budget is None and args.time is None:
-        budget = DFS_CAP if args.strategy == "dfs" else DEFAULT_BUDGET
+        budget = DFS_CAP if args.strategy in EXHAUSTIVE else DEFAULT_BUDGET
 
     def plan(first: int, count: int | None) -> Plan:
         return Plan(
@@ -186,7 +186,7 @@ def _plans(args: argparse.Namespace, name: str, params: dict[str, int]) -> list[
         )
 
     # DFS is one search; random and PCT split by schedule number.
-    if args.strategy == "dfs" or args.jobs == 1:
+    if args.strategy in EXHAUSTIVE or args.jobs == 1:
         return [plan(0, budget)]
     if budget is None:
         return [plan(j * 10**9, None) for j in range(args.jobs)]
@@ -257,7 +257,7 @@ def _total(args: argparse.Namespace) -> int | None:
         return None
     if args.budget is not None:
         return int(args.budget)
-    return None if args.strategy == "dfs" else DEFAULT_BUDGET
+    return None if args.strategy in EXHAUSTIVE else DEFAULT_BUDGET
 
 
 def _finish_bar(progress: Progress, bar: Any, s: Summary) -> None:
@@ -347,9 +347,9 @@ def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
 
 def _report(console: Console, args: argparse.Namespace, model: Any, trace: Trace) -> int:
     if not args.no_shrink:
-        trace = shrink_trace(model, trace, args.max_steps)
+        trace = shrink_trace(model, trace)
     path = trace.save(args.traces)
-    result = replay(model, trace, args.max_steps)
+    result = replay(model, trace)
     console.print(step_table(result.rows, f"{trace.scenario}: counterexample"))
     _print_verdict(console, trace, result.violation)
     console.print(f"trace written to {path}  (replay: pagemap replay {path})", soft_wrap=True)
@@ -363,7 +363,7 @@ def run_replay(args: argparse.Namespace) -> int:
     console = _console()
     trace = Trace.load(args.trace)
     model = lookup(trace.scenario).model(trace.params)
-    result = replay(model, trace, args.max_steps)
+    result = replay(model, trace)
     console.print(step_table(result.rows, f"{trace.scenario} {trace.params}"))
     if result.diverged:
         console.print(

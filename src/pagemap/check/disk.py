@@ -23,6 +23,7 @@ from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import IOFailure
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
+from pagemap.sync.core import READ, WRITE
 
 
 def block_bytes(index: int, version: int, writer: int = 0) -> bytes:
@@ -49,7 +50,9 @@ class MemDisk:
 
     # -- page_map_operations -----------------------------------------------------
     def readpage(self, pm: PageMap, page: Page) -> None:
-        self.ctx.sched.point("readpage", page.flags)
+        sched = self.ctx.sched
+        sched.point("readpage", ("disk", self.name, page.index), READ)
+        sched.touch(page.ppn, WRITE)  # the frame it fills
         self._check_owner(pm, page, "readpage")
         if page.flags.value & PG_UPTODATE:
             self.ctx.fail(
@@ -64,7 +67,9 @@ class MemDisk:
         page.flags.fetch_or(PG_UPTODATE)
 
     def writepage(self, pm: PageMap, page: Page) -> None:
-        self.ctx.sched.point("writepage", page.flags)
+        sched = self.ctx.sched
+        sched.point("writepage", ("disk", self.name, page.index), WRITE)
+        sched.touch(page.ppn, READ)  # the frame it writes out
         self._check_owner(pm, page, "writepage")
         if self._inject(self.write_faults, page.index):
             raise IOFailure(f"{self.name}: write error on block {page.index}")
@@ -78,6 +83,7 @@ class MemDisk:
         i = page.index
         self.versions[i] += 1
         data = block_bytes(i, self.versions[i], writer)
+        self.ctx.sched.touch(page.ppn, WRITE)
         page.data[:] = data
         self.shadow[i] = data
         page.flags.fetch_or(PG_DIRTY)
@@ -85,6 +91,7 @@ class MemDisk:
     def check_read(self, pm: PageMap, page: Page, who: str) -> None:
         """Coherence: a loaded page holds the latest bytes written to it."""
         i = page.index
+        self.ctx.sched.touch(page.ppn, READ)  # the verdict depends on the frame's bytes
         if page.data != self.shadow[i]:
             got = int.from_bytes(page.data[:8], "little")
             want = int.from_bytes(self.shadow[i][:8], "little")

@@ -17,6 +17,8 @@ is the shrunk schedule as a step table.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ from rich.console import Console
 
 from pagemap.check.oracle import ACCOUNTING, RunContext, Violation
 from pagemap.check.replay import Replay, replay
-from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.strategies import DEFAULT_BOUND, DEFAULT_STRATEGY, EXHAUSTIVE
 from pagemap.check.trace import Step, Trace
 from pagemap.hw.memory import parse_size
 
@@ -62,6 +65,24 @@ class FunctionModel(Generic[S]):
     quiescent: bool = True
     params: dict[str, int] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """How a trace names this model: import paths, when every function has
+        one that leads back to it, so `pagemap replay` can rebuild it."""
+        setup = import_path(self.setup)
+        tasks = [import_path(fn) for fn in self.tasks]
+        check = import_path(self.check) if self.check is not None else None
+        names = [setup, *tasks] + ([check] if self.check is not None else [])
+        if any(n is None for n in names):
+            return {
+                "name": self.name,
+                "unreplayable": "a function of the model is a lambda, a closure or a local "
+                "function, which no import path names; replay it with replay_model()",
+            }
+        out: dict[str, Any] = {"name": self.name, "setup": setup, "tasks": tasks, "check": check}
+        if not self.quiescent:
+            out["quiescent"] = False
+        return out
+
     def build(self, ctx: RunContext) -> None:
         state = self.setup(ctx.machine)
         for i, fn in enumerate(self.tasks):
@@ -71,6 +92,35 @@ class FunctionModel(Generic[S]):
             ctx.at_end(lambda: _verdict(check, state))
         if self.quiescent:
             ctx.at_end(lambda: [Violation(ACCOUNTING, p) for p in ctx.machine.check_quiescent()])
+
+
+def import_path(obj: object) -> str | None:
+    """ "pkg.mod:Qual.name" if importing it gives `obj` back, else None."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if found is obj else None
+
+
+def resolve(path: str) -> Any:
+    """The object an import path names (ValueError saying why it cannot)."""
+    module, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module} (for {path}): {exc}") from None
+    except AttributeError:
+        raise ValueError(f"{module} has no {qualname} (for {path})") from None
+    return found
 
 
 def _verdict(check: Callable[[S], object], state: S) -> list[Violation]:
@@ -110,10 +160,10 @@ def explore(
     setup: Callable[[Any], S],
     *tasks: Callable[[S], object],
     check: Callable[[S], object] | None = None,
-    strategy: str = "random",
-    budget: int | None = 1000,
+    strategy: str = DEFAULT_STRATEGY,
+    budget: int | None = None,
     seed: int = 0,
-    preemptions: int | None = None,
+    preemptions: int | None = DEFAULT_BOUND,
     depth: int = 3,
     cores: int | None = None,
     memory: int | str = "64KiB",
@@ -123,11 +173,18 @@ def explore(
 ) -> Summary:
     """Explore the interleavings of `tasks` over the state `setup` builds.
 
-    Returns the summary when every schedule passes; raises
-    CounterexampleFound (an AssertionError, so pytest shows it) otherwise,
-    after writing the trace to `trace_dir` if one is given.
+    The defaults are `pagemap check`'s: DPOR with at most two preemptions,
+    to the end of the space (or `budget` schedules; at most 200,000 when no
+    budget is given).  Random and PCT need a budget.  Returns the summary when
+    every schedule passes; raises CounterexampleFound (an AssertionError, so
+    pytest shows it) otherwise, after writing the trace to `trace_dir` if one
+    is given.
     """
     m = model(setup, *tasks, check=check, cores=cores, memory=memory)
+    if budget is None and strategy in EXHAUSTIVE:
+        budget = DEFAULT_CAP
+    if strategy not in EXHAUSTIVE:
+        preemptions = None if preemptions == DEFAULT_BOUND else preemptions
     summary = explore_model(
         m, strategy, seed, budget, None, preemptions, depth, max_steps, shrink=shrink
     )
@@ -136,7 +193,7 @@ def explore(
     trace = summary.trace
     if trace_dir is not None:
         trace.save(trace_dir)
-    result = replay(m, trace, max_steps)
+    result = replay(m, trace)
     raise CounterexampleFound(summary, trace, render(result.rows))
 
 
@@ -151,7 +208,9 @@ def replay_model(
 ) -> Replay:
     """Re-run a trace of a model given as functions, one row per step."""
     m = model(setup, *tasks, check=check, cores=cores, memory=memory)
-    return replay(m, trace, max_steps)
+    if max_steps != DEFAULT_MAX_STEPS:
+        trace = dataclasses.replace(trace, max_steps=max_steps)
+    return replay(m, trace)
 
 
 def render(rows: list[Step], width: int = 120) -> str:

@@ -11,15 +11,13 @@ accounting once every task is done (`at_end`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap, decode_slot
 from pagemap.machine import Machine
-from pagemap.sync.executor import SimExecutor, Task
-
-if TYPE_CHECKING:
-    from pagemap.check.strategy import CheckStrategy
+from pagemap.sync.core import Task
+from pagemap.sync.sim import SimExecutor
 
 # The oracle families of DESIGN.md, as traces and summaries name them.
 MEMORY_SAFETY = "memory safety"
@@ -32,7 +30,6 @@ ASSERTION = "assertion"  # an assert in a task of a model
 
 StepCheck = Callable[[], None]
 EndCheck = Callable[[], list["Violation"]]
-StepHook = Callable[[Task, str, object], None]
 
 
 class Violation(Exception):
@@ -55,8 +52,6 @@ class RunContext:
         self.step_checks: list[StepCheck] = []
         self.end_checks: list[EndCheck] = []
         self.cleanups: list[Callable[[], None]] = []
-        self.chooser: CheckStrategy | None = None
-        self.recorder: StepHook | None = None
         self.violation: Violation | None = None
 
     # -- for scenarios -----------------------------------------------------------
@@ -73,6 +68,7 @@ class RunContext:
         from now until `drop`, the page must stay allocated and stay that page."""
         self.check_page(page, pm, index, "was handed")
         self.held[(self._tid(), page.ppn)] = (page, pm, index)
+        self._watch()
 
     def drop(self, page: Page) -> None:
         """Call just before `put_page`: the page may go once the reference does."""
@@ -81,6 +77,12 @@ class RunContext:
     def every_step(self, check: StepCheck) -> None:
         """Run `check` at every scheduling point (keep it cheap)."""
         self.step_checks.append(check)
+        self._watch()
+
+    def _watch(self) -> None:
+        # Only an oracle that asked for it runs at every step.
+        if self.sched.on_step is None:
+            self.sched.on_step = self.on_step
 
     def at_end(self, check: EndCheck) -> None:
         """Run `check` once every task is done; it returns the violations it sees."""
@@ -114,11 +116,7 @@ class RunContext:
             )
 
     # -- for the runner ------------------------------------------------------------
-    def on_step(self, task: Task, kind: str, obj: object) -> None:
-        if self.chooser is not None:
-            self.chooser.last_kind = kind
-        if self.recorder is not None:
-            self.recorder(task, kind, obj)
+    def on_step(self, task: Task) -> None:
         for (_tid, _ppn), (page, pm, index) in self.held.items():
             self.check_page(page, pm, index, "holds")
         for check in self.step_checks:

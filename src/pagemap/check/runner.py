@@ -1,32 +1,42 @@
 """Running schedules: one at a time (`run_schedule`) and many (`explore_model`).
 
 Every schedule gets a fresh Machine whose executor is a SimExecutor driven
-by a checker strategy, so the only state carried from one schedule to the
-next is the strategy's own (the DFS stack, the coverage tree).
+by one chooser of the exploration's strategy (check/strategies/), so the only
+state carried from one schedule to the next is the strategy's own (the DFS
+or DPOR stack).  The SimExecutor runs with its idle clock: virtual time moves
+only when no task can run, so no step depends on how many steps came before
+it, as partial-order reduction requires.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, StepHook, Violation
-from pagemap.check.strategy import (
-    CheckStrategy,
+from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, Violation
+from pagemap.check.path import Path
+from pagemap.check.strategies import (
+    BoundExceeded,
     Chooser,
-    Coverage,
     Nondeterminism,
-    PCTPolicy,
-    SwitchStrategy,
-    make_policy,
+    PCTExplorer,
+    SleepBlocked,
+    SwitchChooser,
+    make_explorer,
 )
 from pagemap.check.trace import Trace
 from pagemap.machine import Machine
-from pagemap.sync.executor import Deadlock, SimExecutor, StepBudgetExceeded
+from pagemap.sync.core import Deadlock, StepBudgetExceeded, TaskStuck
+from pagemap.sync.sim import EventLog, SimExecutor
 
 DEFAULT_MAX_STEPS = 20_000
+# Seconds a task may run without reaching a scheduling point before the
+# watchdog ends the schedule as a liveness violation.
+DEFAULT_WATCHDOG = 10.0
+# An exhaustive strategy stops here if the space is larger (and says so).
+DEFAULT_CAP = 200_000
 
 
 class Model(Protocol):
@@ -52,51 +62,73 @@ class Outcome:
     """How one schedule ended."""
 
     violation: Violation | None
-    schedule: list[int]
+    path: Path
     steps: int
-    preemptions: int
+    log: EventLog | None = None
+    stopped: BaseException | None = None  # DPOR cut it short: a reordering, not a failure
+
+    @property
+    def schedule(self) -> list[int]:
+        return self.path.choices
+
+    @property
+    def preemptions(self) -> int:
+        return self.path.preemptions
 
 
 def run_schedule(
     model: Model,
-    strategy: CheckStrategy,
+    chooser: Chooser,
     max_steps: int = DEFAULT_MAX_STEPS,
-    recorder: StepHook | None = None,
+    record: bool = False,
+    watchdog: float | None = DEFAULT_WATCHDOG,
+    observe: Callable[[RunContext], None] | None = None,
 ) -> Outcome:
-    """Build the model on a fresh Machine and run it under `strategy`."""
-    sched = SimExecutor(strategy, max_steps)
+    """Build the model on a fresh Machine and run it under `chooser`.
+
+    `record`: log every step (footprints included) into the outcome's
+    `log`.  `observe(ctx)` is called once the model is built, before any task
+    runs (replay uses it to watch the steps)."""
+    sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
+    log = EventLog() if record else None
+    sched.record(log)
     machine = Machine(cores=model.cores, memory=model.memory, executor=sched)
     ctx = RunContext(machine, sched)
-    ctx.chooser = strategy
-    ctx.recorder = recorder
-    sched.on_step = ctx.on_step
-    strategy.start(sched)
+    chooser.start(sched)
+    stopped: BaseException | None = None
     try:
-        violation = _run(ctx, model)
-        if violation is None:
-            try:
-                problems = ctx.finish()
-            except Violation as exc:
-                problems = [exc]
-            except Exception as exc:
-                problems = [Violation(CRASH, f"the end-of-run checks raised {_describe(exc)}")]
-            violation = problems[0] if problems else None
+        violation: Violation | None
+        try:
+            violation = _run(ctx, model, observe)
+        except (SleepBlocked, BoundExceeded) as exc:
+            violation, stopped = None, exc
+        if violation is None and stopped is None:
+            violation = _end_checks(ctx)
     finally:
         for fn in reversed(ctx.cleanups):
             fn()
-    return Outcome(violation, list(sched.schedule), sched.steps, strategy.preemptions)
+    path = chooser.path
+    path.steps = sched.steps
+    path.log = log
+    return Outcome(violation, path, sched.steps, log, stopped)
 
 
-def _run(ctx: RunContext, model: Model) -> Violation | None:
+def _run(
+    ctx: RunContext, model: Model, observe: Callable[[RunContext], None] | None
+) -> Violation | None:
     sched = ctx.sched
     try:
         model.build(ctx)
+        if observe is not None:
+            observe(ctx)
         ctx.machine.run()
     except Violation as exc:
         return exc
-    except Nondeterminism:
+    except (Nondeterminism, SleepBlocked, BoundExceeded):
         raise
     except (Deadlock, StepBudgetExceeded) as exc:
+        return Violation(LIVENESS, str(exc))
+    except TaskStuck as exc:
         return Violation(LIVENESS, str(exc))
     except Exception as exc:
         who = next((t.name for t in sched.tasks if t.exc is exc), "set-up")
@@ -105,25 +137,45 @@ def _run(ctx: RunContext, model: Model) -> Violation | None:
     return ctx.violation
 
 
+def _end_checks(ctx: RunContext) -> Violation | None:
+    try:
+        problems = ctx.finish()
+    except Violation as exc:
+        problems = [exc]
+    except Exception as exc:
+        problems = [Violation(CRASH, f"the end-of-run checks raised {_describe(exc)}")]
+    return problems[0] if problems else None
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
 class Summary:
-    """What an exploration did, and the counterexample if it found one."""
+    """What an exploration did, and the counterexample if it found one.
+
+    `distinct`: Mazurkiewicz traces for DPOR (every schedule it runs to the
+    end is one), distinct schedules otherwise.  `redundant`: schedules DPOR
+    cut short as reorderings of explored ones, or because the bound left no
+    continuation.  `exhaustive`: the strategy covered its whole space (within
+    the preemption bound)."""
 
     scenario: str
     params: dict[str, int]
     strategy: str
     seed: int
     bound: int | None
+    max_steps: int = DEFAULT_MAX_STEPS
     schedules: int = 0
     distinct: int = 0
+    redundant: int = 0
     exhaustive: bool = False
     steps: int = 0
     seconds: float = 0.0
     trace: Trace | None = None
+    races: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
 
     @property
     def steps_per_second(self) -> float:
@@ -140,14 +192,14 @@ Progress = Callable[[int], None]
 def pct_length(model: Model, max_steps: int) -> int:
     """PCT's k: the steps of the schedule that never preempts.  A function of
     the model alone, so schedule i is the same in every worker process."""
-    return max(run_schedule(model, SwitchStrategy({}), max_steps).steps, 1)
+    return max(run_schedule(model, SwitchChooser({}), max_steps).steps, 1)
 
 
 def explore_model(
     model: Model,
-    strategy: str = "random",
+    strategy: str = "dpor",
     seed: int = 0,
-    budget: int | None = 1000,
+    budget: int | None = None,
     time_limit: float | None = None,
     bound: int | None = None,
     depth: int = 3,
@@ -155,41 +207,41 @@ def explore_model(
     first: int = 0,
     progress: Progress | None = None,
     shrink: bool = True,
+    watchdog: float | None = DEFAULT_WATCHDOG,
 ) -> Summary:
     """Run schedules first, first+1, ... until a violation, the budget, the time
-    limit, or (for DFS, or any strategy on a small enough space) exhaustion."""
+    limit, or (DPOR, DFS) the end of the space."""
     from pagemap.check.shrink import shrink_trace
 
-    if budget is None and time_limit is None and strategy != "dfs":
-        raise ValueError("an exploration needs a budget or a time limit (or --strategy dfs)")
-    policy = make_policy(strategy, seed, depth)
-    if isinstance(policy, PCTPolicy):
-        policy.learn_length(pct_length(model, max_steps))
-    coverage = Coverage()
-    summary = Summary(model.name, dict(model.params), strategy, seed, bound)
+    explorer = make_explorer(strategy, seed, bound, depth)
+    if budget is None and time_limit is None and strategy not in ("dpor", "dfs"):
+        raise ValueError(f"a {strategy} exploration needs a budget or a time limit")
+    if isinstance(explorer, PCTExplorer):
+        explorer.learn_length(pct_length(model, max_steps))
+    summary = Summary(model.name, dict(model.params), strategy, seed, bound, max_steps)
     t0 = time.perf_counter()
     index = first
     while budget is None or index < first + budget:
         if time_limit is not None and time.perf_counter() - t0 >= time_limit:
             break
-        policy.begin(index)
-        coverage.begin()
-        chooser = Chooser(policy, bound, coverage)
-        outcome = run_schedule(model, chooser, max_steps)
-        policy.end()
-        summary.distinct += coverage.end()
+        chooser = explorer.chooser(index)
+        if chooser is None:
+            break
+        outcome = run_schedule(model, chooser, max_steps, explorer.records_steps, watchdog)
+        explorer.finished(chooser, outcome)
         summary.schedules += 1
         summary.steps += outcome.steps
         if progress is not None:
             progress(1)
         if outcome.violation is not None:
-            trace = Trace.from_outcome(model, strategy, seed, index, bound, outcome)
+            trace = Trace.from_outcome(model, strategy, seed, index, bound, max_steps, outcome)
             summary.seconds = time.perf_counter() - t0
-            summary.trace = shrink_trace(model, trace, max_steps) if shrink else trace
-            return summary
-        if policy.exhausted or coverage.complete:
-            summary.exhaustive = True
+            summary.trace = shrink_trace(model, trace) if shrink else trace
             break
         index += 1
     summary.seconds = time.perf_counter() - t0
+    summary.exhaustive = explorer.exhausted and summary.trace is None
+    summary.distinct = explorer.distinct
+    summary.redundant = explorer.redundant
+    summary.races = getattr(explorer, "races", 0)
     return summary

@@ -63,6 +63,9 @@ class ScenarioModel:
     def memory(self) -> int:
         return self.scenario.frames * PGSIZE
 
+    def describe(self) -> dict[str, str]:
+        return {"scenario": self.scenario.name}
+
     def build(self, ctx: RunContext) -> None:
         self.scenario.build(ctx, self.params)
 

@@ -1,29 +1,38 @@
 """Shrinking a counterexample to fewer preemptions and fewer steps.
 
-First, iterative preemption bounding: a DFS with no preemption, then one,
-and so on below the trace's count, looks for the same violation with fewer
-preemptions (as CHESS does).  Then the schedule is edited as a set of
-*switches*: the choice points where it departs from the default (keep the
-running task; when it cannot go on, the lowest task id).  Deleting
-switches always leaves a schedule that runs, so the shrinker deletes them,
-halves first and then one at a time (delta debugging), and moves each
-remaining switch earlier, keeping any edit whose run still violates the
-same oracle with fewer preemptions, fewer switches or fewer steps.  The
-result is re-recorded as a plain schedule.
+A schedule is edited as its *switches*: the choice points where it departs
+from the default, non-preemptive choice (check/path.py).  Deleting switches
+always leaves a schedule that runs, so the shrinker:
+
+1. deletes switches by delta debugging (Zeller and Hildebrandt's ddmin:
+   halves, then quarters, ..., then one at a time), keeping a deletion only
+   if the run still breaks the same oracle;
+2. looks for the same violation with fewer preemptions still, by a small DFS
+   with preemption bound 0, then 1 (as CHESS does), within the run budget;
+3. moves each remaining switch earlier, one choice point at a time, and
+   deletes again, while either makes the schedule shorter.
+
+Every candidate is re-run; an edit is kept only when the same oracle fails
+and (preemptions, switches, steps) went down.  The trace says "shrunk from"
+only when it did.  A step-budget violation (a livelock) also gets the length
+of the steps before its cycle and of one turn of it, for replay to show.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from pagemap.check.oracle import LIVENESS
 from pagemap.check.runner import Model, Outcome, run_schedule
-from pagemap.check.strategy import Chooser, DFSPolicy, FollowStrategy, SwitchStrategy
+from pagemap.check.strategies import FollowChooser, Search, SwitchChooser
 from pagemap.check.trace import Trace
 
 Key = tuple[int, int, int]
+Found = tuple[Outcome, dict[int, int]]
 
 
-def _key(outcome: Outcome, switches: dict[int, int]) -> Key:
+def _key(found: Found) -> Key:
+    outcome, switches = found
     return (outcome.preemptions, len(switches), outcome.steps)
 
 
@@ -34,83 +43,87 @@ class _Shrinker:
         self.max_steps = max_steps
         self.runs_left = max_runs
 
-    def attempt(self, switches: dict[int, int]) -> tuple[Outcome, dict[int, int]] | None:
+    def attempt(self, switches: dict[int, int]) -> Found | None:
         """Run `switches`; the outcome and the switches that took effect, if
         the same oracle still fails."""
         if self.runs_left <= 0:
             return None
         self.runs_left -= 1
-        strategy = SwitchStrategy(switches)
-        outcome = run_schedule(self.model, strategy, self.max_steps)
+        chooser = SwitchChooser(switches)
+        outcome = run_schedule(self.model, chooser, self.max_steps)
         if outcome.violation is None or outcome.violation.oracle != self.oracle:
             return None
-        return outcome, strategy.applied
+        return outcome, chooser.applied
 
-    def shrink(self, outcome: Outcome, switches: dict[int, int]) -> tuple[Outcome, dict[int, int]]:
-        best = (outcome, switches)
-        fewer = self._bounded_search(outcome.preemptions)
+    def better(self, switches: dict[int, int], than: Found) -> Found | None:
+        got = self.attempt(switches)
+        return got if got is not None and _key(got) < _key(than) else None
+
+    def shrink(self, found: Found) -> Found:
+        found = self.ddmin(found)
+        fewer = self.fewer_preemptions(found)
         if fewer is not None:
-            best = fewer
+            found = self.ddmin(fewer)
         while self.runs_left > 0:
-            better = self._delete_some(*best) or self._move_earlier(*best)
-            if better is None:
+            moved = self.move_earlier(found)
+            if moved is None:
                 break
-            best = better
-        return best
+            found = self.ddmin(moved)
+        return found
 
-    def _bounded_search(self, preemptions: int) -> tuple[Outcome, dict[int, int]] | None:
-        """Iterative preemption bounding: DFS with bound 0, 1, ... below the
-        trace's count, within the run budget; the first failure found."""
-        for bound in range(preemptions):
-            policy = DFSPolicy()
-            while not policy.exhausted and self.runs_left > 0:
+    def ddmin(self, found: Found) -> Found:
+        """Delete as many switches as still fail the same oracle."""
+        parts = 2
+        while self.runs_left > 0:
+            keys = sorted(found[1])
+            if not keys:
+                return found
+            parts = min(parts, len(keys))
+            size = -(-len(keys) // parts)
+            chunks = [set(keys[i : i + size]) for i in range(0, len(keys), size)]
+            for chunk in chunks:
+                cand = {k: v for k, v in found[1].items() if k not in chunk}
+                got = self.better(cand, found)
+                if got is not None:
+                    found = got
+                    parts = max(parts - 1, 2)
+                    break
+            else:
+                if parts >= len(keys):
+                    return found
+                parts = min(len(keys), parts * 2)
+        return found
+
+    def fewer_preemptions(self, found: Found) -> Found | None:
+        """The same violation under a DFS with a smaller preemption bound
+        (0, then 1), within the run budget."""
+        for bound in range(min(found[0].preemptions, 2)):
+            search = Search(False, bound)
+            budget = min(self.runs_left, 300)
+            while budget > 0 and not search.exhausted:
+                chooser = search.chooser(0)
+                if chooser is None:
+                    break
+                budget -= 1
                 self.runs_left -= 1
-                policy.begin(0)
-                outcome = run_schedule(self.model, Chooser(policy, bound, None), self.max_steps)
-                policy.end()
+                outcome = run_schedule(self.model, chooser, self.max_steps)
+                search.finished(chooser, outcome)
                 v = outcome.violation
                 if v is not None and v.oracle == self.oracle:
-                    follow = FollowStrategy(outcome.schedule)
+                    follow = FollowChooser(outcome.path.choices)
                     again = run_schedule(self.model, follow, self.max_steps)
-                    return again, follow.switches
-            if self.runs_left <= 0:
-                break
+                    got = (again, follow.switches)
+                    return got if _key(got) < _key(found) else None
         return None
 
-    def _better(self, cand: dict[int, int], than: Key) -> tuple[Outcome, dict[int, int]] | None:
-        got = self.attempt(cand)
-        if got is not None and _key(*got) < than:
-            return got
-        return None
-
-    def _delete_some(
-        self, outcome: Outcome, switches: dict[int, int]
-    ) -> tuple[Outcome, dict[int, int]] | None:
-        keys = sorted(switches)
-        best = _key(outcome, switches)
-        chunk = max(len(keys) // 2, 1)
-        while keys and chunk >= 1:
-            for start in range(0, len(keys), chunk):
-                gone = set(keys[start : start + chunk])
-                cand = {k: v for k, v in switches.items() if k not in gone}
-                got = self._better(cand, best)
-                if got is not None:
-                    return got
-                if self.runs_left <= 0:
-                    return None
-            chunk //= 2
-        return None
-
-    def _move_earlier(
-        self, outcome: Outcome, switches: dict[int, int]
-    ) -> tuple[Outcome, dict[int, int]] | None:
-        best = _key(outcome, switches)
+    def move_earlier(self, found: Found) -> Found | None:
+        switches = found[1]
         for k in sorted(switches):
             if k == 0 or k - 1 in switches:
                 continue
             cand = dict(switches)
             cand[k - 1] = cand.pop(k)
-            got = self._better(cand, best)
+            got = self.better(cand, found)
             if got is not None:
                 return got
             if self.runs_left <= 0:
@@ -118,21 +131,38 @@ class _Shrinker:
         return None
 
 
-def shrink_trace(model: Model, trace: Trace, max_steps: int, max_runs: int = 1000) -> Trace:
+def shrink_trace(model: Model, trace: Trace, max_runs: int = 1000) -> Trace:
     """A trace violating the same oracle with fewer preemptions and steps, if
-    the shrinker finds one within `max_runs` schedules; else `trace`."""
-    follow = FollowStrategy(trace.schedule)
-    outcome = run_schedule(model, follow, max_steps)
+    the shrinker finds one within `max_runs` schedules; else `trace` itself."""
+    follow = FollowChooser(trace.schedule)
+    outcome = run_schedule(model, follow, trace.max_steps)
     if outcome.violation is None or outcome.violation.oracle != trace.oracle:
         return trace
-    shrinker = _Shrinker(model, trace.oracle, max_steps, max_runs)
-    best, _ = shrinker.shrink(outcome, follow.switches)
-    assert best.violation is not None
-    return replace(
-        trace,
-        schedule=best.schedule,
-        steps=best.steps,
-        preemptions=best.preemptions,
-        message=best.violation.message,
-        original={"steps": trace.steps, "preemptions": trace.preemptions},
-    )
+    start: Found = (outcome, follow.switches)
+    shrinker = _Shrinker(model, trace.oracle, trace.max_steps, max_runs)
+    best = shrinker.shrink(start)
+    out = trace
+    if _key(best) < _key(start):
+        outcome = best[0]
+        assert outcome.violation is not None
+        out = replace(
+            trace,
+            schedule=list(outcome.path.choices),
+            steps=outcome.steps,
+            preemptions=outcome.preemptions,
+            message=outcome.violation.message,
+            shrunk_from={"steps": trace.steps, "preemptions": trace.preemptions},
+        )
+    if out.oracle == LIVENESS:
+        out = _with_cycle(model, out)
+    return out
+
+
+def _with_cycle(model: Model, trace: Trace) -> Trace:
+    from pagemap.check.replay import replay
+
+    result = replay(model, trace)
+    if result.cycle is None:
+        return trace
+    prefix, period = result.cycle
+    return replace(trace, livelock={"prefix": prefix, "period": period})

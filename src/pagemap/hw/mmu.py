@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
 from pagemap.sync.atomic import AtomicWord, StatCounter
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
@@ -133,10 +134,11 @@ class TLB:
         self.name = f"tlb[{core}]"
         # Held by the core's instruction in flight; see the module docstring.
         self.busy: SpinLock = executor.spinlock(f"core{core}.insn")
+        executor.register(self)
         self._entries: dict[tuple[int, int], int] = {}
 
     def lookup(self, asid: int, vpn: int) -> int | None:
-        self.executor.point("tlb.lookup", self)
+        self.executor.point("tlb.lookup", self, READ)
         return self._entries.get((asid, vpn))
 
     def fill(self, asid: int, vpn: int, pte: int) -> None:
@@ -151,7 +153,7 @@ class TLB:
     def flush(self, asid: int) -> None:
         """Forget every entry of address space `asid` (the core's side of a
         shootdown); the caller holds `busy`."""
-        self.executor.point("tlb.flush", self)
+        self.executor.point("tlb.flush", self, WRITE)
         entries = self._entries
         for key in [k for k in entries if k[0] == asid]:
             del entries[key]
@@ -236,7 +238,7 @@ class MMU:
                 return new
 
     def _land(self, space: PageTable, va: int, ppn: int, write: bool) -> None:
-        self.executor.point("frame.store" if write else "frame.load", ppn)
+        self.executor.point("frame.store" if write else "frame.load", ppn, WRITE if write else READ)
         hook = self.on_access
         if hook is not None:
             hook(space.owner, va, ppn, write)

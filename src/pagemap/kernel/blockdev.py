@@ -26,6 +26,7 @@ from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap, decode_slot
 from pagemap.kernel.vfs import ALL_PAGES, PageMapFactory
 from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 BH_UPTODATE = 0x1  # the buffer holds the image's bytes (or newer)
@@ -121,7 +122,7 @@ class BlockDevice:
                     f"{self.name}: block {first_blk + i} ends past the image's end "
                     "(the image shrank under the device)"
                 )
-            self.executor.point("frame_write", page)
+            self.executor.point("frame_write", page.ppn, WRITE)
             page.data[lo : lo + blk_size] = block
             flags = self.executor.atomic(BH_UPTODATE, f"{self.name}.bh[{first_blk + i}].flags")
             bh = BufferHead(page, first_blk + i, blk_size, page.data[lo : lo + blk_size], flags)
@@ -142,7 +143,7 @@ class BlockDevice:
             if not bh.flags.fetch_and(~BH_DIRTY) & BH_DIRTY:
                 continue
             try:
-                self.executor.point("frame_read", page)
+                self.executor.point("frame_read", page.ppn, READ)
                 self.io.pwrite(bh.data, bh.blk_num * bh.blk_size)
             except BaseException:
                 bh.flags.fetch_or(BH_DIRTY)

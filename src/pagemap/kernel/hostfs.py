@@ -23,6 +23,7 @@ from pagemap.kernel.page import PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.vfs import Buffer, File, Inode, PageMapFactory
 from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 FAULT_KINDS = ("read", "write", "truncate", "sync")
@@ -83,6 +84,7 @@ class HostIO:
         self.nr_reads = executor.atomic(0, f"{name}.nr_reads")
         self.nr_writes = executor.atomic(0, f"{name}.nr_writes")
         self._finalizer = weakref.finalize(self, os.close, fd)
+        executor.register(self)
 
     def __repr__(self) -> str:
         return f"HostIO({self.name}, fd={self.fd})"
@@ -95,7 +97,7 @@ class HostIO:
         self._finalizer()
 
     def _enter(self, kind: str, what: str) -> None:
-        self.executor.point(f"host_{kind}", self)
+        self.executor.point(f"host_{kind}", self, READ if kind == "read" else WRITE)
         if self.faults.take(kind):
             raise IOFailure(f"{self.name}: {what} failed (injected host I/O error)")
         if self.closed:
@@ -211,7 +213,7 @@ class HostInode(Inode):
     def readpage(self, pm: PageMap, page: Page) -> None:
         want = self._bytes_in_page(page)
         data = self.io.pread(want, page.index * PGSIZE) if want else b""
-        self.executor.point("frame_write", page)
+        self.executor.point("frame_write", page.ppn, WRITE)
         page.data[: len(data)] = data
         page.data[len(data) :] = bytes(PGSIZE - len(data))
         page.flags.fetch_or(PG_UPTODATE)
@@ -220,7 +222,7 @@ class HostInode(Inode):
         with self.host_lock:
             nbytes = self._bytes_in_page(page)
             if nbytes:
-                self.executor.point("frame_read", page)
+                self.executor.point("frame_read", page.ppn, READ)
                 self.io.pwrite(page.data[:nbytes], page.index * PGSIZE)
 
     def set_size(self, size: int) -> None:

@@ -63,6 +63,7 @@ from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, PageAllocator
 from pagemap.kernel.pagemap import PageMap, vmr_idx_to_va, vmr_overlap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
 from pagemap.sync.atomic import AtomicWord, StatCounter
+from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
 
 PGMASK = PGSIZE - 1
@@ -406,7 +407,7 @@ class Proc:
     def _zeroed_page(self, fill: Page | None = None) -> Page:
         """A fresh anonymous page: zeros, or a copy of `fill`'s bytes."""
         page = self.allocator.alloc()
-        self.executor.point("frame.fill", page.ppn)
+        self.executor.point("frame.fill", page.ppn, WRITE)
         if fill is None:
             page.data[:] = bytes(PGSIZE)
         else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pagemap.hw.memory import PhysicalMemory
 from pagemap.kernel.errors import KernelBug, OutOfMemory
 from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import Semaphore
 
@@ -99,6 +100,7 @@ class PageAllocator:
         self._free = list(range(memory.nr_frames - 1, 0, -1))
         self._free_set = set(self._free)
         self._lock = executor.spinlock("page allocator")
+        self._executor = executor
         self.nr_frames = memory.nr_frames
         # Set by the flusher: wakes it and sleeps until a round has run;
         # returns the frames that round left to be had, or None if it cannot help.
@@ -140,7 +142,11 @@ class PageAllocator:
                 return None
             ppn = self._free.pop()
             self._free_set.discard(ppn)
+            # The frame changes hands: this step conflicts with every access
+            # to it and to its page's metadata (sync/core.py, footprints).
+            self._executor.touch(ppn, WRITE)
         page = self.pages[ppn]
+        self._executor.touch(page.flags, WRITE)
         page.kref.reset(1)
         return page
 
@@ -158,6 +164,11 @@ class PageAllocator:
             self._release(page)
 
     def _release(self, page: Page) -> None:
+        # Freeing writes the frame and its metadata without points of their
+        # own: name them in this step's footprint, so a use racing the free
+        # is a dependence the checker reorders (sync/core.py).
+        self._executor.touch(page.ppn, WRITE)
+        self._executor.touch(page.flags, WRITE)
         page.flags.reset(0)
         page.mapping = None
         page.index = -1

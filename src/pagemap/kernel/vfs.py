@@ -31,6 +31,7 @@ from pagemap.kernel.mm import collect_mapped_dirty, drop_private_copies
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import RADIX_MAX_INDEX
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.
@@ -130,7 +131,7 @@ class Inode:
                 chunk = min(PGSIZE - off, end - pos)
                 page = self.mapping.load_page(index)
                 try:
-                    self.executor.point(what, page)
+                    self.executor.point(what, page.ppn, WRITE if what == "frame_write" else READ)
                     copy(page, off, chunk, pos - offset)
                 finally:
                     self.mapping.put_page(page)
@@ -227,7 +228,7 @@ class Inode:
             return
         try:
             stop = min(hi - (index << PGSHIFT), PGSIZE)
-            self.executor.point("frame_write", page)
+            self.executor.point("frame_write", page.ppn, WRITE)
             page.data[off:stop] = bytes(stop - off)
         finally:
             self.mapping.put_page(page)

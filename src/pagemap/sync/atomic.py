@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from pagemap.sync.core import READ, WRITE
+
 if TYPE_CHECKING:
-    from pagemap.sync.executor import SimExecutor
+    from pagemap.sync.sim import SimExecutor
 
 MASK64 = (1 << 64) - 1
 
@@ -139,7 +141,15 @@ class ThreadAtomicWord(AtomicWord):
 
 
 class SimAtomicWord(AtomicWord):
-    """Atomic under the SimExecutor: a scheduling point, then the operation."""
+    """Atomic under the SimExecutor: a scheduling point, then the operation.
+
+    The point names the word and the access the operation intends (a load
+    reads, everything else writes).  An operation that leaves the value as it
+    was (a failed CAS, a fetch_or of bits already set) is told to the
+    scheduler as a read once it is done: it commutes with every other
+    operation that changes nothing, which lets the checker's partial-order
+    reduction skip their reorderings.
+    """
 
     __slots__ = ("_sched",)
 
@@ -148,42 +158,64 @@ class SimAtomicWord(AtomicWord):
         self._sched = sched
 
     def load(self) -> int:
-        self._sched.point("load", self)
+        self._sched.point("load", self, READ)
         return self.value
 
     def store(self, value: int) -> None:
-        self._sched.point("store", self)
-        self.value = value & MASK64
+        sched = self._sched
+        sched.point("store", self, WRITE)
+        value &= MASK64
+        if value == self.value and sched.recording:
+            sched.read_only()
+        self.value = value
 
     def swap(self, value: int) -> int:
-        self._sched.point("swap", self)
+        sched = self._sched
+        sched.point("swap", self, WRITE)
         old = self.value
         self.value = value & MASK64
+        if old == self.value and sched.recording:
+            sched.read_only()
         return old
 
     def cas(self, expected: int, new: int) -> bool:
-        self._sched.point("cas", self)
+        sched = self._sched
+        sched.point("cas", self, WRITE)
         if self.value != expected:
+            if sched.recording:
+                sched.read_only()
             return False
-        self.value = new & MASK64
+        new &= MASK64
+        if new == expected and sched.recording:
+            sched.read_only()
+        self.value = new
         return True
 
     def fetch_add(self, delta: int) -> int:
-        self._sched.point("fetch_add", self)
+        sched = self._sched
+        sched.point("fetch_add", self, WRITE)
         old = self.value
         self.value = (old + delta) & MASK64
+        if old == self.value and sched.recording:
+            sched.read_only()
         return old
 
     def fetch_or(self, bits: int) -> int:
-        self._sched.point("fetch_or", self)
+        sched = self._sched
+        sched.point("fetch_or", self, WRITE)
         old = self.value
         self.value = old | bits
+        if old == self.value and sched.recording:
+            sched.read_only()
         return old
 
     def fetch_and(self, bits: int) -> int:
-        self._sched.point("fetch_and", self)
+        sched = self._sched
+        sched.point("fetch_and", self, WRITE)
         old = self.value
         self.value = old & bits & MASK64
+        if old == self.value and sched.recording:
+            sched.read_only()
         return old
 
 

@@ -4,9 +4,12 @@ A SpinLock is the kernel's spinlock: short critical sections, never held
 across a sleep.  A Semaphore is Akaros's sleeping semaphore (`sem_down`,
 `sem_up`); `lock_page` is built on one.
 
-Under the SimExecutor a task that would spin or sleep is taken off the run
-queue until the lock is released or the semaphore is upped, so "every task
-blocked" is a deadlock the scheduler can see and report.
+Under the SimExecutor an acquire (a lock, a semaphore's down) is a point of
+access ACQUIRE: the task's operation is enabled only while the object is
+available, so the scheduler never offers a task whose next step would block,
+and "every task blocked" is a deadlock it can see and report.  Taking the
+object parks every other task whose next step is to take it (`took`);
+releasing it unparks them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from pagemap.sync.core import ACQUIRE, WRITE, Task
+
 if TYPE_CHECKING:
-    from pagemap.sync.executor import SimExecutor, Task
+    from pagemap.sync.sim import SimExecutor
 
 # Virtual time under the SimExecutor: one scheduling step is one microsecond.
 SIM_STEPS_PER_SECOND = 1_000_000
@@ -147,19 +152,33 @@ class SimSpinLock(SpinLock):
         self.holder: Task | None = None
         self.waiters: list[Task] = []
 
+    def sim_blocked(self) -> bool:
+        return self.holder is not None
+
+    def sim_wait(self) -> str:
+        holder = self.holder
+        return f"spinlock {self.name} (held by {holder.name if holder else '?'})"
+
     def acquire(self) -> None:
         sched = self._sched
-        sched.point("lock", self)
-        while self.holder is not None:
-            sched.block(self.waiters, f"spinlock {self.name} (held by {self.holder.name})")
-        self.holder = sched.current or sched.outside
+        if sched.current is None:
+            if self.holder is not None:
+                raise RuntimeError(
+                    f"spinlock {self.name} is held by {self.holder.name}, and code outside "
+                    "any task cannot wait for it"
+                )
+            self.holder = sched.outside
+            return
+        sched.point("lock", self, ACQUIRE)  # returns once the lock is free and ours to take
+        self.holder = sched.current
+        sched.took(self)
 
     def release(self) -> None:
         sched = self._sched
-        sched.point("unlock", self)
+        sched.point("unlock", self, WRITE)
         self.holder = None
         if self.waiters:
-            sched.wake_all(self.waiters)
+            sched.unpark(self.waiters)
 
     @property
     def held(self) -> bool:
@@ -175,28 +194,43 @@ class SimSemaphore(Semaphore):
         self._sched = sched
         self.waiters: list[Task] = []
 
+    def sim_blocked(self) -> bool:
+        return self._count == 0
+
+    def sim_wait(self) -> str:
+        return f"semaphore {self.name}"
+
     def down(self) -> None:
         sched = self._sched
-        sched.point("down", self)
-        while self._count == 0:
-            sched.block(self.waiters, f"semaphore {self.name}")
+        if sched.current is None and self._count == 0:
+            raise RuntimeError(
+                f"semaphore {self.name} is 0, and code outside any task cannot wait for it"
+            )
+        sched.point("down", self, ACQUIRE)
         self._count -= 1
+        if self._count == 0:
+            sched.took(self)
 
     def up(self) -> None:
         sched = self._sched
-        sched.point("up", self)
+        sched.point("up", self, WRITE)
         self._count += 1
         if self.waiters:
-            sched.wake_all(self.waiters)
+            sched.unpark(self.waiters)
 
     def down_timeout(self, seconds: float) -> bool:
         sched = self._sched
-        sched.point("down", self)
-        steps = int(seconds * SIM_STEPS_PER_SECOND)
-        while self._count == 0:
-            if not sched.block(self.waiters, f"semaphore {self.name} (timed)", steps):
+        if sched.current is None:
+            if self._count == 0:
                 return False
+            self._count -= 1
+            return True
+        steps = max(1, int(seconds * SIM_STEPS_PER_SECOND))
+        if not sched.timed_point("down", self, steps):
+            return False
         self._count -= 1
+        if self._count == 0:
+            sched.took(self)
         return True
 
     def reset(self, count: int) -> None:

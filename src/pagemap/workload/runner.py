@@ -13,7 +13,7 @@ from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.mm import Proc
 from pagemap.kernel.vfs import File
 from pagemap.machine import Machine
-from pagemap.sync.executor import Deadlock, StepBudgetExceeded
+from pagemap.sync.core import Deadlock, StepBudgetExceeded
 from pagemap.workload import data
 from pagemap.workload.spec import LOCKED_PAGES, Spec
 from pagemap.workload.worker import Worker

@@ -1,0 +1,46 @@
+"""Uniformly random schedules: at each choice point, any candidate alike.
+
+Schedule i draws from a generator seeded by (seed, i) alone.  It keeps no
+tree of what it ran (that costs more than a random schedule is worth), so it
+never claims to have covered a space; `distinct` counts distinct schedules.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pagemap.check.strategies.base import Chooser, Explorer
+from pagemap.sync.core import RELAX, Task
+
+
+class RandomChooser(Chooser):
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__()
+        self.random = rng.random
+
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        nxt = runnable[int(self.random() * len(runnable))]
+        path = self.path
+        path.choices.append(nxt.tid)
+        if current is not None and nxt is not current and kind is not RELAX:
+            path.preemptions += 1
+        return nxt
+
+
+class RandomExplorer(Explorer):
+    name = "random"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+        self._seen: set[int] = set()
+
+    def chooser(self, index: int) -> Chooser:
+        return RandomChooser(random.Random(f"random/{self.seed}/{index}"))
+
+    def finished(self, chooser: Chooser, outcome: object) -> None:
+        key = hash(tuple(chooser.path.choices))
+        if key not in self._seen:
+            self._seen.add(key)
+            self.distinct += 1

@@ -1,0 +1,336 @@
+"""Exhaustive search over choice points: bounded DFS, and DPOR.
+
+Both keep the exploration as a stack of nodes, one per choice point of the
+schedule being run (the path record's choices, with the candidates each one
+had).  The next schedule replays the stack up to its deepest node with an
+alternative left, takes that alternative, and goes on with the default,
+non-preemptive choice (check/path.py) from there, pushing new nodes.
+
+**DFS** tries every candidate at every node: the first schedule is the one
+that never preempts, and preemptions are added as the search backtracks.
+
+**DPOR** tries at each node only what a race asks for: source sets with sleep
+sets (Abdulla, Aronis, Jonsson, Sagonas, "Optimal dynamic partial order
+reduction", POPL 2014, Algorithm 1).  After each run, every race (i, j) in
+it (check/hb.py) whose first step i was a choice point asks that some task of
+initials(i, j) be tried at i, unless one already is; tasks that cannot go at
+i (blocked on a lock held there) do not count, and a race none of whose
+initials can go at i is not reversible.  A node's sleep set holds the tasks
+already explored from an ancestor whose next step commutes with everything
+run since: scheduling one would only reorder a schedule already run, so a
+run whose every candidate sleeps is cut short (`redundant`).  Every run that
+is not cut short is a distinct Mazurkiewicz trace.
+
+**The preemption bound.**  DFS prunes any alternative that would take a
+schedule past the bound.  Pruning alone is unsound for DPOR: the bound makes
+steps dependent that commute otherwise, since the linearisation DPOR picks
+for a trace may cost more preemptions than another of the same trace
+(Coons, Musuvathi, McKinley, "Bounded partial-order reduction", OOPSLA
+2013).  So, as their BPOR does, each backtrack point a race asks for is also
+added, conservatively, at the last context switch before it (the latest
+choice point before i where the running task changed), where scheduling the
+task costs no new preemption; and a task is put to sleep only at a node where
+scheduling it would have cost no more than at the node where it was
+explored.  tests/check/test_dpor_soundness.py checks, over generated
+programs, that DPOR reaches exactly the final states bounded DFS reaches,
+with no more schedules.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pagemap.check.hb import Footprint, HappensBefore, footprint, independent
+from pagemap.check.path import default_pick
+from pagemap.check.strategies.base import (
+    BoundExceeded,
+    Chooser,
+    Explorer,
+    Nondeterminism,
+    SleepBlocked,
+)
+from pagemap.sync.core import RELAX, Task
+from pagemap.sync.sim import EventLog, SimExecutor
+
+if TYPE_CHECKING:
+    from pagemap.check.runner import Outcome
+
+
+class Node:
+    """One choice point of the schedule being run."""
+
+    __slots__ = (
+        "backtrack",
+        "conservative",
+        "current",
+        "done",
+        "done_fp",
+        "enabled",
+        "event",
+        "order",
+        "preemptions",
+        "relax",
+        "sleep",
+        "tid",
+    )
+
+    def __init__(
+        self,
+        event: int,
+        enabled: int,
+        order: tuple[int, ...],
+        current: int,
+        relax: bool,
+        preemptions: int,
+    ) -> None:
+        self.event = event  # index of the step this choice takes
+        self.enabled = enabled  # bit mask of the candidates
+        self.order = order  # candidates in the order DFS tries them
+        self.current = current  # the task that could have gone on, or -1
+        self.relax = relax
+        self.preemptions = preemptions  # preemptions before this choice
+        self.tid = -1  # the candidate chosen in the schedule being run
+        self.backtrack = 0  # candidates to try here
+        self.conservative = 0  # those added for the bound's sake (BPOR)
+        self.done = 0  # candidates tried here
+        self.done_fp: dict[int, Footprint] = {}  # their steps' footprints (DPOR)
+        self.sleep: dict[int, Footprint] = {}  # asleep task -> its next step
+
+    def cost(self, tid: int) -> int:
+        """Preemptions a schedule has after choosing `tid` here."""
+        switch = self.current >= 0 and tid != self.current and not self.relax
+        return self.preemptions + (1 if switch else 0)
+
+    def sleep_mask(self) -> int:
+        mask = 0
+        for t in self.sleep:
+            mask |= 1 << t
+        return mask
+
+
+class SearchChooser(Chooser):
+    """Replays the explorer's stack, then extends it with default choices."""
+
+    def __init__(self, search: Search) -> None:
+        super().__init__()
+        self.search = search
+        self.k = 0  # index of the next choice point
+
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        alts = runnable
+        k = self.k
+        self.k = k + 1
+        stack = self.search.stack
+        if k < len(stack):
+            node = stack[k]
+            mask = 0
+            for t in alts:
+                mask |= 1 << t.tid
+            if mask != node.enabled:
+                self._fail(
+                    Nondeterminism(
+                        f"choice point {k} offered tasks {_tids(mask)} on replay, "
+                        f"but {_tids(node.enabled)} before"
+                    )
+                )
+            want = node.tid
+            for t in alts:
+                if t.tid == want:
+                    return self._chose(t, current, kind)
+            raise AssertionError("unreachable: the node's choice is among its candidates")
+        node = self.search.new_node(self, alts, current, kind)
+        nxt = self._default(node, alts, current, kind)
+        node.tid = nxt.tid
+        node.backtrack |= 1 << nxt.tid
+        stack.append(node)
+        return self._chose(nxt, current, kind)
+
+    def _default(self, node: Node, alts: Sequence[Task], current: Task | None, kind: str) -> Task:
+        """The non-preemptive choice, among the tasks not asleep."""
+        awake = [t for t in alts if t.tid not in node.sleep] if node.sleep else alts
+        if not awake:
+            self._fail(SleepBlocked())
+        nxt = default_pick(awake, current, kind)
+        bound = self.search.bound
+        if bound is not None and node.cost(nxt.tid) > bound:
+            self._fail(BoundExceeded())
+        return nxt
+
+    def _fail(self, exc: BaseException) -> None:
+        sched = self.sched
+        assert isinstance(sched, SimExecutor)
+        sched.abort(exc)
+        raise exc  # not reached inside a task
+
+
+class Search(Explorer):
+    """Bounded DFS (`reduce=False`) or DPOR (`reduce=True`)."""
+
+    def __init__(
+        self, reduce: bool, bound: int | None, seed: int = 0, sleep_sets: bool = True
+    ) -> None:
+        super().__init__()
+        self.reduce = reduce
+        self.sleep_sets = reduce and sleep_sets
+        self.name = "dpor" if reduce else "dfs"
+        self.records_steps = reduce
+        self.counts_traces = reduce
+        self.bound = bound
+        self.seed = seed
+        self.stack: list[Node] = []
+        self.branch = 0  # the node the current schedule departs at
+        self.races = 0
+        self._started = False
+
+    # -- schedules --------------------------------------------------------------
+    def chooser(self, index: int) -> Chooser | None:
+        if self.exhausted:
+            return None
+        self._started = True
+        return SearchChooser(self)
+
+    def new_node(
+        self, chooser: SearchChooser, alts: Sequence[Task], current: Task | None, kind: str
+    ) -> Node:
+        mask = 0
+        for t in alts:
+            mask |= 1 << t.tid
+        log = self._log(chooser)
+        event = len(log.tids) if log is not None else -1
+        cur = current.tid if current is not None else -1
+        node = Node(
+            event,
+            mask,
+            self._order(alts, current, kind),
+            cur,
+            kind is RELAX,
+            chooser.path.preemptions,
+        )
+        if self.sleep_sets:
+            assert log is not None
+            node.sleep = self._sleep_for(node, log, chooser)
+        return node
+
+    def _order(self, alts: Sequence[Task], current: Task | None, kind: str) -> tuple[int, ...]:
+        first = default_pick(alts, current, kind)
+        rest = [t.tid for t in alts if t is not first]
+        if self.seed and len(rest) > 1:
+            # A seeded order of the alternatives after the first: another path
+            # through the same space, found as reproducibly.
+            random.Random(f"dfs/{self.seed}/{len(self.stack)}").shuffle(rest)
+        return (first.tid, *rest)
+
+    def _sleep_for(self, node: Node, log: EventLog, chooser: SearchChooser) -> dict[int, Footprint]:
+        """The sleep set at a new node: the parent's sleepers and explored
+        siblings whose steps commute with every step run since the parent.
+        Below a choice made for the bound's sake, nothing sleeps (BPOR)."""
+        if not self.stack:
+            return {}
+        parent = self.stack[-1]
+        if parent.conservative >> parent.tid & 1:
+            return {}
+        asleep: dict[int, Footprint] = dict(parent.sleep)
+        for tid, fp in parent.done_fp.items():
+            if tid != parent.tid:
+                asleep[tid] = fp
+        if not asleep:
+            return {}
+        for e in range(parent.event, node.event):
+            t = log.tids[e]
+            if t in asleep:
+                # A sleeping task ran (it was the only one that could): this
+                # schedule is a reordering of one explored before.
+                chooser._fail(SleepBlocked())
+            fp = footprint(log, e)
+            for q in [q for q, qfp in asleep.items() if not independent(qfp, fp)]:
+                del asleep[q]
+        return asleep
+
+    @staticmethod
+    def _log(chooser: SearchChooser) -> EventLog | None:
+        sched = chooser.sched
+        return sched.log if isinstance(sched, SimExecutor) else None
+
+    # -- after a schedule -----------------------------------------------------------
+    def finished(self, chooser: Chooser, outcome: Outcome) -> None:
+        assert isinstance(chooser, SearchChooser)
+        if isinstance(outcome.stopped, SleepBlocked | BoundExceeded):
+            self.redundant += 1
+        else:
+            self.distinct += 1
+        # A run cut short made fewer choices than the stack may hold.
+        del self.stack[chooser.k :]
+        log = outcome.log
+        if self.reduce and log is not None:
+            self._add_backtracks(log)
+        self._advance(log)
+
+    def _add_backtracks(self, log: EventLog) -> None:
+        start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
+        hb = HappensBefore(log)
+        at = {node.event: node for node in self.stack}
+        # Context switches: the first choice, and every choice that ran a task
+        # other than the one that took the step before it.
+        switches = [
+            n for n in self.stack if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
+        ]
+        for i, j in hb.races(max(start, 0)):
+            node = at.get(i)
+            if node is None:
+                continue  # step i was no choice: nothing else could go there
+            self.races += 1
+            initials = [t for t in sorted(hb.initials(i, j)) if node.enabled >> t & 1]
+            if not initials:
+                continue  # nobody in the race could go first: not reversible
+            want = log.tids[j] if log.tids[j] in initials else initials[0]
+            if not any(node.backtrack >> t & 1 for t in initials):
+                node.backtrack |= 1 << want
+            if self.bound is not None:
+                self._conservative(node, want, switches)
+
+    @staticmethod
+    def _conservative(node: Node, tid: int, switches: list[Node]) -> None:
+        """BPOR: also try `tid` at the last context switch before `node`,
+        where it may cost no new preemption; explored with no sleep set."""
+        for n in reversed(switches):
+            if n.event < node.event:
+                bit = 1 << tid
+                if n.enabled & bit and not n.done & bit:
+                    n.backtrack |= bit
+                    n.conservative |= bit
+                return
+
+    def _advance(self, log: EventLog | None) -> None:
+        """Mark what was just run as done, deepest node first, and set up the
+        next alternative; exhausted when none is left."""
+        stack = self.stack
+        while stack:
+            node = stack[-1]
+            bit = 1 << node.tid
+            if not node.done & bit:
+                node.done |= bit
+                if self.reduce and log is not None and node.event < len(log.tids):
+                    node.done_fp[node.tid] = footprint(log, node.event)
+            todo = (node.enabled if not self.reduce else node.backtrack) & ~node.done
+            if self.reduce:
+                todo &= ~node.sleep_mask() | node.conservative
+            for tid in node.order:
+                if not todo >> tid & 1:
+                    continue
+                if self.bound is not None and node.cost(tid) > self.bound:
+                    node.done |= 1 << tid  # pruned: past the bound
+                    continue
+                node.tid = tid
+                self.branch = len(stack) - 1
+                return
+            stack.pop()
+        self.exhausted = True
+
+
+def _tids(mask: int) -> list[int]:
+    return [t for t in range(mask.bit_length()) if mask >> t & 1]
+
+
+__all__ = ["Node", "Search", "SearchChooser"]

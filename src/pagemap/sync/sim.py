@@ -1,0 +1,560 @@
+"""The SimExecutor: one greenlet at a time, switched at scheduling points.
+
+Rules:
+
+- A task runs until its next scheduling point (sync/core.py); there a
+  `Strategy` picks which runnable task goes next.  Plain Python between two
+  points is one indivisible step.  When the strategy keeps the same task
+  running, nothing switches at all.
+- A task is *runnable* when its next operation can go now.  An ACQUIRE whose
+  object is unavailable (a held lock, a zero semaphore) parks the task on the
+  object's `waiters` before any choice is offered; taking an object parks the
+  other tasks about to take it (`took`); releasing it unparks them.  So the
+  strategy is never offered a step that would block, and when nobody is
+  runnable (and no timer is pending) the run ends in a `Deadlock` naming what
+  each task waits for.
+- At a `relax` point (a spin-retry loop) the task must let another runnable
+  task go first; spinning twice in a row with nothing else run in between
+  would see the same state and change nothing.
+- Nothing reads the clock or an unseeded random source (the watchdog, which
+  only ends a run that is stuck for good, excepted), so the same strategy
+  and seed give the same schedule, bit for bit.
+- Virtual time.  Timed waits (`timed_point`) sleep until woken or until a
+  deadline in virtual microseconds.  With `clock="steps"` a step is one
+  microsecond and deadlines fire as steps pass (what `pagemap run` wants: a
+  periodic flusher).  With `clock="idle"` time moves only when no task can
+  run, and then jumps to the next deadline; which step a timeout follows no
+  longer depends on how many steps happened to run, which the checker's
+  partial-order reduction requires.
+- `log`, when set, records every step as it happens (task, kind, footprint,
+  and the tasks that could have gone instead): the raw material of the
+  checker's path record.  Recording costs nothing when `log` is None.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ctypes
+import heapq
+import random
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+import greenlet
+
+from pagemap.sync.atomic import AtomicWord, SimAtomicWord
+from pagemap.sync.core import (
+    ACQUIRE,
+    READ,
+    RELAX,
+    START,
+    YIELD,
+    Blocking,
+    Deadlock,
+    StepBudgetExceeded,
+    Strategy,
+    Task,
+    TaskStuck,
+)
+from pagemap.sync.executor import Executor
+from pagemap.sync.locks import Semaphore, SimSemaphore, SimSpinLock, SpinLock
+
+StepHook = Callable[[Task], None]
+
+CLOCKS = ("steps", "idle")
+
+
+class EventLog:
+    """Every step of one run, in the order the steps took effect.
+
+    Step i was taken by task `tids[i]`, at a point of kind `kinds[i]`, on the
+    object `objs[i]` with access `accs[i]`; `enabled[i]` is the bit mask of
+    task ids that could have gone instead (the choice it was); `extra[i]`
+    lists further (object, access) pairs that step touched.
+    """
+
+    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objs", "sids", "tids")
+
+    def __init__(self) -> None:
+        self.tids: list[int] = []
+        self.kinds: list[str] = []
+        self.objs: list[object] = []
+        self.accs: list[int] = []
+        self.enabled: list[int] = []
+        self.extra: dict[int, list[tuple[object, int]]] = {}
+        # Stable identities: the n-th object registered in the run is -n, so
+        # a footprint names the same object in every schedule that made it
+        # the same way (frames are ints >= 0, keys are tuples).
+        self.sids: dict[int, int] = {}
+        self.made: list[object] = []  # keeps registered objects (and their ids) alive
+
+    def key(self, obj: object) -> object:
+        """The stable identity of a footprint object."""
+        if type(obj) is int or type(obj) is tuple:
+            return obj
+        sid = self.sids.get(id(obj))
+        if sid is None:
+            raise ValueError(
+                f"footprint object {obj!r} has no stable identity: make it with the "
+                "executor (atomic, spinlock, semaphore) or register it"
+            )
+        return sid
+
+    def __len__(self) -> int:
+        return len(self.tids)
+
+
+class SeededRandom(Strategy):
+    """The SimExecutor's own default: uniform among the runnable tasks, from a
+    seeded generator (the checker brings strategies of its own, check/)."""
+
+    def __init__(self, seed: int | None = 0) -> None:
+        self.rng = random.Random(seed)
+
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        return runnable[self.rng.randrange(len(runnable))]
+
+
+def _mask_of(tasks: Sequence[Task]) -> int:
+    mask = 0
+    for t in tasks:
+        mask |= 1 << t.tid
+    return mask
+
+
+class _WatchdogInterrupt(BaseException):
+    """Raised asynchronously in a task that reached no point for too long."""
+
+
+class SimExecutor(Executor):
+    """The deterministic scheduler (see the module docstring)."""
+
+    name = "sim"
+
+    def __init__(
+        self,
+        strategy: Strategy | None = None,
+        max_steps: int | None = None,
+        clock: str = "steps",
+        watchdog: float | None = None,
+    ) -> None:
+        super().__init__()
+        if clock not in CLOCKS:
+            raise ValueError(f"unknown clock {clock!r}: choose one of {', '.join(CLOCKS)}")
+        if watchdog is not None and not watchdog > 0:
+            raise ValueError(f"the watchdog needs a positive number of seconds, not {watchdog}")
+        self.strategy = strategy or SeededRandom(0)
+        self.every_step = self.strategy.every_step
+        self.max_steps = max_steps if max_steps is not None else sys.maxsize
+        self.clock = clock
+        self.watchdog = watchdog
+        self.steps = 0
+        self.runnable: list[Task] = []
+        self.current: Task | None = None
+        self.outside = Task(-1, "outside", 0, lambda: None, ())
+        self.on_step: StepHook | None = None
+        self.on_event: Callable[[int], None] | None = None  # called as each step is logged
+        self.log: EventLog | None = None
+        self.recording = False
+        self._mask = 0  # the choice the running task's step was (for the log)
+        self._hub: greenlet.greenlet | None = None
+        self._abort: BaseException | None = None
+        self._pending_abort: BaseException | None = None
+        self._prologue = False
+        self._failures: list[Task] = []
+        # Timed waits: a heap of (deadline in virtual us, timer seq, task, queue).
+        # Virtual time is `now` = steps + skipped; jumps do not count against
+        # the step budget.  _next_deadline is in steps, for point()'s one compare.
+        self._timers: list[tuple[int, int, Task, list[Task]]] = []
+        self._timer_seq = 0
+        self._skipped = 0
+        self._next_deadline = sys.maxsize
+
+    def record(self, log: EventLog | None) -> None:
+        """Record every step of the next run into `log` (None: stop recording)."""
+        self.log = log
+        self.recording = log is not None
+
+    # -- primitives -----------------------------------------------------------
+    def atomic(self, value: int, name: str) -> AtomicWord:
+        word = SimAtomicWord(value, name, self)
+        if self.recording:
+            self.register(word)
+        return word
+
+    def spinlock(self, name: str) -> SpinLock:
+        lock = SimSpinLock(name, self)
+        if self.recording:
+            self.register(lock)
+        return lock
+
+    def semaphore(self, count: int, name: str) -> Semaphore:
+        sem = SimSemaphore(count, name, self)
+        if self.recording:
+            self.register(sem)
+        return sem
+
+    def register(self, obj: object) -> None:
+        log = self.log
+        if log is not None:
+            log.made.append(obj)
+            log.sids[id(obj)] = -len(log.made)
+
+    def current_task(self) -> Task | None:
+        return self.current
+
+    def relax(self) -> None:
+        self.point(RELAX, None, YIELD)
+
+    def touch(self, obj: object, access: int) -> None:
+        if self.recording and self.current is not None:
+            log = self.log
+            assert log is not None
+            log.extra.setdefault(len(log.tids) - 1, []).append((obj, access))
+
+    def read_only(self) -> None:
+        """The step just recorded left its object unchanged: log it as a read."""
+        log = self.log
+        if log is not None and self.current is not None and log.accs:
+            log.accs[-1] = READ
+
+    # -- the scheduler proper -------------------------------------------------
+    def point(self, kind: str, obj: object, access: int) -> None:
+        cur = self.current
+        if cur is None:
+            return  # outside any task (set-up code, oracles): nothing can interleave
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self._abort_run(self._pending_abort or StepBudgetExceeded(self.max_steps))
+        if self.steps >= self._next_deadline:
+            self._fire_timers()
+        cur.kind = kind
+        cur.obj = obj
+        cur.access = access
+        if self.on_step is not None:
+            self.on_step(cur)
+        if self._prologue:
+            self._stop_at_first_point(cur, obj, access)
+        elif access == ACQUIRE and obj.sim_blocked():  # type: ignore[attr-defined]
+            self._park(cur, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+        elif len(self.runnable) > 1 or self.every_step:
+            runnable = self.runnable
+            if kind is RELAX and len(runnable) > 1:
+                runnable = [t for t in runnable if t is not cur]
+            if self.recording:
+                self._mask = _mask_of(runnable)
+            if len(runnable) > 1 or self.every_step:
+                nxt = self.strategy.pick(runnable, cur, kind)
+            else:
+                nxt = runnable[0]
+            if nxt is not cur:
+                self._switch_to(nxt)
+        if self.recording:
+            self._log(cur)
+
+    def _stop_at_first_point(self, cur: Task, obj: object, access: int) -> None:
+        """The prologue: a task that has just started stops at its first point
+        with nothing decided, and waits there (parked, if its first step would
+        block) until the first real choice.  What a task does before its first
+        point touches nothing shared, so running it early changes nothing, and
+        "which task starts first" is no choice at all."""
+        if access == ACQUIRE and obj.sim_blocked():  # type: ignore[attr-defined]
+            self._wait_on(cur, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+        self.current = None
+        assert self._hub is not None
+        self._hub.switch()
+        cur.waiting_on = None
+
+    def timed_point(self, kind: str, obj: Blocking, steps: int) -> bool:
+        """An ACQUIRE point that gives up after `steps` of virtual time: True
+        when the operation may go on, False when it timed out (then the step
+        is logged as a read: it saw the object unavailable and took nothing)."""
+        cur = self.current
+        assert cur is not None
+        cur.timeout = steps
+        cur.deadline = -1
+        try:
+            self.point(kind, obj, ACQUIRE)
+        finally:
+            cur.timeout = None
+        if cur.timed_out:
+            cur.timed_out = False
+            if self.recording:
+                self.read_only()
+            return False
+        return True
+
+    def _log(self, cur: Task) -> None:
+        log = self.log
+        assert log is not None
+        log.tids.append(cur.tid)
+        log.kinds.append(cur.kind)
+        log.objs.append(cur.obj)
+        log.accs.append(cur.access)
+        log.enabled.append(self._mask or 1 << cur.tid)
+        self._mask = 0
+        if self.on_event is not None:
+            self.on_event(len(log.tids) - 1)
+
+    def _switch_to(self, task: Task) -> None:
+        self.current = task
+        assert task.glet is not None
+        task.glet.switch()
+
+    def _choose(self) -> Task:
+        """The next task when the one that ran cannot go on (parked or done)."""
+        runnable = self.runnable
+        if self.recording:
+            self._mask = _mask_of(runnable)
+        if len(runnable) == 1 and not self.every_step:
+            return runnable[0]
+        return self.strategy.pick(runnable, None, "")
+
+    def _park(self, cur: Task, queue: list[Task], why: str) -> None:
+        """Take `cur` off the run queue until unparked (or its timed wait runs
+        out), and run someone else meanwhile."""
+        self._wait_on(cur, queue, why)
+        if not self.runnable:
+            self._advance_clock()
+        if self.runnable:
+            nxt = self._choose()
+            if nxt is cur:  # our own deadline came first: we never really slept
+                self.current = cur
+            else:
+                self._switch_to(nxt)
+        else:
+            # Nobody can run, nor ever will: the hub reports the deadlock.
+            self.current = None
+            assert self._hub is not None
+            self._hub.switch()
+        cur.waiting_on = None
+
+    def _wait_on(self, task: Task, queue: list[Task], why: str) -> None:
+        task.waiting_on = why
+        queue.append(task)
+        self.runnable.remove(task)
+        if task.timeout is not None:
+            if task.deadline < 0:
+                task.deadline = self.now + task.timeout
+            self._timer_seq += 1
+            task.timer = self._timer_seq
+            heapq.heappush(self._timers, (task.deadline, task.timer, task, queue))
+            self._set_next_deadline()
+
+    def park(self, queue: list[Task], why: str, timeout_steps: int | None = None) -> bool:
+        cur = self.current
+        if cur is None:
+            raise RuntimeError(f"would block outside a task, on {why}")
+        cur.timeout, cur.deadline = timeout_steps, -1
+        try:
+            self._park(cur, queue, why)
+        finally:
+            cur.timeout = None
+        if cur.timed_out:
+            cur.timed_out = False
+            return False
+        return True
+
+    def unpark(self, queue: list[Task]) -> None:
+        for task in queue:
+            task.timer = 0  # its timer, if any, no longer wakes it
+            bisect.insort(self.runnable, task)
+        queue.clear()
+
+    def took(self, obj: Blocking) -> None:
+        """`obj` was just taken: if it is now unavailable, every other runnable
+        task whose next step is to take it must wait for it."""
+        if not obj.sim_blocked():
+            return
+        cur = self.current
+        runnable = self.runnable
+        i = 0
+        while i < len(runnable):
+            t = runnable[i]
+            if t is not cur and t.obj is obj and t.access == ACQUIRE:
+                self._wait_on(t, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+            else:
+                i += 1
+
+    @property
+    def now(self) -> int:
+        """Virtual time in microseconds: a step is one (clock="steps"), and idle
+        time is skipped over."""
+        return self._base() + self._skipped
+
+    def _base(self) -> int:
+        return self.steps if self.clock == "steps" else 0
+
+    def _set_next_deadline(self) -> None:
+        if self._timers and self.clock == "steps":
+            self._next_deadline = self._timers[0][0] - self._skipped
+        else:
+            self._next_deadline = sys.maxsize
+
+    def _fire_timers(self) -> None:
+        """Wake every task whose deadline has come and that still waits on it."""
+        timers = self._timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            _, seq, task, queue = heapq.heappop(timers)
+            if task.timer != seq:
+                continue  # woken since, or waiting under a newer timer
+            for i, t in enumerate(queue):
+                if t is task:
+                    del queue[i]
+                    task.timer = 0
+                    task.timed_out = True
+                    bisect.insort(self.runnable, task)
+                    break
+        self._set_next_deadline()
+
+    def _advance_clock(self) -> bool:
+        """Everyone is asleep: jump to the next deadline that still wakes
+        somebody.  False if no timer is left (then it is a deadlock)."""
+        while self._timers and not self.runnable:
+            self._skipped = max(self._skipped, self._timers[0][0] - self._base())
+            self._fire_timers()
+        return bool(self.runnable)
+
+    def abort(self, exc: BaseException) -> None:
+        """Stop the run at once and make run() raise `exc`: how an oracle that
+        sees a violation mid-step ends the schedule without unwinding through
+        kernel code.  Outside a task it simply raises `exc`."""
+        if self.current is None or self._hub is None:
+            raise exc
+        self._abort_run(exc)
+
+    def _abort_run(self, exc: BaseException) -> None:
+        self._abort = exc
+        self.current = None
+        assert self._hub is not None
+        self._hub.switch()
+
+    # -- tasks ----------------------------------------------------------------
+    def _body(self, task: Task) -> None:
+        if self.recording and not self._prologue:
+            task.kind, task.obj, task.access = START, None, 0
+            self._log(task)
+        try:
+            task.result = task.fn(*task.args)
+        except greenlet.GreenletExit:
+            raise
+        except _WatchdogInterrupt:
+            self._abort = self._pending_abort
+            self.current = None
+            return
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Never a task's failure: the user (or the system) wants out.
+            self._abort = exc
+            self.current = None
+            return
+        except BaseException as exc:
+            task.exc = exc
+            self._failures.append(task)
+        task.done = True
+        self.runnable.remove(task)
+        self.current = None
+        # Returning hands control to the hub, the greenlet's parent.
+
+    def _start(self, task: Task) -> None:
+        task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
+        self.runnable.append(task)  # the newest task has the largest id
+
+    def run(self) -> None:
+        if self._hub is not None:
+            raise RuntimeError("SimExecutor.run() is not reentrant")
+        self._hub = greenlet.getcurrent()
+        self._abort = None
+        dog = _Watchdog(self, self.watchdog) if self.watchdog is not None else None
+        try:
+            for task in self.runnable:
+                assert task.glet is not None
+                task.glet.parent = self._hub
+            self._prologue = True
+            for task in list(self.runnable):
+                if self._abort is not None:
+                    break
+                self._switch_to(task)
+                self.current = None
+            self._prologue = False
+            while self._abort is None and (self.runnable or self._advance_clock()):
+                self._switch_to(self._choose())
+                self.current = None
+        except _WatchdogInterrupt:
+            self._abort = self._pending_abort
+        finally:
+            if dog is not None:
+                dog.stop()
+            self._teardown()
+        if self._abort is not None:
+            raise self._abort
+        if self._failures:
+            first = self._failures[0]
+            self._failures.clear()
+            assert first.exc is not None
+            raise first.exc
+        blocked = [t for t in self.tasks if not t.done]
+        if blocked:
+            raise Deadlock([(t.name, t.waiting_on or "?") for t in blocked])
+
+    def _teardown(self) -> None:
+        """Unwind every greenlet left mid-run, with scheduling turned off, so
+        no stack outlives the run and nothing is collected at a random time."""
+        self.current = None
+        for task in self.tasks:
+            glet = task.glet
+            if glet is not None and glet and not glet.dead:
+                # An unwinding task may fail again (say, re-blocking); it is gone anyway.
+                with contextlib.suppress(BaseException):
+                    glet.throw(greenlet.GreenletExit)
+        self.runnable = [t for t in self.runnable if not t.done]
+        self._hub = None
+
+
+class _Watchdog:
+    """A thread that ends a run whose task loops without reaching a point.
+
+    Every `seconds` it looks at the step count; if no step was taken since it
+    last looked, it records where the stuck code is and raises an exception
+    in it (CPython delivers it at the next bytecode, which a loop always
+    reaches).  It reads the wall clock, but it can only end a run that is
+    stuck for good; it never changes a schedule.
+    """
+
+    def __init__(self, sched: SimExecutor, seconds: float) -> None:
+        self.sched = sched
+        self.seconds = seconds
+        self.target = threading.get_ident()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pagemap-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        last = -1
+        while not self._stop.wait(self.seconds):
+            steps = self.sched.steps
+            if steps != last:
+                last = steps
+                continue
+            frame = sys._current_frames().get(self.target)
+            stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else "?"
+            cur = self.sched.current
+            stuck = TaskStuck(cur.name if cur is not None else "set-up code", self.seconds, stack)
+            self.sched._pending_abort = stuck
+            self.sched.max_steps = -1  # any later point aborts at once
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.target), ctypes.py_object(_WatchdogInterrupt)
+            )
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        # An interrupt raised just as the run ended must not escape later.
+        if self.sched._pending_abort is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), None)
+
+
+__all__ = ["CLOCKS", "EventLog", "SeededRandom", "SimExecutor", "StepHook"]
