@@ -200,7 +200,7 @@ def schedule_of(seed: int) -> tuple[list[int], int]:
 def test_same_seed_same_schedule() -> None:
     first = schedule_of(42)
     assert first == schedule_of(42)
-    assert len(first[0]) > 10
+    assert len(first[0]) > 5
     # And the seed matters: other seeds give other schedules.
     assert len({tuple(schedule_of(s)[0]) for s in range(20)}) > 10
 
@@ -221,7 +221,7 @@ def test_blocking_outside_a_task_is_an_error() -> None:
     machine = sim(0)
     lock = machine.executor.spinlock("L")
     lock.acquire()
-    with pytest.raises(RuntimeError, match="outside a task"):
+    with pytest.raises(RuntimeError, match="outside any task"):
         lock.acquire()
 
 

@@ -1,37 +1,48 @@
 """`pagemap check` and `pagemap replay`.
 
-check explores every named scenario (or those given) with one strategy and
-prints a summary per scenario; on the first violation it shrinks the
-counterexample, writes its JSON trace, prints the replay table, and exits 1.
-replay re-runs a trace and prints one row per step.
+check explores every named scenario (or those given).  By default it is a
+portfolio, in the manner of Coyote's: a short PCT pass over every scenario,
+interleaved, which finds most bugs in seconds, then DPOR with at most two
+preemptions over every scenario to the end, which proves the rest.  The whole
+run is one queue of units of work (check/fanout), run in this process or in
+`--jobs` worker processes.  On the first violation it shrinks the
+counterexample, writes its JSON trace, prints the replay table and the one
+command that replays it, and exits 1.
+
+replay re-runs a trace step by step.  Exit codes: 0 every oracle holds (or
+the replayed schedule no longer fails), 1 a violation, 2 bad input, 3 the
+trace no longer fits the code (it could not be followed, or fails otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import math
+import os
 import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pagemap.check.fanout import Unit, merge, run_local, run_serial
 from pagemap.check.oracle import Violation
-from pagemap.check.replay import replay
-from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.replay import Replay, replay
+from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
-from pagemap.check.strategies import EXHAUSTIVE, STRATEGIES
-from pagemap.check.trace import Step, Trace
+from pagemap.check.strategies import DEFAULT_BOUND, EXHAUSTIVE, STRATEGIES
+from pagemap.check.trace import Step, Trace, TraceError
 
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
-DFS_CAP = 200_000  # DFS runs to exhaustion, but never past this many schedules
-BAD_INPUT = 2
+PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
+PCT_CHUNK = 20  # PCT schedules per unit: small, so every scenario is looked at early
+
+OK, VIOLATION, BAD_INPUT, NO_LONGER_FITS = 0, 1, 2, 3
 
 
 def _param(text: str) -> tuple[str, int]:
@@ -46,21 +57,17 @@ def _param(text: str) -> tuple[str, int]:
         ) from None
 
 
-def _nonneg(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {n}")
-    return n
+def _whole(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"expected a number >= {low}, not {n}")
+        return n
 
-
-def _positive(text: str) -> int:
-    n = _nonneg(text)
-    if n == 0:
-        raise argparse.ArgumentTypeError("expected a number >= 1, not 0")
-    return n
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -78,26 +85,34 @@ def register(sub: Any) -> None:
         "check",
         help="explore interleavings of the named scenarios and check every oracle",
         description="Explore the interleavings of each scenario (all of them by default) "
-        "under the deterministic scheduler, checking memory safety at every step, coherence "
-        "as loads return, and durability and accounting at the end.  Exit 0 if every oracle "
-        "holds, 1 with a counterexample trace on a violation, 2 on bad arguments.",
+        "under the deterministic scheduler, checking memory safety as accesses land, "
+        "coherence as loads return, and durability and accounting at the end.  By default a "
+        "short PCT pass over every scenario, then DPOR with at most 2 preemptions to the "
+        "end.  Exit 0 if every oracle holds, 1 with a counterexample trace on a violation, "
+        "2 on bad arguments.",
     )
     check.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names")
-    check.add_argument("--strategy", choices=STRATEGIES, default="dpor", help="default dpor")
+    check.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="one strategy instead of the portfolio (PCT, then DPOR to the end)",
+    )
     check.add_argument(
         "--budget",
-        type=_positive,
-        help=f"schedules per scenario (default {DEFAULT_BUDGET}; dfs: until exhausted)",
+        type=_whole(1),
+        help=f"schedules per scenario (default {DEFAULT_BUDGET} for random and pct; "
+        f"dpor and dfs: to the end, at most {DEFAULT_CAP:,})",
     )
     check.add_argument("--time", type=_seconds, help="seconds per scenario instead of a budget")
     check.add_argument(
         "--preemptions",
-        type=_nonneg,
-        help="preemption bound (default 2 for dfs, none for random and pct)",
+        type=_whole(0),
+        help=f"preemption bound (default {DEFAULT_BOUND} for dpor and dfs, none for random "
+        "and pct)",
     )
-    check.add_argument("--seed", type=_nonneg, default=0, help="strategy seed (default 0)")
-    check.add_argument("--depth", type=_positive, default=3, help="PCT bug depth (default 3)")
-    check.add_argument("--jobs", type=_positive, default=1, help="worker processes (default 1)")
+    check.add_argument("--seed", type=_whole(0), default=0, help="strategy seed (default 0)")
+    check.add_argument("--depth", type=_whole(1), default=3, help="PCT bug depth (default 3)")
+    check.add_argument("--jobs", type=_whole(1), default=1, help="worker processes (default 1)")
     check.add_argument(
         "--param",
         "-p",
@@ -105,10 +120,13 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=N",
-        help="set a scenario parameter (applies to every scenario named)",
+        help="set a scenario parameter (applies to every scenario that takes it)",
     )
     check.add_argument(
-        "--max-steps", type=_positive, default=DEFAULT_MAX_STEPS, help="step budget per schedule"
+        "--max-steps",
+        type=_whole(1),
+        default=DEFAULT_MAX_STEPS,
+        help=f"step budget per schedule (default {DEFAULT_MAX_STEPS:,})",
     )
     check.add_argument("--traces", default="traces", help="directory for counterexample traces")
     check.add_argument("--no-shrink", action="store_true", help="keep counterexamples unshrunk")
@@ -118,94 +136,59 @@ def register(sub: Any) -> None:
     rep: argparse.ArgumentParser = sub.add_parser(
         "replay",
         help="re-run a counterexample trace step by step",
-        description="Re-run the schedule in TRACE and print one row per step: the core, "
-        "task, operation, the slot word as refcount|removal|ppn, and PTE bits; then the "
-        "failing oracle's message.  Exit 1 if the violation reproduces, 0 if it no longer does.",
+        description="Re-run the schedule in TRACE on the scenario (or model) it names, under "
+        "the settings it records, and print one row per step: the core, task, operation, "
+        "the slot word as refcount|removal|ppn, PTE bits, and where in the code.  Exit 1 if "
+        "the violation reproduces, 0 if the schedule runs and no longer fails, 2 if TRACE is "
+        "not a trace, 3 if the schedule no longer fits the code.",
     )
     rep.add_argument("trace", metavar="TRACE", help="a JSON trace written by pagemap check")
-    rep.add_argument("--max-steps", type=_positive, default=DEFAULT_MAX_STEPS)
     rep.set_defaults(func=run_replay)
 
 
 # -- check ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plan:
-    """One exploration a worker can run on its own."""
+def plan(args: argparse.Namespace, models: dict[str, Model]) -> list[Unit]:
+    """The queue of units: the portfolio, or one strategy over every scenario."""
+    units: list[Unit] = []
 
-    scenario: str
-    params: dict[str, int]
-    strategy: str
-    seed: int
-    bound: int | None
-    depth: int
-    max_steps: int
-    first: int
-    budget: int | None
-    time_limit: float | None
-
-
-def run_plan(plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
-    model = lookup(plan.scenario).model(plan.params)
-    return explore_model(
-        model,
-        plan.strategy,
-        plan.seed,
-        plan.budget,
-        plan.time_limit,
-        plan.bound,
-        plan.depth,
-        plan.max_steps,
-        plan.first,
-        progress,
-        shrink=False,
-    )
-
-
-def _plans(args: argparse.Namespace, name: str, params: dict[str, int]) -> list[Plan]:
-    bound = args.preemptions
-    if bound is None and args.strategy in EXHAUSTIVE:
-        bound = 2
-    budget: int | None = args.budget
-    if budget is None and args.time is None:
-        budget = DFS_CAP if args.strategy in EXHAUSTIVE else DEFAULT_BUDGET
-
-    def plan(first: int, count: int | None) -> Plan:
-        return Plan(
+    def unit(name: str, strategy: str, first: int, budget: int | None, phase: str) -> Unit:
+        bound = args.preemptions
+        if bound is None and strategy in EXHAUSTIVE:
+            bound = DEFAULT_BOUND
+        return Unit(
             name,
-            params,
-            args.strategy,
+            tuple(sorted(models[name].params.items())),
+            strategy,
             args.seed,
-            bound,
+            bound if strategy in EXHAUSTIVE or args.preemptions is not None else None,
             args.depth,
             args.max_steps,
             first,
-            count,
+            budget,
             args.time,
+            phase,
         )
 
-    # DFS is one search; random and PCT split by schedule number.
-    if args.strategy in EXHAUSTIVE or args.jobs == 1:
-        return [plan(0, budget)]
-    if budget is None:
-        return [plan(j * 10**9, None) for j in range(args.jobs)]
-    size = max(1, -(-budget // (args.jobs * 4)))
-    return [plan(f, min(size, budget - f)) for f in range(0, budget, size)]
-
-
-def _merge(parts: list[Summary]) -> Summary:
-    parts = sorted(parts, key=lambda s: (s.trace is None, s.trace.schedule_index if s.trace else 0))
-    first = parts[0]
-    out = Summary(first.scenario, first.params, first.strategy, first.seed, first.bound)
-    for p in parts:
-        out.schedules += p.schedules
-        out.distinct += p.distinct
-        out.steps += p.steps
-        out.seconds = max(out.seconds, p.seconds)
-        out.exhaustive = out.exhaustive or p.exhaustive
-    out.trace = first.trace
-    return out
+    names = list(models)
+    if args.strategy is None:
+        for first in range(0, PORTFOLIO_PCT, PCT_CHUNK):
+            units += [unit(n, "pct", first, PCT_CHUNK, "pct") for n in names]
+        units += [unit(n, "dpor", 0, args.budget or DEFAULT_CAP, "") for n in names]
+        return units
+    if args.strategy in EXHAUSTIVE:
+        budget = args.budget if args.budget is not None else (None if args.time else DEFAULT_CAP)
+        return [unit(n, args.strategy, 0, budget, "") for n in names]
+    if args.time is not None:
+        return [
+            unit(n, args.strategy, j * 10**9, None, "") for n in names for j in range(args.jobs)
+        ]
+    budget = args.budget or DEFAULT_BUDGET
+    size = max(1, min(PCT_CHUNK * 5, -(-budget // max(args.jobs * 2, 1))))
+    for first in range(0, budget, size):
+        units += [unit(n, args.strategy, first, min(size, budget - first), "") for n in names]
+    return units
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -215,36 +198,56 @@ def run_check(args: argparse.Namespace) -> int:
         for s in scenarios.values():
             params = " ".join(f"{k}={v}" for k, v in s.defaults.items())
             console.print(f"[bold]{s.name}[/bold]  {s.summary}  [dim]{params}[/dim]")
-        return 0
+        return OK
     if args.budget is not None and args.time is not None:
         raise ValueError("give --budget or --time, not both")
+    if args.strategy in ("random", "pct") and args.time is None and args.budget is None:
+        args.budget = DEFAULT_BUDGET
+    _check_output_dir(args.traces)
     names = args.scenarios or list(scenarios)
     for name in names:
         lookup(name)  # unknown names: one line, exit 2
     overrides = dict(args.param)
-    models = {
+    models: dict[str, Model] = {
         n: scenarios[n].model(overrides if args.scenarios else _known(scenarios[n], overrides))
         for n in names
     }
-    summaries: list[Summary] = []
+    units = plan(args, models)
+    t0 = time.perf_counter()
     with _progress(console) as progress:
-        bars = {n: progress.add_task(n, total=_total(args)) for n in names}
+        bar = progress.add_task("exploring", total=len(units), schedules=0, scenarios="")
+        seen: dict[Unit, int] = {}
+
+        def advance(unit: Unit, summary: Summary, done: bool) -> None:
+            before = seen.get(unit, 0)
+            seen[unit] = summary.schedules
+            progress.update(bar, advance=1 if done else 0)
+            progress.update(
+                bar,
+                schedules=progress.tasks[0].fields["schedules"] + summary.schedules - before,
+                scenarios=f"{unit.scenario} ({unit.strategy})",
+            )
+
         if args.jobs == 1:
-            for n in names:
-                plan = _plans(args, n, models[n].params)[0]
-                summary = run_plan(plan, functools.partial(progress.advance, bars[n]))
-                _finish_bar(progress, bars[n], summary)
-                summaries.append(summary)
-                if summary.trace is not None:
-                    break
+            results = run_serial(units, advance)
         else:
-            summaries = _run_parallel(args, names, models, progress, bars)
+            results = run_local(units, args.jobs, advance)
+    summaries = _by_scenario(names, units, results)
+    seconds = time.perf_counter() - t0
     _print_summary(console, summaries)
     failed = next((s for s in summaries if s.trace is not None), None)
     if failed is None:
-        return 0
+        _print_holds(console, summaries, seconds)
+        return OK
     assert failed.trace is not None
     return _report(console, args, models[failed.scenario], failed.trace)
+
+
+def _by_scenario(names: list[str], units: list[Unit], results: list[Summary]) -> list[Summary]:
+    parts: dict[str, list[Summary]] = {n: [] for n in names}
+    for s in results:
+        parts[s.scenario].append(s)
+    return [merge(parts[n]) for n in names if parts[n]]
 
 
 def _known(scenario: Any, overrides: dict[str, int]) -> dict[str, int]:
@@ -252,51 +255,16 @@ def _known(scenario: Any, overrides: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in overrides.items() if k in scenario.defaults}
 
 
-def _total(args: argparse.Namespace) -> int | None:
-    if args.time is not None:
-        return None
-    if args.budget is not None:
-        return int(args.budget)
-    return None if args.strategy in EXHAUSTIVE else DEFAULT_BUDGET
-
-
-def _finish_bar(progress: Progress, bar: Any, s: Summary) -> None:
-    progress.update(bar, total=s.schedules, completed=s.schedules)
-
-
-def _run_parallel(
-    args: argparse.Namespace,
-    names: list[str],
-    models: dict[str, Any],
-    progress: Progress,
-    bars: dict[str, Any],
-) -> list[Summary]:
-    results: dict[str, list[Summary]] = {n: [] for n in names}
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures: dict[Future[Summary], Plan] = {}
-        for n in names:
-            for plan in _plans(args, n, models[n].params):
-                futures[pool.submit(run_plan, plan)] = plan
-        found: dict[str, int] = {}
-        for fut in as_completed(futures):
-            if fut.cancelled():
-                continue
-            plan = futures[fut]
-            s = fut.result()
-            results[plan.scenario].append(s)
-            progress.advance(bars[plan.scenario], s.schedules)
-            if s.trace is not None:
-                found[plan.scenario] = min(
-                    found.get(plan.scenario, 1 << 62), s.trace.schedule_index
-                )
-                # Later schedule numbers cannot matter: the lowest failing one is reported.
-                for other, p in futures.items():
-                    if p.scenario == plan.scenario and p.first > found[plan.scenario]:
-                        other.cancel()
-    merged = [_merge(results[n]) for n in names if results[n]]
-    for s in merged:
-        _finish_bar(progress, bars[s.scenario], s)
-    return merged
+def _check_output_dir(path: str) -> None:
+    """Refuse, before any work, a trace directory that cannot be written."""
+    target = Path(path)
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--traces {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"--traces {path}: {probe} is not writable")
 
 
 def _console() -> Console:
@@ -306,10 +274,10 @@ def _console() -> Console:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description:<18}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("schedules"),
+        TextColumn("units · {task.fields[schedules]:,} schedules · {task.fields[scenarios]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -318,26 +286,21 @@ def _progress(console: Console) -> Progress:
 
 def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
     table = Table(title="pagemap check")
-    for col in (
-        "scenario",
-        "strategy",
-        "schedules",
-        "distinct",
-        "exhaustive",
-        "steps/s",
-        "verdict",
-    ):
+    cols = ("scenario", "strategy", "schedules", "traces", "covered", "steps/s", "verdict")
+    for col in cols:
         table.add_column(
-            col, justify="right" if col in ("schedules", "distinct", "steps/s") else "left"
+            col, justify="right" if col in ("schedules", "traces", "steps/s") else "left"
         )
     for s in summaries:
-        strat = s.strategy + (f", ≤{s.bound} preemptions" if s.bound is not None else "")
+        strat = s.strategy + (f" ≤{s.bound}" if s.bound is not None else "")
+        if s.extra:
+            strat = " + ".join(f"{k} {v}" for k, v in s.extra.items()) + f", {strat}"
         verdict = "[green]holds[/green]" if s.trace is None else f"[red]{s.trace.oracle}[/red]"
         table.add_row(
             s.scenario,
             strat,
-            str(s.schedules),
-            str(s.distinct),
+            f"{s.schedules:,}",
+            f"{s.distinct:,}" if s.strategy == "dpor" else "",
             "yes" if s.exhaustive else "no",
             f"{s.steps_per_second:,.0f}",
             verdict,
@@ -345,15 +308,32 @@ def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
     console.print(table)
 
 
-def _report(console: Console, args: argparse.Namespace, model: Any, trace: Trace) -> int:
+def _print_holds(console: Console, summaries: Sequence[Summary], seconds: float) -> None:
+    schedules = sum(s.schedules for s in summaries)
+    covered = sum(s.exhaustive for s in summaries)
+    console.print(
+        f"[green]every oracle holds[/green] in {len(summaries)} scenario(s): "
+        f"{schedules:,} schedules in {seconds:.1f} s; {covered} of {len(summaries)} "
+        "covered to the end",
+        soft_wrap=True,
+    )
+
+
+def _report(console: Console, args: argparse.Namespace, model: Model, trace: Trace) -> int:
     if not args.no_shrink:
         trace = shrink_trace(model, trace)
     path = trace.save(args.traces)
     result = replay(model, trace)
-    console.print(step_table(result.rows, f"{trace.scenario}: counterexample"))
-    _print_verdict(console, trace, result.violation)
-    console.print(f"trace written to {path}  (replay: pagemap replay {path})", soft_wrap=True)
-    return 1
+    console.print(step_table(result.rows, _title(trace)))
+    _print_verdict(console, trace, result)
+    console.print(f"trace written to {path}", soft_wrap=True)
+    console.print(f"replay it: pagemap replay {path}", soft_wrap=True, highlight=False)
+    return VIOLATION
+
+
+def _title(trace: Trace) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in trace.params.items())
+    return f"{trace.scenario}" + (f" ({params})" if params else "") + ": counterexample"
 
 
 # -- replay -------------------------------------------------------------------------
@@ -361,20 +341,97 @@ def _report(console: Console, args: argparse.Namespace, model: Any, trace: Trace
 
 def run_replay(args: argparse.Namespace) -> int:
     console = _console()
-    trace = Trace.load(args.trace)
-    model = lookup(trace.scenario).model(trace.params)
+    try:
+        trace = Trace.load(args.trace)
+    except TraceError as exc:
+        raise ValueError(str(exc)) from None
+    model, differs = model_of(trace)
+    if differs:
+        print(f"pagemap replay: {differs}", file=sys.stderr)
+        return NO_LONGER_FITS
     result = replay(model, trace)
-    console.print(step_table(result.rows, f"{trace.scenario} {trace.params}"))
-    if result.diverged:
-        console.print(
-            "[yellow]the schedule named a task that could not run there: the scenario or "
-            "the kernel changed since the trace was written[/yellow]"
+    console.print(step_table(result.rows, _title(trace).replace("counterexample", "replay")))
+    _print_verdict(console, trace, result)
+    v = result.violation
+    if not result.followed:
+        where = result_where(result, trace)
+        print(
+            f"pagemap replay: the schedule no longer fits the code: {where}; the scenario or "
+            "the kernel changed since the trace was written",
+            file=sys.stderr,
         )
-    _print_verdict(console, trace, result.violation)
-    return 1 if result.violation is not None else 0
+        return NO_LONGER_FITS
+    if v is None:
+        return OK
+    if v.oracle != trace.oracle:
+        print(
+            f"pagemap replay: the schedule now fails {v.oracle}, not {trace.oracle} as recorded",
+            file=sys.stderr,
+        )
+        return NO_LONGER_FITS
+    return VIOLATION
 
 
-def _print_verdict(console: Console, trace: Trace, violation: Violation | None) -> None:
+def result_where(result: Replay, trace: Trace) -> str:
+    if result.diverged:
+        return "a task the trace chose could not run where it says"
+    return f"the run made different choices than the {len(trace.schedule)} recorded"
+
+
+def model_of(trace: Trace) -> tuple[Model, str]:
+    """The model a trace names, and a sentence saying what differs from the
+    settings it records ("" if nothing)."""
+    if "scenario" in trace.model:
+        model: Model = lookup(trace.model["scenario"]).model(trace.params)
+    else:
+        model = _function_model(trace)
+    for what, recorded, now in (
+        ("cores", trace.cores, model.cores),
+        ("memory", trace.memory, model.memory),
+    ):
+        if recorded != now:
+            return model, (
+                f"the trace was recorded with {what}={recorded}, but {trace.scenario} now "
+                f"runs with {what}={now}"
+            )
+    return model, ""
+
+
+def _function_model(trace: Trace) -> Model:
+    from pagemap.check.model import FunctionModel, resolve
+
+    desc = trace.model
+    if "setup" not in desc:
+        raise ValueError(
+            f"the trace's model {trace.scenario!r} cannot be replayed from the command line: "
+            f"{desc.get('unreplayable', 'it names no import path')}"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # models in the user's tests, as pytest finds them
+    setup = resolve(desc["setup"])
+    tasks = tuple(resolve(t) for t in desc["tasks"])
+    check = resolve(desc["check"]) if desc.get("check") else None
+    return FunctionModel(
+        str(desc.get("name", "model")),
+        setup,
+        tasks,
+        check,
+        trace.cores,
+        trace.memory,
+        bool(desc.get("quiescent", True)),
+    )
+
+
+def _print_verdict(console: Console, trace: Trace, result: Replay) -> None:
+    violation: Violation | None = result.violation
+    if result.cycle is not None:
+        prefix, period = result.cycle
+        console.print(
+            f"[yellow]livelock[/yellow]: after step {prefix} the same {period} step(s) repeat "
+            f"until the budget of {trace.max_steps:,} steps runs out ({result.total_steps:,} "
+            "steps); the table shows one turn",
+            soft_wrap=True,
+        )
     if violation is None:
         console.print(
             f"[green]no violation on replay[/green] (the trace recorded {trace.oracle}: "
@@ -383,10 +440,10 @@ def _print_verdict(console: Console, trace: Trace, violation: Violation | None) 
         )
         return
     shrunk = ""
-    if trace.original:
+    if trace.shrunk_from:
         shrunk = (
-            f" (shrunk from {trace.original.get('steps')} steps and "
-            f"{trace.original.get('preemptions')} preemptions)"
+            f" (shrunk from {trace.shrunk_from.get('steps')} steps and "
+            f"{trace.shrunk_from.get('preemptions')} preemptions)"
         )
     console.print(
         f"[red]VIOLATION[/red] {violation.oracle}: {violation.message}\n"
@@ -398,8 +455,32 @@ def _print_verdict(console: Console, trace: Trace, violation: Violation | None) 
 
 def step_table(rows: Sequence[Step], title: str) -> Table:
     table = Table(title=title)
-    for col in ("step", "core", "task", "operation", "object", "slot (ref|R|ppn)", "PTE", "value"):
+    cols = (
+        "step",
+        "core",
+        "task",
+        "operation",
+        "object",
+        "slot (ref|R|ppn)",
+        "PTE",
+        "value",
+        "where",
+    )
+    for col in cols:
         table.add_column(col, justify="right" if col in ("step", "core") else "left")
     for r in rows:
-        table.add_row(str(r.step), str(r.core), r.task, r.operation, r.obj, r.slot, r.pte, r.value)
+        mark = "[bold red]" if r.failing else ""
+        step = ("⤷ " if r.preempted else "") + str(r.step)
+        where = r.location + (f" ({r.seed_function})" if r.seed_function else "")
+        table.add_row(
+            f"{mark}{step}",
+            str(r.core),
+            r.task,
+            f"{mark}{r.operation}",
+            r.obj,
+            r.slot,
+            r.pte,
+            r.value,
+            where,
+        )
     return table

@@ -153,10 +153,8 @@ class HappensBefore:
         p = self.prev[j]
         if p >= 0 and self.vc[p][ti] > li:
             return False
-        for q in self.preds[j]:
-            if q != via and q != i and self.vc[q][ti] > li:
-                return False
-        return True
+        vc = self.vc
+        return all(q in (via, i) or vc[q][ti] <= li for q in self.preds[j])
 
     def initials(self, i: int, j: int) -> set[int]:
         """The tasks whose first step in notdep(i).j depends on no other step

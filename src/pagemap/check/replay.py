@@ -19,6 +19,7 @@ from pagemap.check.oracle import LIVENESS, RunContext, Violation
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Recorder, Step, Trace
+from pagemap.sync.watchdog import Watchdog
 
 MAX_PERIOD = 400  # the longest livelock cycle looked for, in steps
 
@@ -33,7 +34,9 @@ class Replay:
     cycle: tuple[int, int] | None = None  # (steps before the cycle, steps in one turn)
 
 
-def replay(model: Model, trace: Trace, watchdog: float | None = DEFAULT_WATCHDOG) -> Replay:
+def replay(
+    model: Model, trace: Trace, watchdog: Watchdog | float | None = DEFAULT_WATCHDOG
+) -> Replay:
     """Re-run `trace.schedule` on `model` under the trace's step budget."""
     chooser = FollowChooser(trace.schedule)
     recorders: list[Recorder] = []

@@ -30,6 +30,7 @@ from pagemap.check.trace import Trace
 from pagemap.machine import Machine
 from pagemap.sync.core import Deadlock, StepBudgetExceeded, TaskStuck
 from pagemap.sync.sim import EventLog, SimExecutor
+from pagemap.sync.watchdog import Watchdog
 
 DEFAULT_MAX_STEPS = 20_000
 # Seconds a task may run without reaching a scheduling point before the
@@ -81,14 +82,15 @@ def run_schedule(
     chooser: Chooser,
     max_steps: int = DEFAULT_MAX_STEPS,
     record: bool = False,
-    watchdog: float | None = DEFAULT_WATCHDOG,
+    watchdog: Watchdog | float | None = None,
     observe: Callable[[RunContext], None] | None = None,
 ) -> Outcome:
     """Build the model on a fresh Machine and run it under `chooser`.
 
     `record`: log every step (footprints included) into the outcome's
     `log`.  `observe(ctx)` is called once the model is built, before any task
-    runs (replay uses it to watch the steps)."""
+    runs (replay uses it to watch the steps).  `watchdog`: seconds a task may
+    go without a point (or a Watchdog shared by an exploration's runs)."""
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
     log = EventLog() if record else None
     sched.record(log)
@@ -195,6 +197,90 @@ def pct_length(model: Model, max_steps: int) -> int:
     return max(run_schedule(model, SwitchChooser({}), max_steps).steps, 1)
 
 
+class Exploration:
+    """One strategy exploring one model, a slice at a time.
+
+    `run(count)` runs up to `count` more schedules (None: until the end) and
+    says whether the exploration is over: a violation was found, the space
+    was covered, or the budget is spent.  The portfolio of `pagemap check`
+    interleaves explorations of many scenarios this way.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        strategy: str = "dpor",
+        seed: int = 0,
+        bound: int | None = None,
+        depth: int = 3,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        first: int = 0,
+        budget: int | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.explorer = make_explorer(strategy, seed, bound, depth)
+        self.max_steps = max_steps
+        self.index = first
+        self.end = None if budget is None else first + budget
+        self.dog = watchdog
+        self.summary = Summary(model.name, dict(model.params), strategy, seed, bound, max_steps)
+        self.outcome: Outcome | None = None  # the failing schedule's, once found
+        self.done = False
+        if isinstance(self.explorer, PCTExplorer):
+            self.explorer.learn_length(pct_length(model, max_steps))
+
+    def run(
+        self,
+        count: int | None = None,
+        time_limit: float | None = None,
+        progress: Progress | None = None,
+    ) -> bool:
+        """Run up to `count` schedules (or for `time_limit` seconds); True once over."""
+        summary, explorer = self.summary, self.explorer
+        t0 = time.perf_counter()
+        ran = 0
+        while not self.done and (count is None or ran < count):
+            if self.end is not None and self.index >= self.end:
+                self.done = True
+                break
+            if time_limit is not None and time.perf_counter() - t0 >= time_limit:
+                break
+            chooser = explorer.chooser(self.index)
+            if chooser is None:
+                self.done = True
+                break
+            outcome = run_schedule(
+                self.model, chooser, self.max_steps, explorer.records_steps, self.dog
+            )
+            explorer.finished(chooser, outcome)
+            ran += 1
+            summary.schedules += 1
+            summary.steps += outcome.steps
+            if progress is not None:
+                progress(1)
+            if outcome.violation is not None:
+                self.outcome = outcome
+                summary.trace = Trace.from_outcome(
+                    self.model,
+                    self.strategy,
+                    summary.seed,
+                    self.index,
+                    summary.bound,
+                    self.max_steps,
+                    outcome,
+                )
+                self.done = True
+            self.index += 1
+        summary.seconds += time.perf_counter() - t0
+        summary.exhaustive = explorer.exhausted and summary.trace is None
+        summary.distinct = explorer.distinct
+        summary.redundant = explorer.redundant
+        summary.races = getattr(explorer, "races", 0)
+        return self.done
+
+
 def explore_model(
     model: Model,
     strategy: str = "dpor",
@@ -213,35 +299,16 @@ def explore_model(
     limit, or (DPOR, DFS) the end of the space."""
     from pagemap.check.shrink import shrink_trace
 
-    explorer = make_explorer(strategy, seed, bound, depth)
     if budget is None and time_limit is None and strategy not in ("dpor", "dfs"):
         raise ValueError(f"a {strategy} exploration needs a budget or a time limit")
-    if isinstance(explorer, PCTExplorer):
-        explorer.learn_length(pct_length(model, max_steps))
-    summary = Summary(model.name, dict(model.params), strategy, seed, bound, max_steps)
-    t0 = time.perf_counter()
-    index = first
-    while budget is None or index < first + budget:
-        if time_limit is not None and time.perf_counter() - t0 >= time_limit:
-            break
-        chooser = explorer.chooser(index)
-        if chooser is None:
-            break
-        outcome = run_schedule(model, chooser, max_steps, explorer.records_steps, watchdog)
-        explorer.finished(chooser, outcome)
-        summary.schedules += 1
-        summary.steps += outcome.steps
-        if progress is not None:
-            progress(1)
-        if outcome.violation is not None:
-            trace = Trace.from_outcome(model, strategy, seed, index, bound, max_steps, outcome)
-            summary.seconds = time.perf_counter() - t0
-            summary.trace = shrink_trace(model, trace) if shrink else trace
-            break
-        index += 1
-    summary.seconds = time.perf_counter() - t0
-    summary.exhaustive = explorer.exhausted and summary.trace is None
-    summary.distinct = explorer.distinct
-    summary.redundant = explorer.redundant
-    summary.races = getattr(explorer, "races", 0)
-    return summary
+    dog = Watchdog(watchdog) if watchdog is not None else None
+    try:
+        run = Exploration(model, strategy, seed, bound, depth, max_steps, first, budget, dog)
+        run.run(None, time_limit, progress)
+        summary = run.summary
+        if summary.trace is not None and shrink:
+            summary.trace = shrink_trace(model, summary.trace, watchdog=dog)
+        return summary
+    finally:
+        if dog is not None:
+            dog.close()

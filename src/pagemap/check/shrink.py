@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pagemap.check.oracle import LIVENESS
-from pagemap.check.runner import Model, Outcome, run_schedule
+from pagemap.check.runner import DEFAULT_WATCHDOG, Model, Outcome, run_schedule
 from pagemap.check.strategies import FollowChooser, Search, SwitchChooser
 from pagemap.check.trace import Trace
+from pagemap.sync.watchdog import Watchdog
 
 Key = tuple[int, int, int]
 Found = tuple[Outcome, dict[int, int]]
@@ -37,7 +38,10 @@ def _key(found: Found) -> Key:
 
 
 class _Shrinker:
-    def __init__(self, model: Model, oracle: str, max_steps: int, max_runs: int) -> None:
+    def __init__(
+        self, model: Model, oracle: str, max_steps: int, max_runs: int, dog: Watchdog | None
+    ) -> None:
+        self.dog = dog
         self.model = model
         self.oracle = oracle
         self.max_steps = max_steps
@@ -50,7 +54,7 @@ class _Shrinker:
             return None
         self.runs_left -= 1
         chooser = SwitchChooser(switches)
-        outcome = run_schedule(self.model, chooser, self.max_steps)
+        outcome = run_schedule(self.model, chooser, self.max_steps, watchdog=self.dog)
         if outcome.violation is None or outcome.violation.oracle != self.oracle:
             return None
         return outcome, chooser.applied
@@ -106,12 +110,12 @@ class _Shrinker:
                     break
                 budget -= 1
                 self.runs_left -= 1
-                outcome = run_schedule(self.model, chooser, self.max_steps)
+                outcome = run_schedule(self.model, chooser, self.max_steps, watchdog=self.dog)
                 search.finished(chooser, outcome)
                 v = outcome.violation
                 if v is not None and v.oracle == self.oracle:
                     follow = FollowChooser(outcome.path.choices)
-                    again = run_schedule(self.model, follow, self.max_steps)
+                    again = run_schedule(self.model, follow, self.max_steps, watchdog=self.dog)
                     got = (again, follow.switches)
                     return got if _key(got) < _key(found) else None
         return None
@@ -131,15 +135,20 @@ class _Shrinker:
         return None
 
 
-def shrink_trace(model: Model, trace: Trace, max_runs: int = 1000) -> Trace:
+def shrink_trace(
+    model: Model, trace: Trace, max_runs: int = 1000, watchdog: Watchdog | None = None
+) -> Trace:
     """A trace violating the same oracle with fewer preemptions and steps, if
     the shrinker finds one within `max_runs` schedules; else `trace` itself."""
+    if watchdog is None:
+        with Watchdog(DEFAULT_WATCHDOG) as dog:
+            return shrink_trace(model, trace, max_runs, dog)
     follow = FollowChooser(trace.schedule)
-    outcome = run_schedule(model, follow, trace.max_steps)
+    outcome = run_schedule(model, follow, trace.max_steps, watchdog=watchdog)
     if outcome.violation is None or outcome.violation.oracle != trace.oracle:
         return trace
     start: Found = (outcome, follow.switches)
-    shrinker = _Shrinker(model, trace.oracle, trace.max_steps, max_runs)
+    shrinker = _Shrinker(model, trace.oracle, trace.max_steps, max_runs, watchdog)
     best = shrinker.shrink(start)
     out = trace
     if _key(best) < _key(start):
@@ -161,7 +170,7 @@ def shrink_trace(model: Model, trace: Trace, max_runs: int = 1000) -> Trace:
 def _with_cycle(model: Model, trace: Trace) -> Trace:
     from pagemap.check.replay import replay
 
-    result = replay(model, trace)
+    result = replay(model, trace, None)
     if result.cycle is None:
         return trace
     prefix, period = result.cycle

@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import ctypes
 import heapq
 import random
 import sys
-import threading
-import traceback
 from collections.abc import Callable, Sequence
+
 import greenlet
 
 from pagemap.sync.atomic import AtomicWord, SimAtomicWord
@@ -56,10 +54,10 @@ from pagemap.sync.core import (
     StepBudgetExceeded,
     Strategy,
     Task,
-    TaskStuck,
 )
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import Semaphore, SimSemaphore, SimSpinLock, SpinLock
+from pagemap.sync.watchdog import Watchdog, WatchdogInterrupt
 
 StepHook = Callable[[Task], None]
 
@@ -124,10 +122,6 @@ def _mask_of(tasks: Sequence[Task]) -> int:
     return mask
 
 
-class _WatchdogInterrupt(BaseException):
-    """Raised asynchronously in a task that reached no point for too long."""
-
-
 class SimExecutor(Executor):
     """The deterministic scheduler (see the module docstring)."""
 
@@ -138,12 +132,12 @@ class SimExecutor(Executor):
         strategy: Strategy | None = None,
         max_steps: int | None = None,
         clock: str = "steps",
-        watchdog: float | None = None,
+        watchdog: float | Watchdog | None = None,
     ) -> None:
         super().__init__()
         if clock not in CLOCKS:
             raise ValueError(f"unknown clock {clock!r}: choose one of {', '.join(CLOCKS)}")
-        if watchdog is not None and not watchdog > 0:
+        if isinstance(watchdog, int | float) and not watchdog > 0:
             raise ValueError(f"the watchdog needs a positive number of seconds, not {watchdog}")
         self.strategy = strategy or SeededRandom(0)
         self.every_step = self.strategy.every_step
@@ -441,7 +435,7 @@ class SimExecutor(Executor):
             task.result = task.fn(*task.args)
         except greenlet.GreenletExit:
             raise
-        except _WatchdogInterrupt:
+        except WatchdogInterrupt:
             self._abort = self._pending_abort
             self.current = None
             return
@@ -467,7 +461,12 @@ class SimExecutor(Executor):
             raise RuntimeError("SimExecutor.run() is not reentrant")
         self._hub = greenlet.getcurrent()
         self._abort = None
-        dog = _Watchdog(self, self.watchdog) if self.watchdog is not None else None
+        dog = self.watchdog
+        own = isinstance(dog, int | float)
+        if own:
+            dog = Watchdog(float(dog))  # type: ignore[arg-type]
+        if dog is not None:
+            dog.watch(self)  # type: ignore[union-attr]
         try:
             for task in self.runnable:
                 assert task.glet is not None
@@ -482,11 +481,13 @@ class SimExecutor(Executor):
             while self._abort is None and (self.runnable or self._advance_clock()):
                 self._switch_to(self._choose())
                 self.current = None
-        except _WatchdogInterrupt:
+        except WatchdogInterrupt:
             self._abort = self._pending_abort
         finally:
             if dog is not None:
-                dog.stop()
+                dog.unwatch(self)  # type: ignore[union-attr]
+                if own:
+                    dog.close()  # type: ignore[union-attr]
             self._teardown()
         if self._abort is not None:
             raise self._abort
@@ -511,50 +512,6 @@ class SimExecutor(Executor):
                     glet.throw(greenlet.GreenletExit)
         self.runnable = [t for t in self.runnable if not t.done]
         self._hub = None
-
-
-class _Watchdog:
-    """A thread that ends a run whose task loops without reaching a point.
-
-    Every `seconds` it looks at the step count; if no step was taken since it
-    last looked, it records where the stuck code is and raises an exception
-    in it (CPython delivers it at the next bytecode, which a loop always
-    reaches).  It reads the wall clock, but it can only end a run that is
-    stuck for good; it never changes a schedule.
-    """
-
-    def __init__(self, sched: SimExecutor, seconds: float) -> None:
-        self.sched = sched
-        self.seconds = seconds
-        self.target = threading.get_ident()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="pagemap-watchdog", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        last = -1
-        while not self._stop.wait(self.seconds):
-            steps = self.sched.steps
-            if steps != last:
-                last = steps
-                continue
-            frame = sys._current_frames().get(self.target)
-            stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else "?"
-            cur = self.sched.current
-            stuck = TaskStuck(cur.name if cur is not None else "set-up code", self.seconds, stack)
-            self.sched._pending_abort = stuck
-            self.sched.max_steps = -1  # any later point aborts at once
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.target), ctypes.py_object(_WatchdogInterrupt)
-            )
-            return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        # An interrupt raised just as the run ended must not escape later.
-        if self.sched._pending_abort is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), None)
 
 
 __all__ = ["CLOCKS", "EventLog", "SeededRandom", "SimExecutor", "StepHook"]

@@ -14,7 +14,6 @@ a serial run; DFS and DPOR split by schedule prefixes instead (check/fanout).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pagemap.check.path import Path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+
 from pagemap.check.strategies.base import Chooser, Explorer
 from pagemap.sync.core import Task
 
