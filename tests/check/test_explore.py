@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pagemap.check import CounterexampleFound, Trace, explore, model, replay_model
-from pagemap.check.oracle import LIVENESS
+from pagemap.check.oracles import LIVENESS
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pagemap.check.fanout import Unit, merge, run_local, run_serial
-from pagemap.check.oracle import Violation
+from pagemap.check.oracles import Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
 from pagemap.check.scenarios import lookup, registry

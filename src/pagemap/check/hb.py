@@ -79,44 +79,51 @@ class HappensBefore:
         last_write: dict[object, int] = {}
         reads: dict[object, list[int]] = {}
         last_acquire: dict[object, int] = {}
-        objs = log.objs
+        objs, accs, extra, key = log.objs, log.accs, log.extra, log.key
+        vcs, preds_of, local, prev = self.vc, self.preds, self.local, self.prev
         for i in range(n):
             t = tids[i]
             p = last_of[t]
-            self.prev[i] = p
-            clock = list(self.vc[p]) if p >= 0 else [0] * width
+            prev[i] = p
+            clock = list(vcs[p]) if p >= 0 else [0] * width
+            obj, acc = objs[i], accs[i]
+            fp = [(key(obj), acc)] if acc and obj is not None else []
+            more = extra.get(i)
+            if more:
+                fp.extend((key(o), a) for o, a in more)
             preds: list[int] = []
-            fp = footprint(log, i)
-            for key, acc in fp:
-                w = last_write.get(key)
+            for k, a in fp:
+                w = last_write.get(k)
                 if w is not None:
                     preds.append(w)
-                if acc & WRITE:
-                    preds.extend(reads.get(key, ()))
-                if acc == ACQUIRE:
-                    a = last_acquire.get(key)
-                    if a is not None and tids[a] != t and w is not None:
-                        self.acquired_after[i] = (a, w)
-                    if w is not None and isinstance(objs[i], SpinLock):
+                if a & WRITE:
+                    seen = reads.get(k)
+                    if seen:
+                        preds.extend(seen)
+                if a == ACQUIRE:
+                    q = last_acquire.get(k)
+                    if q is not None and tids[q] != t and w is not None:
+                        self.acquired_after[i] = (q, w)
+                    if w is not None and isinstance(obj, SpinLock):
                         self.no_race.add((w, i))  # a release, then the acquire it allowed
-                    last_acquire[key] = i
+                    last_acquire[k] = i
             for q in preds:
-                other = self.vc[q]
-                for k in range(width):
-                    if other[k] > clock[k]:
-                        clock[k] = other[k]
-            self.local[i] = count[t]
+                other = vcs[q]
+                for u in range(width):
+                    if other[u] > clock[u]:
+                        clock[u] = other[u]
+            local[i] = count[t]
             count[t] += 1
             clock[t] = count[t]
-            self.vc[i] = clock
-            self.preds[i] = preds
+            vcs[i] = clock
+            preds_of[i] = preds
             last_of[t] = i
-            for key, acc in fp:
-                if acc & WRITE:
-                    last_write[key] = i
-                    reads[key] = []
+            for k, a in fp:
+                if a & WRITE:
+                    last_write[k] = i
+                    reads[k] = []
                 else:
-                    reads.setdefault(key, []).append(i)
+                    reads.setdefault(k, []).append(i)
 
     def before(self, i: int, j: int) -> bool:
         """Step i happens before step j (i < j)."""

@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from rich.console import Console
 
-from pagemap.check.oracle import ACCOUNTING, RunContext, Violation
+from pagemap.check.context import RunContext
+from pagemap.check.oracles import ACCOUNTING, Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Summary, explore_model
 from pagemap.check.strategies import DEFAULT_BOUND, DEFAULT_STRATEGY, EXHAUSTIVE

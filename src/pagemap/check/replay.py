@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pagemap.check.oracle import LIVENESS, RunContext, Violation
+from pagemap.check.context import RunContext
+from pagemap.check.oracles import LIVENESS, Violation
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Recorder, Step, Trace

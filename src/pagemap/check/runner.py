@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, Violation
+from pagemap.check.context import RunContext
+from pagemap.check.oracles import ASSERTION, CRASH, LIVENESS, Violation
 from pagemap.check.path import Path
 from pagemap.check.strategies import (
     BoundExceeded,

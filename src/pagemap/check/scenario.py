@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pagemap.check.oracle import ACCOUNTING, RunContext, Violation
+from pagemap.check.context import RunContext
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.radix import RADIX_MAX_INDEX
 
 Params = dict[str, int]
 Build = Callable[[RunContext, Params], None]
@@ -68,30 +67,3 @@ class ScenarioModel:
 
     def build(self, ctx: RunContext) -> None:
         self.scenario.build(ctx, self.params)
-
-
-def quiescent(ctx: RunContext) -> list[Violation]:
-    """Accounting at quiescence: what Machine.check_quiescent finds."""
-    return [Violation(ACCOUNTING, p) for p in ctx.machine.check_quiescent()]
-
-
-def drained(ctx: RunContext) -> list[Violation]:
-    """Evict every page of every map (nothing is running, so nothing may stay)
-    and check that the maps are empty and every frame is back: no leak."""
-    problems: list[Violation] = []
-    for pm in ctx.machine.page_maps:
-        freed = pm.remove_contig(0, RADIX_MAX_INDEX + 1)
-        if pm.nr_pages:
-            problems.append(
-                Violation(
-                    ACCOUNTING,
-                    f"{pm.name}: {pm.nr_pages} page(s) stayed cached after removing every "
-                    f"page ({freed} freed) with no task running",
-                )
-            )
-    used = ctx.machine.allocator.nr_used
-    if used and not problems:
-        problems.append(
-            Violation(ACCOUNTING, f"{used} frame(s) still in use with every page map empty")
-        )
-    return problems

@@ -1,11 +1,12 @@
-"""A real file for scenarios with files and mappings, and its shadow.
+"""A file for scenarios with files and mappings, wired to the oracles.
 
-`ShadowFile` writes a small file of stamped pages to a fresh temp file for
-each schedule, opens it through the Machine (so pages come from the real
-HostFS and page map), and keeps the shadow: what the file must hold if every
-store and pwrite so far had reached it, in order.  It installs the
-Machine's access hook, so that for every user load and store, just before
-its bytes land (no scheduling point in between):
+`ShadowFile` makes a small file of stamped pages for each schedule: in memory
+(check/memdisk.py's MemInode) by default, or a real host file (in the
+exploration's scratch directory, rewritten each schedule) for scenarios about
+host files.  Pages come from the Machine's real page map.  It keeps the
+file's shadow (check/oracles/coherence.py) and installs the Machine's access
+hook, so that for every user load and store, just before its bytes land (no
+scheduling point in between):
 
 - memory safety: the frame is not free, and the page in it is the page the
   region maps at that address (or the process's own private copy);
@@ -17,65 +18,35 @@ Every 8-byte slot has one writer, so "the latest store" is always defined.
 Slots written with pwrite are checked by their writer after it returns and
 by the durability oracle at the end, since a pwrite's bytes land with no
 hook to time them.
+
+At the end: accounting at quiescence; every process exits (passing its dirty
+bits on); no frame leaked; nothing written lost (the durability oracle).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from pagemap.check.oracle import (
-    ACCOUNTING,
-    COHERENCE,
-    DURABILITY,
-    MEMORY_SAFETY,
-    RunContext,
-    Violation,
-)
-from pagemap.check.scenario import drained, quiescent
+from pagemap.check.context import RunContext
+from pagemap.check.memdisk import MemInode
+from pagemap.check.oracles import COHERENCE, Violation
+from pagemap.check.oracles.accounting import no_leak, quiescent
+from pagemap.check.oracles.coherence import SLOT, Shadow, describe, stamp
+from pagemap.check.oracles.durability import nothing_lost
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_PRIVATE
 from pagemap.kernel.vfs import File
 
-SLOT = 8
-
-
-def stamp(page: int, slot: int, version: int) -> bytes:
-    """Eight bytes naming (page, slot, version); never all zeros."""
-    return ((page & 0xFFFF) | (slot & 0x1FF) << 16 | (version & 0xFFFFFF) << 32 | 1 << 63).to_bytes(
-        SLOT, "little"
-    )
+__all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]
 
 
 @functools.cache
 def initial_bytes(pages: int) -> bytes:
     """The file every schedule starts from (a pure function, so computed once)."""
-    out = bytearray()
-    for p in range(pages):
-        out += b"".join(stamp(p, s, 0) for s in range(PGSIZE // SLOT))
-    return bytes(out)
-
-
-def scratch_file(name: str, data: bytes) -> tuple[str, Callable[[], None]]:
-    """A fresh file called `name` holding `data`, in a fresh temp directory
-    (so traces name it the same every time), and how to remove both.  In
-    memory (/dev/shm) where there is one: a schedule lives a few milliseconds."""
-    shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    folder = tempfile.mkdtemp(prefix="pagemap-check-", dir=where)
-    path = os.path.join(folder, name)
-    with open(path, "wb") as f:
-        f.write(data)
-
-    def remove() -> None:
-        os.unlink(path)
-        os.rmdir(folder)
-
-    return path, remove
+    return b"".join(stamp(p, s, 0) for p in range(pages) for s in range(PGSIZE // SLOT))
 
 
 @dataclass
@@ -88,18 +59,26 @@ class Region:
 
 
 class ShadowFile:
-    def __init__(self, ctx: RunContext, pages: int, name: str = "file") -> None:
+    def __init__(self, ctx: RunContext, pages: int, name: str = "file", host: bool = False) -> None:
         self.ctx = ctx
+        self.name = name
         data = initial_bytes(pages)
-        self.path, remove = scratch_file(name, data)
-        ctx.cleanup(remove)
-        self.file: File = ctx.machine.open(self.path, "r+")
-        io = getattr(self.file.inode, "io", None)
-        if io is not None:
-            ctx.cleanup(io.close)
+        self.host_path: str | None = None
+        if host:
+            self.host_path = os.path.join(ctx.scratch(), name)
+            with open(self.host_path, "wb") as f:
+                f.write(data)
+            self.file: File = ctx.machine.open(self.host_path, "r+")
+            io = getattr(self.file.inode, "io", None)
+            if io is not None:
+                ctx.cleanup(io.close)
+        else:
+            machine = ctx.machine
+            inode = MemInode(machine.executor, machine.page_map, name, data)
+            self.inode = inode
+            self.file = File(inode, name, "r+", True, True)
         self.pm = self.file.mapping
-        self.shadow = bytearray(data)
-        self.versions: dict[int, int] = {}  # file offset of a slot -> its latest version
+        self.shadow = Shadow(data)
         self.private: dict[tuple[int, int], bytes] = {}  # (pid, va) -> a private store
         # (pid, vpn) of private copies: their other slots are a snapshot, not the file.
         self.copied: set[tuple[int, int]] = set()
@@ -122,76 +101,56 @@ class ShadowFile:
 
     def store(self, proc: Proc, va: int) -> None:
         """Store the next version of the slot at `va` (the caller owns it)."""
-        off = self._file_offset(proc, va)
-        version = self.versions.get(off, 0) + 1
-        self.versions[off] = version
-        data = stamp(off >> PGSHIFT, (off % PGSIZE) // SLOT, version)
-        self._store[self._tid()] = (va, data)
+        data = self.shadow.next_stamp(self._file_offset(proc, va))
+        tid = self.ctx.tid()
+        self._store[tid] = (va, data)
         try:
             proc.store(va, data)
         finally:
-            self._store.pop(self._tid(), None)
+            self._store.pop(tid, None)
 
     def load(self, proc: Proc, va: int) -> None:
         """Load the slot at `va` and check it is the latest store to it."""
         got = proc.load(va, SLOT)
-        want = self._expect.pop(self._tid(), None)
+        want = self._expect.pop(self.ctx.tid(), None)
         if want is not None and got != want:
             self.ctx.fail(
                 COHERENCE,
-                f"{self._who()} loaded {got.hex()} at {va:#x} (p{proc.pid}) but the latest "
-                f"store there wrote {want.hex()}",
+                f"{self.ctx.who()} loaded {describe(got)} at {va:#x} (p{proc.pid}) but the "
+                f"latest store there wrote {describe(want)}",
             )
 
     def pwrite(self, offset: int) -> None:
-        version = self.versions.get(offset, 0) + 1
-        self.versions[offset] = version
-        data = stamp(offset >> PGSHIFT, (offset % PGSIZE) // SLOT, version)
+        data = self.shadow.next_stamp(offset)
         self.file.pwrite(data, offset)
-        self.shadow[offset : offset + SLOT] = data
+        self.shadow.write(offset, data)
         self.pread(offset)
 
     def pread(self, offset: int) -> None:
         """Read a slot with pread; it must hold the latest write (call only for
         slots this task writes, or that nobody writes)."""
         got = self.file.pread(SLOT, offset)
-        want = bytes(self.shadow[offset : offset + SLOT])
+        want = self.shadow.expect(offset, SLOT)
         if got != want:
             self.ctx.fail(
                 COHERENCE,
-                f"{self._who()} read {got.hex()} at offset {offset} but the file "
-                f"holds {want.hex()}",
+                f"{self.ctx.who()} read {describe(got)} at offset {offset} but the file "
+                f"holds {describe(want)}",
             )
 
+    def truncate(self, size: int) -> None:
+        self.file.truncate(size)
+        self.shadow.truncate(size)
+
     def no_stale_translation(self) -> None:
-        """Once removal returns, no PTE or TLB entry names a free frame."""
-        machine = self.ctx.machine
-        free = machine.allocator.is_free
-        for proc in machine.procs:
-            for core, vpn, ppn in machine.mmu.cached_ppns(proc.pid):
-                if free(ppn):
-                    self.ctx.fail(
-                        MEMORY_SAFETY,
-                        f"core {core}'s TLB still maps p{proc.pid} page {vpn:#x} to free frame "
-                        f"{ppn} after remove_contig returned",
-                    )
-            for vpn, word in proc.page_table.ptes(0, 1 << 36):
-                if word.value & 1 and free(word.value >> PGSHIFT):
-                    self.ctx.fail(
-                        MEMORY_SAFETY,
-                        f"p{proc.pid}'s PTE for page {vpn:#x} still names free frame "
-                        f"{word.value >> PGSHIFT} after remove_contig returned",
-                    )
+        self.ctx.memory.no_stale_translation()
 
     # -- the end --------------------------------------------------------------------
     def end_checks(self) -> None:
-        """Accounting at quiescence; then every process exits (passing its D
-        bits on) and every page is removed (written back), so no frame may
-        stay in use and the file must equal the shadow."""
         ctx = self.ctx
-        ctx.at_end(lambda: quiescent(ctx))
+        ctx.at_end(lambda: quiescent(ctx.machine))
         ctx.at_end(self._exit_all)
-        ctx.at_end(lambda: drained(ctx))
+        ctx.at_end(lambda: no_leak(ctx.machine))
         ctx.at_end(self._durable)
 
     def _exit_all(self) -> list[Violation]:
@@ -200,52 +159,35 @@ class ShadowFile:
         return []
 
     def _durable(self) -> list[Violation]:
-        with open(self.path, "rb") as f:
-            on_disk = f.read()
-        if on_disk == bytes(self.shadow):
-            return []
-        if len(on_disk) != len(self.shadow):
-            return [
-                Violation(ACCOUNTING, f"the file is {len(on_disk)} bytes, not {len(self.shadow)}")
-            ]
-        off = next(
-            i
-            for i in range(0, len(on_disk), SLOT)
-            if on_disk[i : i + SLOT] != self.shadow[i : i + SLOT]
-        )
-        return [
-            Violation(
-                DURABILITY,
-                f"with every page written back the file holds "
-                f"{on_disk[off : off + SLOT].hex()} at offset {off}, "
-                f"but {self.shadow[off : off + SLOT].hex()} was written there",
-            )
-        ]
+        size = len(self.shadow.data)
+        pages = (size + PGSIZE - 1) >> PGSHIFT
+        return nothing_lost(self.name, self.pm, pages, self._backing, self.shadow.page)
+
+    def _backing(self, index: int) -> bytes:
+        start = index * PGSIZE
+        if self.host_path is not None:
+            with open(self.host_path, "rb") as f:
+                f.seek(start)
+                got = f.read(PGSIZE)
+        else:
+            got = bytes(self.inode.data[start : start + PGSIZE])
+        return got + bytes(PGSIZE - len(got))
 
     # -- the access hook --------------------------------------------------------------
     def _on_access(self, owner: object, va: int, ppn: int, write: bool) -> None:
         if not isinstance(owner, Proc):
             return
         region = self._region(owner, va)
-        allocator = self.ctx.machine.allocator
-        who = f"{self._who()} ({'store' if write else 'load'} at {va:#x}, p{owner.pid})"
-        if allocator.is_free(ppn):
-            self.ctx.fail(MEMORY_SAFETY, f"{who} landed in free frame {ppn}")
+        what = f"{self.ctx.who()} ({'store' if write else 'load'} at {va:#x}, p{owner.pid})"
         if region is None:
+            self.ctx.memory.landed(what, ppn, None, None)
             return  # not a file region of this scenario
-        page = allocator.pages[ppn]
         index = (va - region.base + region.foff) >> PGSHIFT
-        own_copy = region.private and page.mapping is None and owner.anon.get(va >> PGSHIFT) is page
-        if not own_copy and (page.mapping is not self.pm or page.index != index):
-            self.ctx.fail(
-                MEMORY_SAFETY,
-                f"{who} landed in frame {ppn}, which holds page {page.index} of "
-                f"{page.mapping.name if page.mapping is not None else 'nobody'}, not page "
-                f"{index} of {self.pm.name}",
-            )
+        own = owner.anon.get(va >> PGSHIFT) if region.private else None
+        self.ctx.memory.landed(what, ppn, (self.pm, index), own)
         off = region.foff + (va - region.base)
         key = (owner.pid, va & ~(SLOT - 1))
-        tid = self._tid()
+        tid = self.ctx.tid()
         if write:
             pending = self._store.get(tid)
             if pending is not None and pending[0] == va:
@@ -253,14 +195,13 @@ class ShadowFile:
                     self.private[key] = pending[1]
                     self.copied.add((owner.pid, va >> PGSHIFT))
                 else:
-                    self.shadow[off : off + SLOT] = pending[1]
+                    self.shadow.write(off, pending[1])
+        elif region.private and key in self.private:
+            self._expect[tid] = self.private[key]
+        elif region.private and (owner.pid, va >> PGSHIFT) in self.copied:
+            self._expect.pop(tid, None)
         else:
-            if region.private and key in self.private:
-                self._expect[tid] = self.private[key]
-            elif region.private and (owner.pid, va >> PGSHIFT) in self.copied:
-                self._expect.pop(tid, None)
-            else:
-                self._expect[tid] = bytes(self.shadow[off : off + SLOT])
+            self._expect[tid] = self.shadow.expect(off, SLOT)
 
     def _region(self, proc: Proc, va: int) -> Region | None:
         for r in self.regions:
@@ -273,11 +214,3 @@ class ShadowFile:
         if r is None:
             raise ValueError(f"{va:#x} is in no region this scenario mapped")
         return r.foff + (va - r.base)
-
-    def _tid(self) -> int:
-        task = self.ctx.sched.current_task()
-        return task.tid if task is not None else -1
-
-    def _who(self) -> str:
-        task = self.ctx.sched.current_task()
-        return task.name if task is not None else "the checker"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pagemap.check.oracle import LIVENESS
+from pagemap.check.oracles import LIVENESS
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, Outcome, run_schedule
 from pagemap.check.strategies import FollowChooser, Search, SwitchChooser
 from pagemap.check.trace import Trace

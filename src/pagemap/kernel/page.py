@@ -105,6 +105,9 @@ class PageAllocator:
         # Set by the flusher: wakes it and sleeps until a round has run;
         # returns the frames that round left to be had, or None if it cannot help.
         self.reclaim: Callable[[], int | None] | None = None
+        # Called with each page whose frame is about to go back on the free
+        # list (the checker's memory-safety oracle); kernel code never sets it.
+        self.on_free: Callable[[Page], None] | None = None
 
     @property
     def nr_free(self) -> int:
@@ -169,6 +172,8 @@ class PageAllocator:
         # is a dependence the checker reorders (sync/core.py).
         self._executor.touch(page.ppn, WRITE)
         self._executor.touch(page.flags, WRITE)
+        if self.on_free is not None:
+            self.on_free(page)
         page.flags.reset(0)
         page.mapping = None
         page.index = -1

@@ -151,11 +151,12 @@ class SimAtomicWord(AtomicWord):
     reduction skip their reorderings.
     """
 
-    __slots__ = ("_sched",)
+    __slots__ = ("_sched", "sid")
 
     def __init__(self, value: int, name: str, sched: SimExecutor) -> None:
         super().__init__(value, name)
         self._sched = sched
+        self.sid = 0  # its stable identity in a recorded run (sync/sim.py EventLog)
 
     def load(self) -> int:
         self._sched.point("load", self, READ)

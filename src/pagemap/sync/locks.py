@@ -144,11 +144,12 @@ class ThreadSemaphore(Semaphore):
 
 
 class SimSpinLock(SpinLock):
-    __slots__ = ("_sched", "holder", "waiters")
+    __slots__ = ("_sched", "holder", "sid", "waiters")
 
     def __init__(self, name: str, sched: SimExecutor) -> None:
         super().__init__(name)
         self._sched = sched
+        self.sid = 0
         self.holder: Task | None = None
         self.waiters: list[Task] = []
 
@@ -186,12 +187,13 @@ class SimSpinLock(SpinLock):
 
 
 class SimSemaphore(Semaphore):
-    __slots__ = ("_count", "_sched", "waiters")
+    __slots__ = ("_count", "_sched", "sid", "waiters")
 
     def __init__(self, count: int, name: str, sched: SimExecutor) -> None:
         super().__init__(name)
         self._count = count
         self._sched = sched
+        self.sid = 0
         self.waiters: list[Task] = []
 
     def sim_blocked(self) -> bool:

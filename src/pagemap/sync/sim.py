@@ -73,7 +73,7 @@ class EventLog:
     lists further (object, access) pairs that step touched.
     """
 
-    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objs", "sids", "tids")
+    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objs", "tids")
 
     def __init__(self) -> None:
         self.tids: list[int] = []
@@ -82,18 +82,17 @@ class EventLog:
         self.accs: list[int] = []
         self.enabled: list[int] = []
         self.extra: dict[int, list[tuple[object, int]]] = {}
-        # Stable identities: the n-th object registered in the run is -n, so
-        # a footprint names the same object in every schedule that made it
+        # Stable identities: the n-th object registered in the run gets sid -n,
+        # so a footprint names the same object in every schedule that made it
         # the same way (frames are ints >= 0, keys are tuples).
-        self.sids: dict[int, int] = {}
-        self.made: list[object] = []  # keeps registered objects (and their ids) alive
+        self.made = 0
 
     def key(self, obj: object) -> object:
         """The stable identity of a footprint object."""
         if type(obj) is int or type(obj) is tuple:
             return obj
-        sid = self.sids.get(id(obj))
-        if sid is None:
+        sid = getattr(obj, "sid", 0)
+        if not sid:
             raise ValueError(
                 f"footprint object {obj!r} has no stable identity: make it with the "
                 "executor (atomic, spinlock, semaphore) or register it"
@@ -193,8 +192,8 @@ class SimExecutor(Executor):
     def register(self, obj: object) -> None:
         log = self.log
         if log is not None:
-            log.made.append(obj)
-            log.sids[id(obj)] = -len(log.made)
+            log.made += 1
+            obj.sid = -log.made  # type: ignore[attr-defined]
 
     def current_task(self) -> Task | None:
         return self.current

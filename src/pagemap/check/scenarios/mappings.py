@@ -10,7 +10,8 @@ names a frame it freed.
 
 from __future__ import annotations
 
-from pagemap.check.oracle import RunContext
+from pagemap.check.context import RunContext
+from pagemap.check.oracles import ACCOUNTING
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
@@ -145,8 +146,6 @@ def _locked_remove(ctx: RunContext, p: Params) -> None:
         f.no_stale_translation()
         slot = f.pm.tree.lookup_slot(0)
         if slot is None or not slot.value:
-            from pagemap.check.oracle import ACCOUNTING
-
             ctx.fail(ACCOUNTING, "removal freed page 0, which a MAP_LOCKED region maps")
 
     ctx.machine.spawn(writer, name="writer")

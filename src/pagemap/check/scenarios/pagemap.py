@@ -10,33 +10,42 @@ from __future__ import annotations
 
 import errno
 
-from pagemap.check.disk import MemDisk
-from pagemap.check.oracle import COHERENCE, CRASH, RunContext, Violation
-from pagemap.check.scenario import Params, Scenario, drained, quiescent
+from pagemap.check.context import RunContext
+from pagemap.check.memdisk import MemDisk, page_bytes
+from pagemap.check.oracles import COHERENCE, CRASH, MEMORY_SAFETY, Violation
+from pagemap.check.oracles.accounting import no_leak, quiescent
+from pagemap.check.oracles.durability import nothing_lost
+from pagemap.check.scenario import Params, Scenario
 from pagemap.kernel.errors import IOFailure
-from pagemap.kernel.page import Page
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
+from pagemap.sync.core import READ, WRITE
 
 
 class Cache:
-    """A page map over a MemDisk, and the task-side helpers every scenario uses."""
+    """A page map over a MemDisk, its shadow, and the task-side helpers every
+    scenario uses.  The disk tells it of every transfer, and it checks what
+    the protocol promises there (a readpage of a page already up to date
+    would clobber newer writes; a transfer of a page in a free frame, or of a
+    page no longer this map's, touches memory nobody owns)."""
 
     def __init__(self, ctx: RunContext, nr_blocks: int, preload: int = 0) -> None:
         self.ctx = ctx
-        self.disk = MemDisk(ctx, nr_blocks)
+        self.nr_blocks = nr_blocks
+        self.disk = MemDisk("disk")
+        self.disk.watch = self
         self.pm: PageMap = ctx.machine.page_map(self.disk, name="pm")
+        # The shadow: what every block would hold if every write had reached it.
+        self.shadow = [page_bytes(i) for i in range(nr_blocks)]
+        self.versions = [0] * nr_blocks
         for i in range(preload):
             self.pm.put_page(self.pm.load_page(i))
-
-    def who(self) -> str:
-        task = self.ctx.sched.current_task()
-        return task.name if task is not None else "setup"
 
     def get(self, index: int) -> Page:
         """load_page, then the memory-safety and coherence oracles on its result."""
         page = self.pm.load_page(index)
         self.ctx.hold(page, self.pm, index)
-        self.disk.check_read(self.pm, page, self.who())
+        self.check_read(page)
         return page
 
     def put(self, page: Page) -> None:
@@ -47,26 +56,69 @@ class Cache:
         self.put(self.get(index))
 
     def write(self, index: int, writer: int) -> None:
+        """Store new bytes into the page, as a write() would, and mark it dirty."""
         page = self.get(index)
-        self.disk.write(self.pm, page, writer)
+        self.versions[index] += 1
+        data = page_bytes(index, self.versions[index] | writer << 12)
+        self.ctx.sched.touch(page.ppn, WRITE)
+        page.data[:] = data
+        self.shadow[index] = data
+        page.flags.fetch_or(PG_DIRTY)
         self.put(page)
 
-    def _healed(self) -> list[Violation]:
-        # Injected faults belong to the race; the final drain must not hit one
-        # that no task happened to reach.
-        self.disk.read_faults.clear()
-        self.disk.write_faults.clear()
-        return []
+    def check_read(self, page: Page) -> None:
+        """Coherence: a loaded page holds the latest bytes written to it."""
+        i = page.index
+        self.ctx.sched.touch(page.ppn, READ)  # the verdict depends on the frame's bytes
+        if page.data != self.shadow[i]:
+            self.ctx.fail(
+                COHERENCE,
+                f"{self.ctx.who()} loaded page {i} of {self.pm.name} and found "
+                f"{_version(bytes(page.data))}, but the latest write was version "
+                f"{self.versions[i]}",
+            )
+
+    # -- what the disk tells (DiskWatch) ------------------------------------------------
+    def reading(self, pm: PageMap, page: Page) -> None:
+        self._check_owner(pm, page, "readpage")
+        if page.flags.value & PG_UPTODATE:
+            self.ctx.fail(
+                COHERENCE,
+                f"readpage of page {page.index} of {pm.name}, which is already up to date: "
+                "a second read would clobber writes made since the first",
+            )
+
+    def writing(self, pm: PageMap, page: Page) -> None:
+        self._check_owner(pm, page, "writepage")
+
+    def _check_owner(self, pm: PageMap, page: Page, what: str) -> None:
+        if self.ctx.machine.allocator.is_free(page.ppn):
+            self.ctx.fail(MEMORY_SAFETY, f"{what} of page {page.index} in free frame {page.ppn}")
+        if page.mapping is not pm:
+            self.ctx.fail(
+                MEMORY_SAFETY, f"{what} of frame {page.ppn}, which no longer belongs to {pm.name}"
+            )
 
     def end_checks(self, durable: bool = True) -> None:
-        """Accounting at quiescence, then evict everything: no leak, and (if
-        `durable`) the disk holds every write."""
+        """Accounting at quiescence, no leak, and (if `durable`) nothing lost."""
         ctx = self.ctx
-        ctx.at_end(lambda: quiescent(ctx))
-        ctx.at_end(self._healed)
-        ctx.at_end(lambda: drained(ctx))
+        ctx.at_end(lambda: quiescent(ctx.machine))
+        ctx.at_end(lambda: no_leak(ctx.machine))
         if durable:
-            ctx.at_end(self.disk.check_durable)
+            ctx.at_end(
+                lambda: nothing_lost(
+                    "disk",
+                    self.pm,
+                    self.nr_blocks,
+                    self.disk.block,
+                    lambda i: self.shadow[i],
+                )
+            )
+
+
+def _version(data: bytes) -> str:
+    v = int.from_bytes(data[6:8], "little")
+    return f"version {v & 0xFFF}" if v & 0x8000 else f"bytes {data[:8].hex()}"
 
 
 def _load_race(ctx: RunContext, p: Params) -> None:
@@ -79,7 +131,7 @@ def _load_race(ctx: RunContext, p: Params) -> None:
         ctx.machine.spawn(loader, name=f"loader{i}")
 
     def read_once() -> list[Violation]:
-        n = cache.disk.reads[0]
+        n = cache.disk.reads.get(0, 0)
         if n != 1:
             return [Violation(COHERENCE, f"readpage ran {n} times for one page (want exactly 1)")]
         return []
@@ -138,7 +190,7 @@ def _eio_load(ctx: RunContext, p: Params) -> None:
             page = cache.get(0)
         except IOFailure as exc:
             if exc.errno != errno.EIO:
-                ctx.fail(CRASH, f"{cache.who()} got errno {exc.errno} from a failed read, not EIO")
+                ctx.fail(CRASH, f"{ctx.who()} got errno {exc.errno} from a failed read, not EIO")
             outcomes.append("EIO")
             return
         outcomes.append("page")
