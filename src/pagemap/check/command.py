@@ -131,6 +131,12 @@ def register(sub: Any) -> None:
     check.add_argument("--traces", default="traces", help="directory for counterexample traces")
     check.add_argument("--no-shrink", action="store_true", help="keep counterexamples unshrunk")
     check.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    check.add_argument(
+        "--coverage",
+        action="store_true",
+        help="run the scenarios under branch coverage and report the lines and branches of "
+        "kernel/ and hw/ that no scenario reaches (less those listed in check/unreached.txt)",
+    )
     check.set_defaults(func=run_check)
 
     rep: argparse.ArgumentParser = sub.add_parser(
@@ -213,6 +219,8 @@ def run_check(args: argparse.Namespace) -> int:
         for n in names
     }
     units = plan(args, models)
+    if args.coverage:
+        return _coverage(console, units)
     t0 = time.perf_counter()
     with _progress(console) as progress:
         bar = progress.add_task("exploring", total=len(units), schedules=0, scenarios="")
@@ -241,6 +249,42 @@ def run_check(args: argparse.Namespace) -> int:
         return OK
     assert failed.trace is not None
     return _report(console, args, models[failed.scenario], failed.trace)
+
+
+def _coverage(console: Console, units: list[Unit]) -> int:
+    from pagemap.check.coverage import default_exclusions, measure
+
+    with console.status(f"running {len(units)} units of work under branch coverage ..."):
+        report = measure(units, default_exclusions())
+    table = Table(title="scenario coverage of kernel/ and hw/")
+    for col in ("file", "lines", "branches", "not reached (line, or line->line)"):
+        table.add_column(col, justify="right" if col in ("lines", "branches") else "left")
+    for f in report.files:
+        lines = f.statements - f.listed_lines
+        branches = f.branches - f.listed_branches
+        missing = [str(n) for n in f.missing_lines] + [f"{a}->{b}" for a, b in f.missing_branches]
+        table.add_row(
+            f.path,
+            f"{lines - len(f.missing_lines)}/{lines}",
+            f"{branches - len(f.missing_branches)}/{branches}",
+            ", ".join(missing),
+        )
+    console.print(table)
+    for entry in report.stale:
+        console.print(
+            f"[yellow]unreached.txt lists a line that is reached or gone:[/yellow] {entry}"
+        )
+    reached, total = report.reached
+    console.print(
+        f"scenarios reach {reached}/{total} lines and branches of kernel/ and hw/ "
+        f"({100 * reached / max(total, 1):.1f}%) not listed as unreachable",
+        soft_wrap=True,
+    )
+    for message in report.violations:
+        console.print(f"[red]VIOLATION[/red] {message} (run pagemap check for the trace)")
+    if report.violations:
+        return VIOLATION
+    return OK if report.complete else VIOLATION
 
 
 def _by_scenario(names: list[str], units: list[Unit], results: list[Summary]) -> list[Summary]:

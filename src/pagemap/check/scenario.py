@@ -17,18 +17,28 @@ from pagemap.hw.memory import PGSIZE
 
 Params = dict[str, int]
 Build = Callable[[RunContext, Params], None]
+Size = int | Callable[[Params], int]
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """A named race.  `limits` gives each parameter's range (inclusive); the
+    machine's `cores` and `frames` may grow with the parameters, so that a
+    larger setting tests the same race rather than running out of frames."""
+
     name: str
     summary: str
     build: Build
     defaults: Mapping[str, int] = field(default_factory=dict)
-    cores: int = 2
-    frames: int = 8
+    cores: Size = 2
+    frames: Size = 8
+    limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # What the ranges cannot say: a sentence saying what is wrong, or "".
+    valid: Callable[[Params], str] | None = None
 
     def params(self, overrides: Mapping[str, int] | None = None) -> Params:
+        """The defaults with `overrides`; ValueError for a parameter the
+        scenario does not take or a value outside its range."""
         params = dict(self.defaults)
         for key, value in (overrides or {}).items():
             if key not in params:
@@ -36,7 +46,13 @@ class Scenario:
                 raise ValueError(
                     f"scenario {self.name} has no parameter {key!r} (it takes: {known})"
                 )
+            low, high = self.limits.get(key, (0, 8))
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"scenario {self.name}: {key}={value} is outside {low}..{high}")
             params[key] = value
+        problem = self.valid(params) if self.valid is not None else ""
+        if problem:
+            raise ValueError(f"scenario {self.name}: {problem}")
         return params
 
     def model(self, overrides: Mapping[str, int] | None = None) -> ScenarioModel:
@@ -56,11 +72,13 @@ class ScenarioModel:
 
     @property
     def cores(self) -> int:
-        return self.scenario.cores
+        cores = self.scenario.cores
+        return cores if isinstance(cores, int) else cores(self.params)
 
     @property
     def memory(self) -> int:
-        return self.scenario.frames * PGSIZE
+        frames = self.scenario.frames
+        return (frames if isinstance(frames, int) else frames(self.params)) * PGSIZE
 
     def describe(self) -> dict[str, str]:
         return {"scenario": self.scenario.name}

@@ -134,6 +134,7 @@ SCENARIOS = (
         "pwrite races removal of a page dirty through a mapping; read() sees both",
         _pwrite_remove,
         {"rounds": 2},
+        limits={"rounds": (1, 8)},
     ),
     Scenario(
         "pwrite-store",
@@ -150,5 +151,11 @@ SCENARIOS = (
         "a buffer head is dirtied while its page (with another dirty buffer) is removed",
         _blockdev_remove,
         {"blk_size": 512},
+        limits={"blk_size": (512, 2048)},
+        valid=lambda p: (
+            ""
+            if p["blk_size"] & (p["blk_size"] - 1) == 0
+            else f"blk_size must be a power of two, not {p['blk_size']}"
+        ),
     ),
 )

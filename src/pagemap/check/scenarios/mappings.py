@@ -177,6 +177,8 @@ SCENARIOS = (
         "stores to a shared mapping, the second through a dirty TLB entry, race removal",
         _store_remove,
         {"pages": 1, "rounds": 2},
+        frames=lambda p: p["pages"] + 6,
+        limits={"pages": (1, 8), "rounds": (1, 8)},
     ),
     Scenario(
         "fault-remove",

@@ -291,12 +291,16 @@ SCENARIOS = (
         "loaders race to load one page: readpage runs exactly once, all see its bytes",
         _load_race,
         {"loaders": 3},
+        frames=lambda p: p["loaders"] + 3,
+        limits={"loaders": (1, 8)},
     ),
     Scenario(
         "load-remove",
         "a loader reads pages while a remover evicts them",
         _load_remove,
         {"pages": 2, "rounds": 1},
+        frames=lambda p: p["pages"] + 4,
+        limits={"pages": (1, 8), "rounds": (1, 8)},
     ),
     Scenario(
         "write-remove",
@@ -304,12 +308,16 @@ SCENARIOS = (
         _write_remove,
         {"pages": 1, "rounds": 2, "readers": 1},
         cores=3,
+        frames=lambda p: p["pages"] + 5,
+        limits={"pages": (1, 8), "rounds": (1, 8), "readers": (0, 1)},
     ),
     Scenario(
         "eio-load",
         "readpage fails with EIO under racing loaders: EIO, nothing locked, nothing leaked",
         _eio_load,
         {"loaders": 2},
+        frames=lambda p: p["loaders"] + 3,
+        limits={"loaders": (1, 8)},
     ),
     Scenario(
         "two-removers",
@@ -323,6 +331,8 @@ SCENARIOS = (
         _writeback_remove,
         {"pages": 1},
         cores=3,
+        frames=lambda p: p["pages"] + 5,
+        limits={"pages": (1, 8)},
     ),
     Scenario(
         "eio-writeback",
@@ -335,5 +345,6 @@ SCENARIOS = (
         _refcount,
         {"users": 2, "rounds": 1},
         cores=3,
+        limits={"users": (1, 6), "rounds": (1, 8)},
     ),
 )
