@@ -31,16 +31,16 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
-# Every scenario, bounded-exhaustive (DFS, 2 preemptions) to the end: about a minute.
+# Every scenario: the portfolio (PCT, then DPOR) with up to 3 preemptions, to the end.
 check: $(STAMP)
-	$(BIN)/pagemap check
+	$(BIN)/pagemap check --preemptions 3
 
 # Long explorations: PCT and random schedules by the ten thousand, and long runs
 # of the main job under both executors.  Minutes, not part of `make test`.
 soak: $(STAMP)
 	$(BIN)/pagemap check --strategy pct --budget 20000 --jobs 2
 	$(BIN)/pagemap check --strategy random --budget 20000 --jobs 2
-	$(BIN)/pagemap check --preemptions 3 --time 60
+	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
 	$(BIN)/pagemap run --ops 200000
 	$(BIN)/pagemap run --executor sim --ops 100000 --seed 7
 

@@ -1,152 +1,215 @@
-"""The checker's speed, and how fast it catches each mutant.
+"""The checker: how much DPOR prunes, how fast it runs, how soon it finds bugs.
 
-- steps/s per strategy on two scenarios (write-remove, store-remove), as a
-  ratio to the bare SimExecutor stepping two tasks with no checker at all;
-- schedules/s per strategy, as a ratio to the random strategy's;
-- per mutant and strategy: schedules and seconds to the first violation
-  (DFS with two preemptions, random, PCT depth 3);
-- the page-map mutants driven by frontrun (bench/frontrun_check.py) where it
-  can express them, as ratios to our figure for the same kind of search
-  (frontrun's DPOR against our DFS, its random against ours).  frontrun's
-  budget is 500 executions; a mutant it misses within that shows the budget.
+Every figure is a ratio against a baseline doing the same work in the same
+process, interleaved with the subject, the best of several rounds:
+
+- per scenario: schedules to cover it to the end with DPOR, against DFS at
+  the same preemption bound (2); and the geometric mean of the ratios;
+- per mutant: schedules and seconds to the first violation, DPOR against DFS
+  (both with the mutant's bound);
+- the checker's steps/s on store-remove and write-remove (DPOR, random),
+  against the bare SimExecutor running schedules of the same length (two
+  tasks doing atomic adds on a fresh executor per schedule, no Machine, no
+  oracle);
+- schedules/s on store-remove (DPOR and random), printed with the machine;
+- the whole default `pagemap check` (PCT over every scenario, then DPOR <= 2
+  to the end), against DFS <= 2 to the end over every scenario (what
+  `pagemap check` did before DPOR); and `make check` (the portfolio with
+  DPOR <= 3 to the end) against the same baseline;
+- per mutant: seconds from the start of the default `pagemap check` (every
+  scenario, in the portfolio's order) to its first violation, against the
+  same default run of the real kernel to the end (goal: every mutant within
+  5 s).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
+import argparse
+import math
+import platform
 import time
-from pathlib import Path
 
 from tests.mutants import MUTANTS
 
-from bench.harness import Report, best_time
-from pagemap.check.runner import explore_model
-from pagemap.check.scenarios import lookup
-from pagemap.sync.executor import RandomStrategy, SimExecutor
+from bench.harness import Report
+from pagemap.check.command import plan
+from pagemap.check.fanout import run_serial
+from pagemap.check.runner import DEFAULT_MAX_STEPS, explore_model
+from pagemap.check.scenarios import lookup, registry
+from pagemap.sync.sim import SeededRandom, SimExecutor
 
-SCENARIOS = ("write-remove", "store-remove")
-BUDGETS = {"random": 400, "pct": 400, "dfs": 2000}
-MUTANT_BUDGET = 5000
-FRONTRUN_BUDGET = 500
-ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = 3
 
 
-def bare_steps_per_second(n: int = 50_000) -> float:
-    """Two tasks doing atomic adds under the plain SimExecutor: no hook, no checker."""
+def _args(strategy: str | None, bound: int | None) -> argparse.Namespace:
+    return argparse.Namespace(
+        strategy=strategy,
+        preemptions=bound,
+        budget=None,
+        time=None,
+        seed=0,
+        depth=3,
+        jobs=1,
+        max_steps=DEFAULT_MAX_STEPS,
+    )
+
+
+def _whole_check(strategy: str | None, bound: int | None) -> tuple[float, int]:
+    """Seconds and schedules of `pagemap check` over every scenario."""
+    models = {n: s.model() for n, s in registry().items()}
+    units = plan(_args(strategy, bound), models)
+    t0 = time.perf_counter()
+    results = run_serial(units)
+    seconds = time.perf_counter() - t0
+    assert all(s.trace is None for s in results), "the real kernel failed a scenario"
+    return seconds, sum(s.schedules for s in results)
+
+
+def coverage_figures(report: Report) -> None:
+    ratios = []
+    for name, scenario in registry().items():
+        model = scenario.model()
+        dfs = explore_model(model, "dfs", bound=2, shrink=False)
+        dpor = explore_model(model, "dpor", bound=2, shrink=False)
+        assert dfs.exhaustive and dpor.exhaustive
+        ratios.append(dpor.schedules / dfs.schedules)
+        report.add(
+            f"cover {name} to the end, <=2 preemptions: DPOR schedules (vs DFS)",
+            dpor.schedules,
+            "schedules",
+            baseline=dfs.schedules,
+        )
+    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    report.add("cover every scenario: DPOR / DFS schedules, geometric mean", geo, "ratio")
+
+
+def mutant_figures(report: Report) -> None:
+    for mutant in MUTANTS:
+        model = lookup(mutant.scenario).model(mutant.params)
+        got = {}
+        with mutant.applied():
+            for strategy in ("dfs", "dpor"):
+                t0 = time.perf_counter()
+                s = explore_model(model, strategy, bound=mutant.bound, shrink=False)
+                got[strategy] = (s.schedules, time.perf_counter() - t0, s.trace is not None)
+        tag = "" if got["dpor"][2] else " (NOT FOUND)"
+        report.add(
+            f"mutant {mutant.name}: DPOR schedules to violation{tag} (vs DFS)",
+            got["dpor"][0],
+            "schedules",
+            baseline=got["dfs"][0],
+        )
+        report.add(
+            f"mutant {mutant.name}: DPOR seconds to violation{tag} (vs DFS)",
+            got["dpor"][1],
+            "s",
+            baseline=got["dfs"][1],
+        )
+
+
+def bare_steps_per_second(steps: int, schedules: int) -> float:
+    """Fresh SimExecutors running two tasks of steps/2 atomic adds each."""
 
     def once() -> None:
-        sched = SimExecutor(RandomStrategy(1))
+        sched = SimExecutor(SeededRandom(1))
         word = sched.atomic(0, "w")
 
         def task() -> None:
-            for _ in range(n // 2):
+            for _ in range(steps // 2):
                 word.fetch_add(1)
 
         sched.spawn(task, (), 0, None)
         sched.spawn(task, (), 1, None)
         sched.run()
 
-    return n / best_time(once, repeat=3)
+    t0 = time.perf_counter()
+    for _ in range(schedules):
+        once()
+    return steps * schedules / (time.perf_counter() - t0)
 
 
-def strategy_figures(report: Report, bare: float) -> None:
-    for name in SCENARIOS:
+def speed_figures(report: Report) -> None:
+    for name in ("store-remove", "write-remove"):
         model = lookup(name).model()
-        per_second: dict[str, float] = {}
-        for strategy, budget in BUDGETS.items():
-            bound = 2 if strategy == "dfs" else None
-            summary = explore_model(model, strategy, seed=1, budget=budget, bound=bound)
-            per_second[strategy] = summary.schedules_per_second
-            report.add(
-                f"check {name} {strategy}: steps/s (vs bare SimExecutor)",
-                summary.steps_per_second,
-                "steps/s",
-                baseline=bare,
-            )
-            report.add(
-                f"check {name} {strategy}: schedules/s (vs random)",
-                summary.schedules_per_second,
-                "schedules/s",
-                baseline=per_second["random"],
-            )
-
-
-def mutant_figures(report: Report) -> dict[tuple[str, str], tuple[int, float]]:
-    ours: dict[tuple[str, str], tuple[int, float]] = {}
-    for mutant in MUTANTS:
-        model = lookup(mutant.scenario).model(mutant.params)
-        for strategy in ("dfs", "random", "pct"):
-            bound = mutant.bound if strategy == "dfs" else None
-            with mutant.applied():
-                t0 = time.perf_counter()
+        for strategy, budget in (("dpor", None), ("random", 2000)):
+            best_checker = best_bare = 0.0
+            best_schedules = 0.0
+            for _ in range(ROUNDS):
                 s = explore_model(
-                    model, strategy, seed=0, budget=MUTANT_BUDGET, bound=bound, shrink=False
+                    model, strategy, budget=budget, bound=2, shrink=False, watchdog=None
                 )
-                seconds = time.perf_counter() - t0
-            found = s.trace is not None
-            schedules = s.trace.schedule_index + 1 if s.trace is not None else s.schedules
-            ours[(mutant.name, strategy)] = (schedules, seconds)
-            tag = "" if found else f" (not found in {MUTANT_BUDGET})"
+                length = max(2, round(s.steps / s.schedules))
+                bare = bare_steps_per_second(length, s.schedules)
+                best_checker = max(best_checker, s.steps_per_second)
+                best_schedules = max(best_schedules, s.schedules_per_second)
+                best_bare = max(best_bare, bare)
             report.add(
-                f"mutant {mutant.name} {strategy}: schedules to violation{tag}",
-                schedules,
-                "schedules",
+                f"check {name} {strategy}: steps/s (vs bare SimExecutor, same schedule length)",
+                best_checker,
+                "steps/s",
+                baseline=best_bare,
             )
             report.add(
-                f"mutant {mutant.name} {strategy}: seconds to violation{tag}",
-                seconds,
-                "s",
+                f"check {name} {strategy}: schedules/s ({platform.machine()}, "
+                f"{platform.python_version()})",
+                best_schedules,
+                "schedules/s",
             )
-    return ours
 
 
-def frontrun_figures(report: Report, ours: dict[tuple[str, str], tuple[int, float]]) -> None:
-    launcher = shutil.which("frontrun", path=str(Path(sys.executable).parent)) or shutil.which(
-        "frontrun"
+def whole_check_figures(report: Report) -> None:
+    best: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for _ in range(ROUNDS - 1):
+        for key, strategy, bound in (
+            ("dfs2", "dfs", 2),
+            ("default", None, None),
+            ("make check", None, 3),
+        ):
+            seconds, schedules = _whole_check(strategy, bound)
+            best[key] = min(best.get(key, math.inf), seconds)
+            count[key] = schedules
+    report.add(
+        f"pagemap check, default ({count['default']} schedules): seconds "
+        f"(vs DFS <=2 to the end, {count['dfs2']} schedules)",
+        best["default"],
+        "s",
+        baseline=best["dfs2"],
     )
-    if launcher is None:
-        print("bench_check: frontrun is not installed (pip install -e '.[bench]'); skipped")
-        return
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [launcher, sys.executable, "-m", "bench.frontrun_check", str(FRONTRUN_BUDGET)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    report.add(
+        f"make check: DPOR <=3 to the end ({count['make check']} schedules): seconds "
+        "(vs DFS <=2 to the end)",
+        best["make check"],
+        "s",
+        baseline=best["dfs2"],
     )
-    mine = {"dpor": "dfs", "random": "random"}
-    for line in proc.stdout.splitlines():
-        if not line.startswith("{"):
-            continue
-        row = json.loads(line)
-        ref = ours.get((row["mutant"], mine[row["strategy"]]))
-        tag = "" if row["found"] else f" (not found in {FRONTRUN_BUDGET})"
-        label = f"frontrun {row['strategy']} {row['mutant']}"
+
+
+def first_violation_figures(report: Report) -> None:
+    models = {n: s.model() for n, s in registry().items()}
+    units = plan(_args(None, None), models)
+    t0 = time.perf_counter()
+    run_serial(units)
+    whole = time.perf_counter() - t0
+    for mutant in MUTANTS:
+        with mutant.applied():
+            t0 = time.perf_counter()
+            results = run_serial(units)
+            seconds = time.perf_counter() - t0
+        found = any(s.trace is not None for s in results)
+        tag = "" if found else " (NOT FOUND)"
         report.add(
-            f"{label}: schedules to violation{tag} (vs ours)",
-            row["schedules"],
-            "schedules",
-            baseline=ref[0] if ref else None,
-        )
-        report.add(
-            f"{label}: seconds to violation{tag} (vs ours)",
-            row["seconds"],
+            f"mutant {mutant.name}: seconds from `pagemap check` to its violation{tag} "
+            "(vs the default run of the real kernel)",
+            seconds,
             "s",
-            baseline=ref[1] if ref else None,
+            baseline=whole,
         )
-    if proc.returncode:
-        print(f"bench_check: frontrun driver exited {proc.returncode}: {proc.stderr[-500:]}")
 
 
 def run(report: Report) -> None:
-    bare = bare_steps_per_second()
-    report.add("bare SimExecutor: steps/s (two tasks, no checker)", bare, "steps/s")
-    strategy_figures(report, bare)
-    ours = mutant_figures(report)
-    frontrun_figures(report, ours)
+    coverage_figures(report)
+    mutant_figures(report)
+    speed_figures(report)
+    whole_check_figures(report)
+    first_violation_figures(report)

@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def register(sub: Any) -> None:
 # -- check ------------------------------------------------------------------------
 
 
-def plan(args: argparse.Namespace, models: dict[str, Model]) -> list[Unit]:
+def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
     """The queue of units: the portfolio, or one strategy over every scenario."""
     units: list[Unit] = []
 

@@ -128,7 +128,12 @@ def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> C
         listed = exclusions.get(rel, {})
         source = Path(filename).read_text().splitlines()
 
-        def is_listed(lineno: int, rel: str = rel, listed: dict[str, str] = listed) -> bool:
+        def is_listed(
+            lineno: int,
+            rel: str = rel,
+            listed: dict[str, str] = listed,
+            source: list[str] = source,
+        ) -> bool:
             text = source[lineno - 1].strip() if 0 < lineno <= len(source) else ""
             if text in listed:
                 used.add((rel, text))

@@ -33,9 +33,9 @@ def make_explorer(name: str, seed: int = 0, bound: int | None = None, depth: int
     if name == "dfs":
         return Search(False, bound, seed)
     if name == "pct":
-        return PCTExplorer(seed, depth)
+        return PCTExplorer(seed, depth, bound=bound)
     if name == "random":
-        return RandomExplorer(seed)
+        return RandomExplorer(seed, bound)
     raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
 
 

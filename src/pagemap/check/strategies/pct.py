@@ -14,12 +14,13 @@ import random
 from collections.abc import Sequence
 
 from pagemap.check.strategies.base import Chooser, Explorer
-from pagemap.sync.core import Task
+from pagemap.sync.core import RELAX, Task
 
 
 class PCTChooser(Chooser):
-    def __init__(self, rng: random.Random, depth: int, k: int) -> None:
+    def __init__(self, rng: random.Random, depth: int, k: int, bound: int | None) -> None:
         super().__init__()
+        self.bound = bound
         self.rng = rng
         self.depth = depth
         self.priority: dict[int, float] = {}
@@ -28,6 +29,9 @@ class PCTChooser(Chooser):
 
     def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
         alts = runnable
+        spent = self.bound is not None and self.path.preemptions >= self.bound
+        if spent and current is not None and kind is not RELAX and current in alts:
+            return current  # the bound is spent: no more preemptions
         prio = self.priority
         for task in alts:
             if task.tid not in prio:
@@ -49,8 +53,11 @@ class PCTChooser(Chooser):
 class PCTExplorer(Explorer):
     name = "pct"
 
-    def __init__(self, seed: int, depth: int = 3, steps_hint: int = 1) -> None:
+    def __init__(
+        self, seed: int, depth: int = 3, steps_hint: int = 1, bound: int | None = None
+    ) -> None:
         super().__init__()
+        self.bound = bound
         if depth < 1:
             raise ValueError(f"PCT depth must be at least 1, not {depth}")
         self.seed = seed
@@ -64,7 +71,7 @@ class PCTExplorer(Explorer):
 
     def chooser(self, index: int) -> Chooser:
         rng = random.Random(f"pct/{self.seed}/{index}/{self.k}")
-        return PCTChooser(rng, self.depth, self.k)
+        return PCTChooser(rng, self.depth, self.k, self.bound)
 
     def finished(self, chooser: Chooser, outcome: object) -> None:
         key = hash(tuple(chooser.path.choices))

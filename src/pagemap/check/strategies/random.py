@@ -15,11 +15,15 @@ from pagemap.sync.core import RELAX, Task
 
 
 class RandomChooser(Chooser):
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, bound: int | None) -> None:
         super().__init__()
         self.random = rng.random
+        self.bound = bound
 
     def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        spent = self.bound is not None and self.path.preemptions >= self.bound
+        if spent and current is not None and kind is not RELAX and current in runnable:
+            return current  # the bound is spent: no more preemptions
         nxt = runnable[int(self.random() * len(runnable))]
         path = self.path
         path.choices.append(nxt.tid)
@@ -31,13 +35,14 @@ class RandomChooser(Chooser):
 class RandomExplorer(Explorer):
     name = "random"
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, bound: int | None = None) -> None:
         super().__init__()
         self.seed = seed
+        self.bound = bound
         self._seen: set[int] = set()
 
     def chooser(self, index: int) -> Chooser:
-        return RandomChooser(random.Random(f"random/{self.seed}/{index}"))
+        return RandomChooser(random.Random(f"random/{self.seed}/{index}"), self.bound)
 
     def finished(self, chooser: Chooser, outcome: object) -> None:
         key = hash(tuple(chooser.path.choices))
