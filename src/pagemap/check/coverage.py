@@ -89,7 +89,8 @@ import coverage
 cov = coverage.Coverage(data_file=None, branch=True, source=%r, concurrency=["greenlet", "thread"])
 cov.start()
 from pagemap.check.fanout import Unit, run_serial
-units = [Unit(**{**u, "params": tuple(map(tuple, u["params"]))}) for u in json.load(open(sys.argv[1]))]
+raw = json.load(open(sys.argv[1]))
+units = [Unit(**{**u, "params": tuple(map(tuple, u["params"]))}) for u in raw]
 found = [s.trace.message for s in run_serial(units) if s.trace is not None]
 cov.stop()
 cov.json_report(outfile=sys.argv[2])
