@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
+from pagemap.cli import main
 from tests.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant
 
 
@@ -19,7 +22,7 @@ def test_there_are_enough_mutants() -> None:
 def test_mutant_is_caught_within_its_budget(mutant: Mutant) -> None:
     model = lookup(mutant.scenario).model(mutant.params)
     with mutant.applied():
-        summary = explore_model(model, "dfs", budget=mutant.budget, bound=mutant.bound)
+        summary = explore_model(model, "dpor", budget=mutant.budget, bound=mutant.bound)
         trace = summary.trace
         assert trace is not None, f"{mutant.name} ({mutant.broken}) survived {summary.schedules}"
         # The shrunk counterexample still reproduces, step for step.
@@ -37,6 +40,17 @@ def test_equivalent_mutant_is_proved_harmless(mutant: Mutant) -> None:
     why); the search covers the scenario's whole space and finds nothing."""
     model = lookup(mutant.scenario).model(mutant.params)
     with mutant.applied():
-        summary = explore_model(model, "dfs", budget=mutant.budget, bound=mutant.bound)
+        summary = explore_model(model, "dpor", budget=mutant.budget, bound=mutant.bound)
     assert summary.trace is None
     assert summary.exhaustive
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_the_default_pagemap_check_finds_the_mutant(
+    mutant: Mutant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", mutant.scenario, "--traces", str(tmp_path)]
+    argv += [f"-p{k}={v}" for k, v in mutant.params.items()]
+    with mutant.applied():
+        assert main(argv) == 1
+    assert "replay it: pagemap replay" in capsys.readouterr().out
