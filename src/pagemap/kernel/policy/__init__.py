@@ -24,6 +24,7 @@ from pagemap.kernel.policy.fifo import FIFO
 from pagemap.kernel.policy.lru import LRU
 from pagemap.kernel.policy.lru2q import LRU2Q
 from pagemap.kernel.policy.opt import opt
+from pagemap.kernel.policy.replay import misses
 from pagemap.kernel.policy.s3fifo import S3FIFO
 
 POLICIES = MappingProxyType(
@@ -55,5 +56,6 @@ __all__ = [
     "Policy",
     "always",
     "make_policy",
+    "misses",
     "opt",
 ]

@@ -13,9 +13,13 @@ The calls, in the life of one page:
   bit found set when the kernel harvests them.  It is the hit path, so each
   policy keeps it to a dict operation or two.  A key the policy does not hold
   is ignored: a harvest may race with the page's removal;
-- `victims(n, evictable)` picks up to n keys, in order, passing over those
-  for which `evictable(key)` is False without moving them or touching their
-  history.  Each victim is *in flight*: still cached, still counted by
+- `victims(n, evictable)` picks up to n keys, in order.  `evictable` is
+  asked only about a key the policy would evict at that moment; one that may
+  not go (pinned, in use, locked) stays exactly where it was with its state
+  as it was, and the search goes on past it, so fewer than n come back only
+  when no other key may go.  Keys the policy merely ages on the way (CLOCK
+  clearing a bit, S3-FIFO moving a page to its main queue) age as they
+  would anyway.  Each victim is *in flight*: still cached, still counted by
   `len()`, but out of the policy's order until the kernel says what became
   of it, so a second `victims` call never hands it out again;
 - `removed(key)` when the page left the cache, whether it was a victim the
