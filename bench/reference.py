@@ -94,3 +94,9 @@ def belady_misses(trace: Sequence[int], capacity: int) -> int:
         req.next_access_vtime = INT64_MAX if nxt == NEVER else nxt
         hits += cache.get(req)
     return len(trace) - hits
+
+
+# libCacheSim's S3FIFO admits nothing when its small queue has room for only
+# one page (it refuses an object as big as the queue), so every cache we
+# compare holds at least this many pages: a small queue of two.
+SMALLEST = 20

@@ -461,26 +461,31 @@ traces = st.lists(st.integers(0, 9), max_size=120)
 capacities = st.integers(1, 7)
 
 
+@settings(deadline=None)
 @given(traces, capacities)
 def test_lru_matches_a_list(trace: list[int], capacity: int) -> None:
     assert run(LRU(), trace, capacity) == model_list(trace, capacity, move=True)
 
 
+@settings(deadline=None)
 @given(traces, capacities)
 def test_fifo_matches_a_list(trace: list[int], capacity: int) -> None:
     assert run(FIFO(), trace, capacity) == model_list(trace, capacity, move=False)
 
 
+@settings(deadline=None)
 @given(traces, capacities)
 def test_clock_matches_a_ring_with_a_hand(trace: list[int], capacity: int) -> None:
     assert run(Clock(), trace, capacity) == model_clock(trace, capacity)
 
 
+@settings(deadline=None)
 @given(traces, capacities)
 def test_lru2q_matches_two_lists(trace: list[int], capacity: int) -> None:
     assert run(LRU2Q(), trace, capacity) == model_lru2q(trace, capacity)
 
 
+@settings(deadline=None)
 @given(traces, capacities, st.sampled_from(NAMES))
 def test_misses_counts_what_run_sees(trace: list[int], capacity: int, name: str) -> None:
     hits, _ = run(make_policy(name), trace, capacity)
@@ -568,11 +573,13 @@ def brute(trace: tuple[int, ...], capacity: int, cache: frozenset[int] = frozens
     return 1 + min(brute(rest, capacity, cache - {v} | {key}) for v in cache)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 4), max_size=14), st.integers(1, 4))
 def test_opt_is_the_minimum_over_every_choice(trace: list[int], capacity: int) -> None:
     assert opt(trace, capacity) == brute(tuple(trace), capacity)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 15), max_size=200), st.integers(1, 10), st.sampled_from(NAMES))
 def test_no_policy_beats_opt(trace: list[int], capacity: int, name: str) -> None:
     assert opt(trace, capacity) <= misses(make_policy(name), trace, capacity)

@@ -22,15 +22,11 @@ TRACES = {
 }
 FRACTIONS = (0.01, 0.05, 0.10, 0.25)
 TOLERANCE = 0.01  # of miss ratio
-# libCacheSim's S3FIFO admits nothing when its small queue has room for
-# only one page (it refuses an object as big as the queue), so every cache
-# here holds at least 20 pages: a small queue of two.
-SMALLEST = 20
 
 
 def capacities(trace: list[int]) -> list[int]:
     distinct = len(set(trace))
-    return [max(SMALLEST, int(distinct * f)) for f in FRACTIONS]
+    return [max(reference.SMALLEST, int(distinct * f)) for f in FRACTIONS]
 
 
 @pytest.mark.parametrize("trace_name", sorted(TRACES))

@@ -41,10 +41,11 @@ class Clock(Policy):
             ref[key] = True
 
     def victims(self, n: int, evictable: Evictable = always) -> list[Key]:
-        check_count(n)
+        if n < 1:
+            check_count(n)
+            return []
         out: list[Key] = []
-        aside: list[Key] = []  # passed over, to go back under the hand
-        taken: list[Key] = []  # aside and out, in the order the hand met them
+        met: list[Key] = []  # taken from under the hand, in order: victims and pinned
         q, ref, pending = self._q, self._ref, self._pending
         try:
             # Each key is seen at most twice: once to clear its bit, once to decide.
@@ -54,12 +55,10 @@ class Clock(Policy):
                     ref[key] = False
                     q.move_to_end(key)
                     continue
-                keep = not evictable(key)
+                go = evictable(key)
                 del q[key]
-                taken.append(key)
-                if keep:
-                    aside.append(key)
-                else:
+                met.append(key)
+                if go:
                     del ref[key]
                     pending[key] = 0
                     out.append(key)
@@ -67,12 +66,15 @@ class Clock(Policy):
             for key in out:
                 del pending[key]
                 ref[key] = False
-            aside = taken
+            out = []  # so that everything met goes back
             raise
         finally:
-            for key in reversed(aside):  # back under the hand, in their order
-                q[key] = None
-                q.move_to_end(key, last=False)
+            if len(met) > len(out):
+                handed = set(out)
+                for key in reversed(met):  # back under the hand, in their order
+                    if key not in handed:
+                        q[key] = None
+                        q.move_to_end(key, last=False)
         return out
 
     def lists(self) -> dict[str, list[tuple[Key, int]]]:

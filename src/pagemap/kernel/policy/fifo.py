@@ -31,10 +31,10 @@ class FIFO(Policy):
         pass
 
     def victims(self, n: int, evictable: Evictable = always) -> list[Key]:
-        check_count(n)
+        if n < 1:
+            check_count(n)
+            return []
         out: list[Key] = []
-        if n == 0:
-            return out
         q = self._q
         # Choose first, detach after: nothing moves if evictable() raises.
         for key in q:

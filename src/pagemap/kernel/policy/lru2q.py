@@ -58,32 +58,34 @@ class LRU2Q(Policy):
             active[key] = None
 
     def victims(self, n: int, evictable: Evictable = always) -> list[Key]:
-        check_count(n)
+        if n < 1:
+            check_count(n)
+            return []
         out: list[Key] = []
-        aside: list[Key] = []  # passed over, to go back to the inactive tail
-        taken: list[Key] = []  # aside and out, in the order met
+        met: list[Key] = []  # taken from the inactive tail, in order: victims and pinned
         inactive, active, pending = self._inactive, self._active, self._pending
         try:
             while len(out) < n and (inactive or active):
                 self._trim()
                 key = next(iter(inactive))
-                keep = not evictable(key)
+                go = evictable(key)
                 del inactive[key]
-                taken.append(key)
-                if keep:
-                    aside.append(key)
-                else:
+                met.append(key)
+                if go:
                     pending[key] = 0
                     out.append(key)
         except BaseException:
             for key in out:
                 del pending[key]
-            aside = taken
+            out = []  # so that everything met goes back
             raise
         finally:
-            for key in reversed(aside):
-                inactive[key] = None
-                inactive.move_to_end(key, last=False)
+            if len(met) > len(out):
+                handed = set(out)
+                for key in reversed(met):  # back to the inactive tail, in their order
+                    if key not in handed:
+                        inactive[key] = None
+                        inactive.move_to_end(key, last=False)
         return out
 
     def _trim(self) -> None:

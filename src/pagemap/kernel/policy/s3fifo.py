@@ -113,43 +113,44 @@ class S3FIFO(Policy):
             freq[key] = f + 1
 
     def victims(self, n: int, evictable: Evictable = always) -> list[Key]:
-        check_count(n)
-        out: list[Key] = []
-        if n == 0:
-            return out
+        if n < 1:
+            check_count(n)
+            return []
         small, main = self._small, self._main
         cap = self._cap = len(self._freq)
         small_share = int(cap * self.small_ratio)
-        main_share = cap - small_share
         if not self._filled:
-            self._filled = True
-            if self.fill_main_first:
-                for key in list(small)[small_share:]:
-                    del small[key]
-                    main[key] = None
-        aside: tuple[list[Key], list[Key]] = ([], [])
-        taken: tuple[list[Key], list[Key]] = ([], [])
+            self._first_fill(small_share)
+        main_share = cap - small_share
+        out: list[Key] = []
+        met: list[tuple[int, Key]] = []  # (queue, key) taken off a queue, in order
         try:
             while len(out) < n and (small or main):
                 if len(main) > main_share or not small:
-                    key = self._evict_main(evictable, aside[MAIN], taken[MAIN])
+                    key = self._evict_main(evictable, met)
                 else:
-                    key = self._evict_small(evictable, aside[SMALL], taken[SMALL])
+                    key = self._evict_small(evictable, met)
                 if key is not None:
                     out.append(key)
         except BaseException:
             for key in out:
                 del self._pending[key]
-            aside = taken
+            out = []  # so that everything met goes back
             raise
         finally:
-            for q, keys in ((small, aside[SMALL]), (main, aside[MAIN])):
-                for key in reversed(keys):  # back to the front, in their order
-                    q[key] = None
-                    q.move_to_end(key, last=False)
+            if len(met) > len(out):
+                self._put_back(met, out)
         return out
 
-    def _evict_small(self, evictable: Evictable, aside: list[Key], taken: list[Key]) -> Key | None:
+    def _first_fill(self, small_share: int) -> None:
+        self._filled = True
+        if self.fill_main_first:
+            small, main = self._small, self._main
+            for key in list(small)[small_share:]:
+                del small[key]
+                main[key] = None
+
+    def _evict_small(self, evictable: Evictable, met: list[tuple[int, Key]]) -> Key | None:
         small, freq = self._small, self._freq
         while small:
             key = next(iter(small))
@@ -158,17 +159,15 @@ class S3FIFO(Policy):
                 self._main[key] = None
                 freq[key] = 0
                 continue
-            keep = not evictable(key)
+            go = evictable(key)
             del small[key]
-            taken.append(key)
-            if keep:
-                aside.append(key)
-            else:
+            met.append((SMALL, key))
+            if go:
                 self._pending[key] = SMALL
                 return key
         return None
 
-    def _evict_main(self, evictable: Evictable, aside: list[Key], taken: list[Key]) -> Key | None:
+    def _evict_main(self, evictable: Evictable, met: list[tuple[int, Key]]) -> Key | None:
         main, freq = self._main, self._freq
         while main:
             key = next(iter(main))
@@ -177,15 +176,20 @@ class S3FIFO(Policy):
                 freq[key] = f - 1
                 main.move_to_end(key)
                 continue
-            keep = not evictable(key)
+            go = evictable(key)
             del main[key]
-            taken.append(key)
-            if keep:
-                aside.append(key)
-            else:
+            met.append((MAIN, key))
+            if go:
                 self._pending[key] = MAIN
                 return key
         return None
+
+    def _put_back(self, met: list[tuple[int, Key]], out: list[Key]) -> None:
+        """Keys passed over return to the fronts of their queues, in the order met."""
+        handed = set(out)
+        for origin, key in reversed(met):
+            if key not in handed:
+                self._restore(key, origin)
 
     def lists(self) -> dict[str, list[tuple[Key, int]]]:
         return {
