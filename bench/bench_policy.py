@@ -115,14 +115,14 @@ def miss_ratios(report: Report, console: Console) -> None:
                     off.append(f"{name} on {where}: {ours:.4f} against {theirs:.4f}")
             extra = []
             for other in ("ARC", "TwoQ"):
-                ratio = reference.misses(reference.OTHERS[other], trace, cap) / n
-                report.add(f"miss ratio {where}: libCacheSim {other}", ratio, "")
-                extra.append(f"{ratio:.3f}")
+                theirs = reference.misses(reference.OTHERS[other], trace, cap) / n
+                report.add(f"miss ratio {where}: libCacheSim {other}", theirs, "")
+                extra.append(f"{theirs:.3f}")
             best = opt(trace, cap) / n
             report.add(f"miss ratio {where}: OPT", best, "")
             report.add(f"miss ratio {where}: {DEFAULT} (default) / OPT", ours_by[DEFAULT], "", best)
-            ratio = f"{ours_by[DEFAULT] / best:.2f}" if best else "-"
-            table.add_row(tname, f"{frac:.0%} ({cap})", *cells, *extra, f"{best:.3f}", ratio)
+            vs_opt = f"{ours_by[DEFAULT] / best:.2f}" if best else "-"
+            table.add_row(tname, f"{frac:.0%} ({cap})", *cells, *extra, f"{best:.3f}", vs_opt)
     console.print(table)
     assert not off, "policies off their libCacheSim twins by more than 0.01: " + "; ".join(off)
 
