@@ -209,7 +209,7 @@ def miss_costs(report: Report) -> None:
 
 def run(report: Report) -> None:
     assert set(ORDER) == set(POLICIES)
-    console = Console()
+    console = Console(width=160)  # the table is wide; a pipe would get 80 columns
     miss_ratios(report, console)
     hit_costs(report)
     miss_costs(report)

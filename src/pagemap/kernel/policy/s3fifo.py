@@ -52,10 +52,10 @@ MAX_FREQ = 3  # two bits
 
 class S3FIFO(Policy):
     __slots__ = (
-        "_cap",
         "_filled",
         "_freq",
         "_ghost",
+        "_ghost_limit",
         "_main",
         "_small",
         "fill_main_first",
@@ -93,7 +93,7 @@ class S3FIFO(Policy):
         # Every cached key (resident or in flight) -> its use count: a use of
         # a victim in flight counts if the kernel then keeps it.
         self._freq: dict[Key, int] = {}
-        self._cap = 0  # pages cached at the last victims() call
+        self._ghost_limit = 0  # ghost_ratio x the pages cached at the last victims() call
 
     def insert(self, key: Key) -> None:
         if key in self._freq:
@@ -117,7 +117,8 @@ class S3FIFO(Policy):
             check_count(n)
             return []
         small, main = self._small, self._main
-        cap = self._cap = len(self._freq)
+        cap = len(self._freq)
+        self._ghost_limit = int(cap * self.ghost_ratio)
         small_share = int(cap * self.small_ratio)
         if not self._filled:
             self._first_fill(small_share)
@@ -217,10 +218,8 @@ class S3FIFO(Policy):
 
     def _forget(self, key: Key, origin: int) -> None:
         del self._freq[key]
-        if origin != SMALL:
-            return
-        limit = int(self._cap * self.ghost_ratio)
-        if limit <= 0:
+        limit = self._ghost_limit
+        if origin != SMALL or limit <= 0:
             return
         ghost = self._ghost
         ghost[key] = None
