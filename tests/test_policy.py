@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 from collections.abc import Callable, Hashable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -588,3 +590,12 @@ def test_no_policy_beats_opt(trace: list[int], capacity: int, name: str) -> None
 def test_misses_needs_room_for_a_page() -> None:
     with pytest.raises(InvalidArgument, match="at least one page"):
         misses(LRU(), [1], 0)
+
+
+def test_the_readme_example_runs() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "make_policy" in b]
+    scope: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), scope)  # its asserts are the test
+    assert scope["counts"] == {"lru": 6, "clock": 6, "s3fifo": 7}

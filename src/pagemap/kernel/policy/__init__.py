@@ -19,14 +19,15 @@ are all you need for cache eviction" (SOSP 2023): a small FIFO that lets
 pages used once leave quickly, a main FIFO with a two-bit CLOCK for the rest,
 and a ghost FIFO that brings a page evicted too early straight back to main.
 Of the three candidates (clock, lru2q, s3fifo) it had the lowest miss ratio
-on every trace bench/bench_policy.py measures, or tied (2026-11-30; caches
+on the Zipf and scan-loop traces bench/bench_policy.py measures, and was
+within 0.001 of the best on the recorded `pagemap run` (2026-11-30; caches
 of 1, 5, 10 and 25% of the pages each trace touches):
 
     trace        clock                lru2q                s3fifo               OPT
     zipf-0.8     .840 .663 .561 .388  .773 .613 .522 .369  .730 .574 .486 .352  .637 .442 .345 .215
     zipf-1.0     .615 .423 .338 .222  .558 .389 .314 .212  .511 .355 .288 .200  .436 .273 .207 .132
     scan-loop    1.00 .500 .500 .385  1.00 .440 .385 .385  .884 .392 .376 .347  .871 .385 .374 .341
-    pagemap-run  .993 .963 .928 .824  .993 .965 .928 .825  .993 .963 .927 .819  .892 .766 .685 .575
+    pagemap-run  .993 .963 .928 .824  .992 .964 .928 .825  .993 .963 .926 .819  .892 .766 .685 .575
 
 (pagemap-run's lookups are close to uniform over its file, where no policy
 can do much.)  Its hit path is as cheap as CLOCK's, one dict lookup and
