@@ -495,7 +495,7 @@ def test_misses_counts_what_run_sees(trace: list[int], capacity: int, name: str)
 
 
 # -- invariants, for every policy, under any sequence of calls ------------------------------
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.sampled_from(NAMES), st.data())
 def test_invariants(name: str, data: st.DataObject) -> None:
     p = make_policy(name)
