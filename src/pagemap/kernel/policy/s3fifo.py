@@ -22,7 +22,7 @@ small and ghost shares follow memory as it grows or shrinks.
 The defaults are libCacheSim's S3FIFO (small 0.10, ghost 0.90,
 move-to-main threshold 2: a page must have been used twice after its miss to
 move from the small queue to main), including its one departure from the
-paper's algorithm (its S3FIFOv0): pages that arrive while the cache is still
+paper's algorithm (which libCacheSim keeps as S3FIFOv0): pages that arrive while the cache is still
 filling, once the small queue has its share, go to main rather than small, so
 what was loaded before memory first ran short is not all treated as a scan.
 We learn the cache's size only when it first fills (the first `victims`
@@ -108,7 +108,7 @@ class S3FIFO(Policy):
 
     def referenced(self, key: Key) -> None:
         freq = self._freq
-        f = freq.get(key, MAX_FREQ)
+        f = freq.get(key, MAX_FREQ)  # a key not cached reads as full: never added
         if f < MAX_FREQ:
             freq[key] = f + 1
 
