@@ -14,27 +14,29 @@ the slot, flag and PTE formats the kernel prints.
 from __future__ import annotations
 
 from dataclasses import replace
+from types import MappingProxyType
 from typing import NamedTuple
 
 from pagemap.check.report.model import Row, TaskInfo, Timeline, Verdict
 
-_TASKS = [TaskInfo(0, "writer", 0), TaskInfo(1, "remover", 1), TaskInfo(2, "reader", 2)]
-_CORE = {t.name: t.core for t in _TASKS}
+_TASKS = (("writer", 0), ("remover", 1), ("reader", 2))  # (name, core); tid is the index
 
-_START = {
-    "pm.removal": "0",
-    "pm.lock": "free",
-    "pm.slot[0]": "0|-|7",
-    "page[7].flags": "UPTODATE|PAGEMAP",
-    "page[7].lock": "count 1",
-    "pte[p1:0x10000]": "ppn=7:P|W|U|A|D",
-    "tlb[0]": "p1:0x10000 -> ppn 7 W|D",
-    "tlb[1]": "-",
-    "tlb[2]": "-",
-    "frame[7][0:8]": '"........"',
-    "data.bin[0:8]": '"........"',
-    "free frames": "5",
-}
+_START = MappingProxyType(
+    {
+        "pm.removal": "0",
+        "pm.lock": "free",
+        "pm.slot[0]": "0|-|7",
+        "page[7].flags": "UPTODATE|PAGEMAP",
+        "page[7].lock": "count 1",
+        "pte[p1:0x10000]": "ppn=7:P|W|U|A|D",
+        "tlb[0]": "p1:0x10000 -> ppn 7 W|D",
+        "tlb[1]": "-",
+        "tlb[2]": "-",
+        "frame[7][0:8]": '"........"',
+        "data.bin[0:8]": '"........"',
+        "free frames": "5",
+    }
+)
 
 _PM = "kernel/pagemap.py"
 
@@ -57,7 +59,7 @@ class _S(NamedTuple):
     changes: tuple[tuple[str, str], ...] = ()
 
 
-_STEPS = [
+_STEPS = (
     _S("writer", "tlb.lookup", "tlb[0]", "hw/mmu.py:139 Tlb.lookup", value="hit, W|D"),
     _S(
         "writer",
@@ -240,11 +242,12 @@ _STEPS = [
         value='"hello."',
         failing=True,
     ),
-]
+)
 
 
 def sample_timeline() -> Timeline:
     """22 steps on 3 cores, two preemptions, two failing steps (16 and 22)."""
+    core = dict(_TASKS)
     state = dict(_START)
     rows = []
     for n, s in enumerate(_STEPS, start=1):
@@ -252,7 +255,7 @@ def sample_timeline() -> Timeline:
         rows.append(
             Row(
                 step=n,
-                core=_CORE[s.task],
+                core=core[s.task],
                 task=s.task,
                 operation=s.operation,
                 obj=s.obj,
@@ -271,7 +274,7 @@ def sample_timeline() -> Timeline:
     return Timeline(
         title="store-remove: a counterexample",
         cores=3,
-        tasks=list(_TASKS),
+        tasks=[TaskInfo(tid, name, core) for tid, (name, core) in enumerate(_TASKS)],
         rows=rows,
         verdict=Verdict(
             oracle="coherence",
