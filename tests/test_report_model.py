@@ -91,6 +91,8 @@ def _broken(edit: Any) -> str:
         (lambda raw: raw["rows"][1].update(preempted="yes"), "must be true or false"),
         (lambda raw: raw["rows"][1]["state"].update(x=1), "state['x'] must be a string"),
         (lambda raw: raw["tasks"][0].update(core=-1), "core -1 is outside"),
+        (lambda raw: raw["tasks"][2].update(name="writer"), "another task has the same name"),
+        (lambda raw: raw["rows"][0].update(step=0), "step numbers must increase"),
         (lambda raw: raw.update(verdict={"oracle": "x"}), "verdict lacks the field 'message'"),
         (lambda raw: raw.update(rows={}), "'rows' must be a list"),
     ],

@@ -5,8 +5,8 @@ schedule fills one in, and the renderers (timeline.py for a browser, text.py for
 terminal) only read it.  It round-trips through JSON unchanged.
 
 Rules: rows are in the order their operations took effect, with strictly
-increasing step numbers; every row's core is below `cores` and its task is one of
-`tasks`; `data` is hex.  `validate()` checks all of that and raises BadTimeline
+increasing step numbers from 1; tasks have distinct names and tids; every row's
+core is below `cores` and its task is one of `tasks`; `data` is hex.  `validate()` checks all of that and raises BadTimeline
 (EINVAL, with a sentence naming the field); `from_json` and both renderers call it,
 so a malformed timeline never renders half a page.
 """
@@ -104,10 +104,15 @@ class Timeline:
         """Raise BadTimeline naming the first broken rule (see the module's rules)."""
         if self.cores < 1:
             raise BadTimeline(f"a timeline needs at least one core, not {self.cores}")
-        names = set()
+        names: set[str] = set()
+        tids: set[int] = set()
         for i, t in enumerate(self.tasks):
-            _core_in_range(f"tasks[{i}] ({t.name})", t.core, self.cores)
+            where = f"tasks[{i}] ({t.name})"
+            _core_in_range(where, t.core, self.cores)
+            if t.name in names or t.tid in tids:
+                raise BadTimeline(f"{where}: another task has the same name or tid {t.tid}")
             names.add(t.name)
+            tids.add(t.tid)
         last = 0
         for i, r in enumerate(self.rows):
             where = f"rows[{i}] (step {r.step})"

@@ -4,8 +4,10 @@ Rules: the page loads nothing from anywhere (its Content-Security-Policy allows
 only its own inline style and script, by hash, and data: images), so it can be
 mailed or attached as it is.  The whole table is in the HTML, so the page reads
 without JavaScript; the script (timeline.js) adds the state panel and keyboard
-navigation from a JSON data island, listening once on the table body rather than
-on each row, so a timeline of thousands of steps stays responsive.  Every string
+navigation from a JSON data island, listening once on the document rather than on
+each row; with the panel fixed and contained and the table's borders separate, a
+selection repaints a row and the panel, not a table of thousands of rows
+(test_thousands_of_steps_stay_navigable, test_rows_have_no_listeners_of_their_own).  Every string
 of the timeline reaches the page escaped: as HTML text, or as JSON with <, > and
 & written as \\u escapes so that no value can close the data island's tag.
 """
