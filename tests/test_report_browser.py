@@ -172,6 +172,7 @@ def test_a_click_on_a_step_shows_its_state_and_what_it_changed(sample_page: Open
     page.click("#step-16 td.active")
     assert sample_page.selected() == 16
     assert page.inner_text("#panel-title") == "Step 16: writer on core 0"
+    assert not page.locator("#panel .nojs").is_visible()
     assert sample_page.panel_state() == t.rows[15].state
     assert sample_page.panel_changes() == [["frame[7][0:8]", '"hello..."', "→", '"world!.."']]
     assert "77 6f 72 6c 64 21" in page.inner_text("#panel-row")
@@ -251,6 +252,7 @@ def test_without_javascript_the_table_still_reads(browser: BrowserContext, tmp_p
         assert page.locator("#timeline tbody tr").count() == len(t.rows)
         assert page.locator("#timeline tr.selected").count() == 0
         assert page.locator("#panel .nojs").is_visible()
+        assert not page.locator("#panel .js-only").is_visible()
         assert "0|-|7" in page.inner_text("#step-6")
         assert opened.errors == []
     finally:

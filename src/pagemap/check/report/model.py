@@ -6,9 +6,10 @@ terminal) only read it.  It round-trips through JSON unchanged.
 
 Rules: rows are in the order their operations took effect, with strictly
 increasing step numbers from 1; tasks have distinct names and tids; every row's
-core is below `cores` and its task is one of `tasks`; `data` is hex.  `validate()` checks all of that and raises BadTimeline
-(EINVAL, with a sentence naming the field); `from_json` and both renderers call it,
-so a malformed timeline never renders half a page.
+core is below `cores` and its task is one of `tasks`; `data` is hex.
+`validate()` checks all of that and raises BadTimeline (EINVAL, with a sentence
+naming the field); `from_json` and both renderers call it, so a malformed
+timeline never renders half a page.
 """
 
 from __future__ import annotations

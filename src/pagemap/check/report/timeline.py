@@ -218,9 +218,11 @@ def _panel() -> str:
             '<h2 id="panel-title">Machine state</h2>',
             '<p class="nojs">With JavaScript on, a click on a step shows the machine\'s '
             "state after it here, and what the step changed.</p>",
+            '<div class="js-only">',
             '<dl id="panel-row"></dl>',
             '<h3>Changed by this step</h3><table id="panel-changes"></table>',
             '<h3>State after this step</h3><table id="panel-state"></table>',
+            "</div>",
             "</aside>",
         ]
     )
