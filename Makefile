@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench check soak clean
+.PHONY: run test lint typecheck unit chromium bench check soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest -n 2
+# The browser test drives the system's Chromium through Playwright; Playwright's own
+# browser download is never used.  As root on Debian we install the package; elsewhere
+# one line says what to install, and the browser test fails with the same line.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (Debian package) for the browser test"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "the browser test needs Chromium: install it as root (Debian: apt-get install chromium)"; \
+	fi
+
+# loadgroup keeps the browser tests on one worker, so they share one browser launch.
+unit: $(STAMP) chromium
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 test: lint typecheck unit
 
