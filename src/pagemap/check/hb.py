@@ -81,13 +81,18 @@ class HappensBefore:
         last_acquire: dict[object, int] = {}
         objs, accs, extra, key = log.objs, log.accs, log.extra, log.key
         vcs, preds_of, local, prev = self.vc, self.preds, self.local, self.prev
+        zeros = [0] * width
         for i in range(n):
             t = tids[i]
             p = last_of[t]
             prev[i] = p
-            clock = list(vcs[p]) if p >= 0 else [0] * width
+            clock = list(vcs[p]) if p >= 0 else list(zeros)
             obj, acc = objs[i], accs[i]
-            fp = [(key(obj), acc)] if acc and obj is not None else []
+            if acc and obj is not None:
+                tp = type(obj)
+                fp = [(obj if tp is int or tp is tuple else key(obj), acc)]
+            else:
+                fp = []
             more = extra.get(i)
             if more:
                 fp.extend((key(o), a) for o, a in more)
@@ -108,10 +113,7 @@ class HappensBefore:
                         self.no_race.add((w, i))  # a release, then the acquire it allowed
                     last_acquire[k] = i
             for q in preds:
-                other = vcs[q]
-                for u in range(width):
-                    if other[u] > clock[u]:
-                        clock[u] = other[u]
+                clock = [a if a > b else b for a, b in zip(clock, vcs[q], strict=True)]
             local[i] = count[t]
             count[t] += 1
             clock[t] = count[t]
