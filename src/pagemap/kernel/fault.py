@@ -99,9 +99,11 @@ class FaultHandler(MM):
             self.major_faults.add(1)  # not cached, or still being read in
         try:
             # The file may have shrunk while we slept in lookup: truncate
-            # stores the size before it drops pages, and waits for our slot
-            # reference to go, so checking again here (and installing before
-            # put_page) leaves it no PTE to miss (the truncate-store scenario).
+            # stores the size before it drops pages, and goes round again
+            # while our slot reference is held, so checking again here (and
+            # installing before put_page) leaves it no PTE to miss
+            # (test_a_fault_racing_truncate_unmaps_what_it_installed; a
+            # handler that puts the page before installing it is caught).
             self._check_eof(vmr, va, write)
             if write and not vmr.shared:
                 copy = self._zeroed_page(fill=page)
@@ -139,7 +141,8 @@ class FaultHandler(MM):
                 mine = self.anon.get(vpn)
                 if mine is not None and mine is not page:
                     # Another fault gave this page its private copy since we
-                    # looked; never cover it with the file's page or a second copy.
+                    # looked; never cover it with the file's page or a second
+                    # copy (test_two_faults_racing_to_copy_one_private_page_keep_one_copy).
                     return False
                 if owned:
                     self.anon[vpn] = page
@@ -159,14 +162,18 @@ class FaultHandler(MM):
                             f"{pte_ppn(old)} while frame {page.ppn} is installed there"
                         )
                     # Keep any D, in the same CAS.  Removal's first pass leaves
-                    # D in a PTE it makes not present, but it holds pm.lock until
-                    # its third pass zeroes that PTE, and lookup takes pm.lock
-                    # first, so no fault meets such a PTE today; were that ever to
-                    # change, the bit must survive.
+                    # D in a PTE it makes not present, but it holds pm.lock
+                    # until its third pass zeroes that PTE, and lookup takes
+                    # pm.lock first, so no fault meets such a PTE today (hence
+                    # fault-drops-dirty is an equivalent mutant); were that to
+                    # change, the bit must survive, as
+                    # test_the_fault_handler_keeps_a_d_bit_left_in_a_not_present_pte
+                    # checks by hand.
                     if word.cas(old, make_pte(page.ppn, bits) | (old & PTE_D)):
                         break
                 if old & PTE_P and not same:
                     # A private copy replaces the file's page: TLBs must forget
-                    # the old frame before removal could free it unseen.
+                    # the old frame before removal could free it unseen (the
+                    # private-remove scenario).
                     self.tlb_shootdown()
         return True

@@ -128,7 +128,9 @@ class MM:
 
         munmap clears every bit (_zap), mprotect W and D, msync and fsync D
         alone.  One atomic fetch_and a PTE, and only on a PTE that has one
-        of the bits: the MMU may set D until the very instant it is cleared.
+        of the bits: the MMU may set D until the very instant it is cleared
+        (msync-store and munmap-remove race stores against it; the
+        munmap-drops-dirty mutant, which loses the bit, is caught).
         """
         vpn_lo, vpn_hi = lo >> PGSHIFT, hi >> PGSHIFT
         with self.pte_lock:
@@ -160,6 +162,8 @@ class MM:
         writeback (fsync) that cleaned the page in between must not be the
         last word on it.  The pages cannot be freed meanwhile: removal zeroes
         PTEs under pte_lock before it frees, and our VMR is still registered.
+        ("munmap and mprotect drop D bits" in tests/test_mm_mutants.py
+        forgets PG_DIRTY here and is caught.)
         """
         self.tlb_shootdown()
         for page in dirty:

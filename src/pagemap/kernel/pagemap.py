@@ -49,9 +49,9 @@ from pagemap.kernel.removal import PageMapStats, Removal
 from pagemap.kernel.rmap import VMRegion, mapped_spans
 from pagemap.kernel.slot import (
     PM_REFCNT_ONE,
+    PM_REFCNT_SHIFT,
     decode_slot,
     encode_slot,
-    slot_check_refcnt,
     slot_clear_removal,
     slot_dec_refcnt,
     slot_inc_refcnt,
@@ -191,7 +191,7 @@ class PageMap(Removal):
         if tree_slot is None:
             raise KernelBug(f"{self.name}: put_page of frame {page.ppn}, which is in no page map")
         old = tree_slot.fetch_add(-PM_REFCNT_ONE)  # one atomic add, as in the seed
-        refs = slot_check_refcnt(old)
+        refs = old >> PM_REFCNT_SHIFT  # slot_check_refcnt, inline on the hot path
         if refs == 1:
             if page.error is not None:
                 # A failed load took the page out of the tree; the last user frees it.
@@ -221,6 +221,24 @@ class PageMap(Removal):
         failed in another task, gives None.
         """
         page = self._find_page(index)
+        if page is not None and page.flags.load() & PG_UPTODATE:
+            return page, False
+        return self._read_or_wait(index, page, load)
+
+    def load_page(self, index: int) -> Page:
+        """pm_load_page: an up-to-date page for `index`, with one slot
+        reference.  lookup() for callers that need not know whether it read,
+        with the hit spared the tuple (it is the page cache's hot path)."""
+        page = self._find_page(index)
+        if page is not None and page.flags.load() & PG_UPTODATE:
+            return page
+        found = self._read_or_wait(index, page, True)
+        assert found is not None  # with `load`, it reads or raises
+        return found[0]
+
+    def _read_or_wait(self, index: int, page: Page | None, load: bool) -> tuple[Page, bool] | None:
+        """The rest of lookup, for a page `_find_page` did not find up to date
+        (None if it found none): read it in, or wait for whoever is reading."""
         while page is None:
             if not load:
                 return None
@@ -251,11 +269,6 @@ class PageMap(Removal):
             ) from err
         self._read_locked_page(page)
         return page, True
-
-    def load_page(self, index: int) -> Page:
-        """pm_load_page: an up-to-date page for `index`, with one slot
-        reference; lookup() for callers that need not know whether it read."""
-        return self.lookup(index)[0]
 
     def find_page(self, index: int) -> Page | None:
         """The cached page at `index`, up to date, with a slot reference; None

@@ -248,8 +248,10 @@ class Removal:
                 if page is not None and page.flags.load() & PG_DIRTY:
                     batch.append(page)
             # Still the only remover, but with `lock` dropped a user may find a
-            # page of the batch and clear its REMOVAL; pass 5 then spares it
-            # (PASS4_USER_SCENARIO).
+            # page of the batch and clear its REMOVAL; pass 5 then spares it.
+            # The write-remove and writeback-remove scenarios reach this in
+            # thousands of their DFS schedules; the lock is shown dropped by
+            # test_dirty_pages_are_written_ten_at_a_time_with_the_map_lock_dropped.
             self.lock.release()
             try:
                 for page in batch:
@@ -263,7 +265,8 @@ class Removal:
             if pos >= len(todo):
                 break
         # A page that could not be written must not be freed: clear its slot's
-        # REMOVAL, as a user would, and pass 5 will spare it.
+        # REMOVAL, as a user would, and pass 5 will spare it (eio-writeback;
+        # the writeback-error-frees mutant frees it and is caught).
         for page in failed:
             if page.tree_slot is not None:
                 page.tree_slot.fetch_and(~PM_REMOVAL)
@@ -272,8 +275,10 @@ class Removal:
     def _marked_page(self, index: int) -> Page | None:
         """The page at `index` if we marked it and nobody used it since.
 
-        If somebody used it (their CAS cleared the slot's REMOVAL), we lost the
-        race for it: we set PG_REMOVAL, so we clear it.
+        If somebody used it (their CAS cleared the slot's REMOVAL while an
+        earlier batch was written with the lock dropped), we lost the race for
+        it: we set PG_REMOVAL, so we clear it.  The main job's runs reach this
+        (test_small_runs_hold_every_oracle_under_the_sim).
         """
         tree_slot = self.tree.lookup_slot(index)
         if tree_slot is None:
@@ -323,8 +328,10 @@ class Removal:
         bus error).  It runs the removal protocol without the writeback pass,
         as the only remover, and goes round again while some page still has a
         slot reference: its user (a fault or a read that looked before the size
-        shrank) is about to put it, and nobody new can find a page past the end
-        (TRUNCATE_ROUND_SCENARIO).
+        shrank, a writeback) is about to put it, and nobody new can find a page
+        past the end.  Exercised by test_truncate_racing_writeback_never_resurrects
+        (two to five rounds in about a fifth of its seeds) and, with a fault
+        holding the page, by test_a_fault_racing_truncate_unmaps_what_it_installed.
         """
         lo, hi = self._check_range(first_index, RADIX_MAX_INDEX + 1)
         while self.removal.swap(1):
