@@ -4,8 +4,8 @@ This is the seed, Akaros's kern/src/pagemap.c, function for function, over
 four files:
 
     pm_slot_* helpers             kernel/slot.py
-    vmr_has_page_idx, ...         kernel/rmap.py (the reverse map's walk)
-    pm_add_vmr / pm_remove_vmr    PageMap.add_vmr / remove_vmr
+    pm_add_vmr / pm_remove_vmr    kernel/rmap.py, the reverse map (mixed in),
+    vmr_has_page_idx, ...         with the one walk over it
     pm_init                       PageMap.__init__
     pm_find_page                  PageMap._find_page
     pm_insert_page                PageMap._insert_page
@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Literal, Protocol, overload
 
 from pagemap.kernel.errors import AlreadyExists, InvalidArgument, IOFailure, KernelBug
-from pagemap.kernel.mman import MAP_SHARED
 from pagemap.kernel.page import (
     PG_DIRTY,
     PG_LOCKED,
@@ -46,7 +45,7 @@ from pagemap.kernel.page import (
 )
 from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
 from pagemap.kernel.removal import PageMapStats, Removal
-from pagemap.kernel.rmap import VMRegion, mapped_spans
+from pagemap.kernel.rmap import ReverseMap, VMRegion
 from pagemap.kernel.slot import (
     PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
@@ -57,9 +56,6 @@ from pagemap.kernel.slot import (
     slot_inc_refcnt,
 )
 from pagemap.sync.executor import Executor
-
-# Every index a page map can hold: "to the end of the object, whatever its size".
-ALL_PAGES = RADIX_MAX_INDEX + 1
 
 
 class PageMapOps(Protocol):
@@ -72,7 +68,7 @@ class PageMapOps(Protocol):
         """Write page.data to the backing store."""
 
 
-class PageMap(Removal):
+class PageMap(Removal, ReverseMap):
     """struct page_map."""
 
     def __init__(
@@ -105,42 +101,6 @@ class PageMap(Removal):
 
     def __repr__(self) -> str:
         return f"PageMap({self.name}, {self.num_pages} pages)"
-
-    # -- the reverse map -------------------------------------------------------
-    def add_vmr(self, vmr: VMRegion) -> None:
-        # Removal holds `lock` while it walks the VMRs, so a munmap that wants
-        # to leave the list waits until removal has finished with its PTEs
-        # (the munmap-remove scenario; its "leaves early" mutant is caught).
-        with self.lock:
-            self.vmrs.append(vmr)
-
-    def remove_vmr(self, vmr: VMRegion) -> None:
-        with self.lock:
-            for i, v in enumerate(self.vmrs):
-                if v is vmr:
-                    del self.vmrs[i]
-                    return
-        raise InvalidArgument(f"{self.name}: remove_vmr of a VMR that is not in the map")
-
-    def collect_mapped_dirty(self, index: int, nr_pages: int) -> None:
-        """Move to PG_DIRTY the D bits of every shared mapping of pages
-        [index, index + nr_pages), so that a writeback (fsync) sees stores
-        made through mappings; msync does the same for one process's range."""
-        lo, hi = self._check_range(index, nr_pages)
-        with self.lock:
-            for span in mapped_spans(self.vmrs, lo, hi, with_flags=MAP_SHARED):
-                span.proc.collect_dirty(span.lo, span.hi)
-
-    def drop_private_copies(self, index: int) -> None:
-        """Unmap and free the private copies of pages at or past `index` in
-        every MAP_PRIVATE mapping, as Linux's truncate does: once the file ends
-        before them, an access there is a bus error, copied or not."""
-        lo, hi = self._check_range(index, ALL_PAGES)
-        with self.lock:
-            spans = mapped_spans(self.vmrs, lo, hi, without_flags=MAP_SHARED)
-        # With the lock dropped: a process takes its vmr_lock first, then ours.
-        for span in spans:
-            span.proc.drop_private_copies(span.lo, span.hi)
 
     # -- finding a page ----------------------------------------------------------
     def _find_page(self, index: int) -> Page | None:
@@ -436,4 +396,4 @@ class PageMap(Removal):
         return problems
 
 
-__all__ = ["ALL_PAGES", "PageMap", "PageMapOps"]
+__all__ = ["PageMap", "PageMapOps"]

@@ -2,8 +2,8 @@
 
 A page map keeps the list of memory regions (VMRs) that map its object; this
 file says what the page map needs of those regions and of the address spaces
-they belong to, and walks the list.  It is the page map's: only the page map
-calls `mapped_spans`, over its own `vmrs`.
+they belong to, keeps the list (ReverseMap, part of PageMap), and walks it
+(`mapped_spans`, the one walk: removal, fsync and truncate all go through it).
 
 Rules: the caller of `mapped_spans` holds the page map's lock, which is what
 keeps a region on the list (munmap must take that lock to take a region off),
@@ -22,6 +22,9 @@ from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.mman import MAP_SHARED
+from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.locks import SpinLock
 
@@ -125,8 +128,53 @@ def mapped_spans(
     return spans
 
 
+class ReverseMap:
+    """The page map's list of the regions that map its pages, and what the
+    page map does through them.  Part of PageMap: kernel/pagemap.py mixes it
+    in and sets these fields; removal (kernel/removal.py) walks the same list.
+    """
+
+    name: str
+    lock: SpinLock
+    vmrs: list[VMRegion]
+
+    def add_vmr(self, vmr: VMRegion) -> None:
+        # Removal holds `lock` while it walks the VMRs, so a munmap that wants
+        # to leave the list waits until removal has finished with its PTEs
+        # (the munmap-remove scenario; its "leaves early" mutant is caught).
+        with self.lock:
+            self.vmrs.append(vmr)
+
+    def remove_vmr(self, vmr: VMRegion) -> None:
+        with self.lock:
+            for i, v in enumerate(self.vmrs):
+                if v is vmr:
+                    del self.vmrs[i]
+                    return
+        raise InvalidArgument(f"{self.name}: remove_vmr of a VMR that is not in the map")
+
+    def collect_mapped_dirty(self, index: int, nr_pages: int) -> None:
+        """Move to PG_DIRTY the D bits of every shared mapping of pages
+        [index, index + nr_pages), so that a writeback (fsync) sees stores
+        made through mappings; msync does the same for one process's range."""
+        with self.lock:
+            for span in mapped_spans(self.vmrs, index, index + nr_pages, with_flags=MAP_SHARED):
+                span.proc.collect_dirty(span.lo, span.hi)
+
+    def drop_private_copies(self, index: int) -> None:
+        """Unmap and free the private copies of pages at or past `index` in
+        every MAP_PRIVATE mapping, as Linux's truncate does: once the file ends
+        before them, an access there is a bus error, copied or not."""
+        with self.lock:
+            spans = mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
+        # With the lock dropped: a process takes its vmr_lock first, then ours.
+        for span in spans:
+            span.proc.drop_private_copies(span.lo, span.hi)
+
+
 __all__ = [
     "AddressSpace",
+    "ReverseMap",
     "Span",
     "VMRegion",
     "mapped_spans",

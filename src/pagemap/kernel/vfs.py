@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
 from pagemap.kernel.page import PG_DIRTY, Page
-from pagemap.kernel.pagemap import ALL_PAGES, PageMap, PageMapOps
+from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.
