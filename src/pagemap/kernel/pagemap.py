@@ -183,7 +183,8 @@ class PageMap(Removal, ReverseMap):
         page = self._find_page(index)
         if page is not None and page.flags.load() & PG_UPTODATE:
             return page, False
-        return self._read_or_wait(index, page, load)
+        page = self._read_or_wait(index, page, load)
+        return None if page is None else (page, True)
 
     def load_page(self, index: int) -> Page:
         """pm_load_page: an up-to-date page for `index`, with one slot
@@ -192,11 +193,11 @@ class PageMap(Removal, ReverseMap):
         page = self._find_page(index)
         if page is not None and page.flags.load() & PG_UPTODATE:
             return page
-        found = self._read_or_wait(index, page, True)
-        assert found is not None  # with `load`, it reads or raises
-        return found[0]
+        page = self._read_or_wait(index, page, True)
+        assert page is not None  # with `load`, it reads or raises
+        return page
 
-    def _read_or_wait(self, index: int, page: Page | None, load: bool) -> tuple[Page, bool] | None:
+    def _read_or_wait(self, index: int, page: Page | None, load: bool) -> Page | None:
         """The rest of lookup, for a page `_find_page` did not find up to date
         (None if it found none): read it in, or wait for whoever is reading."""
         while page is None:
@@ -205,17 +206,17 @@ class PageMap(Removal, ReverseMap):
             page = self._insert_locked(index)
             if page is not None:
                 self._read_locked_page(page)
-                return page, True
+                return page
             page = self._find_page(index)  # someone inserted first: use theirs
-        if page.flags.load() & PG_UPTODATE:
-            return page, False
+            if page is not None and page.flags.load() & PG_UPTODATE:
+                return page
         lock_page(page)
         # Re-check: we most likely slept while another loader filled it, and
         # reading again could clobber newer writes (the load-race scenario; its
         # load-skips-recheck mutant reads twice and is caught).
         if page.flags.load() & PG_UPTODATE:
             unlock_page(page)
-            return page, True
+            return page
         if page.error is not None:
             # The loader failed and took the page out of the map (see below).
             err = page.error
@@ -228,7 +229,7 @@ class PageMap(Removal, ReverseMap):
                 errno=getattr(err, "errno", None) or IOFailure.default_errno,
             ) from err
         self._read_locked_page(page)
-        return page, True
+        return page
 
     def find_page(self, index: int) -> Page | None:
         """The cached page at `index`, up to date, with a slot reference; None
