@@ -20,7 +20,7 @@ from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
 from pagemap.kernel.mm import MM
 from pagemap.kernel.mman import PROT_WRITE
 from pagemap.kernel.page import Page
-from pagemap.kernel.vmr import VMR, describe_prot, prot_allows
+from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
 
 
 def pte_allows(pte: int, write: bool) -> bool:
@@ -58,7 +58,7 @@ class FaultHandler(MM):
 
     def _checked_vmr(self, va: int, write: bool) -> VMR:
         """The VMR at `va` if it allows the access; vmr_lock held."""
-        vmr = self._find_vmr(va)
+        vmr = find_vmr(self.vmrs, va)
         op = "store to" if write else "load from"
         if vmr is None:
             raise SegmentationFault(
@@ -133,7 +133,7 @@ class FaultHandler(MM):
         """
         vpn = va >> PGSHIFT
         with self.vmr_lock:
-            if self._find_vmr(va) is not vmr:
+            if find_vmr(self.vmrs, va) is not vmr:
                 return False
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)

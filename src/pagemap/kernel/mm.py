@@ -32,16 +32,7 @@ from collections.abc import Callable, Iterator
 from pagemap.hw.memory import PGMASK, PGSHIFT
 from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
-from pagemap.kernel.vmr import (
-    VMR,
-    among,
-    find_vmr,
-    insert_vmr,
-    merge_around,
-    register,
-    split_outside,
-    unregister,
-)
+from pagemap.kernel.vmr import VMR, among, find_vmr, register, split_outside, unregister
 from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 
@@ -177,15 +168,11 @@ class MM:
     def _drop_owned(self, vpn_lo: int, vpn_hi: int) -> list[Page]:
         return [self.anon.pop(v) for v in self._owned_vpns(vpn_lo, vpn_hi)]
 
-    # -- the VMR list (kernel/vmr.py); vmr_lock held ------------------------------------
+    # -- the VMR list, as tests and oracles name it --------------------------------------
+    # The kernel calls kernel/vmr.py directly; these are the names that
+    # tests/test_mm_mutants.py and tests/test_removal_mapped.py use.
     def _find_vmr(self, va: int) -> VMR | None:
         return find_vmr(self.vmrs, va)
-
-    def _insert_vmr(self, vmr: VMR) -> None:
-        insert_vmr(self.vmrs, vmr)
-
-    def _merge_around(self, lo: int, hi: int) -> None:
-        merge_around(self.vmrs, lo, hi)
 
     _register = staticmethod(register)
     _unregister = staticmethod(unregister)

@@ -39,7 +39,20 @@ from pagemap.kernel.mman import (
 )
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
-from pagemap.kernel.vmr import VMR, MappedFile, is_free, overlapping, vmr_base
+from pagemap.kernel.vmr import (
+    VMR,
+    MappedFile,
+    among,
+    find_vmr,
+    insert_vmr,
+    is_free,
+    merge_around,
+    overlapping,
+    register,
+    split_outside,
+    unregister,
+    vmr_base,
+)
 
 
 def page_round_up(n: int) -> int:
@@ -87,9 +100,9 @@ class Mappings(FaultHandler):
             if flags & MAP_FIXED:
                 self._unmap_locked(base, base + length)
             vmr = VMR(self, base, base + length, prot, flags, file, offset)
-            self._register(vmr)
-            self._insert_vmr(vmr)
-            self._merge_around(base, base + length)
+            register(vmr)
+            insert_vmr(self.vmrs, vmr)
+            merge_around(self.vmrs, base, base + length)
         if flags & MAP_LOCKED:
             self._populate(base, base + length, prot, flags)
         return base
@@ -207,18 +220,16 @@ class Mappings(FaultHandler):
         victims = overlapping(self.vmrs, lo, hi)
         if not victims:
             return
-        keep = [p for v in victims for p in self._outside(v, lo, hi)]
+        keep = [p for v in victims for p in split_outside(v, lo, hi)]
         for piece in keep:
-            self._register(piece)
-        self.vmrs = sorted(
-            [v for v in self.vmrs if not self._among(v, victims)] + keep, key=vmr_base
-        )
+            register(piece)
+        self.vmrs = sorted([v for v in self.vmrs if not among(v, victims)] + keep, key=vmr_base)
         freed = self._zap(lo, hi, free_owned=True)
         # Only now may the victims leave their maps: until every PTE they had
         # is zero, removal must still find them (munmap-remove; "munmap leaves
         # the page map before zeroing PTEs" in tests/test_mm_mutants.py).
         for v in victims:
-            self._unregister(v)
+            unregister(v)
         for page in freed:
             self.allocator.decref(page)
 
@@ -237,12 +248,12 @@ class Mappings(FaultHandler):
             try:
                 self._protect_locked(lo, hi, prot)
             finally:
-                self._merge_around(lo, hi)
+                merge_around(self.vmrs, lo, hi)
 
     def _protect_locked(self, lo: int, hi: int, prot: int) -> None:
         pos = lo
         while pos < hi:
-            vmr = self._find_vmr(pos)
+            vmr = find_vmr(self.vmrs, pos)
             if vmr is None:
                 raise NotMapped(f"mprotect: nothing is mapped at {pos:#x}")
             if prot & PROT_WRITE and vmr.shared and vmr.file is not None and not vmr.file.writable:
@@ -257,15 +268,15 @@ class Mappings(FaultHandler):
 
     def _reprotect(self, vmr: VMR, lo: int, hi: int, prot: int) -> None:
         """Give [lo, hi) of `vmr` protection `prot`; vmr_lock held."""
-        pieces = [*self._outside(vmr, lo, hi), vmr.slice(lo, hi, prot)]
+        pieces = [*split_outside(vmr, lo, hi), vmr.slice(lo, hi, prot)]
         for piece in pieces:
-            self._register(piece)
+            register(piece)
         self.vmrs = sorted([v for v in self.vmrs if v is not vmr] + pieces, key=vmr_base)
         if not prot & PROT_ALL:
             self._zap(lo, hi, free_owned=False)
         elif vmr.prot & ~prot & PROT_WRITE:
             self._clear_ptes(lo, hi, PTE_W | PTE_D)  # later stores fault, and set D afresh
-        self._unregister(vmr)
+        unregister(vmr)
 
     # -- msync -----------------------------------------------------------------------
     def msync(self, addr: int, length: int) -> None:

@@ -25,6 +25,9 @@ PM_REMOVAL = 1 << PM_FLAGS_SHIFT
 PM_PPN_MASK = (1 << PM_FLAGS_SHIFT) - 1
 PM_REFCNT_ONE = 1 << PM_REFCNT_SHIFT
 PM_REFCNT_MAX = (1 << (64 - PM_REFCNT_SHIFT)) - 1  # 2047 tasks at once
+# Precomputed for the helpers below, which are on the page cache's hit path.
+_NOT_REMOVAL = ~PM_REMOVAL
+_REFCNT_FULL = PM_REFCNT_MAX << PM_REFCNT_SHIFT  # any word at or above has a full count
 
 
 def slot_check_removal(slot_val: int) -> bool:
@@ -36,7 +39,7 @@ def slot_set_removal(slot_val: int) -> int:
 
 
 def slot_clear_removal(slot_val: int) -> int:
-    return slot_val & ~PM_REMOVAL
+    return slot_val & _NOT_REMOVAL
 
 
 def slot_check_refcnt(slot_val: int) -> int:
@@ -45,7 +48,7 @@ def slot_check_refcnt(slot_val: int) -> int:
 
 def slot_inc_refcnt(slot_val: int) -> int:
     """One more user.  The seed let the 11-bit count wrap into nothing; we refuse."""
-    if slot_val >> PM_REFCNT_SHIFT == PM_REFCNT_MAX:
+    if slot_val >= _REFCNT_FULL:
         raise RefcountOverflow(
             f"page map slot already has {PM_REFCNT_MAX} references, the most its "
             f"{64 - PM_REFCNT_SHIFT}-bit count can hold; a further reference would wrap to 0"
