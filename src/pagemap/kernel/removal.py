@@ -1,4 +1,4 @@
-"""How pages leave a page map: pm_remove_contig, and writing back without leaving.
+"""How pages leave a page map: pm_remove_contig, and truncate_pages.
 
 Part of PageMap: kernel/pagemap.py mixes this class in, sets its fields and
 writes single pages back for it.  The seed's removal protocol, pass by pass:
@@ -33,7 +33,7 @@ from pagemap.kernel.page import (
     Page,
     PageAllocator,
 )
-from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
+from pagemap.kernel.radix import ALL_PAGES, RadixTree
 from pagemap.kernel.rmap import AddressSpace, VMRegion, mapped_spans, vmr_has_page_idx
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
@@ -91,7 +91,7 @@ class Removal:
                 f"{self.name}: page range start {index}, length {nr_pages}: neither may be negative"
             )
         # The seed asserted "til we figure out who validates"; we validate.
-        return index, min(index + nr_pages, RADIX_MAX_INDEX + 1)
+        return index, min(index + nr_pages, ALL_PAGES)
 
     # -- removal -----------------------------------------------------------------
     def remove_contig(self, index: int, nr_pages: int) -> int:
@@ -333,7 +333,7 @@ class Removal:
         (two to five rounds in about a fifth of its seeds) and, with a fault
         holding the page, by test_a_fault_racing_truncate_unmaps_what_it_installed.
         """
-        lo, hi = self._check_range(first_index, RADIX_MAX_INDEX + 1)
+        lo, hi = self._check_range(first_index, ALL_PAGES)
         while self.removal.swap(1):
             self.executor.relax()  # another remover is mid-protocol; let it finish
         dropped = 0
