@@ -36,7 +36,7 @@ from .conftest import SIM_SEEDS, sim
 def test_a_fault_racing_truncate_unmaps_what_it_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looked_up: list[Task | None] = []
+    looked_up: list[Task | None] = []  # the tasks that have been through lookup
     rechecks = 0  # bus errors raised by the size check after the lookup
     rounds: list[int] = []  # truncate_pages rounds, per truncate
 
@@ -47,12 +47,13 @@ def test_a_fault_racing_truncate_unmaps_what_it_installed(
         looked_up.append(self.executor.current_task())
         return found
 
-    def checking(self: Proc, vmr: object, va: int, write: bool) -> None:
+    def checking(self: Proc, vmr: VMR, va: int, write: bool) -> None:
         nonlocal rechecks
         try:
-            check_eof(self, vmr, va, write)  # type: ignore[arg-type]
+            check_eof(self, vmr, va, write)
         except BusError:
-            rechecks += self.executor.current_task() in looked_up
+            task = self.executor.current_task()
+            rechecks += task is not None and task in looked_up
             raise
 
     def marking(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
