@@ -118,19 +118,25 @@ class MM:
         freed once nobody can reach them (after this shootdown).
 
         munmap clears every bit (_zap), mprotect W and D, msync and fsync D
-        alone.  One atomic fetch_and a PTE, and only on a PTE that has one
-        of the bits: the MMU may set D until the very instant it is cleared
-        (msync-store and munmap-remove race stores against it; the
-        munmap-drops-dirty mutant, which loses the bit, is caught).
+        alone.  One atomic fetch_and a PTE: the MMU may set D until the very
+        instant it is cleared (msync-store and munmap-remove race stores
+        against it; the munmap-drops-dirty mutant, which loses the bit, is
+        caught).  A PTE is read first, sparing a locked write to one without
+        the bits (most, when msync looks for D), unless every bit goes (most
+        PTEs munmap zeroes have some).
         """
         vpn_lo, vpn_hi = lo >> PGSHIFT, hi >> PGSHIFT
+        keep = ~bits & PTE_ALL
+        look_first = bool(keep)
         with self.pte_lock:
             dirty: list[Page] = []
             changed = 0
             for vpn, word in self.page_table.ptes(vpn_lo, vpn_hi):
-                if not word.load() & bits:
+                if look_first and not word.load() & bits:
                     continue
-                old = word.fetch_and(~bits)
+                old = word.fetch_and(keep)
+                if not old & bits:
+                    continue  # a PTE munmap found already zero
                 changed += 1
                 if old & PTE_D:
                     page = self.allocator.pages[pte_ppn(old)]
