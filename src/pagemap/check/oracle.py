@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from pagemap.kernel.page import Page
-from pagemap.kernel.pagemap import PageMap, decode_slot
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.slot import decode_slot
 from pagemap.machine import Machine
-from pagemap.sync.executor import SimExecutor, Task
+from pagemap.sync.executor import SimExecutor, StepHook, Task
 
 if TYPE_CHECKING:
     from pagemap.check.strategy import CheckStrategy
@@ -32,7 +33,6 @@ ASSERTION = "assertion"  # an assert in a task of a model
 
 StepCheck = Callable[[], None]
 EndCheck = Callable[[], list["Violation"]]
-StepHook = Callable[[Task, str, object], None]
 
 
 class Violation(Exception):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, StepHook, Violation
+from pagemap.check.oracle import ASSERTION, CRASH, LIVENESS, RunContext, Violation
 from pagemap.check.strategy import (
     CheckStrategy,
     Chooser,
@@ -24,7 +24,7 @@ from pagemap.check.strategy import (
 )
 from pagemap.check.trace import Trace
 from pagemap.machine import Machine
-from pagemap.sync.executor import Deadlock, SimExecutor, StepBudgetExceeded
+from pagemap.sync.executor import Deadlock, SimExecutor, StepBudgetExceeded, StepHook
 
 DEFAULT_MAX_STEPS = 20_000
 

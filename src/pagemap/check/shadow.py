@@ -37,8 +37,8 @@ from pagemap.check.oracle import (
 )
 from pagemap.check.scenario import drained, quiescent
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_PRIVATE
+from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 
 SLOT = 8

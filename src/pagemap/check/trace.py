@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pagemap.hw.mmu import pte_bits
 from pagemap.kernel.page import flag_names
-from pagemap.kernel.pagemap import decode_slot
+from pagemap.kernel.slot import decode_slot
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.executor import Task
 from pagemap.sync.locks import Semaphore, SpinLock

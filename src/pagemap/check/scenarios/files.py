@@ -8,7 +8,7 @@ from pagemap.check.oracle import COHERENCE, DURABILITY, RunContext, Violation
 from pagemap.check.scenario import Params, Scenario, drained, quiescent
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes, scratch_file
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.mm import BusError
+from pagemap.kernel.errors import BusError
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 
 
