@@ -15,8 +15,8 @@ import time
 from typing import cast
 
 from bench.harness import Report
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_PRIVATE
+from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 from pagemap.workload import data
 from pagemap.workload.runner import run_workload

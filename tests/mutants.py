@@ -20,19 +20,18 @@ from unittest import mock
 from pagemap.hw.memory import PGSHIFT
 from pagemap.hw.mmu import PTE_D, PTE_P
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
-from pagemap.kernel.pagemap import (
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.proc import Proc
+from pagemap.kernel.rmap import vmr_idx_to_va, vmr_overlap
+from pagemap.kernel.slot import (
     PM_PPN_MASK,
     PM_REFCNT_ONE,
     PM_REMOVAL,
-    PageMap,
     slot_check_refcnt,
     slot_set_ppn,
     slot_set_removal,
-    vmr_idx_to_va,
-    vmr_overlap,
 )
 
 

@@ -28,7 +28,11 @@ from pagemap import (
 )
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.hostfs import HostFile
-from pagemap.kernel.mm import MMAP_BASE, collect_mapped_dirty, drop_private_copies
+from pagemap.kernel.mm import MMAP_BASE
+from pagemap.kernel.pagemap import PageMap
+
+collect_mapped_dirty = PageMap.collect_mapped_dirty
+drop_private_copies = PageMap.drop_private_copies
 
 RW = PROT_READ | PROT_WRITE
 NPAGES = 8

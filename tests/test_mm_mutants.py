@@ -18,7 +18,8 @@ import pytest
 
 from pagemap import PROT_WRITE, Page
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
-from pagemap.kernel.mm import VMR, Proc
+from pagemap.kernel.proc import Proc
+from pagemap.kernel.vmr import VMR
 
 from .test_removal_mapped import SCENARIOS, World
 

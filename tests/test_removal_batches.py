@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pagemap import MAP_SHARED, PGSIZE, PROT_READ, PROT_WRITE, Machine, Page, PageMap
-from pagemap.kernel import pagemap as pagemap_module
-from pagemap.kernel.mm import Proc
+from pagemap.kernel import removal as pagemap_module
+from pagemap.kernel.proc import Proc
 from pagemap.sync.atomic import AtomicWord
 
 

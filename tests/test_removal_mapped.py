@@ -43,7 +43,7 @@ from pagemap import (
     Proc,
     SegmentationFault,
 )
-from pagemap.kernel.pagemap import slot_get_ppn
+from pagemap.kernel.slot import slot_get_ppn
 from pagemap.kernel.vfs import PageMapFactory
 from pagemap.sync.core import READ, WRITE, Strategy, Task
 from pagemap.sync.executor import Executor

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pagemap import RefcountOverflow, decode_slot, encode_slot
-from pagemap.kernel import pagemap as pmm
+from pagemap.kernel import slot as pmm
 from pagemap.kernel.errors import InvalidArgument, KernelBug
 
 from .conftest import CountingOps, sim

@@ -8,16 +8,20 @@ Start with `Machine`; `Machine.page_map(ops)` gives a page map, and
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.blockdev import BH_DIRTY, BH_UPTODATE, BlockDevice, BufferHead
 from pagemap.kernel.errors import (
+    AccessDenied,
     AlreadyExists,
+    BusError,
     InvalidArgument,
     IOFailure,
     KernelBug,
     KernelError,
+    NotMapped,
     OutOfMemory,
     RefcountOverflow,
+    SegmentationFault,
 )
-from pagemap.kernel.hostfs import HostFaults, HostFile
-from pagemap.kernel.mm import VMR, AccessDenied, BusError, NotMapped, Proc, SegmentationFault
+from pagemap.kernel.hostfs import HostFile
+from pagemap.kernel.hostio import HostFaults
 from pagemap.kernel.mman import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -38,8 +42,11 @@ from pagemap.kernel.page import (
     PG_UPTODATE,
     Page,
 )
-from pagemap.kernel.pagemap import PageMap, PageMapOps, decode_slot, encode_slot
+from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.proc import Proc
+from pagemap.kernel.slot import decode_slot, encode_slot
 from pagemap.kernel.vfs import File, Inode
+from pagemap.kernel.vmr import VMR
 from pagemap.machine import Machine
 from pagemap.sync.core import Deadlock, StepBudgetExceeded, Strategy, Task, TaskStuck
 from pagemap.sync.sim import SeededRandom, SimExecutor

@@ -16,9 +16,9 @@ from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
 from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.hostfs import HostFile, HostFS
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.proc import Proc
 from pagemap.sync.core import Task
 from pagemap.sync.executor import Executor
 from pagemap.sync.sim import SeededRandom, SimExecutor

@@ -36,8 +36,8 @@ from pagemap.check.oracles.accounting import no_leak, quiescent
 from pagemap.check.oracles.coherence import SLOT, Shadow, describe, stamp
 from pagemap.check.oracles.durability import nothing_lost
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import MAP_PRIVATE
+from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 
 __all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pagemap.check.path import decode_schedule, encode_schedule
 from pagemap.hw.mmu import pte_bits
 from pagemap.kernel.page import flag_names
-from pagemap.kernel.pagemap import decode_slot
+from pagemap.kernel.slot import decode_slot
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import RELAX, START
 from pagemap.sync.locks import Semaphore, SpinLock

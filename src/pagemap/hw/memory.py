@@ -8,6 +8,7 @@ from __future__ import annotations
 
 PGSHIFT = 12
 PGSIZE = 1 << PGSHIFT
+PGMASK = PGSIZE - 1  # the offset within a page
 
 _UNITS = {
     "": 1,

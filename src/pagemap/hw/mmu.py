@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
+from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE, PhysicalMemory
 from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
@@ -45,7 +45,6 @@ PTE_A = 0x020  # accessed (set by the MMU)
 PTE_D = 0x040  # dirty (set by the MMU on a store)
 
 PTE_FLAGS_MASK = (1 << PGSHIFT) - 1
-PGMASK = PGSIZE - 1
 
 # Entries a core's TLB holds before it evicts its oldest; eviction only
 # costs a re-walk, so the exact figure changes speed, never meaning.

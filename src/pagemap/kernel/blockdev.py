@@ -21,10 +21,12 @@ from collections.abc import Iterator
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelBug, KernelError
-from pagemap.kernel.hostfs import HostFaults, HostIO, host_open_error, open_host
+from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, open_host
 from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page
-from pagemap.kernel.pagemap import PageMap, decode_slot
-from pagemap.kernel.vfs import ALL_PAGES, PageMapFactory
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.radix import ALL_PAGES
+from pagemap.kernel.slot import decode_slot
+from pagemap.kernel.vfs import PageMapFactory
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor

@@ -57,3 +57,34 @@ class KernelBug(KernelError):
     """
 
     default_errno = _errno.EFAULT
+
+
+# -- what an access or a mapping call answers, as Linux signals it ----------------
+
+
+class SegmentationFault(KernelError):
+    """An access Linux answers with SIGSEGV: nothing mapped there (EFAULT),
+    or a mapping that forbids it (EPERM)."""
+
+    default_errno = _errno.EFAULT
+    signal = "SIGSEGV"
+
+
+class BusError(KernelError):
+    """An access Linux answers with SIGBUS: a file page at or past the end of
+    the file."""
+
+    default_errno = _errno.EFAULT
+    signal = "SIGBUS"
+
+
+class AccessDenied(KernelError):
+    """The file's open mode does not allow the mapping asked for (EACCES)."""
+
+    default_errno = _errno.EACCES
+
+
+class NotMapped(KernelError):
+    """Part of an address range has no mapping, or no room is left (ENOMEM)."""
+
+    default_errno = _errno.ENOMEM

@@ -2,9 +2,8 @@
 
 The host file is the backing store, the way a disk is for a real kernel:
 readpage is a pread (zero-filled past the host's end), writepage a pwrite of
-the bytes below the inode's size, fsync an fsync.  Every host call goes
-through HostIO, which makes it a scheduling point, lets tests make the next
-few calls fail (HostFaults), and turns any host error into EIO.
+the bytes below the inode's size, fsync an fsync, each through a HostIO
+(kernel/hostio.py).
 
 HostFS keeps one inode per host file (by device and inode number), so opening
 a file twice, by any path, gives the same inode and the same page map.
@@ -14,19 +13,15 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
-import weakref
 
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError
+from pagemap.kernel.errors import InvalidArgument, KernelError
+from pagemap.kernel.hostio import HostFaults, HostIO, open_host, regular_file_stat
 from pagemap.kernel.page import PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
-from pagemap.kernel.vfs import Buffer, File, Inode, PageMapFactory
-from pagemap.sync.atomic import AtomicWord
+from pagemap.kernel.vfs import File, Inode, PageMapFactory
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
-
-FAULT_KINDS = ("read", "write", "truncate", "sync")
 
 # mode -> (readable, writable, create, truncate), as Python's open() reads them.
 OPEN_MODES = {
@@ -35,152 +30,6 @@ OPEN_MODES = {
     "w": (False, True, True, True),
     "w+": (True, True, True, True),
 }
-
-
-class HostFaults:
-    """Makes the next N host calls of a kind fail with EIO, as a failing disk
-    would: `faults.fail("write", 2)`.  Kinds: read, write, truncate, sync."""
-
-    def __init__(self, executor: Executor, name: str) -> None:
-        self._pending: dict[str, AtomicWord] = {
-            kind: executor.atomic(0, f"{name}.faults.{kind}") for kind in FAULT_KINDS
-        }
-
-    def fail(self, kind: str, count: int = 1) -> None:
-        if kind not in self._pending or count < 0:
-            raise InvalidArgument(
-                f"cannot fail {count} host call(s) of kind {kind!r}: "
-                f"the kinds are {', '.join(FAULT_KINDS)} and the count is not negative"
-            )
-        self._pending[kind].fetch_add(count)
-
-    def pending(self, kind: str) -> int:
-        return self._pending[kind].load()
-
-    def take(self, kind: str) -> bool:
-        """True if this call of `kind` is to fail (using up one fault)."""
-        word = self._pending[kind]
-        while True:
-            left = word.load()
-            if not left:
-                return False
-            if word.cas(left, left - 1):
-                return True
-
-
-class HostIO:
-    """A host file descriptor, as the kernel's backing store.
-
-    The descriptor is closed by close() or, failing that, when the object is
-    collected along with its machine, so building many machines leaks none.
-    """
-
-    def __init__(self, executor: Executor, fd: int, name: str, writable: bool) -> None:
-        self.executor = executor
-        self.fd = fd
-        self.name = name
-        self.writable = writable
-        self.faults = HostFaults(executor, name)
-        self.nr_reads = executor.atomic(0, f"{name}.nr_reads")
-        self.nr_writes = executor.atomic(0, f"{name}.nr_writes")
-        self._finalizer = weakref.finalize(self, os.close, fd)
-        executor.register(self)
-
-    def __repr__(self) -> str:
-        return f"HostIO({self.name}, fd={self.fd})"
-
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
-
-    def close(self) -> None:
-        self._finalizer()
-
-    def _enter(self, kind: str, what: str) -> None:
-        self.executor.point(f"host_{kind}", self, READ if kind == "read" else WRITE)
-        if self.faults.take(kind):
-            raise IOFailure(f"{self.name}: {what} failed (injected host I/O error)")
-        if self.closed:
-            raise IOFailure(f"{self.name}: {what} after the host file was closed")
-
-    def _failed(self, what: str, exc: OSError) -> IOFailure:
-        return IOFailure(f"{self.name}: {what} failed on the host: {exc.strerror or exc}")
-
-    def pread(self, nbytes: int, offset: int) -> bytes:
-        """Up to `nbytes` from `offset`; fewer only at the host file's end."""
-        what = f"read of {nbytes} bytes at {offset}"
-        self._enter("read", what)
-        parts: list[bytes] = []
-        got = 0
-        try:
-            while got < nbytes:
-                part = os.pread(self.fd, nbytes - got, offset + got)
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
-        except OSError as exc:
-            raise self._failed(what, exc) from exc
-        self.nr_reads.fetch_add(1)
-        return b"".join(parts)
-
-    def pwrite(self, data: Buffer, offset: int) -> None:
-        src = memoryview(data).cast("B")
-        what = f"write of {len(src)} bytes at {offset}"
-        self._enter("write", what)
-        done = 0
-        try:
-            while done < len(src):
-                done += os.pwrite(self.fd, src[done:], offset + done)
-        except OSError as exc:
-            raise self._failed(what, exc) from exc
-        self.nr_writes.fetch_add(1)
-
-    def ftruncate(self, size: int) -> None:
-        what = f"truncate to {size} bytes"
-        self._enter("truncate", what)
-        try:
-            os.ftruncate(self.fd, size)
-        except OSError as exc:
-            raise self._failed(what, exc) from exc
-
-    def fsync(self) -> None:
-        self._enter("sync", "fsync")
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            raise self._failed("fsync", exc) from exc
-
-
-def open_host(path: str, want_write: bool, create: bool) -> tuple[int, bool]:
-    """os.open for the kernel: (fd, writable).  Read and write when the host
-    allows it, so one inode serves every later open of the file."""
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    try:
-        return os.open(path, flags, 0o666), True
-    except OSError as exc:
-        if want_write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise host_open_error(path, exc) from exc
-    try:
-        return os.open(path, os.O_RDONLY), False
-    except OSError as exc:
-        raise host_open_error(path, exc) from exc
-
-
-def host_open_error(path: str, exc: OSError) -> KernelError:
-    code = exc.errno or errno.EIO
-    return KernelError(f"{path}: cannot open: {exc.strerror or exc}", errno=code)
-
-
-def regular_file_stat(path: str, fd: int) -> os.stat_result:
-    """fstat of a host file we can cache; EISDIR or EINVAL for anything else."""
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode):
-        return st
-    os.close(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise KernelError(f"{path}: is a directory", errno=errno.EISDIR)
-    raise InvalidArgument(f"{path}: is not a regular file; only regular files can be cached")
 
 
 class HostInode(Inode):
@@ -323,4 +172,4 @@ class HostFS:
         return problems
 
 
-__all__ = ["FAULT_KINDS", "HostFS", "HostFaults", "HostFile", "HostIO", "HostInode"]
+__all__ = ["HostFS", "HostFile", "HostInode"]

@@ -23,6 +23,8 @@ RADIX_FANOUT = 1 << RADIX_SHIFT
 RADIX_MASK = RADIX_FANOUT - 1
 RADIX_MAX_HEIGHT = 9
 RADIX_MAX_INDEX = (1 << (RADIX_SHIFT * RADIX_MAX_HEIGHT)) - 1  # 2**54 - 1
+# Every index a tree (so a page map) can hold, as a count: "to the end, whatever the size".
+ALL_PAGES = RADIX_MAX_INDEX + 1
 
 
 class _Node:

@@ -27,17 +27,14 @@ from collections.abc import Callable
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
-from pagemap.kernel.mm import collect_mapped_dirty, drop_private_copies
-from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
+from pagemap.kernel.page import PG_DIRTY, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
-from pagemap.kernel.radix import RADIX_MAX_INDEX
+from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.
 MAX_FILE_SIZE = (1 << 63) - 1
-# Every index a page map can hold: "to the end of the file, whatever its size".
-ALL_PAGES = RADIX_MAX_INDEX + 1
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -206,9 +203,9 @@ class Inode:
             self.set_size(size)
             if size < old_size:
                 self.mapping.truncate_pages(pages_spanned(size))
-                drop_private_copies(self.mapping, pages_spanned(size))
+                self.mapping.drop_private_copies(pages_spanned(size))
                 # After the drop: a reader that loaded the last page before the
-                # size changed may have filled it with old bytes; load_page waits
+                # size changed may have filled it with old bytes; find_page waits
                 # for that fill to finish before we zero.
                 self._zero_cached(size, pages_spanned(size) << PGSHIFT)
             elif size > old_size:
@@ -223,7 +220,7 @@ class Inode:
         index, off = divmod(lo, PGSIZE)
         if not off:
             return
-        page = self._cached_page(index)
+        page = self.mapping.find_page(index)
         if page is None:
             return
         try:
@@ -233,19 +230,6 @@ class Inode:
         finally:
             self.mapping.put_page(page)
 
-    def _cached_page(self, index: int) -> Page | None:
-        """The page at `index` with a slot reference, if it is in the cache."""
-        page = self.mapping.find_page(index)
-        if page is None or page.flags.load() & PG_UPTODATE:
-            return page
-        # Mid-load: wait for the loader, as load_page would, without loading.
-        lock_page(page)
-        unlock_page(page)
-        if page.error is not None:
-            self.mapping.put_page(page)
-            return None
-        return page
-
     # -- durability --------------------------------------------------------------
     def fsync(self) -> None:
         """Write back every dirty page, then make the backing store durable.
@@ -254,7 +238,7 @@ class Inode:
         moved to the pages first.  A failed writepage leaves its page dirty
         and cached; the error is raised once every other page has been tried.
         """
-        collect_mapped_dirty(self.mapping, 0, ALL_PAGES)
+        self.mapping.collect_mapped_dirty(0, ALL_PAGES)
         self.mapping.writeback(0, ALL_PAGES)
         self.sync_backing()
 
@@ -333,4 +317,4 @@ class File:
             self.inode.open_count.fetch_add(-1)
 
 
-__all__ = ["ALL_PAGES", "MAX_FILE_SIZE", "File", "Inode", "pages_spanned"]
+__all__ = ["MAX_FILE_SIZE", "File", "Inode", "pages_spanned"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.mm import Proc
+from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 from pagemap.machine import Machine
 from pagemap.sync.core import Deadlock, StepBudgetExceeded

@@ -12,20 +12,19 @@ import random
 from collections.abc import Callable
 
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.mm import Proc
 from pagemap.kernel.mman import (
     MAP_FIXED,
     MAP_LOCKED,
     MAP_PRIVATE,
     MAP_SHARED,
     PROT_READ,
-    PROT_WRITE,
+    PROT_RW,
 )
+from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 from pagemap.workload.data import CELL, cells
 from pagemap.workload.spec import LOCKED_PAGES, PRIVATE_PAGES, Layout
 
-RW = PROT_READ | PROT_WRITE
 PROGRESS_EVERY = 64
 
 
@@ -64,12 +63,14 @@ class Worker:
     # -- set-up --------------------------------------------------------------------
     def map(self) -> None:
         size = self.layout.file_size
-        self.base = self.proc.mmap(size, RW, MAP_SHARED, self.file, 0)
+        self.base = self.proc.mmap(size, PROT_RW, MAP_SHARED, self.file, 0)
         self.locked_base = self.proc.mmap(
-            LOCKED_PAGES * PGSIZE, RW, MAP_SHARED | MAP_LOCKED, self.file, self.lo
+            LOCKED_PAGES * PGSIZE, PROT_RW, MAP_SHARED | MAP_LOCKED, self.file, self.lo
         )
         length = PRIVATE_PAGES * PGSIZE
-        self.private_base = self.proc.mmap(length, RW, MAP_PRIVATE, self.file, self.private_off)
+        self.private_base = self.proc.mmap(
+            length, PROT_RW, MAP_PRIVATE, self.file, self.private_off
+        )
         self.private_shadow = bytearray(self.shadow[self.private_off : self.private_off + length])
 
     # -- the task ------------------------------------------------------------------
@@ -189,11 +190,13 @@ class Worker:
         self.proc.mprotect(self.base + off, length, PROT_READ)
         got = self.proc.load(self.base + off, length)
         self._expect("load under PROT_READ", off, got, self.shadow[off : off + length])
-        self.proc.mprotect(self.base + off, length, RW)
+        self.proc.mprotect(self.base + off, length, PROT_RW)
 
     def remap_window(self) -> None:
         off, length = self._window()
         self.proc.munmap(self.base + off, length)
-        addr = self.proc.mmap(length, RW, MAP_SHARED | MAP_FIXED, self.file, off, self.base + off)
+        addr = self.proc.mmap(
+            length, PROT_RW, MAP_SHARED | MAP_FIXED, self.file, off, self.base + off
+        )
         if addr != self.base + off:
             self.problems.append(f"mmap MAP_FIXED at {self.base + off:#x} returned {addr:#x}")

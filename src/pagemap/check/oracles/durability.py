@@ -16,7 +16,8 @@ from pagemap.check.oracles import DURABILITY, Violation
 from pagemap.check.oracles.coherence import SLOT, describe
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.page import PG_DIRTY
-from pagemap.kernel.pagemap import PageMap, decode_slot
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.slot import decode_slot
 
 
 def cached_page_bytes(pm: PageMap, index: int) -> tuple[bytes, bool] | None:

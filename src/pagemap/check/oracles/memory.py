@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, NoReturn
 from pagemap.check.oracles import MEMORY_SAFETY
 from pagemap.hw.memory import PGSHIFT
 from pagemap.kernel.page import Page
-from pagemap.kernel.pagemap import PageMap, decode_slot
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.slot import decode_slot
 
 if TYPE_CHECKING:
     from pagemap.machine import Machine

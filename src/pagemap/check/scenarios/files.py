@@ -12,7 +12,7 @@ from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.mm import BusError
+from pagemap.kernel.errors import BusError
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.sync.core import WRITE
 

@@ -15,9 +15,8 @@ from pagemap.check.oracles import ACCOUNTING
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.mman import MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
-
-RW = PROT_READ | PROT_WRITE
+from pagemap.kernel.mman import MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ
+from pagemap.kernel.mman import PROT_RW as RW
 
 
 def _remover(ctx: RunContext, f: ShadowFile, lo: int, n: int) -> None:

@@ -1,0 +1,180 @@
+"""The page-fault handler: what happens when a user access finds no usable PTE.
+
+Part of Proc (kernel/proc.py); the state is MM's (kernel/mm.py), whose lock
+order it follows.  Rules: the handler is entered with no lock held, and
+leaves with none held, having installed a PTE or raised what Linux would
+signal.  It never sleeps under vmr_lock or pte_lock: it checks its VMR under
+vmr_lock, lets go to look the page up (which may read it in and sleep), and
+re-checks the VMR under vmr_lock before it installs (_install), so a region
+unmapped or changed meanwhile gets no PTE and the access faults afresh.  A
+PTE is installed with one CAS that keeps any D bit already there.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
+from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
+from pagemap.kernel.mm import MM
+from pagemap.kernel.mman import PROT_WRITE
+from pagemap.kernel.page import Page
+from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
+from pagemap.sync.core import WRITE
+
+
+def pte_allows(pte: int, write: bool) -> bool:
+    """Whether a PTE lets a load (or store) through."""
+    return bool(pte & PTE_P) and (not write or bool(pte & PTE_W))
+
+
+class FaultHandler(MM):
+    """handle_page_fault and its helpers."""
+
+    def handle_page_fault(self, va: int, write: bool) -> None:
+        """Make the access at `va` possible, or raise what Linux would signal.
+
+        No VMR: SegmentationFault (EFAULT).  A VMR that forbids the access:
+        SegmentationFault (EPERM).  A file page at or past the end of file:
+        BusError.  Otherwise the page is installed and the caller retries;
+        a fault that finds the work already done (another core won) returns.
+        """
+        self.faults.add(1)
+        vpn = va >> PGSHIFT
+        with self.vmr_lock:
+            vmr = self._checked_vmr(va, write)
+            word = self.page_table.lookup(vpn)
+            if word is not None and pte_allows(word.load(), write):
+                return  # a spurious fault: another core installed it first
+            owned = self.anon.get(vpn)
+        if vmr.file is None:
+            self._fault_anonymous(vmr, va, owned)
+        elif owned is not None:
+            # Our private copy, mapped read-only by mprotect or zapped by PROT_NONE.
+            self._check_eof(vmr, va, write)
+            self._install(vmr, va, owned, write, owned=True)
+        else:
+            self._fault_file(vmr, va, write)
+
+    def _checked_vmr(self, va: int, write: bool) -> VMR:
+        """The VMR at `va` if it allows the access; vmr_lock held."""
+        vmr = find_vmr(self.vmrs, va)
+        op = "store to" if write else "load from"
+        if vmr is None:
+            raise SegmentationFault(
+                f"SIGSEGV: p{self.pid} {op} {va:#x}: nothing is mapped there", errno=errno.EFAULT
+            )
+        if not prot_allows(vmr.prot, write):
+            raise SegmentationFault(
+                f"SIGSEGV: p{self.pid} {op} {va:#x}: the mapping at "
+                f"{vmr.base:#x}-{vmr.end:#x} is {describe_prot(vmr.prot)}",
+                errno=errno.EPERM,
+            )
+        return vmr
+
+    def _check_eof(self, vmr: VMR, va: int, write: bool) -> None:
+        assert vmr.file is not None
+        size = vmr.file.size
+        index = vmr.index_of(va)
+        if index >= (size + PGMASK) >> PGSHIFT:
+            raise BusError(
+                f"SIGBUS: p{self.pid} {'store to' if write else 'load from'} {va:#x} maps "
+                f"page {index} of a file of {size} bytes, past its end"
+            )
+
+    def _fault_anonymous(self, vmr: VMR, va: int, owned: Page | None) -> None:
+        if owned is not None:
+            self._install(vmr, va, owned, True, owned=True)
+            return
+        page = self._zeroed_page()
+        if not self._install(vmr, va, page, True, owned=True):
+            self.allocator.decref(page)
+
+    def _fault_file(self, vmr: VMR, va: int, write: bool) -> None:
+        mapping = vmr.mapping
+        assert mapping is not None
+        self._check_eof(vmr, va, write)
+        page, read = mapping.lookup(vmr.index_of(va))
+        if read:
+            self.major_faults.add(1)  # not cached, or still being read in
+        try:
+            # The file may have shrunk while we slept in lookup: truncate
+            # stores the size before it drops pages, and goes round again
+            # while our slot reference is held, so checking again here (and
+            # installing before put_page) leaves it no PTE to miss
+            # (test_a_fault_racing_truncate_unmaps_what_it_installed; a
+            # handler that puts the page before installing it is caught).
+            self._check_eof(vmr, va, write)
+            if write and not vmr.shared:
+                copy = self._zeroed_page(fill=page)
+                if not self._install(vmr, va, copy, True, owned=True):
+                    self.allocator.decref(copy)
+            else:
+                self._install(vmr, va, page, write, owned=False)
+        finally:
+            mapping.put_page(page)
+
+    def _zeroed_page(self, fill: Page | None = None) -> Page:
+        """A fresh anonymous page: zeros, or a copy of `fill`'s bytes."""
+        page = self.allocator.alloc()
+        self.executor.point("frame.fill", page.ppn, WRITE)
+        if fill is None:
+            page.data[:] = bytes(PGSIZE)
+        else:
+            page.data[:] = fill.data
+        return page
+
+    def _install(self, vmr: VMR, va: int, page: Page, write: bool, owned: bool) -> bool:
+        """Point the PTE at `va` to `page`; False if the VMR changed meanwhile
+        (the access retries and faults afresh) or another fault won the race
+        to give this private page its own copy.
+
+        `owned`: the page is anonymous and ours (recorded in self.anon).
+        """
+        vpn = va >> PGSHIFT
+        with self.vmr_lock:
+            if find_vmr(self.vmrs, va) is not vmr:
+                return False
+            writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+            bits = PTE_P | PTE_U | (PTE_W if writable else 0)
+            with self.pte_lock:
+                mine = self.anon.get(vpn)
+                if mine is not None and mine is not page:
+                    # Another fault gave this page its private copy since we
+                    # looked; never cover it with the file's page or a second
+                    # copy (test_two_faults_racing_to_copy_one_private_page_keep_one_copy).
+                    return False
+                if owned:
+                    self.anon[vpn] = page
+                word = self.page_table.pte(vpn)
+                while True:
+                    old = word.load()
+                    if pte_allows(old, write) and pte_ppn(old) == page.ppn:
+                        # Another core's fault installed it since we looked, and
+                        # its store may have set D since: rewriting the PTE would
+                        # lose that bit ("a fault overwrites a PTE another fault
+                        # installed", tests/test_mm_mutants.py).
+                        return True
+                    same = pte_ppn(old) == page.ppn
+                    if old & PTE_D and not same:
+                        raise KernelBug(
+                            f"p{self.pid}: PTE at {va:#x} still holds the dirty bit of frame "
+                            f"{pte_ppn(old)} while frame {page.ppn} is installed there"
+                        )
+                    # Keep any D, in the same CAS.  Removal's first pass leaves
+                    # D in a PTE it makes not present, but it holds pm.lock
+                    # until its third pass zeroes that PTE, and lookup takes
+                    # pm.lock first, so no fault meets such a PTE today (hence
+                    # fault-drops-dirty is an equivalent mutant); were that to
+                    # change, the bit must survive, as
+                    # test_the_fault_handler_keeps_a_d_bit_left_in_a_not_present_pte
+                    # checks by hand.
+                    if word.cas(old, make_pte(page.ppn, bits) | (old & PTE_D)):
+                        break
+                if old & PTE_P and not same:
+                    # A private copy replaces the file's page: TLBs must forget
+                    # the old frame before removal could free it unseen (the
+                    # private-remove scenario).
+                    self.tlb_shootdown()
+        return True

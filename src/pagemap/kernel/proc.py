@@ -1,0 +1,22 @@
+"""A process, as the kernel's other parts and its users see it.
+
+Proc ties the rooms of the address space together: the state and its PTE
+operations (MM, kernel/mm.py), the fault handler (kernel/fault.py), the
+mapping calls (kernel/mmap.py) and user access (kernel/uaccess.py).  Its
+rules are theirs: the lock order and the PTE rules of kernel/mm.py, the VMR
+rules of kernel/vmr.py.  Made by Machine.process(); to the page map's reverse
+map it is an AddressSpace (kernel/rmap.py).
+"""
+
+from __future__ import annotations
+
+from pagemap.kernel.mmap import Mappings
+from pagemap.kernel.uaccess import UserAccess
+
+
+class Proc(UserAccess, Mappings):
+    """A process's address space: mmap, munmap, mprotect, msync, exit, load,
+    store, and handle_page_fault."""
+
+
+__all__ = ["Proc"]
