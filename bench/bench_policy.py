@@ -20,7 +20,7 @@ Each figure is our miss ratio with libCacheSim's for the same policy as its
 baseline (bench/reference.py says how each is configured to match); the run
 fails if fifo, lru, clock or s3fifo is more than 0.01 from its twin.  lru2q's
 baseline is libCacheSim's two-segment SLRU, the nearest it has, which fills
-differently (see tests/test_policy_reference.py), so it is shown, not held
+differently (see tests/kernel/policy/test_policy_reference.py), so it is shown, not held
 to 0.01.  The default policy's miss ratio is also given against OPT's.
 
 Speed: the cost of `referenced` (the hit path) against OrderedDict.move_to_end

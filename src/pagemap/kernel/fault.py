@@ -154,7 +154,7 @@ class FaultHandler(MM):
                         # Another core's fault installed it since we looked, and
                         # its store may have set D since: rewriting the PTE would
                         # lose that bit ("a fault overwrites a PTE another fault
-                        # installed", tests/test_mm_mutants.py).
+                        # installed", tests/check/test_mm_mutants.py).
                         return True
                     same = pte_ppn(old) == page.ppn
                     if old & PTE_D and not same:

@@ -159,7 +159,7 @@ class MM:
         writeback (fsync) that cleaned the page in between must not be the
         last word on it.  The pages cannot be freed meanwhile: removal zeroes
         PTEs under pte_lock before it frees, and our VMR is still registered.
-        ("munmap and mprotect drop D bits" in tests/test_mm_mutants.py
+        ("munmap and mprotect drop D bits" in tests/check/test_mm_mutants.py
         forgets PG_DIRTY here and is caught.)
         """
         self.tlb_shootdown()
@@ -176,7 +176,7 @@ class MM:
 
     # -- the VMR list, as tests and oracles name it --------------------------------------
     # The kernel calls kernel/vmr.py directly; these are the names that
-    # tests/test_mm_mutants.py and tests/test_removal_mapped.py use.
+    # tests/check/test_mm_mutants.py and tests/kernel/test_removal_mapped.py use.
     def _find_vmr(self, va: int) -> VMR | None:
         return find_vmr(self.vmrs, va)
 

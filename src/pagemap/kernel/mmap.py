@@ -227,7 +227,7 @@ class Mappings(FaultHandler):
         freed = self._zap(lo, hi, free_owned=True)
         # Only now may the victims leave their maps: until every PTE they had
         # is zero, removal must still find them (munmap-remove; "munmap leaves
-        # the page map before zeroing PTEs" in tests/test_mm_mutants.py).
+        # the page map before zeroing PTEs" in tests/check/test_mm_mutants.py).
         for v in victims:
             unregister(v)
         for page in freed:

@@ -169,7 +169,7 @@ class Removal:
             # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
             # so its process, stays put meanwhile: munmap must take `lock` to
             # take it off the list (munmap-remove; "munmap leaves the page map
-            # before zeroing PTEs" in tests/test_mm_mutants.py is caught).
+            # before zeroing PTEs" in tests/check/test_mm_mutants.py is caught).
             if any(p is proc for p in procs):
                 continue
             if len(procs) == PTR_ARR_LEN:

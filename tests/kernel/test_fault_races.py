@@ -29,8 +29,7 @@ from pagemap import (
     Proc,
 )
 from pagemap.sync.executor import Task
-
-from .conftest import SIM_SEEDS, sim
+from tests.conftest import SIM_SEEDS, sim
 
 
 def test_a_fault_racing_truncate_unmaps_what_it_installed(

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from pagemap import PGSIZE, BlockDevice, Machine
-
-from .conftest import SIM_SEEDS, sim
+from tests.conftest import SIM_SEEDS, sim
 
 BLK = 1024
 PER_PAGE = PGSIZE // BLK

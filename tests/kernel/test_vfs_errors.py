@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from pagemap import PG_DIRTY, PGSIZE, File, IOFailure, KernelError, Machine
-
-from .conftest import sim
+from tests.conftest import sim
 
 ALL = 1 << 30
 FRAMES = 8

@@ -20,8 +20,7 @@ from pagemap import PROT_WRITE, Page
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.vmr import VMR
-
-from .test_removal_mapped import SCENARIOS, World
+from tests.kernel.test_removal_mapped import SCENARIOS, World
 
 
 def settle_dirty_forgetting_pg_dirty(self: Proc, dirty: list[Page]) -> None:

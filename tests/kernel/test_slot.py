@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from pagemap import RefcountOverflow, decode_slot, encode_slot
 from pagemap.kernel import slot as pmm
 from pagemap.kernel.errors import InvalidArgument, KernelBug
-
-from .conftest import CountingOps, sim
+from tests.conftest import CountingOps, sim
 
 
 def test_layout_constants_match_the_seed() -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from pagemap import PGSIZE, Machine
-
-from .conftest import SIM_SEEDS, sim
+from tests.conftest import SIM_SEEDS, sim
 
 ALL = 1 << 30
 FRAMES = 8

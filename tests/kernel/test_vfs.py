@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from pagemap import PG_DIRTY, PGSIZE, File, Machine, OutOfMemory
-
-from .conftest import sim
+from tests.conftest import sim
 
 ALL = 1 << 30  # "every page" for remove_contig / writeback
 

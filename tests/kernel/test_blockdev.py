@@ -19,8 +19,7 @@ from pagemap import (
     Machine,
 )
 from pagemap.kernel.blockdev import page_buffers
-
-from .conftest import CountingOps, sim
+from tests.conftest import CountingOps, sim
 
 FRAMES = 8
 ALL = 1 << 30

@@ -23,8 +23,7 @@ from pagemap import (
     PageMap,
     decode_slot,
 )
-
-from .conftest import SIM_SEEDS, CountingOps, page_bytes, sim
+from tests.conftest import SIM_SEEDS, CountingOps, page_bytes, sim
 
 THREAD_ROUNDS = range(20)
 

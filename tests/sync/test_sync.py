@@ -11,8 +11,7 @@ from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.executor import Executor
 from pagemap.sync.sim import SimExecutor
 from pagemap.sync.threads import ThreadExecutor
-
-from .conftest import SIM_SEEDS, sim
+from tests.conftest import SIM_SEEDS, sim
 
 EXECUTORS = ["threads", "sim"]
 

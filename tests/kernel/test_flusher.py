@@ -7,8 +7,7 @@ import errno
 import pytest
 
 from pagemap import PG_DIRTY, PGSIZE, Machine, OutOfMemory, PageMap
-
-from .conftest import SIM_SEEDS, CountingOps, page_bytes, sim
+from tests.conftest import SIM_SEEDS, CountingOps, page_bytes, sim
 
 
 def churn(pm: PageMap, first: int, count: int, version: int, problems: list[str]) -> None:

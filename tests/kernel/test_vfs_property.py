@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from pagemap import PGSIZE, Machine, OutOfMemory
 from pagemap.kernel.hostfs import HostFile
-
-from .conftest import sim
+from tests.conftest import sim
 
 FRAMES = 4  # fewer than the file's pages: eviction and re-reading happen
 MAX_PAGES = 6
