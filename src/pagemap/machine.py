@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
+from pagemap.kernel.errors import InvalidArgument, IOFailure
 from pagemap.kernel.flusher import Flusher
+from pagemap.kernel.fs.ext2.fs import Ext2FS
+from pagemap.kernel.fs.ext2.fs import mount as ext2_mount
 from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.mm import Proc
 from pagemap.kernel.page import PageAllocator
@@ -105,6 +109,31 @@ class Machine:
     def blockdev(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
         """The block device over a disk image (the same one each time)."""
         return self.block_devices.open(image_path, sector_size)
+
+    def mount(
+        self,
+        image_path: str | os.PathLike[str],
+        mode: str = "rw",
+        clock: Callable[[], int] | None = None,
+    ) -> Ext2FS:
+        """Mount the ext2 filesystem in a disk image, "r" or "rw"; the image
+        is the device's backing store (see kernel/fs/ext2/fs.py for the calls).
+        `clock` gives the seconds stamped on inodes (default: the host's)."""
+        if mode not in ("r", "rw"):
+            raise InvalidArgument(f"mount mode {mode!r} is not 'r' or 'rw'")
+        try:
+            dev = self.blockdev(image_path)
+        except InvalidArgument as exc:
+            # An image that is not whole sectors (cut short mid-sector) is as
+            # unreadable to a filesystem as one that is cut short: EIO.
+            raise IOFailure(f"{os.fspath(image_path)}: cannot be mounted: {exc.strerror}") from exc
+        return ext2_mount(
+            self.executor,
+            dev,
+            self.page_map,
+            readonly=mode == "r",
+            clock=clock or (lambda: int(time.time())),
+        )
 
     # -- tasks -------------------------------------------------------------------
     def spawn(
