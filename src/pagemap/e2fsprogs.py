@@ -27,7 +27,9 @@ def tool(name: str) -> str:
         path = os.path.join(folder, name)
         if os.access(path, os.X_OK):
             return path
-    raise FileNotFoundError(f"{name} was not found on PATH or in {', '.join(SEARCH)}: {INSTALL_HINT}")
+    raise FileNotFoundError(
+        f"{name} was not found on PATH or in {', '.join(SEARCH)}: {INSTALL_HINT}"
+    )
 
 
 def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -105,6 +107,8 @@ def ls(image: str | os.PathLike[str], path: str) -> list[LsEntry]:
         if len(parts) < 7 or not parts[1].isdigit():
             continue
         name = "/".join(parts[5:-2])
+        if not name or parts[1] == "0":
+            continue  # an unused record
         size = int(parts[-2]) if parts[-2].isdigit() else 0
         entries.append(LsEntry(int(parts[1]), int(parts[2], 8), size, name))
     return entries

@@ -124,6 +124,9 @@ class Ext2File(File):
         self.fs = fs
         self.pos = 0
 
+    def __enter__(self) -> Ext2File:
+        return self
+
     def read(self, nbytes: int = -1) -> bytes:
         if nbytes < 0:
             nbytes = max(0, self.size - self.pos)
@@ -265,12 +268,16 @@ class Ext2FS:
         if len(raw) >= PATH_MAX:
             raise NameTooLong(f"{path!r}: a path of {len(raw)} bytes (at most {PATH_MAX - 1})")
         parts = [p for p in raw.split(b"/") if p]
-        for p in parts:
-            if len(p) > NAME_LEN:
-                raise NameTooLong(
-                    f"{path!r}: the name {p[:16]!r}... is {len(p)} bytes (at most {NAME_LEN})"
-                )
         return parts, raw.endswith(b"/") and bool(parts)
+
+    @staticmethod
+    def _check_name(name: bytes, path: str) -> None:
+        """A name over 255 bytes is ENAMETOOLONG where the walk reaches it,
+        as on Linux (a missing directory before it is ENOENT first)."""
+        if len(name) > NAME_LEN:
+            raise NameTooLong(
+                f"{path!r}: the name {name[:16]!r}... is {len(name)} bytes (at most {NAME_LEN})"
+            )
 
     @property
     def root(self) -> Ext2Inode:
@@ -288,6 +295,7 @@ class Ext2FS:
                 raise NotADirectory(f"{path}: a component on the way is not a directory")
             if name == b".":
                 continue
+            self._check_name(name, path)
             found = dirops.find(cur, name)
             if found is None:
                 raise NotFound(f"{path}: no such file or directory")
@@ -316,12 +324,13 @@ class Ext2FS:
         parts, slash = self._components(path)
         if not parts:
             raise Busy(f"{path!r}: the root directory")
-        parent = self._walk(self.root, parts[:-1], True, str(path))
+        parent = self._walk(self.root, parts[:-1], True, path)
         if not parent.is_dir():
             raise NotADirectory(f"{path}: a component on the way is not a directory")
         return parent, parts[-1], slash
 
     def _child(self, parent: Ext2Inode, name: bytes) -> Ext2Inode | None:
+        self._check_name(name, os.fsdecode(name))
         if name == b".":
             return parent
         found = dirops.find(parent, name)
@@ -643,7 +652,8 @@ class Ext2FS:
         inode.size_word.store(len(raw))
 
     def rename(self, old: str, new: str) -> None:
-        """Move `old` to `new`, replacing what `new` names as Linux's rename(2)."""
+        """Move `old` to `new`, replacing what `new` names, as Linux's
+        rename(2), its checks in Linux's order."""
         self.vol.check_writable(f"rename {old!r}")
         with self._ns("rename"):
             op, oname, oslash = self._parent(old)
@@ -656,37 +666,35 @@ class Ext2FS:
             dst = self._child(np, nname)
             if (oslash or nslash) and not src.is_dir():
                 raise NotADirectory(f"{old}: not a directory")
+            if src.is_dir() and self._is_ancestor(src, np):
+                raise InvalidArgument(f"cannot move {old!r} into itself ({new!r})")
+            if dst is not None and dst.is_dir() and self._is_ancestor(dst, op):
+                raise NotEmpty(f"{new}: directory not empty (it holds {old!r})")
             if dst is src:
                 return
-            self._check_rename(src, dst, np, old, new)
+            self._check_rename(src, dst, np, new)
             self._do_rename(op, oname, src, np, nname, dst)
 
-    def _check_rename(
-        self,
-        src: Ext2Inode,
-        dst: Ext2Inode | None,
-        np: Ext2Inode,
-        old: str,
-        new: str,
-    ) -> None:
-        if src.is_dir():
-            if dst is not None and not dst.is_dir():
-                raise NotADirectory(f"{new}: not a directory")
-            if dst is not None and not dirops.is_empty(dst):
-                raise NotEmpty(f"{new}: directory not empty")
-            cur = np
-            for _ in range(self.vol.geo.inodes_count + 1):
-                if cur is src:
-                    raise InvalidArgument(f"cannot move {old!r} into itself ({new!r})")
-                if cur.ino == ROOT_INO:
-                    break
-                cur = self._up(cur)
-            else:
-                raise Corrupt(f'directory inode {np.ino}: its ".." entries form a loop')
-            if dst is None and np.links >= LINK_MAX:
-                raise TooManyLinks(f"{new}: its parent already has {LINK_MAX} links")
-        elif dst is not None and dst.is_dir():
+    def _is_ancestor(self, a: Ext2Inode, d: Ext2Inode) -> bool:
+        """Whether directory `a` is `d` or above it."""
+        cur = d
+        for _ in range(self.vol.geo.inodes_count + 1):
+            if cur is a:
+                return True
+            if cur.ino == ROOT_INO:
+                return False
+            cur = self._up(cur)
+        raise Corrupt(f'directory inode {d.ino}: its ".." entries form a loop')
+
+    def _check_rename(self, src: Ext2Inode, dst: Ext2Inode | None, np: Ext2Inode, new: str) -> None:
+        if dst is not None and src.is_dir() and not dst.is_dir():
+            raise NotADirectory(f"{new}: not a directory")
+        if dst is not None and not src.is_dir() and dst.is_dir():
             raise IsADirectory(f"{new}: is a directory")
+        if dst is not None and dst.is_dir() and not dirops.is_empty(dst):
+            raise NotEmpty(f"{new}: directory not empty")
+        if src.is_dir() and dst is None and np.links >= LINK_MAX:
+            raise TooManyLinks(f"{new}: its parent already has {LINK_MAX} links")
 
     def _do_rename(
         self,
