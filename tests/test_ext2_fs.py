@@ -184,7 +184,7 @@ def test_mount_twice_and_unmount_busy(tmp_path: Path) -> None:
 def test_a_host_read_only_image_mounts_read_only_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image, machine, fs = fresh(tmp_path)
+    image, _, fs = fresh(tmp_path)
     fs.write_file("/a", b"kept")
     fs.unmount()
 
@@ -394,7 +394,7 @@ def test_reads_and_writes_with_a_position(tmp_path: Path) -> None:
     done(image, machine, fs)
 
 
-# -- features ---------------------------------------------------------------------------------------
+# -- features -------------------------------------------------------------------------------
 
 
 def test_changing_an_indexed_directory_clears_its_index(tmp_path: Path) -> None:

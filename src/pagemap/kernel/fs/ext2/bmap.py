@@ -236,25 +236,26 @@ class BlockMap:
         """Free every block mapping file blocks >= keep; the blocks freed."""
         data: list[int] = []
         indirect: list[int] = []
+        apb = self.geo.addr_per_block
+        trees: list[tuple[int, int, int, bool]] = []  # (top block, level, first n, whole)
         with self.lock:
             for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
                 if self.i_block[k]:
                     data.append(self.i_block[k])
                     self.i_block[k] = 0
-        apb = self.geo.addr_per_block
-        base = NDIR_BLOCKS
-        for level, slot in ((1, 12), (2, 13), (3, 14)):
-            span = apb**level
-            if keep < base + span:
-                with self.lock:
-                    top = self.i_block[slot]
-                    if top and keep <= base:
+            base = NDIR_BLOCKS
+            for level, slot in ((1, 12), (2, 13), (3, 14)):
+                top = self.i_block[slot]
+                if top and keep < base + apb**level:
+                    trees.append((top, level, base, keep <= base))
+                    if keep <= base:
                         self.i_block[slot] = 0
-                if top and keep <= base:
-                    self._collect(top, level, base, data, indirect)
-                elif top:
-                    self._cut(top, level, base, keep - base, data, indirect)
-            base += span
+                base += apb**level
+        for top, level, base, whole in trees:
+            if whole:
+                self._collect(top, level, base, data, indirect)
+            else:
+                self._cut(top, level, base, keep - base, data, indirect)
         freed = data + indirect
         if not freed:
             return 0
