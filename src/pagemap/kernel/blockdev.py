@@ -192,7 +192,8 @@ class BlockDevice:
         cached; hold it until put_buffer.  However many tasks race for a
         block, the image is read once (load_page runs readpage once)."""
         self._check_block(blk_num, blk_size)
-        self._claim_block_size(blk_size)
+        if self.blk_size_word.load() != blk_size:
+            self._claim_block_size(blk_size)
         per_page = PGSIZE // blk_size
         page = self.mapping.load_page(blk_num // per_page)
         for bh in page_buffers(page):

@@ -238,11 +238,15 @@ class BlockMap:
         indirect: list[int] = []
         apb = self.geo.addr_per_block
         trees: list[tuple[int, int, int, bool]] = []  # (top block, level, first n, whole)
+        spb = self.geo.sectors_per_block
         with self.lock:
             for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
                 if self.i_block[k]:
                     data.append(self.i_block[k])
                     self.i_block[k] = 0
+            self.blocks512 -= len(data) * spb
+            self.fresh.difference_update(data)
+            direct = len(data)
             base = NDIR_BLOCKS
             for level, slot in ((1, 12), (2, 13), (3, 14)):
                 top = self.i_block[slot]
@@ -261,10 +265,15 @@ class BlockMap:
             return 0
         for blk in indirect + data if self.cached_data else indirect:
             self.dev.forget_buffer(blk, self.geo.block_size)
+        if len(freed) > direct:
+            with self.lock:
+                self.blocks512 -= (len(freed) - direct) * spb
+                self.fresh.difference_update(data[direct:])
+        # Only now, with no map naming them, may the bitmap hand them out
+        # again: freed any earlier, a concurrent allocator could give a block
+        # to another file while this one still names it (the
+        # ext2-append-truncate scenario; its frees-first mutant is caught).
         self.alloc.free_blocks(freed, f"{self.name}: truncate")
-        with self.lock:
-            self.blocks512 -= len(freed) * self.geo.sectors_per_block
-            self.fresh.difference_update(data)
         return len(freed)
 
     def _entries(self, blk: int, first_n: int) -> list[int]:
