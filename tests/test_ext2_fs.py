@@ -447,3 +447,12 @@ def test_statfs_agrees_with_debugfs(tmp_path: Path) -> None:
     assert st.blocks_free == dumpe2fs_field(image, "Free blocks")
     assert st.files_free == dumpe2fs_field(image, "Free inodes")
     assert st.block_size == 2048 and st.name_max == 255
+
+
+def test_the_readme_ext2_example_runs(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    (code,) = [b for b in blocks if "m.mount(" in b]
+    code = code.replace("/tmp/fs.img", str(tmp_path / "fs.img"))
+    exec(compile(code, "README.md", "exec"), {})
+    assert e2.cat(tmp_path / "fs.img", "/docs/hello.txt") == b"hello, ext2"

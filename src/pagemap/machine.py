@@ -71,6 +71,7 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        self.mounts: list[Ext2FS] = []
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one
         # ends the flusher is told to stop, so run() can return.  Bookkeeping
@@ -127,13 +128,15 @@ class Machine:
             # An image that is not whole sectors (cut short mid-sector) is as
             # unreadable to a filesystem as one that is cut short: EIO.
             raise IOFailure(f"{os.fspath(image_path)}: cannot be mounted: {exc.strerror}") from exc
-        return ext2_mount(
+        fs = ext2_mount(
             self.executor,
             dev,
             self.page_map,
             readonly=mode == "r",
             clock=clock or (lambda: int(time.time())),
         )
+        self.mounts = [m for m in self.mounts if m.vol.mounted] + [fs]
+        return fs
 
     # -- tasks -------------------------------------------------------------------
     def spawn(
@@ -212,6 +215,9 @@ class Machine:
             problems.extend(pm.check_quiescent())
         problems.extend(self.hostfs.check_quiescent())
         problems.extend(self.block_devices.check_quiescent())
+        for fs in self.mounts:
+            if fs.vol.mounted:
+                problems.extend(fs.check_quiescent())
         for proc in self.procs:
             problems.extend(proc.check_quiescent())
         cached = sum(pm.num_pages for pm in self.page_maps)
