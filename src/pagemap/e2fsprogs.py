@@ -98,22 +98,15 @@ class LsEntry:
 
 
 def ls(image: str | os.PathLike[str], path: str) -> list[LsEntry]:
-    """`debugfs ls -p`: every entry of a directory ("." and ".." included)."""
-    out = debugfs(image, f'ls -p "{path}"').decode(errors="surrogateescape")
+    """`debugfs ls -l`: every live entry of a directory ("." and ".."
+    included), parsed (names with runs of spaces come back with one)."""
+    out = debugfs(image, f'ls -l "{path}"').decode(errors="surrogateescape")
     entries = []
     for line in out.splitlines():
-        # /ino/mode/uid/gid/name/size/
-        parts = line.split("/")
-        if len(parts) < 7 or not parts[1].isdigit():
+        # ino mode (type) uid gid size date time name
+        parts = line.split()
+        if len(parts) < 9 or not parts[0].isdigit() or not parts[2].startswith("("):
             continue
-        name = "/".join(parts[5:-2])
-        if not name or parts[1] == "0":
-            continue  # an unused record
-        size = int(parts[-2]) if parts[-2].isdigit() else 0
-        entries.append(LsEntry(int(parts[1]), int(parts[2], 8), size, name))
+        name = " ".join(parts[8:])
+        entries.append(LsEntry(int(parts[0]), int(parts[1], 8), int(parts[5]), name))
     return entries
-
-
-def ls_l(image: str | os.PathLike[str], path: str) -> str:
-    """`debugfs ls -l`, as text."""
-    return debugfs(image, f'ls -l "{path}"').decode(errors="replace")

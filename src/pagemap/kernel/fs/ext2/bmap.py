@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pagemap.kernel.blockdev import BlockDevice, BufferHead
 from pagemap.kernel.fs.ext2.balloc import Allocator
-from pagemap.kernel.fs.ext2.errors import NoSpace, TooBig
+from pagemap.kernel.fs.ext2.errors import Corrupt, NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import N_BLOCKS, NDIR_BLOCKS, put_u32, u32
 from pagemap.kernel.fs.ext2.super import Geometry
 from pagemap.sync.locks import SpinLock
@@ -235,7 +235,7 @@ class BlockMap:
     def truncate(self, keep: int) -> int:
         """Free every block mapping file blocks >= keep; the blocks freed."""
         data: list[int] = []
-        indirect: list[int] = []
+        indirect: dict[int, None] = {}  # ordered, and a quick "seen before?"
         apb = self.geo.addr_per_block
         trees: list[tuple[int, int, int, bool]] = []  # (top block, level, first n, whole)
         spb = self.geo.sectors_per_block
@@ -260,10 +260,10 @@ class BlockMap:
                 self._collect(top, level, base, data, indirect)
             else:
                 self._cut(top, level, base, keep - base, data, indirect)
-        freed = data + indirect
+        freed = data + list(indirect)
         if not freed:
             return 0
-        for blk in indirect + data if self.cached_data else indirect:
+        for blk in freed if self.cached_data else indirect:
             self.dev.forget_buffer(blk, self.geo.block_size)
         if len(freed) > direct:
             with self.lock:
@@ -285,9 +285,14 @@ class BlockMap:
         return [u32(raw, i * 4) for i in range(self.geo.addr_per_block)]
 
     def _collect(
-        self, blk: int, level: int, first_n: int, data: list[int], indirect: list[int]
+        self, blk: int, level: int, first_n: int, data: list[int], indirect: dict[int, None]
     ) -> None:
-        """Every block of the (detached) subtree under indirect block `blk`."""
+        """Every block of the (detached) subtree under indirect block `blk`.
+
+        An indirect block met twice is corruption: a walk that trusted such a
+        map could visit the same subtree a billion times."""
+        if blk in indirect:
+            raise Corrupt(f"{self._where(first_n)}: indirect block {blk} appears twice in the map")
         apb = self.geo.addr_per_block
         for i, child in enumerate(self._entries(blk, first_n)):
             if not child:
@@ -296,7 +301,7 @@ class BlockMap:
                 data.append(child)
             else:
                 self._collect(child, level - 1, first_n + i * apb ** (level - 1), data, indirect)
-        indirect.append(blk)
+        indirect[blk] = None
 
     def _cut(
         self,
@@ -305,7 +310,7 @@ class BlockMap:
         first_n: int,
         keep_rel: int,
         data: list[int],
-        indirect: list[int],
+        indirect: dict[int, None],
     ) -> None:
         """In indirect block `blk` (covering file blocks from first_n), drop
         every entry past keep_rel, and cut the entry keep_rel falls in."""
@@ -344,14 +349,14 @@ class BlockMap:
     def all_blocks(self) -> tuple[list[int], list[int]]:
         """(data blocks, indirect blocks) of the whole map, for checks."""
         data: list[int] = [b for b in self.i_block[:NDIR_BLOCKS] if b]
-        indirect: list[int] = []
+        indirect: dict[int, None] = {}
         apb = self.geo.addr_per_block
         base = NDIR_BLOCKS
         for level, slot in ((1, 12), (2, 13), (3, 14)):
             if self.i_block[slot]:
                 self._collect(self.i_block[slot], level, base, data, indirect)
             base += apb**level
-        return data, indirect
+        return data, list(indirect)
 
 
 __all__ = ["BlockMap", "NoSpace", "block_path"]

@@ -426,6 +426,10 @@ def check_disk_inode(vol: Volume, ino: int, d: DiskInode) -> None:
             f"{where}: a directory of {d.size()} bytes, not a whole number of "
             f"{geo.block_size}-byte blocks"
         )
+    # A directory has no holes: its size is bounded by the blocks it owns,
+    # and those by the filesystem (so a walk over its blocks ends soon).
+    if fmt == S_IFDIR and d.size() > min(d.blocks * 512, geo.blocks_count * geo.block_size):
+        raise Corrupt(f"{where}: a directory of {d.size()} bytes owning only {d.blocks} sectors")
     if d.size() > vol.max_file_size:
         raise Corrupt(f"{where}: size {d.size()} passes the largest file the filesystem allows")
     if d.file_acl:
