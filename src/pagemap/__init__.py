@@ -16,6 +16,7 @@ from pagemap.kernel.errors import (
     OutOfMemory,
     RefcountOverflow,
 )
+from pagemap.kernel.fs.ext2 import Ext2File, Ext2FS
 from pagemap.kernel.hostfs import HostFaults, HostFile
 from pagemap.kernel.mm import VMR, AccessDenied, BusError, NotMapped, Proc, SegmentationFault
 from pagemap.kernel.mman import (
@@ -81,6 +82,8 @@ __all__ = [
     "BufferHead",
     "BusError",
     "Deadlock",
+    "Ext2FS",
+    "Ext2File",
     "File",
     "HostFaults",
     "HostFile",

@@ -244,7 +244,7 @@ class BlockMap:
                 if self.i_block[k]:
                     data.append(self.i_block[k])
                     self.i_block[k] = 0
-            self.blocks512 -= len(data) * spb
+            self._uncount(len(data) * spb)
             self.fresh.difference_update(data)
             direct = len(data)
             base = NDIR_BLOCKS
@@ -267,7 +267,7 @@ class BlockMap:
             self.dev.forget_buffer(blk, self.geo.block_size)
         if len(freed) > direct:
             with self.lock:
-                self.blocks512 -= (len(freed) - direct) * spb
+                self._uncount((len(freed) - direct) * spb)
                 self.fresh.difference_update(data[direct:])
         # Only now, with no map naming them, may the bitmap hand them out
         # again: freed any earlier, a concurrent allocator could give a block
@@ -275,6 +275,12 @@ class BlockMap:
         # ext2-append-truncate scenario; its frees-first mutant is caught).
         self.alloc.free_blocks(freed, f"{self.name}: truncate")
         return len(freed)
+
+    def _uncount(self, sectors: int) -> None:
+        """i_blocks less `sectors` (map lock held).  A corrupt count smaller
+        than the blocks the map really has stops at zero rather than turn
+        into a number the inode cannot hold."""
+        self.blocks512 = max(0, self.blocks512 - sectors)
 
     def _entries(self, blk: int, first_n: int) -> list[int]:
         bh = self._indirect(blk, first_n)

@@ -353,7 +353,7 @@ class Ext2Inode(Inode):
             vol.dev.forget_buffer(blk, vol.geo.block_size)
             vol.alloc.free_blocks([blk], where)
         with self.bmap.lock:
-            self.bmap.blocks512 -= vol.geo.sectors_per_block
+            self.bmap.blocks512 = max(0, self.bmap.blocks512 - vol.geo.sectors_per_block)
         self.disk.file_acl = 0
 
     # -- symlinks ----------------------------------------------------------------------------

@@ -258,7 +258,10 @@ class SuperBlock:
         for name, fmt, off in _SB_FIELDS:
             if self.rev_level == GOOD_OLD_REV and off >= 84:
                 break  # revision 0 has no such fields on disk
-            struct.pack_into("<" + fmt, buf, off, getattr(self, name))
+            try:
+                struct.pack_into("<" + fmt, buf, off, getattr(self, name))
+            except struct.error as exc:
+                raise Corrupt(f"superblock: {name} {getattr(self, name)} cannot be stored") from exc
 
     def copy(self) -> SuperBlock:
         return SuperBlock(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -284,6 +287,12 @@ class GroupDesc:
         return GroupDesc(*_GD.unpack_from(raw, 0))
 
     def pack_into(self, buf: bytearray | memoryview, off: int) -> None:
+        try:
+            self._pack_into(buf, off)
+        except struct.error as exc:
+            raise Corrupt(f"a group descriptor field cannot be stored ({exc}): {self}") from exc
+
+    def _pack_into(self, buf: bytearray | memoryview, off: int) -> None:
         _GD.pack_into(
             buf,
             off,
@@ -352,6 +361,13 @@ class DiskInode:
         )
 
     def pack_into(self, buf: bytearray | memoryview) -> None:
+        try:
+            self._pack_into(buf)
+        except struct.error as exc:
+            # Counts built on a corrupt inode can leave the field's range.
+            raise Corrupt(f"an inode field cannot be stored ({exc}): {self}") from exc
+
+    def _pack_into(self, buf: bytearray | memoryview) -> None:
         _INODE.pack_into(
             buf,
             0,
