@@ -210,6 +210,7 @@ def _finish(
     try:
         for proc in procs:
             proc.exit()
+        target.settle()
         file.fsync()
     except OSError as exc:
         checks.add("durability", f"writing back at the end failed: {exc}")

@@ -16,13 +16,13 @@ bytes of generated cells, and synced before the run begins.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Protocol
 
 from pagemap import e2fsprogs
 from pagemap.kernel.fs.ext2 import Ext2FS
-from pagemap.kernel.fs.ext2.errors import NoSpace
-from pagemap.kernel.vfs import File
+from pagemap.kernel.vfs import ALL_PAGES, File
 from pagemap.machine import Machine
 from pagemap.workload import data
 
@@ -33,6 +33,10 @@ _CHUNK = 1 << 20
 class Target(Protocol):
     file: File
     oracles: tuple[str, ...]  # oracles beyond the job's own
+
+    def settle(self) -> None:
+        """Called once every process has exited, before the final fsync."""
+        ...
 
     def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
         """The file's bytes on its backing store, after the file is closed;
@@ -47,6 +51,9 @@ class HostTarget:
         self.path = path
         self.file: File = machine.open(path, "r+")
 
+    def settle(self) -> None:
+        pass
+
     def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
         with open(self.path, "rb") as f:
             return f.read()
@@ -58,7 +65,17 @@ class ImageTarget:
     def __init__(self, machine: Machine, image: str, fs: Ext2FS) -> None:
         self.image = image
         self.fs = fs
+        self.machine = machine
         self.file: File = fs.open(IMAGE_FILE, "r+")
+
+    def settle(self) -> None:
+        """Evict the cache first.  The run is over, so no flusher makes room,
+        and ext2's writeback needs free frames for the metadata buffers it
+        reads (a host file's does not): one removal pass frees every clean
+        page even where a dirty one cannot yet be written."""
+        for pm in [self.file.mapping, self.fs.vol.dev.mapping]:
+            with contextlib.suppress(OSError):
+                pm.remove_contig(0, ALL_PAGES)
 
     def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
         try:
@@ -109,8 +126,9 @@ def create_in_image(image: str, size: int, memory: int) -> bytes:
             for off in range(0, size, _CHUNK):
                 n = min(_CHUNK, size - off)
                 chunk = data.cells(off, n - n % data.CELL, 0, 0) + bytes(n % data.CELL)
-                if f.pwrite(chunk, off) != n:
-                    raise NoSpace(f"{IMAGE_FILE}: the image has no room for a {size}-byte file")
+                done = 0
+                while done < n:  # a short write (no frame free for a moment): go on
+                    done += f.pwrite(chunk[done:], off + done)
                 out.extend(chunk)
             f.fsync()
 

@@ -747,6 +747,7 @@ class Ext2FS:
                 try:
                     collect_mapped_dirty(inode.mapping, 0, ALL_PAGES)
                     inode.mapping.writeback(0, ALL_PAGES)
+                    inode.trim()
                 except OSError as exc:
                     first_error = first_error or exc
             if inode.dirty:
@@ -766,6 +767,7 @@ class Ext2FS:
                 if inode.open_count.load() or inode.mapping.vmrs:
                     raise Busy(f"{vol.name}: inode {inode.ino} is still open or mapped")
             if not vol.readonly:
+                self._make_room()
                 for ino in sorted(self.inodes):
                     if ino in self.inodes:
                         self._maybe_free(self.inodes[ino])
@@ -780,6 +782,19 @@ class Ext2FS:
             vol.dev.mapping.remove_contig(0, ALL_PAGES)
             vol.mounted = False
             vol.dev.release(self.holder)
+
+    def _make_room(self) -> None:
+        """Evict what can be evicted before syncing: once nothing is open or
+        mapped, every cached page may go, and writing inodes and the
+        superblock needs free frames for their buffers even when no flusher
+        is running to make some (an unmount after the run is over).  Clean
+        pages go even where a dirty one's writeback fails for want of a
+        frame; the sync that follows tries those again."""
+        for ino in sorted(self.inodes):
+            with contextlib.suppress(OSError):
+                self.inodes[ino].mapping.remove_contig(0, ALL_PAGES)
+        with contextlib.suppress(OSError):
+            self.vol.dev.mapping.remove_contig(0, ALL_PAGES)
 
     def _zero_fresh(self) -> None:
         """Blocks allocated for a write that never reached them (it failed

@@ -82,6 +82,7 @@ class Ext2Inode(Inode):
             vol.executor.spinlock(f"{name}.map_lock"),
         )
         self.bmap.cached_data = disk.fmt == S_IFDIR
+        self.trim_pending = False
         self.dirty = False
         self.deleted = False
         super().__init__(vol.executor, make_page_map, name, disk.size())
@@ -155,18 +156,39 @@ class Ext2Inode(Inode):
         nbytes = max(0, min(PGSIZE, self.size_word.load() - (page.index << PGSHIFT)))
         return page.index * (PGSIZE // bs), (nbytes + bs - 1) // bs, nbytes
 
+    # A cached page remembers the device blocks under it (page.buffers: a
+    # list, one entry per block, 0 for a hole), as Linux's buffer heads on a
+    # file page remember theirs.  writepage then needs no indirect block, so
+    # the flusher can write back and free a page even when every frame holds
+    # a dirty page (pagemap run --image with little memory; an unmount after
+    # the run).  An entry is set by readpage and writepage, which hold the
+    # page locked, and cleared past a new end by truncate, which holds the
+    # last page locked; a 0 is looked up again, since write() may have
+    # allocated the block since.
+
+    def _remembered(self, page: Page) -> list[int]:
+        known = page.buffers
+        per_page = PGSIZE // self.vol.geo.block_size
+        return known if isinstance(known, list) else [0] * per_page
+
     def readpage(self, pm: PageMap, page: Page) -> None:
         bs = self.vol.geo.block_size
         first, nblk, nbytes = self._span(page)
         buf = bytearray(PGSIZE)
+        # Every block of the page is looked up, past i_size too: a write
+        # allocates its blocks before it loads the pages it will copy into
+        # (each still past the end then), and writepage wants them known.
+        # No block under a page being read can be freed meanwhile (truncate
+        # waits for the page's users, or holds the last page's lock).
+        known = self.bmap.lookup_run(first, PGSIZE // bs)
         if nblk:
-            blocks = self.bmap.lookup_run(first, nblk)
-            readable = [b if b and not self.bmap.is_fresh(b) else 0 for b in blocks]
+            readable = [b if b and not self.bmap.is_fresh(b) else 0 for b in known[:nblk]]
             for i, j, blk in _runs(readable):
                 buf[i * bs : j * bs] = self.vol.dev.read_blocks(blk, j - i, bs)
             buf[nbytes:] = ZERO_PAGE[nbytes:]
         self.executor.point("frame_write", page)
         page.data[:] = buf
+        page.buffers = known
         page.flags.fetch_or(PG_UPTODATE)
 
     def writepage(self, pm: PageMap, page: Page) -> None:
@@ -175,15 +197,20 @@ class Ext2Inode(Inode):
         if not nblk:
             return
         self.vol.check_writable(f"writeback of page {page.index} of inode {self.ino}")
-        blocks = self.bmap.lookup_run(first, nblk)
+        known = self._remembered(page)
+        for i in range(nblk):
+            if not known[i]:
+                known[i] = self.bmap.lookup(first + i)
         self.executor.point("frame_read", page)
         data = bytearray(page.data[: nblk * bs])
         data[nbytes:] = ZERO_PAGE[: nblk * bs - nbytes]
-        for i, blk in enumerate(blocks):
-            if blk or data[i * bs : (i + 1) * bs] == ZERO_PAGE[:bs]:
+        for i in range(nblk):
+            if known[i] or data[i * bs : (i + 1) * bs] == ZERO_PAGE[:bs]:
                 continue  # mapped, or a hole whose bytes are still all zeros
-            blocks[i] = self.bmap.allocate(first + i, fresh=True)
+            known[i] = self.bmap.allocate(first + i, fresh=True)
             self.dirty = True
+        page.buffers = known
+        blocks = known[:nblk]
         for i, j, blk in _runs(blocks):
             self.vol.dev.write_blocks(blk, data[i * bs : j * bs], bs)
         self.bmap.written([b for b in blocks if b])
@@ -297,6 +324,7 @@ class Ext2Inode(Inode):
                 last.data[size % PGSIZE :] = ZERO_PAGE[size % PGSIZE :]
                 if size % self.vol.geo.block_size:
                     last.flags.fetch_or(PG_DIRTY)
+                self._forget_past(last, size)
             self._free_blocks_past(size)
         finally:
             if last is not None:
@@ -310,11 +338,36 @@ class Ext2Inode(Inode):
         if last is not None:
             lock_page(last)
         try:
+            self._forget_past(last, size)
             self._free_blocks_past(size)
+            self.trim_pending = False
+        except OSError:
+            # Freeing needs buffers, and so frames; if none could be had, the
+            # blocks past the end stay allocated (unreachable, fresh) until the
+            # next sync trims them (fs.py), so e2fsck never sees them.
+            self.trim_pending = True
         finally:
             if last is not None:
                 unlock_page(last)
                 self.mapping.put_page(last)
+
+    def trim(self) -> None:
+        """Free blocks a failed write left past the end, if any."""
+        if self.trim_pending:
+            self.lock.down()
+            try:
+                self._free_past(self.size_word.load())
+            finally:
+                self.lock.up()
+
+    def _forget_past(self, last: Page | None, size: int) -> None:
+        """The locked last page no longer has blocks past `size` under it."""
+        if last is None or not isinstance(last.buffers, list):
+            return
+        bs = self.vol.geo.block_size
+        keep = (size + bs - 1) // bs - last.index * (PGSIZE // bs)
+        for i in range(max(0, keep), len(last.buffers)):
+            last.buffers[i] = 0
 
     def _free_blocks_past(self, size: int) -> None:
         bs = self.vol.geo.block_size
