@@ -20,6 +20,7 @@ from pagemap.kernel.errors import (
     RefcountOverflow,
     SegmentationFault,
 )
+from pagemap.kernel.fs.ext2 import Ext2File, Ext2FS
 from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.hostio import HostFaults
 from pagemap.kernel.mman import (
@@ -81,6 +82,8 @@ __all__ = [
     "BufferHead",
     "BusError",
     "Deadlock",
+    "Ext2FS",
+    "Ext2File",
     "File",
     "HostFaults",
     "HostFile",

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
+from pagemap.kernel.errors import InvalidArgument, IOFailure
 from pagemap.kernel.flusher import Flusher
+from pagemap.kernel.fs.ext2.fs import Ext2FS
+from pagemap.kernel.fs.ext2.fs import mount as ext2_mount
 from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
@@ -64,6 +68,7 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        self.mounts: list[Ext2FS] = []
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one
         # ends the flusher is told to stop, so run() can return.  Bookkeeping
@@ -102,6 +107,33 @@ class Machine:
     def blockdev(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
         """The block device over a disk image (the same one each time)."""
         return self.block_devices.open(image_path, sector_size)
+
+    def mount(
+        self,
+        image_path: str | os.PathLike[str],
+        mode: str = "rw",
+        clock: Callable[[], int] | None = None,
+    ) -> Ext2FS:
+        """Mount the ext2 filesystem in a disk image, "r" or "rw"; the image
+        is the device's backing store (see kernel/fs/ext2/fs.py for the calls).
+        `clock` gives the seconds stamped on inodes (default: the host's)."""
+        if mode not in ("r", "rw"):
+            raise InvalidArgument(f"mount mode {mode!r} is not 'r' or 'rw'")
+        try:
+            dev = self.blockdev(image_path)
+        except InvalidArgument as exc:
+            # An image that is not whole sectors (cut short mid-sector) is as
+            # unreadable to a filesystem as one that is cut short: EIO.
+            raise IOFailure(f"{os.fspath(image_path)}: cannot be mounted: {exc.strerror}") from exc
+        fs = ext2_mount(
+            self.executor,
+            dev,
+            self.page_map,
+            readonly=mode == "r",
+            clock=clock or (lambda: int(time.time())),
+        )
+        self.mounts = [m for m in self.mounts if m.vol.mounted] + [fs]
+        return fs
 
     # -- tasks -------------------------------------------------------------------
     def spawn(
@@ -180,6 +212,9 @@ class Machine:
             problems.extend(pm.check_quiescent())
         problems.extend(self.hostfs.check_quiescent())
         problems.extend(self.block_devices.check_quiescent())
+        for fs in self.mounts:
+            if fs.vol.mounted:
+                problems.extend(fs.check_quiescent())
         for proc in self.procs:
             problems.extend(proc.check_quiescent())
         cached = sum(pm.num_pages for pm in self.page_maps)

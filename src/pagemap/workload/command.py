@@ -47,6 +47,12 @@ def register(sub: Any) -> None:
         "(the file itself is never modified)",
     )
     p.add_argument(
+        "--image",
+        help="run on /data.bin inside a copy of this ext2 image (created there if "
+        "missing; the image itself is never modified); e2fsck must find the copy "
+        "clean afterwards",
+    )
+    p.add_argument(
         "--flusher-period",
         type=float,
         default=0.01,
@@ -67,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         ops=args.ops,
         file=args.file,
         flusher_period=args.flusher_period,
+        image=args.image,
     )
     if args.json:
         result = run_workload(spec)

@@ -16,6 +16,14 @@ from pagemap.machine import Machine
 from pagemap.sync.core import Deadlock, StepBudgetExceeded
 from pagemap.workload import data
 from pagemap.workload.spec import LOCKED_PAGES, Spec
+from pagemap.workload.target import (
+    HostTarget,
+    ImageTarget,
+    Target,
+    copy_image,
+    create_in_image,
+    image_contents,
+)
 from pagemap.workload.worker import Worker
 
 ORACLES = ("coherence", "memory safety", "durability", "accounting", "liveness", "locked pages")
@@ -46,8 +54,8 @@ class Checks:
 
     LIMIT = 20
 
-    def __init__(self) -> None:
-        self.found: dict[str, list[str]] = {name: [] for name in ORACLES}
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
+        self.found: dict[str, list[str]] = {name: [] for name in ORACLES + extra}
 
     def add(self, oracle: str, problem: str) -> None:
         found = self.found[oracle]
@@ -64,6 +72,8 @@ class Checks:
 def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -> Result:
     """Run `spec` in a temp dir; `progress(n)` is told of every n operations done."""
     with tempfile.TemporaryDirectory(prefix="pagemap-run-") as tmp:
+        if spec.image is not None:
+            return _run_on_image(spec, tmp, progress)
         path = os.path.join(tmp, "data.bin")
         if spec.file is not None:
             size = data.copy(spec.file, path)
@@ -72,14 +82,35 @@ def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -
             data.generate(path, spec.file_size)
         with open(path, "rb") as f:
             shadow = bytearray(f.read())
-        return _run(spec, path, shadow, progress)
+        machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed)
+        return _run(spec, machine, HostTarget(machine, path), shadow, progress)
 
 
-def _run(spec: Spec, path: str, shadow: bytearray, progress: Callable[[int], None]) -> Result:
-    result = Result(spec)
-    checks = Checks()
+def _run_on_image(spec: Spec, tmp: str, progress: Callable[[int], None]) -> Result:
+    """The job on /data.bin inside a copy of the image (see workload/target.py)."""
+    assert spec.image is not None
+    image = os.path.join(tmp, "image.img")
+    copy_image(spec.image, image)
+    existing = image_contents(image)
+    if existing is not None:
+        spec = Spec.build(**{**spec.__dict__, "file_size": len(existing)})
+    else:
+        existing = create_in_image(image, spec.file_size, spec.memory)
     machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed)
-    file = machine.open(path, "r+")
+    fs = machine.mount(image, "rw")
+    return _run(spec, machine, ImageTarget(machine, image, fs), bytearray(existing), progress)
+
+
+def _run(
+    spec: Spec,
+    machine: Machine,
+    target: Target,
+    shadow: bytearray,
+    progress: Callable[[int], None],
+) -> Result:
+    result = Result(spec)
+    checks = Checks(target.oracles)
+    file = target.file
     layout = spec.layout()
     procs = [machine.process() for _ in range(spec.procs)]
     flusher = machine.start_flusher(spec.flusher_period)
@@ -115,7 +146,7 @@ def _run(spec: Spec, path: str, shadow: bytearray, progress: Callable[[int], Non
         checks.add("coherence", problem)
     _check_locked(file, workers, checks)
     cached = file.mapping.nr_pages
-    _finish(machine, procs, file, shadow, checks)
+    _finish(machine, procs, target, shadow, checks)
     result.ops_done = sum(sum(w.counts.values()) for w in workers)
     result.counters = _counters(machine, file, procs, flusher.stats.rounds, cached, result)
     result.verdicts = checks.verdicts()
@@ -171,28 +202,19 @@ def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
 
 
 def _finish(
-    machine: Machine, procs: list[Proc], file: File, shadow: bytearray, checks: Checks
+    machine: Machine, procs: list[Proc], target: Target, shadow: bytearray, checks: Checks
 ) -> None:
-    """Unmap everything (passing on dirty bits), fsync, and compare."""
+    """Unmap everything (passing on dirty bits), fsync, check the accounting,
+    close, and compare what the backing store holds with the shadow."""
+    file = target.file
     try:
         for proc in procs:
             proc.exit()
+        target.settle()
         file.fsync()
     except OSError as exc:
         checks.add("durability", f"writing back at the end failed: {exc}")
         return
-    with open(file.path, "rb") as f:
-        host = f.read()
-    if host != bytes(shadow):
-        if len(host) != len(shadow):
-            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
-        else:
-            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
-            checks.add(
-                "durability",
-                f"after fsync the file differs from every write applied in "
-                f"order, first at offset {bad:#x}",
-            )
     for problem in machine.check_quiescent():
         checks.add("accounting", problem)
     cached = sum(pm.nr_pages for pm in machine.page_maps)
@@ -203,6 +225,19 @@ def _finish(
             " frames are neither free nor cached after every process exited",
         )
     file.close()
+    host = target.read_back(checks.found)
+    if host is None:
+        return
+    if host != bytes(shadow):
+        if len(host) != len(shadow):
+            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
+        else:
+            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
+            checks.add(
+                "durability",
+                f"after fsync the file differs from every write applied in "
+                f"order, first at offset {bad:#x}",
+            )
 
 
 def _counters(

@@ -36,6 +36,7 @@ class Spec:
     ops: int = 20_000
     file: str | None = None
     flusher_period: float = 0.01
+    image: str | None = None
 
     @staticmethod
     def build(
@@ -48,6 +49,7 @@ class Spec:
         ops: int = 20_000,
         file: str | None = None,
         flusher_period: float = 0.01,
+        image: str | None = None,
     ) -> Spec:
         """A checked Spec; ValueError with a sentence for anything off."""
         if executor not in ("threads", "sim"):
@@ -63,8 +65,10 @@ class Spec:
         mem = parse_size(memory)
         if mem < 64 * PGSIZE:
             raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
+        if file is not None and image is not None:
+            raise ValueError("--file and --image cannot both be given: the job runs on one file")
         size = parse_size(file_size)
-        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period)
+        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period, image)
         spec.layout()  # raises if the file is too small for the processes
         return spec
 
