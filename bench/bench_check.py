@@ -29,7 +29,7 @@ import math
 import platform
 import time
 
-from tests.mutants import MUTANTS
+from pagemap.check.mutants import MUTANTS
 
 from bench.harness import Report
 from pagemap.check.command import plan

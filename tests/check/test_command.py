@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pagemap.check.mutants import MUTANTS
 from pagemap.cli import main
-from tests.mutants import MUTANTS
 
 
 def test_check_passes_and_summarises(capsys: pytest.CaptureFixture[str]) -> None:

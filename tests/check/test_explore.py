@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pagemap.check import CounterexampleFound, Trace, explore, model, replay_model
+from pagemap.check.mutants import MUTANTS
 from pagemap.check.oracles import LIVENESS
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup, registry
@@ -22,7 +23,6 @@ from pagemap.check.strategies import (
 from pagemap.check.trace import TraceError
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
-from tests.mutants import MUTANTS
 
 # -- a tiny model: two tasks, two atomic steps each ---------------------------------
 

@@ -10,12 +10,12 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.model import FunctionModel
+from pagemap.check.mutants import MUTANTS
 from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.cli import main
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
-from tests.mutants import MUTANTS
 
 
 class Counter:

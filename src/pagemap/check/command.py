@@ -132,6 +132,19 @@ def register(sub: Any) -> None:
     check.add_argument("--no-shrink", action="store_true", help="keep counterexamples unshrunk")
     check.add_argument("--list", action="store_true", help="list the scenarios and exit")
     check.add_argument(
+        "--mutants",
+        action="store_true",
+        help="run the scenarios against every mutant of the kernel (check/mutants.py) and "
+        "report which scenario killed each; exit 0 only if every mutant is killed",
+    )
+    check.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --mutants: only this mutant (repeatable)",
+    )
+    check.add_argument(
         "--coverage",
         action="store_true",
         help="run the scenarios under branch coverage and report the lines and branches of "
@@ -219,6 +232,10 @@ def run_check(args: argparse.Namespace) -> int:
         for n in names
     }
     units = plan(args, models)
+    if args.mutants:
+        return _mutants(console, args, units)
+    if args.mutant:
+        raise ValueError("--mutant selects mutants for --mutants")
     if args.coverage:
         return _coverage(console, units)
     t0 = time.perf_counter()
@@ -249,6 +266,44 @@ def run_check(args: argparse.Namespace) -> int:
         return OK
     assert failed.trace is not None
     return _report(console, args, models[failed.scenario], failed.trace)
+
+
+def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
+    """Every mutant against the planned units: which scenario kills it, how soon."""
+    from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, lookup_mutant
+
+    chosen = [lookup_mutant(n) for n in args.mutant] or list(MUTANTS)
+    table = Table(title="pagemap check --mutants")
+    for col in ("mutant", "the rule it breaks", "killed by", "schedules", "seconds"):
+        table.add_column(col, justify="right" if col in ("schedules", "seconds") else "left")
+    survivors = []
+    with console.status("running the scenarios against each mutant ..."):
+        for mutant in chosen:
+            with mutant.applied():
+                t0 = time.perf_counter()
+                results = run_serial(units)
+                seconds = time.perf_counter() - t0
+            schedules = sum(r.schedules for r in results)
+            killer = next((r for r in results if r.trace is not None), None)
+            equivalent = mutant in EQUIVALENT_MUTANTS
+            if killer is not None and killer.trace is not None:
+                verdict = f"[green]{killer.scenario}[/green] ({killer.trace.oracle})"
+            elif equivalent:
+                verdict = "[yellow]survives: equivalent (see check/mutants.py)[/yellow]"
+            else:
+                verdict = "[red]SURVIVES[/red]"
+                survivors.append(mutant.name)
+            table.add_row(mutant.name, mutant.broken, verdict, f"{schedules:,}", f"{seconds:.2f}")
+    console.print(table)
+    if survivors:
+        console.print(
+            f"[red]{len(survivors)} of {len(chosen)} mutant(s) survive[/red]: "
+            f"{', '.join(survivors)}: no scenario run here breaks an oracle under them",
+            soft_wrap=True,
+        )
+        return VIOLATION
+    console.print(f"[green]every mutant is killed[/green] ({len(chosen)})")
+    return OK
 
 
 def _coverage(console: Console, units: list[Unit]) -> int:

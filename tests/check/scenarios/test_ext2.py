@@ -10,28 +10,17 @@ from unittest import mock
 import pytest
 
 from pagemap.check import Trace
+from pagemap.check.mutants import lookup_mutant
 from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
 from pagemap.cli import main
 from pagemap.kernel.fs.ext2.bmap import BlockMap
-from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
 
 SCENARIOS = ["ext2-store-remove", "ext2-append-truncate"]
 
 
-def truncate_frees_first(self: BlockMap, keep: int) -> int:
-    """The mutant: the bitmap gets the blocks back while the map still names
-    them, and only then does the map let go (direct blocks: the scenario's
-    files need no others)."""
-    doomed = [b for b in self.i_block[min(keep, NDIR_BLOCKS) : NDIR_BLOCKS] if b]
-    if doomed:
-        self.alloc.free_blocks(doomed, f"{self.name}: truncate")
-    with self.lock:
-        for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
-            self.i_block[k] = 0
-        self.blocks512 -= len(doomed) * self.geo.sectors_per_block
-    return len(doomed)
+truncate_frees_first = lookup_mutant("ext2-frees-first").patches["truncate"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
