@@ -30,7 +30,6 @@ from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.proc import Proc
-from pagemap.kernel.vmr import VMR
 from pagemap.kernel.rmap import vmr_idx_to_va, vmr_overlap
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
@@ -40,6 +39,7 @@ from pagemap.kernel.slot import (
     slot_set_ppn,
     slot_set_removal,
 )
+from pagemap.kernel.vmr import VMR
 
 
 @dataclass(frozen=True)
