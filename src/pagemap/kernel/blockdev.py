@@ -189,7 +189,8 @@ class BlockDevice:
         return self.io.closed
 
     def _check_open(self, op: str) -> None:
-        check_open(self.io.closed, f"{self.name}: {op}", "the device's machine")
+        if self.io.closed:
+            check_open(True, f"{self.name}: {op}", "the device's machine")
 
     def _check_mine(self, bh: BufferHead, op: str) -> None:
         check_type(bh, BufferHead, f"{self.name}: {op}", "the buffer")

@@ -88,10 +88,6 @@ class HostInode(Inode):
     def sync_backing(self) -> None:
         self.io.fsync()
 
-    @property
-    def released(self) -> bool:
-        return self.io.closed
-
 
 class HostFile(File):
     """An open host file; its inode's `faults` make host calls fail."""
@@ -186,6 +182,7 @@ class HostFS:
     def release(self) -> None:
         """Close every host descriptor; every open file answers EBADF after."""
         for inode in self.inodes.values():
+            inode.released = True
             inode.io.close()
 
     def check_quiescent(self) -> list[str]:

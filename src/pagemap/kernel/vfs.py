@@ -47,6 +47,8 @@ MAX_FILE_SIZE = (1 << 63) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
+# A read of at most this many bytes allocates its result at once.
+MAX_READ_AT_ONCE = 1 << 24
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -59,7 +61,8 @@ def pages_spanned(size: int) -> int:
 
 def check_range(what: str, offset: int, length: int) -> tuple[int, int]:
     """(offset, length) as ints; TypeError for another type, EINVAL if negative."""
-    offset, length = as_int(offset, what, "the offset"), as_int(length, what, "the length")
+    if type(offset) is not int or type(length) is not int:
+        offset, length = as_int(offset, what, "the offset"), as_int(length, what, "the length")
     if offset < 0 or length < 0:
         raise InvalidArgument(f"{what}: offset {offset} and length {length} may not be negative")
     return offset, length
@@ -84,6 +87,10 @@ class Inode:
         self.mapping = make_page_map(self, self, name)
         # The largest size a write or truncate may give the file (EFBIG past it).
         self.max_size = MAX_FILE_SIZE
+        # Set when the backing store is let go (its machine was closed); every
+        # open file of the inode answers EBADF after.  A plain field: File
+        # checks it on every call.
+        self.released = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.size_word.value})"
@@ -108,30 +115,25 @@ class Inode:
         """Make what writepage wrote durable."""
         raise NotImplementedError
 
-    @property
-    def released(self) -> bool:
-        """Whether the backing store has been let go (its machine was closed);
-        every open file of the inode then answers EBADF."""
-        return False
-
     # -- read --------------------------------------------------------------------
     def read(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`, stopping at the end of the file.
 
         Running out of frames or a failed readpage after some bytes were
         copied gives those bytes (a short read, as POSIX has it); before any,
-        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; the
-        result grows as pages are copied, so a huge count costs nothing up
-        front.
+        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; past
+        MAX_READ_AT_ONCE the result grows as pages are copied, so a huge
+        count on a huge file costs nothing up front.
         """
         offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
         end = min(offset + min(nbytes, MAX_RW_COUNT), self.size)
         if end <= offset:
             return b""
-        out = bytearray()
+        # Filled in place when small; appended to (at == len(out)) when not.
+        out = bytearray(end - offset) if end - offset <= MAX_READ_AT_ONCE else bytearray()
 
         def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
-            out[at:] = page.data[off : off + chunk]
+            out[at : at + chunk] = page.data[off : off + chunk]
 
         done = self._each_page(offset, end, "frame_read", copy_out)
         del out[done:]
