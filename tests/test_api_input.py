@@ -220,6 +220,10 @@ def raises_kernel_error(args: tuple[object, ...], **kw: Any) -> Callable[[World]
     return lambda w: KernelError(*args, **kw)  # type: ignore[call-overload]
 
 
+def equal(got: object, want: object) -> None:
+    assert got == want, f"{got!r}, not {want!r}"
+
+
 Call = Callable[[World], object]
 Row = tuple[str, Call, type[BaseException] | None, int | None]
 OK = None
@@ -290,16 +294,28 @@ FILE: list[Row] = [
     ("pwrite: offset -1", lambda w: w.f.pwrite(b"x", -1), InvalidArgument, errno.EINVAL),
     (
         "pwrite: at the largest size",
-        lambda w: w.f.pwrite(b"x", w.f.inode.max_size),
+        lambda w: w.f.pwrite(b"x", w.f.inode.largest_size()),
         FileTooLarge,
         errno.EFBIG,
+    ),
+    (
+        "pwrite: the last byte allowed",
+        lambda w: equal(w.f.pwrite(b"x", w.f.inode.largest_size() - 1), 1),
+        OK,
+        None,
+    ),
+    (
+        "pwrite: across the largest size",
+        lambda w: equal(w.f.pwrite(b"xy", w.f.inode.largest_size() - 1), 1),
+        OK,
+        None,
     ),
     ("pwrite: 2**63", lambda w: w.f.pwrite(b"x", 1 << 63), FileTooLarge, errno.EFBIG),
     ("pwrite: nothing, past it", lambda w: w.f.pwrite(b"", 1 << 63), OK, None),
     ("truncate: -1", lambda w: w.f.truncate(-1), InvalidArgument, errno.EINVAL),
     (
         "truncate: past the largest",
-        lambda w: w.f.truncate(w.f.inode.max_size + 1),
+        lambda w: w.f.truncate(w.f.inode.largest_size() + 1),
         FileTooLarge,
         errno.EFBIG,
     ),

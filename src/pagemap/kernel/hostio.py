@@ -158,17 +158,23 @@ class HostIO:
         except OSError as exc:
             raise self._failed("fsync", exc) from exc
 
-    def size_limit(self, most: int) -> int:
-        """The largest size the host lets this file have, at most `most`: its
-        filesystem's limit (ext4's is 16 TiB with 4 KiB blocks) and this
-        process's RLIMIT_FSIZE.  The filesystem's is found by seeking, which
-        Linux refuses (EINVAL) past that limit and which changes nothing
-        else: we read and write with pread and pwrite, never at the position.
-        Accepting a write the host will refuse would leave its page dirty,
-        and every later fsync failing, forever."""
+    # The largest size the host lets this file have.  Accepting a write the
+    # host will refuse would leave its page dirty, and every later fsync
+    # failing, forever; so the VFS refuses it (EFBIG) at the write.
+
+    @staticmethod
+    def fsize_rlimit(most: int) -> int:
+        """`most`, or this process's RLIMIT_FSIZE if that is less."""
         soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
         if soft != resource.RLIM_INFINITY and 0 <= soft < most:
-            most = soft
+            return soft
+        return most
+
+    def fs_size_limit(self, most: int) -> int:
+        """`most`, or the file's filesystem's limit if that is less (ext4's is
+        16 TiB less a page, with 4 KiB blocks).  Found by seeking, which Linux
+        refuses (EINVAL) past that limit and which changes nothing else: we
+        read and write with pread and pwrite, never at the position."""
         try:
             os.lseek(self.fd, most, os.SEEK_SET)
             return most

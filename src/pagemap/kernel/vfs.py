@@ -42,8 +42,11 @@ from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.  A
-# filesystem may allow less (Inode.max_size): a host file, what its host does.
+# filesystem may allow less (Inode.largest_size): a host file, what its host does.
 MAX_FILE_SIZE = (1 << 63) - 1
+# What every filesystem allows (Linux's MAX_NON_LFS): a write or truncate that
+# ends below it need not ask the filesystem for its own limit.
+SMALL_FILE_SIZE = (1 << 31) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
@@ -85,7 +88,8 @@ class Inode:
         self.lock = executor.semaphore(1, f"{name}.i_rwsem")
         self.open_count = executor.atomic(0, f"{name}.open_count")
         self.mapping = make_page_map(self, self, name)
-        # The largest size a write or truncate may give the file (EFBIG past it).
+        # The largest size a write or truncate may give the file (EFBIG past it),
+        # as far as is known without asking the filesystem (largest_size).
         self.max_size = MAX_FILE_SIZE
         # Set when the backing store is let go (its machine was closed); every
         # open file of the inode answers EBADF after.  A plain field: File
@@ -114,6 +118,15 @@ class Inode:
     def sync_backing(self) -> None:
         """Make what writepage wrote durable."""
         raise NotImplementedError
+
+    def largest_size(self) -> int:
+        """The largest size a write or truncate may give the file; a filesystem
+        whose limit is costly to find finds it here, once."""
+        return self.max_size
+
+    def _size_limit(self, end: int) -> int:
+        """The size limit that counts for a write or truncate ending at `end`."""
+        return self.max_size if end <= SMALL_FILE_SIZE else self.largest_size()
 
     # -- read --------------------------------------------------------------------
     def read(self, nbytes: int, offset: int) -> bytes:
@@ -173,18 +186,19 @@ class Inode:
         out of frames or a failed readpage after some pages were written gives
         their count (a short write); before any, it raises, nothing changed.
         As on Linux, a write is cut short at MAX_RW_COUNT bytes and at the
-        largest file size (max_size), and one that starts there is EFBIG.
+        largest file size (largest_size), and one that starts there is EFBIG.
         """
         src = as_buffer(data, f"{self.name}: write")
         offset, _ = check_range(f"{self.name}: write", offset, len(src))
         if not src:
             return 0
-        if offset >= self.max_size:
+        limit = self._size_limit(offset + len(src))
+        if offset >= limit:
             raise FileTooLarge(
                 f"{self.name}: a write at {offset} starts at or past the largest size this "
-                f"file may have, {self.max_size} bytes"
+                f"file may have, {limit} bytes"
             )
-        src = src[: min(MAX_RW_COUNT, self.max_size - offset)]
+        src = src[: min(MAX_RW_COUNT, limit - offset)]
         self.lock.down()
         try:
             return self._write_locked(src, offset)
@@ -220,10 +234,11 @@ class Inode:
         size = as_int(size, f"{self.name}: truncate", "the size")
         if size < 0:
             raise InvalidArgument(f"{self.name}: truncate to {size}: a size may not be negative")
-        if size > self.max_size:
+        limit = self._size_limit(size)
+        if size > limit:
             raise FileTooLarge(
                 f"{self.name}: truncate to {size} passes the largest size this file may have, "
-                f"{self.max_size} bytes"
+                f"{limit} bytes"
             )
         self.lock.down()
         try:
