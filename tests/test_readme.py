@@ -32,3 +32,8 @@ def test_the_machine_example_runs(tmp_path: Path) -> None:
 def test_the_explore_example_finds_the_lost_update() -> None:
     with pytest.raises(CounterexampleFound, match="1 preemptions"):
         exec(compile(python_blocks()[1], "README.md", "exec"), {})
+
+
+def test_the_lifecycle_example_runs() -> None:
+    (block,) = [b for b in python_blocks() if "with Machine(" in b]
+    exec(compile(block, "README.md", "exec"), {})

@@ -9,16 +9,20 @@ from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.blockdev import BH_DIRTY, BH_UPTODATE, BlockDevice, BufferHead
 from pagemap.kernel.errors import (
     AccessDenied,
+    AlreadyClosed,
     AlreadyExists,
     BusError,
+    FileTooLarge,
     InvalidArgument,
     IOFailure,
     KernelBug,
     KernelError,
+    NoSuchProcess,
     NotMapped,
     OutOfMemory,
     RefcountOverflow,
     SegmentationFault,
+    WrongMachine,
 )
 from pagemap.kernel.fs.ext2 import Ext2File, Ext2FS
 from pagemap.kernel.hostfs import HostFile
@@ -77,6 +81,7 @@ __all__ = [
     "PROT_WRITE",
     "VMR",
     "AccessDenied",
+    "AlreadyClosed",
     "AlreadyExists",
     "BlockDevice",
     "BufferHead",
@@ -85,6 +90,7 @@ __all__ = [
     "Ext2FS",
     "Ext2File",
     "File",
+    "FileTooLarge",
     "HostFaults",
     "HostFile",
     "IOFailure",
@@ -93,6 +99,7 @@ __all__ = [
     "KernelBug",
     "KernelError",
     "Machine",
+    "NoSuchProcess",
     "NotMapped",
     "OutOfMemory",
     "Page",
@@ -108,6 +115,7 @@ __all__ = [
     "Task",
     "TaskStuck",
     "ThreadExecutor",
+    "WrongMachine",
     "__version__",
     "decode_slot",
     "encode_slot",

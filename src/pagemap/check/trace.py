@@ -140,16 +140,14 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
+        from pagemap.check.schema import MAX_TRACE_BYTES, SchemaError, read_json
+
         try:
-            text = Path(path).read_text()
+            raw: Any = read_json(str(path), MAX_TRACE_BYTES)
         except OSError as exc:
             raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
-        try:
-            raw: Any = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceError(
-                f"{path} is not a trace: not JSON ({exc.msg}, line {exc.lineno})"
-            ) from None
+        except SchemaError as exc:
+            raise TraceError(str(exc)) from None
         return cls.from_dict(raw, str(path))
 
     @classmethod

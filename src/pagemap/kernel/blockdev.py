@@ -18,6 +18,12 @@ write_blocks, never through this cache.  When it frees a block it had
 cached, forget_buffer (Linux's bforget) drops the buffer's dirty bit without
 writing it, so the stale metadata never lands on a block that now holds a
 file's data.  claim/release keep a second filesystem off a mounted device.
+
+Every public call checks its arguments first (kernel/owner.py): a buffer
+head of another machine is WrongMachine, one of another device of this
+machine EINVAL; once the machine is closed (the image's descriptor with it)
+every call but put_buffer answers EBADF; put_buffer still gives back what
+was taken.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from collections.abc import Iterator
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelBug, KernelError
-from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, open_host
+from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, host_path, open_host
+from pagemap.kernel.owner import as_int, check_open, check_page, check_type
 from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import ALL_PAGES
@@ -186,7 +193,18 @@ class BlockDevice:
                 f"(blocks 0..{nr_blocks - 1} of {blk_size} bytes)"
             )
 
+    @property
+    def closed(self) -> bool:
+        """Whether its machine was closed (and the image's descriptor with it)."""
+        return self.io.closed
+
+    def _check_open(self, op: str) -> None:
+        if self.io.closed:
+            check_open(True, f"{self.name}: {op}", "the device's machine")
+
     def _check_mine(self, bh: BufferHead, op: str) -> None:
+        check_type(bh, BufferHead, f"{self.name}: {op}", "the buffer")
+        check_page(self.mapping.allocator, bh.page, f"{self.name}: {op}", "the buffer")
         if bh.page.mapping is not self.mapping:
             raise InvalidArgument(f"{self.name}: {op} of {bh!r}, which is not this device's")
 
@@ -194,6 +212,9 @@ class BlockDevice:
         """Block `blk_num` (of `blk_size` bytes), read from the image if not
         cached; hold it until put_buffer.  However many tasks race for a
         block, the image is read once (load_page runs readpage once)."""
+        self._check_open("get_buffer")
+        blk_num = as_int(blk_num, f"{self.name}: get_buffer", "the block number")
+        blk_size = as_int(blk_size, f"{self.name}: get_buffer", "the block size")
         self._check_block(blk_num, blk_size)
         if self.blk_size_word.load() != blk_size:
             self._claim_block_size(blk_size)
@@ -209,6 +230,7 @@ class BlockDevice:
         """Mark the buffer, then its page, dirty.  In that order: a writeback
         that takes the page's dirty bit then finds the buffer's."""
         self._check_mine(bh, "dirty_buffer")
+        self._check_open("dirty_buffer")
         if not self.io.writable:
             raise KernelError(f"{self.name}: the image is read-only", errno=errno.EROFS)
         bh.flags.fetch_or(BH_DIRTY)
@@ -221,6 +243,7 @@ class BlockDevice:
     def sync(self) -> None:
         """Write back every dirty buffer, then make the image durable.  A
         failed page stays dirty and cached; the error is raised at the end."""
+        self._check_open("sync")
         self.mapping.writeback(0, ALL_PAGES)
         self.io.fsync()
 
@@ -319,7 +342,8 @@ class BlockDevices:
 
     def open(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
         """The device over `image_path`, the same one each time it is asked for."""
-        name = os.fspath(image_path)
+        name = host_path(image_path)
+        sector_size = as_int(sector_size, f"{name}: blockdev", "the sector size")
         if not valid_block_size(sector_size):
             raise InvalidArgument(
                 f"{name}: sector size {sector_size} is not a power of two "
@@ -362,6 +386,24 @@ class BlockDevices:
                 f"{sector_size}-byte sectors"
             )
         return (st.st_dev, st.st_ino), st.st_size
+
+    def sync(self) -> None:
+        """sync every device; the first error is raised once all were tried."""
+        first_error: OSError | None = None
+        for dev in list(self.devices.values()):
+            if dev.closed:
+                continue
+            try:
+                dev.sync()
+            except OSError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def release(self) -> None:
+        """Close every image's descriptor; the devices answer EBADF after."""
+        for dev in self.devices.values():
+            dev.io.close()
 
     def check_quiescent(self) -> list[str]:
         """What is wrong with the devices when no task runs; [] if all is well."""

@@ -74,6 +74,8 @@ class MM:
         # read in; the rest are minor (cached pages, zero fill, spurious).
         self.faults = StatCounter()
         self.major_faults = StatCounter()
+        # Set by exit(); every call of the process answers ESRCH after.
+        self.exited = False
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
