@@ -205,3 +205,18 @@ def test_a_float_where_a_trace_has_an_integer_is_exit_2(
     assert main(["replay", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "cores" in err and "integer" in err and len(err.splitlines()) == 1
+
+
+def test_a_trace_naming_code_outside_the_project_is_refused_before_importing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _explored(tmp_path, Counter, bump, bump, check=both_counted)
+    raw = json.loads(path.read_text())
+    raw["model"]["setup"] = "subprocess:run"
+    bad = tmp_path / "crafted.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(["replay", str(bad)]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not under the current directory" in err and len(err.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ trace no longer fits the code (it could not be followed, or fails otherwise).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -496,6 +497,23 @@ def model_of(trace: Trace) -> tuple[Model, str]:
     return model, ""
 
 
+def _in_this_project(path: str) -> None:
+    """Refuse, before importing anything, a model whose module does not live
+    under the current directory: a trace is data, and must not choose which
+    installed code (os, subprocess, ...) replay imports and calls."""
+    top = path.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    where = spec.origin if spec is not None else None
+    if spec is not None and where is None and spec.submodule_search_locations:
+        where = next(iter(spec.submodule_search_locations), None)
+    here = os.path.realpath(os.getcwd())
+    if where is None or not os.path.realpath(where).startswith(here + os.sep):
+        raise ValueError(
+            f"the trace names {path}, whose module {top!r} is not under the current "
+            f"directory ({here}): replay models from the project that holds them"
+        )
+
+
 def _function_model(trace: Trace) -> Model:
     from pagemap.check.model import FunctionModel, resolve
 
@@ -507,6 +525,9 @@ def _function_model(trace: Trace) -> Model:
         )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # models in the user's tests, as pytest finds them
+    names = [desc["setup"], *desc["tasks"]] + ([desc["check"]] if desc.get("check") else [])
+    for name in names:
+        _in_this_project(name)
     setup = resolve(desc["setup"])
     tasks = tuple(resolve(t) for t in desc["tasks"])
     check = resolve(desc["check"]) if desc.get("check") else None
