@@ -65,7 +65,7 @@ def test_violation_writes_a_trace_that_replays(
         assert str(path) in out
         assert main(["replay", str(path)]) == 1
         table = capsys.readouterr().out
-    for column in ("step", "core", "task", "operation", "slot (ref|R|ppn)", "PTE"):
+    for column in ("step", "core", "operation", "decoded (slot: ref|R|ppn)", "source"):
         assert column in table
     assert "VIOLATION" in table and "remover" in table
     # Replayed against the real kernel, the schedule no longer fails.

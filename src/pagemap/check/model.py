@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import io
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
-
-from rich.console import Console
 
 from pagemap.check.context import RunContext
 from pagemap.check.oracles import ACCOUNTING, Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Summary, explore_model
 from pagemap.check.strategies import DEFAULT_BOUND, DEFAULT_STRATEGY, EXHAUSTIVE
-from pagemap.check.trace import Step, Trace
+from pagemap.check.trace import Trace
 from pagemap.hw.memory import parse_size
 
 S = TypeVar("S")
@@ -192,10 +190,13 @@ def explore(
     if summary.trace is None:
         return summary
     trace = summary.trace
+    command = ""
     if trace_dir is not None:
-        trace.save(trace_dir)
+        path = trace.save(trace_dir)
+        if "setup" in trace.model:
+            command = f"pagemap replay {path}"
     result = replay(m, trace)
-    raise CounterexampleFound(summary, trace, render(result.rows))
+    raise CounterexampleFound(summary, trace, render(trace, result, command))
 
 
 def replay_model(
@@ -214,10 +215,10 @@ def replay_model(
     return replay(m, trace)
 
 
-def render(rows: list[Step], width: int = 120) -> str:
-    """The step table as plain text."""
-    from pagemap.check.command import step_table
+def render(trace: Trace, result: Replay, command: str = "") -> str:
+    """The counterexample as text for an exception message: a timeline as wide as
+    the terminal (80 to 160 columns; narrow at 80)."""
+    from pagemap.check.counterexample import as_text, timeline_of
 
-    console = Console(width=width, record=True, file=io.StringIO())
-    console.print(step_table(rows, "counterexample"))
-    return console.export_text()
+    width = min(max(shutil.get_terminal_size((100, 24)).columns, 80), 160)
+    return as_text(timeline_of(trace, result, command), width)

@@ -115,7 +115,8 @@ def _table(t: Timeline, width: int) -> Table:
         )
     for r in t.rows:
         style = "bold red" if r.failing else ("yellow" if r.preempted else "")
-        table.add_row(*(c.cell(r) for c in columns), style=style)
+        # Text, not markup: "pte[p1:0x10000]" would read as a style tag and vanish.
+        table.add_row(*(Text(c.cell(r)) for c in columns), style=style)
     return table
 
 
