@@ -86,7 +86,7 @@ def size(low: int, high: int | None = None, why: str = "") -> Callable[[str], in
     """A size in bytes in [low, high], written as 4096, 64KiB, 64MiB or 1GiB; `why`
     says where the upper bound comes from ("this machine's memory")."""
     top = None if high is None else format_size(high) + (f" ({why})" if why else "")
-    words = f"a size such as 64MiB, {_range_words(format_size(low), top)},"
+    words = f"a size such as 64MiB, {_range_words(format_size(low), top)}"
 
     def parse(text: str) -> int:
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from pagemap.check.schema import SchemaError, validate
 from pagemap.cli import main
 from pagemap.workload.runner import run_workload
 from pagemap.workload.spec import Spec
@@ -85,6 +87,13 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
         "locked_pages",
     }
     assert out["counters"]["operations"] == 200
+    validate(out, "run", "run --json")
+    assert out["schema"] == 1 and out["verdict"] == "holds"
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in (*out, *out["counters"]))
+    # The schema refuses a display label as a key.
+    counters = {**out["counters"], "page faults, minor": 1}
+    with pytest.raises(SchemaError, match="counters"):
+        validate({**out, "counters": counters}, "run", "run --json")
 
 
 def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,3 +203,16 @@ def test_bad_arguments_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err.count("\n") == 1 and words in err and "--help" in err
+
+
+def test_the_banner_tells_the_truth_about_sizes(tmp_path: Path) -> None:
+    from pagemap.workload.command import banner
+
+    spec = Spec.build(memory="512KiB", file_size="2MiB", procs=2)
+    assert "512 KiB of frames, a generated file of 2 MiB" in banner(spec)
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(bytes(4 << 20))
+    spec = Spec.build(memory="1536KiB", file=str(mine), procs=2)  # --file-size is left at 96MiB
+    said = banner(spec)
+    assert f"1.5 MiB of frames, a copy of {mine} of 4 MiB" in said
+    assert "96" not in said

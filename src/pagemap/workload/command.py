@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -130,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
                 return 0 if result.ok else 1
             return _run_with_display(spec)
     except Terminated:
-        print("pagemap run: terminated (SIGTERM); its temp files are removed", flush=True)
+        print("pagemap run: terminated (SIGTERM); its temp files are removed", file=sys.stderr)
         return TERMINATED
 
 
