@@ -148,6 +148,7 @@ def test_a_users_file_is_copied_never_modified(
 def test_bad_input_is_one_line_and_exit_2(
     argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    code: object
     try:
         code = main(["run", *argv])
     except SystemExit as exc:  # the parser's own checks
