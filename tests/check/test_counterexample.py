@@ -153,3 +153,19 @@ def test_a_users_model_gets_its_own_words_in_the_state(tmp_path: Path) -> None:
     assert [r.location.split(":")[0] for r in t.rows] == ["test_counterexample.py"] * 4
     message = str(info.value)
     assert "bump#0" in message and "test_counterexample.py:" in message
+
+
+def test_the_last_step_reads_as_the_run_left_it() -> None:
+    """A deadlock ends with tasks holding locks; the last row and its state show
+    them held, as the run stopped, not as unwinding the tasks left them."""
+    from tests.check.test_replay_cli import TwoLocks, ab, ba
+
+    with pytest.raises(CounterexampleFound) as info:
+        explore(TwoLocks, ab, ba)
+    from pagemap.check.model import model
+
+    trace = info.value.trace
+    t = timeline_of(trace, replay(model(TwoLocks, ab, ba), trace, states=True))
+    last = t.rows[-1]
+    assert last.value == f"free -> held by {last.task}"
+    assert {t.rows[-1].state["a"], t.rows[-1].state["b"]} == {"held by ab#0", "held by ba#1"}

@@ -97,3 +97,24 @@ def test_check_and_replay_json_of_a_counterexample(
     rc, again, _ = run_json(["replay", found["trace"], "--json"], capsys)
     validate(again, "replay", "replay --json")
     assert rc == again["exit_code"] and again["verdict"] in ("holds", "no_longer_fits")
+
+
+def test_a_stopped_check_says_what_it_explored(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the engine that runs the units calls when Ctrl-C or SIGTERM cut the run
+    short: the summary so far, one line, the JSON document, and the signal's code."""
+    from pagemap.check.command import _console, conclude
+    from pagemap.check.runner import Summary
+    from pagemap.cli import build_parser
+
+    args = build_parser().parse_args(["check", "--json"])
+    part = Summary("load-remove", {"loaders": 2}, "pct", 0, None, schedules=40, steps=900)
+    assert conclude(_console(args), args, {}, [part], 1.5, stopped=143) == 143
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    validate(doc, "check", "check --json")
+    assert doc["verdict"] == "interrupted" and doc["exit_code"] == 143 and not doc["ok"]
+    assert doc["scenarios"][0]["schedules"] == 40
+    assert out.err.strip().splitlines()[-1] == (
+        "STOPPED by SIGTERM: 40 schedules of 1 scenario explored in 1.5 s, no violation "
+        "among them; the rest was not explored"
+    )

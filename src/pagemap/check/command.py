@@ -414,10 +414,20 @@ def conclude(
     models: Mapping[str, Model],
     summaries: Sequence[Summary],
     seconds: float,
+    stopped: int | None = None,
 ) -> int:
     """The summary table, every counterexample written out (the first shown as a
-    timeline), the JSON document if asked, and the verdict line; the exit code."""
+    timeline), the JSON document if asked, and the verdict line; the exit code.
+    `stopped`: the run was cut short by a signal, whose exit code this is (130 for
+    Ctrl-C, 143 for SIGTERM): what was explored is said, and nothing is written."""
     _print_summary(console, summaries)
+    if stopped is not None:
+        if args.json:
+            doc = check_document(args, summaries, [], seconds)
+            doc.update(ok=False, verdict="interrupted", exit_code=stopped)
+            print(json.dumps(doc, indent=1))
+        _say(console, stopped_line(summaries, seconds, stopped))
+        return stopped
     found: list[Found] = []
     for s in summaries:
         if s.trace is not None:
@@ -472,6 +482,17 @@ def verdict_line(summaries: Sequence[Summary], found: Sequence[Found], seconds: 
     return (
         f"FAILED: {first.trace.oracle} in {first.trace.scenario}{more} after {explored}; "
         f"replay it: {replay_command(first.path)}"
+    )
+
+
+def stopped_line(summaries: Sequence[Summary], seconds: float, code: int) -> str:
+    """The last line of a `pagemap check` cut short by Ctrl-C or SIGTERM."""
+    schedules = sum(s.schedules for s in summaries)
+    why = "Ctrl-C" if code == 130 else "SIGTERM" if code == 143 else "a signal"
+    return (
+        f"STOPPED by {why}: {schedules:,} schedules of {len(summaries)} scenario"
+        f"{'s' if len(summaries) != 1 else ''} explored in {seconds:.1f} s, no violation "
+        "among them; the rest was not explored"
     )
 
 

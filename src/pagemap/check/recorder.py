@@ -196,7 +196,7 @@ class Recorder:
             self.initial = self.snapshot.take()
 
     def __call__(self, i: int) -> None:
-        self._settle()
+        self.settle()
         sched = self.sched
         log = sched.log
         assert log is not None
@@ -250,7 +250,8 @@ class Recorder:
         before = self.sched.tasks[prev]
         return not before.done and before.kind != RELAX
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """Read the last step's "after" values (and the machine's state) now."""
         if self._last is None:
             return
         row, obj, before = self._last
@@ -265,7 +266,7 @@ class Recorder:
         self._last = None
 
     def close(self) -> list[Row]:
-        self._settle()
+        self.settle()
         names = self._task_names()
         for row, tid in zip(self.rows, self._tids, strict=True):
             row.task = names[tid]

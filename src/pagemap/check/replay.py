@@ -57,6 +57,7 @@ def replay(
     def observe(ctx: RunContext) -> None:
         recorder = Recorder(ctx.sched, ctx.machine, states, STATE_ROWS)
         ctx.sched.on_event = recorder
+        ctx.sched.on_end = recorder.settle  # before unwinding tasks releases their locks
         recorders.append(recorder)
 
     outcome = run_schedule(

@@ -153,6 +153,9 @@ class SimExecutor(Executor):
         self.outside = Task(-1, "outside", 0, lambda: None, ())
         self.on_step: StepHook | None = None
         self.on_event: Callable[[int], None] | None = None  # called as each step is logged
+        # Called once the run has stopped, before unfinished tasks are unwound (their
+        # unwinding releases locks): the state a replay shows after the last step.
+        self.on_end: Callable[[], None] | None = None
         self.log: EventLog | None = None
         self.recording = False
         self._mask = 0  # the choice the running task's step was (for the log)
@@ -489,6 +492,8 @@ class SimExecutor(Executor):
         except WatchdogInterrupt:
             self._abort = self._pending_abort
         finally:
+            if self.on_end is not None:
+                self.on_end()
             if dog is not None:
                 dog.unwatch(self)  # type: ignore[union-attr]
                 if own:

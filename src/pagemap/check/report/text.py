@@ -61,10 +61,11 @@ def timeline_renderable(timeline: Timeline, width: int) -> RenderableType:
 
 def _title(t: Timeline) -> Text:
     text = Text(t.title, style="bold")
+    who = ", ".join(f"{task.name} on core {task.core}" for task in t.tasks)
     counts = (
-        f"{t.cores} core{_s(t.cores)}, {len(t.tasks)} task{_s(len(t.tasks))} "
-        f"({', '.join(f'{task.name} on core {task.core}' for task in t.tasks)}), "
-        f"{len(t.rows)} step{_s(len(t.rows))}, {t.preemptions} preemption{_s(t.preemptions)}"
+        f"{t.cores} core{_s(t.cores)}, {len(t.tasks)} task{_s(len(t.tasks))}"
+        + (f" ({who})" if who else "")
+        + f", {len(t.rows)} step{_s(len(t.rows))}, {t.preemptions} preemption{_s(t.preemptions)}"
     )
     text.append("\n" + counts, style="dim")
     if t.summary:
