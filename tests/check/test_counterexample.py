@@ -169,3 +169,34 @@ def test_the_last_step_reads_as_the_run_left_it() -> None:
     last = t.rows[-1]
     assert last.value == f"free -> held by {last.task}"
     assert {t.rows[-1].state["a"], t.rows[-1].state["b"]} == {"held by ab#0", "held by ba#1"}
+
+
+class HostFileState:
+    def __init__(self, machine: Machine) -> None:
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory(prefix="pagemap-test-")
+        self.file = machine.open(f"{self.dir.name}/data.bin", "w+")
+
+
+def write_and_sync(s: HostFileState) -> None:
+    s.file.pwrite(b"hello, host", 0)
+    s.file.fsync()
+
+
+def never(s: HostFileState) -> bool:
+    s.file.close()
+    s.dir.cleanup()
+    return False  # a counterexample on purpose, to see its rows
+
+
+def test_host_writes_carry_their_bytes() -> None:
+    from pagemap.check.model import model
+
+    with pytest.raises(CounterexampleFound) as info:
+        explore(HostFileState, write_and_sync, check=never, strategy="dfs")
+    trace = info.value.trace
+    t = timeline_of(trace, replay(model(HostFileState, write_and_sync, check=never), trace))
+    (write,) = [r for r in t.rows if r.operation == "host_write"]
+    assert bytes.fromhex(write.data).startswith(b"hello, host")
+    assert write.value.endswith("at 0x0")

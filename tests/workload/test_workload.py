@@ -217,3 +217,13 @@ def test_the_banner_tells_the_truth_about_sizes(tmp_path: Path) -> None:
     said = banner(spec)
     assert f"1.5 MiB of frames, a copy of {mine} of 4 MiB" in said
     assert "96" not in said
+
+
+def test_a_fifo_is_refused_before_anything_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it to copy would block until a writer came
+    assert main(["run", "--file", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a regular file" in err
