@@ -36,7 +36,7 @@ def title_of(trace: Trace, what: str = "a counterexample") -> str:
 def summary_of(trace: Trace, result: Replay) -> str:
     """How the schedule was found and how long it is, in one line."""
     parts = [
-        f"found by {trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}"
+        f"Found by {trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}"
         + (f", at most {trace.preemption_bound} preemptions" if trace.preemption_bound else "")
     ]
     if trace.shrunk_from:
