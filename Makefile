@@ -1,18 +1,25 @@
 # Every target creates .venv on first use; a fresh machine needs only python3.
-PY      ?= python3
-VENV    := .venv
-BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+# `make run` installs only what running needs (RUN_STAMP); the other targets add
+# the tools of the dev extra (STAMP).
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit chromium bench check soak ext2-soak e2fsprogs clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/pagemap run
 
 lint: $(STAMP)
@@ -62,7 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Every scenario: the portfolio (PCT, then DPOR) with up to 3 preemptions, to the end.
-check: $(STAMP)
+check: $(RUN_STAMP)
 	$(BIN)/pagemap check --preemptions 3
 
 # Long explorations: PCT and random schedules by the ten thousand, and long runs

@@ -374,13 +374,13 @@ class Machine:
         return task.core if task is not None else 0
 
     def mm_counters(self) -> dict[str, int]:
-        """Fault and shootdown counts of the memory-management half."""
+        """Fault and shootdown counts of the memory-management half, by snake_case key."""
         faults = sum(p.faults.value for p in self.procs)
         major = sum(p.major_faults.value for p in self.procs)
         return {
-            "page faults, minor": faults - major,
-            "page faults, major": major,
-            "TLB shootdowns": self.mmu.shootdowns.value,
+            "page_faults_minor": faults - major,
+            "page_faults_major": major,
+            "tlb_shootdowns": self.mmu.shootdowns.value,
         }
 
     def check_quiescent(self) -> list[str]:

@@ -26,14 +26,28 @@ from pagemap.workload.target import (
 )
 from pagemap.workload.worker import Worker
 
-ORACLES = ("coherence", "memory safety", "durability", "accounting", "liveness", "locked pages")
+# Each oracle's key (in JSON) and the words a table shows for it.
+ORACLES = {
+    "coherence": "coherence",
+    "memory_safety": "memory safety",
+    "durability": "durability",
+    "accounting": "accounting",
+    "liveness": "liveness",
+    "locked_pages": "locked pages",
+    "filesystem": "filesystem (e2fsck)",  # an ext2 image's own oracle (--image)
+}
+EXTRA_ORACLES = ("filesystem",)  # only where the target asks for them
 
 
 @dataclass
 class Verdict:
-    name: str
+    name: str  # a key of ORACLES
     ok: bool
     detail: str
+
+    @property
+    def label(self) -> str:
+        return ORACLES[self.name]
 
 
 @dataclass
@@ -55,7 +69,8 @@ class Checks:
     LIMIT = 20
 
     def __init__(self, extra: tuple[str, ...] = ()) -> None:
-        self.found: dict[str, list[str]] = {name: [] for name in ORACLES + extra}
+        names = [n for n in ORACLES if n not in EXTRA_ORACLES] + list(extra)
+        self.found: dict[str, list[str]] = {name: [] for name in names}
 
     def add(self, oracle: str, problem: str) -> None:
         found = self.found[oracle]
@@ -167,7 +182,7 @@ def _memory_safety_hook(
     def hook(proc: object, va: int, ppn: int, write: bool) -> None:
         if alloc.is_free(ppn):
             checks.add(
-                "memory safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
+                "memory_safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
             )
             return
         base = shared.get(id(proc))
@@ -183,7 +198,7 @@ def _memory_safety_hook(
         page = alloc.pages[ppn]
         if page.mapping is not pm or page.index != index:
             checks.add(
-                "memory safety",
+                "memory_safety",
                 f"{'store' if write else 'load'} at {va:#x} (page {index}) landed in frame {ppn}, "
                 f"which caches page {page.index} of {page.mapping}",
             )
@@ -198,7 +213,7 @@ def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
         for i in range(LOCKED_PAGES):
             index = w.lo // PGSIZE + i
             if file.mapping.tree.lookup_slot(index) is None:
-                checks.add("locked pages", f"page {index}, mapped MAP_LOCKED, was evicted")
+                checks.add("locked_pages", f"page {index}, mapped MAP_LOCKED, was evicted")
 
 
 def _finish(
@@ -245,16 +260,16 @@ def _counters(
 ) -> dict[str, int | float]:
     stats = file.mapping.stats
     counters: dict[str, int | float] = {
-        "page loads": stats.hits + stats.misses,
-        "cache hits": stats.hits,
-        "pages read (misses)": stats.misses,
+        "page_loads": stats.hits + stats.misses,
+        "cache_hits": stats.hits,
+        "pages_read": stats.misses,
         "writebacks": int(stats.writebacks),
-        "pages removed": stats.removed,
-        "removal passes": stats.removals,
-        "flusher rounds": rounds,
-        "pages cached at the end": cached,
+        "pages_removed": stats.removed,
+        "removal_passes": stats.removals,
+        "flusher_rounds": rounds,
+        "pages_cached_at_end": cached,
         "operations": result.ops_done,
-        "ops per second": round(result.ops_done / result.elapsed, 1) if result.elapsed else 0.0,
+        "ops_per_second": round(result.ops_done / result.elapsed, 1) if result.elapsed else 0.0,
     }
     for name, value in machine.mm_counters().items():
         counters[name] = value
