@@ -57,8 +57,12 @@ def pytest_run(project: Path, body: str) -> tuple[int, str, int]:
     setups.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAGEMAP_", "PYTEST_"))}
     env["SETUPS"] = str(setups)
+    # The output is counted and matched below: one width and no short summary, so a
+    # wide terminal, or CI=true (which stops pytest truncating it), cannot repeat a
+    # message on the summary line.
+    env["COLUMNS"] = "100"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--tb=short", "-q"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--tb=short", "-q", "-rN"],
         cwd=project,
         env=env,
         capture_output=True,
