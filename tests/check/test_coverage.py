@@ -11,7 +11,7 @@ import pytest
 from pagemap.check.coverage import _report, _spans, default_exclusions, load_exclusions
 from pagemap.cli import main
 
-SOURCE = '''\
+SOURCE = """\
 def alone(x):
     if x:
         return 1
@@ -27,7 +27,7 @@ class Cache:
         if x:
             raise KeyError(x)
         return x
-'''
+"""
 
 
 def coverage_json(path: Path, missing: list[int], branches: list[list[int]]) -> dict[str, object]:
@@ -68,7 +68,7 @@ kernel/b.py: *  # a file
     "line", ["kernel/a.py raise KeyError(x)  # no colon", "kernel/a.py: raise KeyError(x)"]
 )
 def test_an_entry_without_its_reason_or_file_is_refused_with_its_line_number(line: str) -> None:
-    with pytest.raises(ValueError, match="unreached.txt line 2: expected 'FILE: CODE  # REASON'"):
+    with pytest.raises(ValueError, match=r"unreached\.txt line 2: expected 'FILE: CODE  # REASON'"):
         load_exclusions("# header\n" + line)
 
 
