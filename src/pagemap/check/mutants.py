@@ -511,6 +511,83 @@ MM_MUTANTS = (
     ),
 )
 
+# -- a process's own memory (check/scenarios/process.py) ----------------------------
+
+
+def _anonymous_loser_kept(self: Proc, vmr: VMR, va: int, owned: Page | None) -> None:
+    if owned is not None:
+        self._install(vmr, va, owned, True, owned=True)
+        return
+    page = self._zeroed_page()
+    self._install(vmr, va, page, True, owned=True)  # BUG: the losing page is never freed
+
+
+def _install_second_copy(
+    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
+) -> bool:
+    vpn = va >> PGSHIFT
+    with self.vmr_lock:
+        if self._find_vmr(va) is not vmr:
+            return False
+        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+        with self.pte_lock:
+            old_copy = self.anon.get(vpn)
+            # BUG: no check for a copy another fault made since we looked: ours,
+            # copied from the file, covers it and the stores made into it.
+            if owned:
+                self.anon[vpn] = page
+            old = self.page_table.pte(vpn).swap(
+                make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
+            )
+            if old & PTE_P and pte_ppn(old) != page.ppn:
+                self.tlb_shootdown()
+    if old_copy is not None and old_copy is not page:
+        self.allocator.decref(old_copy)
+    return True
+
+
+def _copies_kept(self: Proc, va_lo: int, va_hi: int) -> None:
+    """BUG: truncate leaves private copies past the new end mapped."""
+
+
+def _mappings_not_collected(self: PageMap, index: int, nr_pages: int) -> None:
+    """BUG: fsync writes back without the D bits of shared mappings."""
+
+
+PROCESS_MUTANTS = (
+    Mutant(
+        "anon-loser-leaks",
+        "the zeroed page of a fault that lost the race to install is never freed",
+        "anon-fault-munmap",
+        {"_fault_anonymous": _anonymous_loser_kept},
+        budget=50,
+        target=Proc,
+    ),
+    Mutant(
+        "private-second-copy",
+        "a fault installs its private copy over one another core's fault made meanwhile",
+        "private-fault-fault",
+        {"_install": _install_second_copy},
+        budget=100,
+        target=Proc,
+    ),
+    Mutant(
+        "truncate-keeps-copies",
+        "truncate leaves private copies of pages past the new end mapped",
+        "truncate-private",
+        {"drop_private_copies": _copies_kept},
+        budget=20,
+        target=Proc,
+    ),
+    Mutant(
+        "fsync-skips-mappings",
+        "fsync writes pages back without collecting the D bits of shared mappings",
+        "fsync-store",
+        {"collect_mapped_dirty": _mappings_not_collected},
+        budget=20,
+    ),
+)
+
 # -- ext2 ----------------------------------------------------------------------------
 
 
@@ -556,7 +633,7 @@ EQUIVALENT_MUTANTS = (
     ),
 )
 
-MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS + MM_MUTANTS + EXT2_MUTANTS
+MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS + MM_MUTANTS + PROCESS_MUTANTS + EXT2_MUTANTS
 
 
 def lookup_mutant(name: str) -> Mutant:

@@ -161,9 +161,10 @@ class ShadowFile:
     def _durable(self) -> list[Violation]:
         size = len(self.shadow.data)
         pages = (size + PGSIZE - 1) >> PGSHIFT
-        return nothing_lost(self.name, self.pm, pages, self._backing, self.shadow.page)
+        return nothing_lost(self.name, self.pm, pages, self.backing, self.shadow.page)
 
-    def _backing(self, index: int) -> bytes:
+    def backing(self, index: int) -> bytes:
+        """Page `index` as the backing store holds it now (zeros past its end)."""
         start = index * PGSIZE
         if self.host_path is not None:
             with open(self.host_path, "rb") as f:
