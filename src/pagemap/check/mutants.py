@@ -558,7 +558,7 @@ PROCESS_MUTANTS = (
     Mutant(
         "anon-loser-leaks",
         "the zeroed page of a fault that lost the race to install is never freed",
-        "anon-fault-munmap",
+        "anon-fault-remap",
         {"_fault_anonymous": _anonymous_loser_kept},
         budget=50,
         target=Proc,

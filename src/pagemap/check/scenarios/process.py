@@ -1,7 +1,7 @@
 """Process scenarios: a process's own memory racing itself and the file under it.
 
 The mapping scenarios race removal; these race the rest of a process's life:
-two cores of one process faulting on one anonymous or private page, munmap
+two cores of one process faulting on one anonymous or private page, MAP_FIXED
 and mprotect under a fault, truncate dropping the private copies another core
 is using, MAP_LOCKED population racing truncate, and fsync collecting the D
 bits of a store in flight.  Anonymous memory has no shadow file, so each task
@@ -23,6 +23,7 @@ from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import BusError, SegmentationFault
 from pagemap.kernel.mman import (
     MAP_ANONYMOUS,
+    MAP_FIXED,
     MAP_LOCKED,
     MAP_PRIVATE,
     MAP_SHARED,
@@ -48,23 +49,22 @@ def _own_slot(ctx: RunContext, proc: Proc, va: int, want: bytes) -> None:
         )
 
 
-def _anon_fault_munmap(ctx: RunContext, p: Params) -> None:
+def _anon_fault_remap(ctx: RunContext, p: Params) -> None:
     # Both cores fault on page 0 at once: one fault's zeroed page loses and is
-    # freed, and both stores must land in the page that won.  Then page 1 is
-    # unmapped while the other core faults on it: that fault's page must not
-    # be installed into a region that no longer exists, nor leak.
+    # freed, and both stores must land in the page that won.  Then MAP_FIXED
+    # replaces page 1's region while the other core faults on it: that fault's
+    # page must not be installed into the region that is gone, nor leak.
     proc = ctx.machine.process()
     base = proc.mmap(2 * PGSIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
 
     def first() -> None:
         proc.store(base, _stamp(1, 1))
-        with contextlib.suppress(SegmentationFault):  # page 1 may be unmapped already
-            proc.store(base + PGSIZE, _stamp(1, 2))
+        proc.store(base + PGSIZE, _stamp(1, 2))  # into the old region or the new
         _own_slot(ctx, proc, base, _stamp(1, 1))
 
     def second() -> None:
         proc.store(base + SLOT, _stamp(2, 1))
-        proc.munmap(base + PGSIZE, PGSIZE)
+        proc.mmap(PGSIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, addr=base + PGSIZE)
         _own_slot(ctx, proc, base + SLOT, _stamp(2, 1))
 
     ctx.machine.spawn(first, name="core-a")
@@ -229,9 +229,9 @@ def _end(ctx: RunContext) -> None:
 
 SCENARIOS = (
     Scenario(
-        "anon-fault-munmap",
-        "two cores fault on one anonymous page; munmap races a fault on another",
-        _anon_fault_munmap,
+        "anon-fault-remap",
+        "two cores fault on one anonymous page; MAP_FIXED replaces another under a fault",
+        _anon_fault_remap,
     ),
     Scenario(
         "anon-mprotect",
