@@ -24,7 +24,9 @@ from unittest import mock
 from pagemap.hw.memory import PGSHIFT
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
+from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
 from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
@@ -605,6 +607,24 @@ def _truncate_frees_first(self: BlockMap, keep: int) -> int:
     return len(doomed)
 
 
+def _free_while_open(self: Ext2FS, inode: Ext2Inode) -> None:
+    if inode.links or inode.deleted:
+        return
+    # BUG: no check that the inode is still open or mapped: an unlinked file's
+    # blocks go back to the bitmap while its dirty pages are yet to be written.
+    inode.lock.down()
+    try:
+        inode.release_blocks()
+    finally:
+        inode.lock.up()
+    inode.disk.dtime = self.vol.now()
+    inode.disk.links_count = 0
+    inode.write_inode()
+    self.vol.alloc.free_inode(inode.ino, inode.is_dir())
+    inode.deleted = True
+    self.inodes.pop(inode.ino, None)
+
+
 EXT2_MUTANTS = (
     Mutant(
         "ext2-frees-first",
@@ -613,6 +633,14 @@ EXT2_MUTANTS = (
         {"truncate": _truncate_frees_first},
         budget=100,
         target=BlockMap,
+    ),
+    Mutant(
+        "ext2-frees-open-file",
+        "unlink frees an inode's blocks while the file is still open with dirty pages",
+        "ext2-unlink-reuse",
+        {"_maybe_free": _free_while_open},
+        budget=20,
+        target=Ext2FS,
     ),
 )
 
