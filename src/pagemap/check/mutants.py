@@ -607,6 +607,23 @@ def _truncate_frees_first(self: BlockMap, keep: int) -> int:
     return len(doomed)
 
 
+_REAL_TRUNCATE = BlockMap.truncate
+
+
+def _truncate_frees_indirect_first(self: BlockMap, keep: int) -> int:
+    # BUG: the blocks past `keep`, the indirect block among them, go back to
+    # the bitmap while the map still names them; only then is the map cut
+    # (by the real truncate, whose own frees are skipped: they were done).
+    named = self.blocks512 // self.geo.sectors_per_block  # blocks of a file with no holes
+    doomed = [b for n in range(keep, named) if (b := self.lookup(n))]
+    if keep <= NDIR_BLOCKS and self.i_block[NDIR_BLOCKS]:
+        doomed.append(self.i_block[NDIR_BLOCKS])
+    if doomed:
+        self.alloc.free_blocks(doomed, f"{self.name}: truncate")
+    with mock.patch.object(self.alloc, "free_blocks", lambda blocks, where: None):
+        return _REAL_TRUNCATE(self, keep)
+
+
 def _free_while_open(self: Ext2FS, inode: Ext2Inode) -> None:
     if inode.links or inode.deleted:
         return
@@ -632,6 +649,14 @@ EXT2_MUTANTS = (
         "ext2-append-truncate",
         {"truncate": _truncate_frees_first},
         budget=100,
+        target=BlockMap,
+    ),
+    Mutant(
+        "ext2-frees-indirect-first",
+        "truncate frees an indirect block and what it names before the map lets go of them",
+        "ext2-indirect-truncate",
+        {"truncate": _truncate_frees_indirect_first},
+        budget=800,
         target=BlockMap,
     ),
     Mutant(

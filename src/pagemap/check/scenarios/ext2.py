@@ -14,6 +14,10 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
   the end the files hold their bytes, and the bitmaps and counts agree with the maps (a small
   fsck: every named block marked used, every used block named or metadata,
   the descriptors' free counts, each inode's i_blocks).
+- ext2-indirect-truncate: one file grows past its direct blocks (allocating
+  an indirect block) while another is truncated inside its indirect block,
+  then to nothing (freeing the indirect block and what it names); the same
+  small fsck.
 - ext2-unlink-reuse: an open file with a dirty page is unlinked (an orphan
   until its last close) while its page is written back and it is closed, and
   another task creates a file that may be given the blocks it frees; the
@@ -46,6 +50,8 @@ from pagemap.machine import Machine
 BS = 1024
 A_SIZE, B_SIZE = 1000, 3000  # /a one block, /b three
 GROW = 600  # each writer's append crosses into a new block
+I_SIZE = 12 * BS  # /i fills its direct blocks: one more needs the indirect block
+J_SIZE = 14 * BS  # /j has an indirect block naming two
 
 
 @functools.cache
@@ -56,11 +62,13 @@ def _image() -> bytes:
         src.mkdir()
         (src / "a").write_bytes(b"A" * A_SIZE)
         (src / "b").write_bytes(b"B" * B_SIZE)
+        (src / "i").write_bytes(b"I" * I_SIZE)
+        (src / "j").write_bytes(b"J" * J_SIZE)
         with open(src / "m", "wb") as f:
             f.write(initial_bytes(1))
             f.truncate(2 * PGSIZE)  # page 1 is a hole
         image = Path(tmp) / "fs.img"
-        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=16)
+        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=32)
         return image.read_bytes()
 
 
@@ -166,9 +174,11 @@ def _store_remove(ctx: RunContext, p: Params) -> None:
 
 
 def _named_blocks(inode: Ext2Inode) -> list[int]:
-    """The direct blocks an inode's map names right now (the scenario's files
-    are small enough to need no others); plain reads, no scheduling point."""
-    return [b for b in inode.bmap.i_block[:12] if b]
+    """The blocks an inode names in itself right now: its direct blocks and its
+    top indirect blocks (the entries inside an indirect block are device
+    reads, with scheduling points, so the fsck at the end checks those);
+    plain reads, no scheduling point."""
+    return [b for b in inode.bmap.i_block if b]
 
 
 def _no_block_named_twice(ctx: RunContext, inodes: list[Ext2Inode]) -> Callable[[], None]:
@@ -205,7 +215,7 @@ def _fsck_lite(
         fs.unmount()
 
 
-FILES = ("/", "/lost+found", "/a", "/b", "/m")
+FILES = ("/", "/lost+found", "/a", "/b", "/m", "/i", "/j")
 
 
 def _fsck_checks(fs: Ext2FS, names: tuple[str, ...]) -> list[Violation]:
@@ -313,11 +323,48 @@ def _unlink_reuse(ctx: RunContext, p: Params) -> None:
         return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
 
     want = {"/b": b"B" * B_SIZE, "/c": b"c" * size_c}
-    names = ("/", "/lost+found", "/b", "/c", "/m")
+    names = (*(n for n in FILES if n != "/a"), "/c")
     ctx.at_end(lambda: quiescent(ctx.machine))
     ctx.at_end(unmount)
     ctx.at_end(lambda: no_leak(ctx.machine))
     ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want, names))
+
+
+# -- ext2-indirect-truncate ---------------------------------------------------------------
+
+
+def _indirect_truncate(ctx: RunContext, p: Params) -> None:
+    # /i grows past its twelve direct blocks (an indirect block, then a data
+    # block named in it) while /j is cut twice: inside its indirect block
+    # (one entry dropped), then to `truncate_to` (by default nothing: its
+    # indirect block goes too).  /j's blocks follow /i's on the image, so
+    # they are the ones /i's allocation looks at first, in either role.
+    image, fs = _mount(ctx)
+    fi, fj = fs.open("/i", "r+"), fs.open("/j", "r+")
+    fi.pread(1, 0)
+    fj.pread(1, 0)
+    cut = p["truncate_to"]
+    ctx.every_step(_no_block_named_twice(ctx, [fi.inode, fj.inode]))
+    ctx.machine.spawn(fi.pwrite, b"i" * GROW, I_SIZE, name="append-i")
+
+    def truncate_j() -> None:
+        fj.truncate(J_SIZE - BS)  # inside the indirect block: it is cut, not freed
+        fj.truncate(cut)  # the rest, the indirect block with it
+
+    ctx.machine.spawn(truncate_j, name="truncate-j")
+
+    want = {"/i": b"I" * I_SIZE + b"i" * GROW, "/j": b"J" * cut}
+
+    def unmount() -> list[Violation]:
+        fi.close()
+        fj.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want))
 
 
 SCENARIOS = (
@@ -345,6 +392,14 @@ SCENARIOS = (
         {"c_bytes": 1500},
         frames=24,
         limits={"c_bytes": (1, 8 * BS)},
+    ),
+    Scenario(
+        "ext2-indirect-truncate",
+        "one ext2 file grows into its indirect block while another's indirect block is freed",
+        _indirect_truncate,
+        {"truncate_to": 0},
+        frames=24,
+        limits={"truncate_to": (0, J_SIZE - BS)},
     ),
 )
 
