@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from pagemap.hw.memory import PGSHIFT
+from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
+from pagemap.kernel.hostfs import HostInode
 from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
@@ -42,6 +43,7 @@ from pagemap.kernel.slot import (
     slot_set_removal,
 )
 from pagemap.kernel.vmr import VMR
+from pagemap.sync.core import READ
 
 
 @dataclass(frozen=True)
@@ -548,6 +550,16 @@ def _install_second_copy(
     return True
 
 
+def _writepage_unlocked(self: HostInode, pm: PageMap, page: Page) -> None:
+    # BUG: the size is read and the bytes written without the host lock, so a
+    # truncate (size, then ftruncate) can fall between them: the write lands
+    # past the new end and the host file grows back.
+    nbytes = self._bytes_in_page(page)
+    if nbytes:
+        self.executor.point("frame_read", page.ppn, READ)
+        self.io.pwrite(page.data[:nbytes], page.index * PGSIZE)
+
+
 def _copies_kept(self: Proc, va_lo: int, va_hi: int) -> None:
     """BUG: truncate leaves private copies past the new end mapped."""
 
@@ -557,6 +569,14 @@ def _mappings_not_collected(self: PageMap, index: int, nr_pages: int) -> None:
 
 
 PROCESS_MUTANTS = (
+    Mutant(
+        "writepage-unlocked",
+        "a host file's writepage reads the size and writes without the host lock",
+        "truncate-store",
+        {"writepage": _writepage_unlocked},
+        budget=200,
+        target=HostInode,
+    ),
     Mutant(
         "anon-loser-leaks",
         "the zeroed page of a fault that lost the race to install is never freed",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pagemap.check.context import RunContext
 from pagemap.check.memdisk import MemInode
-from pagemap.check.oracles import COHERENCE, Violation
+from pagemap.check.oracles import COHERENCE, DURABILITY, Violation
 from pagemap.check.oracles.accounting import no_leak, quiescent
 from pagemap.check.oracles.coherence import SLOT, Shadow, describe, stamp
 from pagemap.check.oracles.durability import nothing_lost
@@ -161,7 +161,21 @@ class ShadowFile:
     def _durable(self) -> list[Violation]:
         size = len(self.shadow.data)
         pages = (size + PGSIZE - 1) >> PGSHIFT
-        return nothing_lost(self.name, self.pm, pages, self.backing, self.shadow.page)
+        lost = nothing_lost(self.name, self.pm, pages, self.backing, self.shadow.page)
+        if self.host_path is not None:
+            # The kernel's size and the host's must agree once writeback is
+            # done: a write past the end (a writepage that raced truncate, the
+            # truncate-store scenario) grows the host file back.
+            on_host = os.path.getsize(self.host_path)
+            if on_host > size:
+                lost.append(
+                    Violation(
+                        DURABILITY,
+                        f"{self.name} is {on_host} bytes on the host, but the file was cut "
+                        f"to {size}: a write landed past its end",
+                    )
+                )
+        return lost
 
     def backing(self, index: int) -> bytes:
         """Page `index` as the backing store holds it now (zeros past its end)."""

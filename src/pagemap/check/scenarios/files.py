@@ -67,6 +67,9 @@ def _truncate_store(ctx: RunContext, p: Params) -> None:
     def user() -> None:
         f.store(proc, base)  # page 0 survives the truncate
         with contextlib.suppress(BusError):  # page 1 may be gone: a bus error
+            f.store(proc, base + PGSIZE)
+        f.file.fsync()  # writepage's (size, pwrite) against truncate's (size, ftruncate)
+        with contextlib.suppress(BusError):  # page 1 may be gone: a bus error
             f.load(proc, base + PGSIZE + SLOT)
         f.load(proc, base)
 
