@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import COHERENCE
+from pagemap.check.oracles import COHERENCE, CRASH
 from pagemap.check.oracles.accounting import no_leak, quiescent
 from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.errors import BusError
+from pagemap.kernel.errors import BusError, IOFailure
+from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.sync.core import WRITE
 
@@ -81,6 +83,33 @@ def _truncate_store(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _eio_fsync(ctx: RunContext, p: Params) -> None:
+    # Over a host file whose next write fails: two fsyncs race a store.  The
+    # failed page stays dirty and cached, so the fsync that does not fail (or
+    # the end) writes it; an fsync reports EIO, never loses the bytes.
+    f = ShadowFile(ctx, 2, host=True)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, PROT_READ | PROT_WRITE, MAP_SHARED)
+    f.store(proc, base)  # dirty through the mapping before the race
+    assert isinstance(f.file, HostFile)
+    f.file.faults.fail("write", 1)
+
+    def syncer() -> None:
+        try:
+            f.file.fsync()
+        except IOFailure as exc:
+            if exc.errno != errno.EIO:
+                ctx.fail(CRASH, f"a failed host write gave errno {exc.errno}, not EIO")
+
+    def writer() -> None:
+        f.store(proc, base + PGSIZE)
+        syncer()
+
+    ctx.machine.spawn(syncer, name="fsync")
+    ctx.machine.spawn(writer, name="store-fsync")
+    f.end_checks()
+
+
 def _blockdev_remove(ctx: RunContext, p: Params) -> None:
     blk = p["blk_size"]
     data = initial_bytes(1)
@@ -132,6 +161,11 @@ def _blockdev_remove(ctx: RunContext, p: Params) -> None:
 
 
 SCENARIOS = (
+    Scenario(
+        "eio-fsync",
+        "a host file's write fails once while two fsyncs race a store: EIO, nothing lost",
+        _eio_fsync,
+    ),
     Scenario(
         "pwrite-remove",
         "pwrite races removal of a page dirty through a mapping; read() sees both",
