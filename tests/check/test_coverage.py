@@ -136,3 +136,24 @@ def test_pagemap_check_coverage_reports_files_and_the_reached_figure(
     assert "not listed as unreachable" in out
     # One small scenario leaves most of the kernel unreached: the run says so.
     assert rc == 1
+
+
+def test_a_listed_header_lists_its_body_but_not_an_else(tmp_path: Path) -> None:
+    path = tmp_path / "pagemap" / "kernel" / "guard.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "def f(x):\n    if x:\n        y = 1\n        return y\n    else:\n        return 2\n"
+    )
+    data = {
+        "files": {
+            str(path): {
+                "summary": {"num_statements": 5, "num_branches": 2},
+                "missing_lines": [3, 4, 6],
+                "missing_branches": [[2, 3], [2, 6]],
+            }
+        }
+    }
+    (f,) = _report(data, {"kernel/guard.py": {"if x:": "a guard"}}).files
+    assert f.missing_lines == [6]  # the else is not the header's block
+    assert f.missing_branches == []  # both leave the listed header
+    assert (f.listed_lines, f.listed_branches) == (2, 2)

@@ -8,6 +8,7 @@ with the reason no scenario needs to reach it.  An entry names code by text,
 never by line number, so the list survives edits that move lines:
 
     kernel/mm.py: raise InvalidArgument("munmap: length 0")  # one line, by its text
+    kernel/mm.py: if self.exited:  # a header lists its block (not an if's else)
     kernel/vfs.py: def Vfs.chmod  # a function or method, every line of it
     kernel/fs/ext2/dir.py: class DirBlock  # a class, every line of it
     kernel/policy/opt.py: *  # the whole file
@@ -140,6 +141,23 @@ def _spans(source: str) -> dict[str, tuple[int, int]]:
     return spans
 
 
+_HEADERS = (ast.If, ast.For, ast.While, ast.With, ast.ExceptHandler)
+
+
+def _blocks(source: str, lines: list[str], texts: set[str]) -> list[tuple[str, tuple[int, int]]]:
+    """A listed `if`, `for`, `while`, `with` or `except` line lists its body too
+    (not an `if`'s else): the reason that keeps the header unreached keeps
+    what it guards unreached."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, _HEADERS):
+            text = lines[node.lineno - 1].strip()
+            if text in texts:
+                last = node.body[-1].end_lineno or node.body[-1].lineno
+                found.append((text, (node.lineno, last)))
+    return found
+
+
 class _Listing:
     """The entries of unreached.txt for one file, matched against its source."""
 
@@ -150,6 +168,8 @@ class _Listing:
         spans = _spans(source) if named else {}
         self.ranges = [(code, spans[code]) for code in named if code in spans]
         self.texts = set(listed) - set(named) - {"*"}
+        if self.texts:
+            self.ranges += _blocks(source, self.lines, self.texts)
         self.used: set[str] = set()
 
     def covers(self, lineno: int) -> bool:
