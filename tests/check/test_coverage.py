@@ -144,7 +144,7 @@ def test_a_listed_header_lists_its_body_but_not_an_else(tmp_path: Path) -> None:
     path.write_text(
         "def f(x):\n    if x:\n        y = 1\n        return y\n    else:\n        return 2\n"
     )
-    data = {
+    data: dict[str, object] = {
         "files": {
             str(path): {
                 "summary": {"num_statements": 5, "num_branches": 2},
