@@ -342,7 +342,7 @@ def _indirect_truncate(ctx: RunContext, p: Params) -> None:
     image, fs = _mount(ctx)
     fi, fj = fs.open("/i", "r+"), fs.open("/j", "r+")
     fi.pread(1, 0)
-    fj.pread(1, 0)
+    fj.pread(1, J_SIZE - 1)  # /j's last page cached, read through its indirect block
     cut = p["truncate_to"]
     ctx.every_step(_no_block_named_twice(ctx, [fi.inode, fj.inode]))
     ctx.machine.spawn(fi.pwrite, b"i" * GROW, I_SIZE, name="append-i")
