@@ -22,14 +22,15 @@ from typing import Any
 from unittest import mock
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.hw.mmu import PTE_P, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
+from pagemap.kernel.fault import pte_allows
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
 from pagemap.kernel.hostfs import HostInode
-from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
+from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.proc import Proc
@@ -357,18 +358,15 @@ def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Pag
     return freed
 
 
-_real_install = Proc._install
-
-
-def _install_drops_dirty(
-    self: Proc, vmr: Any, va: int, page: Page, write: bool, owned: bool
-) -> bool:
+def _set_pte_dropping_dirty(self: Proc, va: int, page: Page, bits: int, write: bool) -> bool:
     word = self.page_table.pte(va >> PGSHIFT)
-    with self.pte_lock:
-        old = word.value
-        if old & PTE_D and not old & PTE_P and old >> PGSHIFT == page.ppn:
-            word.fetch_and(~PTE_D)  # BUG: a fault re-installing a page forgets its D bit
-    return bool(_real_install(self, vmr, va, page, write, owned))
+    while True:
+        old = word.load()
+        same = pte_ppn(old) == page.ppn
+        if pte_allows(old, write) and same:
+            return False
+        if word.cas(old, make_pte(page.ppn, bits)):  # BUG: a D bit left in the PTE is lost
+            return bool(old & PTE_P) and not same
 
 
 MAPPING_MUTANTS = (
@@ -414,46 +412,15 @@ def _proc_no_shootdown(self: Proc) -> None:
     """BUG: a process's TLB entries are never flushed."""
 
 
-def _install_overwriting(
-    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    vpn = va >> PGSHIFT
-    with self.vmr_lock:
-        if self._find_vmr(va) is not vmr:
-            return False
-        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
-        with self.pte_lock:
-            mine = self.anon.get(vpn)
-            if mine is not None and mine is not page:
-                return False
-            if owned:
-                self.anon[vpn] = page
-            # BUG: rewrites the PTE even when another core's fault installed it
-            # since, losing the D bit that core's store set meanwhile.
-            old = self.page_table.pte(vpn).swap(
-                make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
-            )
-            if old & PTE_P and pte_ppn(old) != page.ppn:
-                self.tlb_shootdown()
-    return True
+def _set_pte_overwriting(self: Proc, va: int, page: Page, bits: int, write: bool) -> bool:
+    # BUG: rewrites the PTE even when another core's fault installed it since,
+    # losing the D bit that core's store set meanwhile.
+    old = self.page_table.pte(va >> PGSHIFT).swap(make_pte(page.ppn, bits))
+    return bool(old & PTE_P) and pte_ppn(old) != page.ppn
 
 
-def _install_without_recheck(
-    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    vpn = va >> PGSHIFT
-    with self.vmr_lock:
-        # BUG: no check that the region is still there after the fault slept.
-        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
-        with self.pte_lock:
-            if owned:
-                self.anon[vpn] = page
-            word = self.page_table.pte(vpn)
-            while True:
-                old = word.load()
-                new = make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
-                if word.cas(old, new | (old & PTE_D)):
-                    return True
+def _region_always_survives(self: Proc, vmr: VMR, va: int) -> bool:
+    return True  # BUG: no check that the region is still there after the fault slept
 
 
 def _unmap_leaving_the_map_first(self: Proc, lo: int, hi: int) -> None:
@@ -493,7 +460,7 @@ MM_MUTANTS = (
         "fault-overwrites-pte",
         "a fault rewrites a PTE another core's fault installed, losing its D bit",
         "fault-fault",
-        {"_install": _install_overwriting},
+        {"_set_pte": _set_pte_overwriting},
         budget=100,
         target=Proc,
     ),
@@ -501,7 +468,7 @@ MM_MUTANTS = (
         "fault-after-munmap",
         "a fault installs its PTE without checking its region survived its sleep",
         "munmap-fault",
-        {"_install": _install_without_recheck},
+        {"_region_survived": _region_always_survives},
         budget=50,
         target=Proc,
     ),
@@ -526,27 +493,11 @@ def _anonymous_loser_kept(self: Proc, vmr: VMR, va: int, owned: Page | None) -> 
     self._install(vmr, va, page, True, owned=True)  # BUG: the losing page is never freed
 
 
-def _install_second_copy(
-    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    vpn = va >> PGSHIFT
-    with self.vmr_lock:
-        if self._find_vmr(va) is not vmr:
-            return False
-        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
-        with self.pte_lock:
-            old_copy = self.anon.get(vpn)
-            # BUG: no check for a copy another fault made since we looked: ours,
-            # copied from the file, covers it and the stores made into it.
-            if owned:
-                self.anon[vpn] = page
-            old = self.page_table.pte(vpn).swap(
-                make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
-            )
-            if old & PTE_P and pte_ppn(old) != page.ppn:
-                self.tlb_shootdown()
-    if old_copy is not None and old_copy is not page:
-        self.allocator.decref(old_copy)
+def _claim_over_a_copy(self: Proc, vpn: int, page: Page, owned: bool) -> bool:
+    # BUG: no check for a copy another fault made since we looked: ours, copied
+    # from the file, covers it and the stores made into it.
+    if owned:
+        self.anon[vpn] = page
     return True
 
 
@@ -589,7 +540,7 @@ PROCESS_MUTANTS = (
         "private-second-copy",
         "a fault installs its private copy over one another core's fault made meanwhile",
         "private-fault-fault",
-        {"_install": _install_second_copy},
+        {"_claim_slot": _claim_over_a_copy},
         budget=100,
         target=Proc,
     ),
@@ -700,7 +651,7 @@ EQUIVALENT_MUTANTS = (
         "fault-drops-dirty",
         "a fault that re-installs a page removal unmapped drops the D bit still in the PTE",
         "store-remove",
-        {"_install": _install_drops_dirty},
+        {"_set_pte": _set_pte_dropping_dirty},
         budget=5000,
         target=Proc,
     ),
