@@ -220,11 +220,13 @@ class BlockDevice:
             self._claim_block_size(blk_size)
         per_page = PGSIZE // blk_size
         page = self.mapping.load_page(blk_num // per_page)
-        for bh in page_buffers(page):
-            if bh.blk_num == blk_num:
-                return bh
-        self.mapping.put_page(page)
-        raise KernelBug(f"{self.name}: page {page.index} has no buffer head for block {blk_num}")
+        found = next((bh for bh in page_buffers(page) if bh.blk_num == blk_num), None)
+        if found is None:  # an invariant broken: our reference goes back first
+            self.mapping.put_page(page)
+            raise KernelBug(
+                f"{self.name}: page {page.index} has no buffer head for block {blk_num}"
+            )
+        return found
 
     def dirty_buffer(self, bh: BufferHead) -> None:
         """Mark the buffer, then its page, dirty.  In that order: a writeback
