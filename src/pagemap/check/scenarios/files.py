@@ -180,7 +180,7 @@ SCENARIOS = (
     ),
     Scenario(
         "truncate-store",
-        "truncate cuts a mapped file while a store and loads race it",
+        "truncate cuts a host file while stores, an fsync and loads race it",
         _truncate_store,
     ),
     Scenario(
