@@ -24,7 +24,6 @@ from unittest import mock
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_P, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
-from pagemap.kernel.fault import pte_allows
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
@@ -358,15 +357,8 @@ def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Pag
     return freed
 
 
-def _set_pte_dropping_dirty(self: Proc, va: int, page: Page, bits: int, write: bool) -> bool:
-    word = self.page_table.pte(va >> PGSHIFT)
-    while True:
-        old = word.load()
-        same = pte_ppn(old) == page.ppn
-        if pte_allows(old, write) and same:
-            return False
-        if word.cas(old, make_pte(page.ppn, bits)):  # BUG: a D bit left in the PTE is lost
-            return bool(old & PTE_P) and not same
+def _keeps_nothing(old: int) -> int:
+    return 0  # BUG: a D bit left in the PTE a fault replaces is lost
 
 
 MAPPING_MUTANTS = (
@@ -595,22 +587,10 @@ def _truncate_frees_indirect_first(self: BlockMap, keep: int) -> int:
         return _REAL_TRUNCATE(self, keep)
 
 
-def _free_while_open(self: Ext2FS, inode: Ext2Inode) -> None:
-    if inode.links or inode.deleted:
-        return
+def _never_in_use(inode: Ext2Inode) -> bool:
     # BUG: no check that the inode is still open or mapped: an unlinked file's
     # blocks go back to the bitmap while its dirty pages are yet to be written.
-    inode.lock.down()
-    try:
-        inode.release_blocks()
-    finally:
-        inode.lock.up()
-    inode.disk.dtime = self.vol.now()
-    inode.disk.links_count = 0
-    inode.write_inode()
-    self.vol.alloc.free_inode(inode.ino, inode.is_dir())
-    inode.deleted = True
-    self.inodes.pop(inode.ino, None)
+    return False
 
 
 EXT2_MUTANTS = (
@@ -634,7 +614,7 @@ EXT2_MUTANTS = (
         "ext2-frees-open-file",
         "unlink frees an inode's blocks while the file is still open with dirty pages",
         "ext2-unlink-reuse",
-        {"_maybe_free": _free_while_open},
+        {"_in_use": staticmethod(_never_in_use)},
         budget=20,
         target=Ext2FS,
     ),
@@ -651,7 +631,7 @@ EQUIVALENT_MUTANTS = (
         "fault-drops-dirty",
         "a fault that re-installs a page removal unmapped drops the D bit still in the PTE",
         "store-remove",
-        {"_set_pte": _set_pte_dropping_dirty},
+        {"_kept_bits": staticmethod(_keeps_nothing)},
         budget=5000,
         target=Proc,
     ),

@@ -196,5 +196,11 @@ class FaultHandler(MM):
                     f"p{self.pid}: PTE at {va:#x} still holds the dirty bit of frame "
                     f"{pte_ppn(old)} while frame {page.ppn} is installed there"
                 )
-            if word.cas(old, make_pte(page.ppn, bits) | (old & PTE_D)):
+            if word.cas(old, make_pte(page.ppn, bits) | self._kept_bits(old)):
                 return bool(old & PTE_P) and not same
+
+    @staticmethod
+    def _kept_bits(old: int) -> int:
+        """What a new PTE keeps of the one it replaces: its D bit (see _set_pte;
+        the equivalent mutant fault-drops-dirty keeps nothing)."""
+        return old & PTE_D

@@ -42,6 +42,7 @@ from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.balloc import test_bit
+from pagemap.kernel.fs.ext2.fs import Ext2File
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import RESIZE_INO
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
@@ -198,7 +199,7 @@ def _no_block_named_twice(ctx: RunContext, inodes: list[Ext2Inode]) -> Callable[
 
 
 def _fsck_lite(
-    machine: Machine, image: str, want: dict[str, bytes], names: tuple[str, ...] = ()
+    machine: Machine, image: str, want: dict[str, bytes], names: tuple[str, ...]
 ) -> list[Violation]:
     """After the schedule, a fresh read-only mount: the files hold what they
     must, and the bitmaps and counts agree with the inodes' maps (e2fsck's
@@ -210,7 +211,7 @@ def _fsck_lite(
             for name, data in want.items()
             if fs.read_file(name) != data
         ]
-        return problems + _fsck_checks(fs, names or FILES)
+        return problems + _fsck_checks(fs, names)
     finally:
         fs.unmount()
 
@@ -258,6 +259,29 @@ def _fsck_checks(fs: Ext2FS, names: tuple[str, ...]) -> list[Violation]:
     return [Violation(ACCOUNTING, p) for p in problems]
 
 
+def _fsck_at_end(
+    ctx: RunContext,
+    fs: Ext2FS,
+    image: str,
+    files: list[Ext2File],
+    want: dict[str, bytes],
+    names: tuple[str, ...] = FILES,
+) -> None:
+    """The end of a scenario that changes blocks: accounting at quiescence, the
+    files closed and the image unmounted, no frame leaked, then the small fsck."""
+
+    def unmount() -> list[Violation]:
+        for f in files:
+            f.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want, names))
+
+
 def _append_truncate(ctx: RunContext, p: Params) -> None:
     image, fs = _mount(ctx)
     fa, fb = fs.open("/a", "r+"), fs.open("/b", "r+")
@@ -279,16 +303,7 @@ def _append_truncate(ctx: RunContext, p: Params) -> None:
 
     want = {"/a": b"A" * A_SIZE + b"a" * GROW, "/b": b"B" * cut + b"b" * GROW}
 
-    def unmount() -> list[Violation]:
-        fa.close()
-        fb.close()
-        fs.unmount()
-        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
-
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(unmount)
-    ctx.at_end(lambda: no_leak(ctx.machine))
-    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want))
+    _fsck_at_end(ctx, fs, image, [fa, fb], want)
 
 
 # -- ext2-unlink-reuse -----------------------------------------------------------------
@@ -318,16 +333,8 @@ def _unlink_reuse(ctx: RunContext, p: Params) -> None:
     ctx.machine.spawn(unlink_and_create, name="unlink-create")
     ctx.machine.spawn(write_back_and_close, name="writeback-close")
 
-    def unmount() -> list[Violation]:
-        fs.unmount()
-        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
-
     want = {"/b": b"B" * B_SIZE, "/c": b"c" * size_c}
-    names = (*(n for n in FILES if n != "/a"), "/c")
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(unmount)
-    ctx.at_end(lambda: no_leak(ctx.machine))
-    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want, names))
+    _fsck_at_end(ctx, fs, image, [], want, (*(n for n in FILES if n != "/a"), "/c"))
 
 
 # -- ext2-indirect-truncate ---------------------------------------------------------------
@@ -355,16 +362,7 @@ def _indirect_truncate(ctx: RunContext, p: Params) -> None:
 
     want = {"/i": b"I" * I_SIZE + b"i" * GROW, "/j": b"J" * cut}
 
-    def unmount() -> list[Violation]:
-        fi.close()
-        fj.close()
-        fs.unmount()
-        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
-
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(unmount)
-    ctx.at_end(lambda: no_leak(ctx.machine))
-    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want))
+    _fsck_at_end(ctx, fs, image, [fi, fj], want)
 
 
 SCENARIOS = (
