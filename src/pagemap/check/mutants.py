@@ -22,7 +22,7 @@ from typing import Any
 from unittest import mock
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.hw.mmu import PTE_P, make_pte, pte_ppn
+from pagemap.hw.mmu import PTE_D, PTE_P, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
@@ -358,7 +358,9 @@ def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Pag
 
 
 def _keeps_nothing(old: int) -> int:
-    return 0  # BUG: a D bit left in the PTE a fault replaces is lost
+    # BUG: a fault re-installing a page that removal made not present forgets
+    # the D bit still in the PTE.
+    return old & PTE_D if old & PTE_P else 0
 
 
 MAPPING_MUTANTS = (
