@@ -80,12 +80,12 @@ def _load_page(self: PageMap, index: int, recheck: bool, wait: bool) -> Page:
     while page is None:
         page = self.allocator.alloc()
         page.flags.reset(PG_LOCKED | PG_PAGEMAP)
-        page.sem.reset(0)
+        self.allocator.frames.locks.reset(page.ppn, 0)
         try:
             self._insert_page(index, page)
         except AlreadyExists:
             page.flags.reset(0)
-            page.sem.reset(1)
+            self.allocator.frames.locks.reset(page.ppn, 1)
             self.allocator.decref(page)
             page = self._find_page(index)
             continue
@@ -115,7 +115,8 @@ def _load_no_wait(self: PageMap, index: int) -> Page:
 
 def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
     nr_removed = 0
-    for i, tree_slot in list(self.tree.items(lo, hi)):
+    for i, ppn in list(self.tree.items(lo, hi)):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None or not page.flags.load() & PG_REMOVAL:
@@ -135,7 +136,8 @@ def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
 
 
 def _mark_referenced(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    for _i, tree_slot in self.tree.items(lo, hi):
+    for _i, ppn in self.tree.items(lo, hi):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None:
@@ -176,7 +178,7 @@ def _read_locked_page(self: PageMap, page: Page, delete: bool, unlock: bool) -> 
         page.error = exc
         if delete:
             with self.lock:
-                if self.tree.delete(page.index) is not page.tree_slot:
+                if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug("not in the tree") from exc
                 self.num_pages -= 1
             page.flags.fetch_and(~PG_PAGEMAP)

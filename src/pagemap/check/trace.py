@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,8 @@ from pagemap.check.path import decode_schedule, encode_schedule
 from pagemap.hw.mmu import pte_bits
 from pagemap.kernel.page import flag_names
 from pagemap.kernel.slot import decode_slot
-from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.arrays import AtomicArray, LockTable
+from pagemap.sync.atomic import Word
 from pagemap.sync.core import RELAX, START
 from pagemap.sync.locks import Semaphore, SpinLock
 from pagemap.sync.sim import SimExecutor
@@ -203,30 +205,42 @@ class Step:
     failing: bool = False  # the oracle's message is about this step
 
 
-def _is_slot(word: AtomicWord) -> bool:
-    return ".slot[" in word.name
+def _is_slot(name: str) -> bool:
+    return ".slot[" in name or name.startswith("pm.slot")
 
 
-def _is_pte(word: AtomicWord) -> bool:
-    return "pte" in word.name.lower()
+def _is_pte(name: str) -> bool:
+    return "pte" in name.lower()
 
 
-def show_word(word: AtomicWord) -> tuple[str, str, str]:
-    """(slot, pte, value) columns for a word, as it is now."""
-    v = word.value
-    if _is_slot(word):
+def show_value(name: str, v: int) -> tuple[str, str, str]:
+    """(slot, pte, value) columns for a word called `name` holding `v`."""
+    if _is_slot(name):
         return str(decode_slot(v)), "", ""
-    if _is_pte(word):
+    if _is_pte(name):
         return "", pte_bits(v), ""
-    if word.name.endswith(".flags"):
+    if name.endswith(".flags") or name.startswith("page.flags"):
         return "", "", flag_names(v)
     return "", "", f"{v:#x}"
 
 
-def show(obj: object) -> tuple[str, str, str]:
-    """(slot, pte, value) columns for any footprint object, as it is now."""
-    if isinstance(obj, AtomicWord):
+def show_word(word: Word) -> tuple[str, str, str]:
+    """(slot, pte, value) columns for a word, as it is now."""
+    return show_value(word.name, word.value)
+
+
+def show(obj: object, keyed: Mapping[str, object] | None = None) -> tuple[str, str, str]:
+    """(slot, pte, value) columns for any footprint object, as it is now;
+    `keyed` resolves a `(name, i)` footprint to its array or lock table."""
+    if isinstance(obj, Word):
         return show_word(obj)
+    if type(obj) is tuple and keyed is not None:
+        table = keyed.get(obj[0])
+        if isinstance(table, AtomicArray):
+            return show_value(obj[0], table.value(obj[1]))
+        if isinstance(table, LockTable):
+            return "", "", f"count {table.count(obj[1])}"
+        return "", "", ""
     if isinstance(obj, SpinLock):
         holder = getattr(obj, "holder", None)
         who = getattr(holder, "name", "?")
@@ -322,7 +336,7 @@ class Recorder:
         )
         self._preempting.discard(tid)
         self.rows.append(row)
-        self._last = (row, obj, show(obj))
+        self._last = (row, obj, show(obj, sched.keyed))
 
     def _preempted(self, i: int) -> bool:
         log = self.sched.log
@@ -339,7 +353,7 @@ class Recorder:
         if self._last is None:
             return
         row, obj, before = self._last
-        after = show(obj)
+        after = show(obj, self.sched.keyed)
         row.slot, row.pte, row.value = (_arrow(b, a) for b, a in zip(before, after, strict=True))
         self._last = None
 
@@ -357,6 +371,8 @@ def _arrow(before: str, after: str) -> str:
 def _name(obj: object) -> str:
     if obj is None:
         return ""
+    if type(obj) is tuple:
+        return f"{obj[0]}[{', '.join(str(x) for x in obj[1:])}]"
     if isinstance(obj, int):
         return f"frame {obj}"  # a footprint int names a frame by its ppn
     ppn = getattr(obj, "ppn", None)

@@ -54,11 +54,13 @@ class PhysicalMemory:
             )
         self.nr_frames = nbytes // PGSIZE
         self._buf = bytearray(nbytes)
-        self._view = memoryview(self._buf)
+        # The one view of all frames; a frame's view is a slice of it, made on
+        # use (a view kept per frame would cost more than the page's metadata).
+        self.view = memoryview(self._buf)
 
     def frame(self, ppn: int) -> memoryview:
         """The PGSIZE bytes of frame `ppn`, writable in place."""
         if not 0 <= ppn < self.nr_frames:
             raise IndexError(f"frame {ppn} is outside memory (0..{self.nr_frames - 1})")
         start = ppn << PGSHIFT
-        return self._view[start : start + PGSIZE]
+        return self.view[start : start + PGSIZE]

@@ -25,7 +25,6 @@ from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, open_host
 from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import ALL_PAGES
-from pagemap.kernel.slot import decode_slot
 from pagemap.kernel.vfs import PageMapFactory
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
@@ -273,10 +272,7 @@ class BlockDevices:
         """What is wrong with the devices when no task runs; [] if all is well."""
         problems: list[str] = []
         for dev in self.devices.values():
-            for _, slot in dev.mapping.tree.items():
-                ppn = decode_slot(slot.value).ppn
-                if not ppn:
-                    continue
+            for _, ppn in dev.mapping.tree.items():
                 page = dev.mapping.allocator.pages[ppn]
                 if not page.flags.value & PG_BUFFER or page.buffers is None:
                     problems.append(f"{dev.name}: cached page {page.index} has no buffer heads")

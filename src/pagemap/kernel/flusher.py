@@ -90,7 +90,7 @@ class Flusher:
         self._wake(answering, freed + free_before + self.allocator.nr_free)
         return freed
 
-    def reclaim(self) -> int | None:
+    def reclaim(self) -> bool:
         """Wake the flusher and wait for a fresh round; how many frames it
         freed or found free (0: every frame was in use throughout).
 
@@ -98,14 +98,14 @@ class Flusher:
         flusher itself (which must not wait for its own round).
         """
         if self.stopping or self.task is None or self.executor.current_task() is self.task:
-            return None
+            return False
         waiter = _Waiter(self.executor.semaphore(0, "flusher.reclaim"))
         with self.lock:
             self.waiters.append(waiter)
         self.stats.reclaim_requests += 1
         self.kick.up()
         waiter.wake.down()
-        return waiter.freed
+        return waiter.freed > 0
 
     def stop(self) -> None:
         """Ask the task to finish after its current round."""

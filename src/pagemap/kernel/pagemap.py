@@ -47,15 +47,18 @@ from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
 from pagemap.kernel.removal import PageMapStats, Removal
 from pagemap.kernel.rmap import ReverseMap, VMRegion
 from pagemap.kernel.slot import (
+    PM_PPN_MASK,
     PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
+    PM_REMOVAL,
     decode_slot,
     encode_slot,
-    slot_clear_removal,
     slot_dec_refcnt,
     slot_inc_refcnt,
 )
 from pagemap.sync.executor import Executor
+
+_NOT_REMOVAL = ~PM_REMOVAL
 
 
 class PageMapOps(Protocol):
@@ -85,7 +88,11 @@ class PageMap(Removal, ReverseMap):
         self.executor = executor
         self.ops = ops
         self.allocator = allocator
-        self.tree = RadixTree(executor.atomic, f"{name}.slot")
+        # Slot words live in the frame table, one per frame; the tree maps an
+        # index to the frame whose slot it is (kernel/radix.py).
+        self.slots = allocator.frames.slots
+        self.flags = allocator.frames.flags
+        self.tree = RadixTree(self.slots, f"{name}.tree")
         self.num_pages = 0
         self.lock = executor.spinlock(f"{name}.lock")
         self.vmrs: list[VMRegion] = []
@@ -114,20 +121,21 @@ class PageMap(Removal, ReverseMap):
         lock = self.lock
         lock.acquire()
         try:
-            tree_slot = self.tree.lookup_slot(index)
-            if tree_slot is None:
+            ppn = self.tree.lookup(index)
+            if not ppn:
                 return None
+            slots = self.slots
             while True:
-                old = tree_slot.load()
-                page = self._slot_get_page(old)
-                if page is None:
+                old = slots.load(ppn)
+                if not old & PM_PPN_MASK:
                     return None
-                if tree_slot.cas(old, slot_inc_refcnt(slot_clear_removal(old))):
+                if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
                     break
-            if page.tree_slot is not tree_slot:
-                raise KernelBug(f"{self.name}: page {page.ppn} does not point back at slot {index}")
+            if old & PM_PPN_MASK != ppn:
+                raise KernelBug(f"{self.name}: slot {index} names frame {old & PM_PPN_MASK}, "
+                                f"not its own frame {ppn}")
             self.stats.hits += 1
-            return page
+            return self.allocator.pages[ppn]
         finally:
             lock.release()
 
@@ -140,24 +148,25 @@ class PageMap(Removal, ReverseMap):
         with self.lock:
             page.mapping = self
             page.index = index
-            slot_val = encode_slot(page.ppn, removal=False, refcnt=1)
-            page.tree_slot = self.tree.insert(index, slot_val)
+            # A fresh frame: nobody else can reach its slot word yet.
+            self.slots.reset(page.ppn, encode_slot(page.ppn, removal=False, refcnt=1))
+            self.tree.insert(index, page.ppn)
             self.num_pages += 1
             self.stats.misses += 1
 
     def put_page(self, page: Page) -> None:
         """pm_put_page: drop one slot reference; the map keeps its page."""
-        tree_slot = page.tree_slot
-        if tree_slot is None:
+        if page.mapping is None:
             raise KernelBug(f"{self.name}: put_page of frame {page.ppn}, which is in no page map")
-        old = tree_slot.fetch_add(-PM_REFCNT_ONE)  # one atomic add, as in the seed
+        ppn = page.ppn
+        old = self.slots.fetch_add(ppn, -PM_REFCNT_ONE)  # one atomic add, as in the seed
         refs = old >> PM_REFCNT_SHIFT  # slot_check_refcnt, inline on the hot path
         if refs == 1:
             if page.error is not None:
                 # A failed load took the page out of the tree; the last user frees it.
                 self._free_detached(page)
         elif not refs:
-            tree_slot.fetch_add(PM_REFCNT_ONE)  # undo: there was no reference to drop
+            self.slots.fetch_add(ppn, PM_REFCNT_ONE)  # undo: there was no reference to drop
             slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
 
     # -- the lookup path -----------------------------------------------------------
@@ -191,7 +200,7 @@ class PageMap(Removal, ReverseMap):
         reference.  lookup() for callers that need not know whether it read,
         with the hit spared the tuple (it is the page cache's hot path)."""
         page = self._find_page(index)
-        if page is not None and page.flags.load() & PG_UPTODATE:
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
             return page
         page = self._read_or_wait(index, page, True)
         assert page is not None  # with `load`, it reads or raises
@@ -248,8 +257,9 @@ class PageMap(Removal, ReverseMap):
         # Not UPTODATE: once inserted others can find it, and it is not filled;
         # they sleep on its lock until it is (the load-race scenario; its
         # load-no-wait mutant hands out the page unfilled and is caught).
-        page.flags.reset(PG_LOCKED | PG_PAGEMAP)
-        page.sem.reset(0)  # born locked, by us
+        frames = self.allocator.frames
+        frames.flags.reset(page.ppn, PG_LOCKED | PG_PAGEMAP)
+        frames.locks.reset(page.ppn, 0)  # born locked, by us
         try:
             self._insert_page(index, page)
         except AlreadyExists:
@@ -278,7 +288,7 @@ class PageMap(Removal, ReverseMap):
         except Exception as exc:
             page.error = exc
             with self.lock:
-                if self.tree.delete(page.index) is not page.tree_slot:
+                if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug(
                         f"{self.name}: failed page {page.index} was not in the tree"
                     ) from exc
@@ -293,8 +303,9 @@ class PageMap(Removal, ReverseMap):
 
     def _free_detached(self, page: Page) -> None:
         """Free a page that is in no tree, and that nobody else can reach."""
-        page.flags.reset(0)
-        page.sem.reset(1)
+        frames = self.allocator.frames
+        frames.flags.reset(page.ppn, 0)
+        frames.locks.reset(page.ppn, 1)
         self.allocator.decref(page)
 
     # -- writing back -------------------------------------------------------------
@@ -368,9 +379,9 @@ class PageMap(Removal, ReverseMap):
         oracle): every complaint as a sentence; an empty list if all is well."""
         problems: list[str] = []
         count = 0
-        for i, tree_slot in self.tree.items():
+        for i, ppn in self.tree.items():
             count += 1
-            word = decode_slot(tree_slot.value)
+            word = decode_slot(self.slots.value(ppn))
             if word.refcnt:
                 problems.append(f"{self.name}: slot {i} still has {word.refcnt} reference(s)")
             if word.removal:
@@ -378,13 +389,16 @@ class PageMap(Removal, ReverseMap):
             if not word.ppn:
                 problems.append(f"{self.name}: slot {i} has no page")
                 continue
-            page = self.allocator.pages[word.ppn]
+            if word.ppn != ppn:
+                problems.append(f"{self.name}: slot {i} of frame {ppn} names frame {word.ppn}")
+                continue
+            page = self.allocator.pages[ppn]
             flags = page.flags.value
             if not flags & PG_PAGEMAP:
                 problems.append(f"{self.name}: page {i} (frame {page.ppn}) lacks PG_PAGEMAP")
             if flags & (PG_LOCKED | PG_REMOVAL):
                 problems.append(f"{self.name}: page {i} (frame {page.ppn}) left LOCKED or REMOVAL")
-            if page.index != i or page.tree_slot is not tree_slot or page.mapping is not self:
+            if page.index != i or page.mapping is not self:
                 problems.append(f"{self.name}: page at slot {i} does not point back at it")
             if self.allocator.is_free(page.ppn):
                 problems.append(f"{self.name}: page {i} sits in free frame {page.ppn}")

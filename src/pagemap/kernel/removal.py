@@ -43,7 +43,8 @@ from pagemap.kernel.slot import (
     slot_set_ppn,
     slot_set_removal,
 )
-from pagemap.sync.atomic import AtomicWord, StatCounter
+from pagemap.sync.arrays import AtomicArray
+from pagemap.sync.atomic import AtomicWord, StatCounter, Word
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
@@ -70,6 +71,7 @@ class Removal:
     executor: Executor
     allocator: PageAllocator
     tree: RadixTree
+    slots: AtomicArray
     num_pages: int
     lock: SpinLock
     vmrs: list[VMRegion]
@@ -137,23 +139,23 @@ class Removal:
     def _mark_for_removal(self, lo: int, hi: int, respect_pins: bool = True) -> None:
         """Pass 1: set REMOVAL on every unpinned, unreferenced page in range."""
         pinned = [v for v in self.vmrs if v.flags & MAP_LOCKED] if respect_pins else []
-        for i, tree_slot in self.tree.items(lo, hi):
+        slots, flags = self.slots, self.allocator.frames.flags
+        for i, ppn in self.tree.items(lo, hi):
             # A pinned region's pages are off limits even if not faulted in yet.
             if pinned and any(vmr_has_page_idx(v, i) for v in pinned):
                 continue
-            old = tree_slot.load()
-            page = self._slot_get_page(old)
-            if page is None:
+            old = slots.load(ppn)
+            if not old & PM_PPN_MASK:
                 continue
             # Someone is using it; any later user clears REMOVAL and aborts us
             # (write-remove; the mark-referenced mutant marks it anyway and is
             # caught freeing a page in use).
             if slot_check_refcnt(old):
                 continue
-            if not tree_slot.cas(old, slot_set_removal(old)):
+            if not slots.cas(ppn, old, slot_set_removal(old)):
                 continue
             # The page's own bit is only for our convenience when we walk PTEs.
-            page.flags.fetch_or(PG_REMOVAL)
+            flags.fetch_or(ppn, PG_REMOVAL)
 
     def _unmap_marked(self, lo: int, hi: int, include_pinned: bool = False) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
@@ -203,7 +205,7 @@ class Removal:
             return page
         return None
 
-    def _pte_mark_not_present(self, pte: AtomicWord) -> None:
+    def _pte_mark_not_present(self, pte: Word) -> None:
         """Clear P on a PTE that maps a page marked for removal.
 
         A CAS, not a read then a write: the MMU may set D between them, and a
@@ -217,7 +219,7 @@ class Removal:
             if pte.cas(old, old & ~PTE_P):
                 return
 
-    def _pte_unmap_keep_dirty(self, pte: AtomicWord) -> None:
+    def _pte_unmap_keep_dirty(self, pte: Word) -> None:
         """Zero a (formerly present) PTE of a marked page, moving D to PG_DIRTY."""
         while True:
             old = pte.load()
@@ -268,8 +270,8 @@ class Removal:
         # REMOVAL, as a user would, and pass 5 will spare it (eio-writeback;
         # the writeback-error-frees mutant frees it and is caught).
         for page in failed:
-            if page.tree_slot is not None:
-                page.tree_slot.fetch_and(~PM_REMOVAL)
+            if page.mapping is not None:
+                self.slots.fetch_and(page.ppn, ~PM_REMOVAL)
         return failed, first_error
 
     def _marked_page(self, index: int) -> Page | None:
@@ -280,10 +282,10 @@ class Removal:
         it: we set PG_REMOVAL, so we clear it.  The main job's runs reach this
         (test_small_runs_hold_every_oracle_under_the_sim).
         """
-        tree_slot = self.tree.lookup_slot(index)
-        if tree_slot is None:
+        ppn = self.tree.lookup(index)
+        if not ppn:
             return None
-        slot_val = tree_slot.load()
+        slot_val = self.slots.load(ppn)
         page = self._slot_get_page(slot_val)
         if page is None or not page.flags.load() & PG_REMOVAL:
             return None
@@ -295,24 +297,25 @@ class Removal:
     def _free_marked(self, lo: int, hi: int) -> int:
         """Pass 5: free every page still marked; the count freed."""
         nr_removed = 0
-        for i, tree_slot in list(self.tree.items(lo, hi)):
-            old = tree_slot.load()
+        slots, flags = self.slots, self.allocator.frames.flags
+        for i, ppn in list(self.tree.items(lo, hi)):
+            old = slots.load(ppn)
             page = self._slot_get_page(old)
-            if page is None or not page.flags.load() & PG_REMOVAL:
+            if page is None or not flags.load(ppn) & PG_REMOVAL:
                 continue
             if not slot_check_removal(old) or slot_check_refcnt(old):
                 # Used since we marked it (write-remove; the free-after-reuse
                 # mutant frees it anyway and is caught).  A count with REMOVAL
                 # still set breaks the protocol; the seed warned and freed
                 # anyway, we spare the page.
-                page.flags.fetch_and(~PG_REMOVAL)
+                flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
             # Keep REMOVAL, drop the page: lookups now miss, as in the seed.
-            if not tree_slot.cas(old, slot_set_ppn(old, 0)):
-                page.flags.fetch_and(~PG_REMOVAL)
+            if not slots.cas(ppn, old, slot_set_ppn(old, 0)):
+                flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
             self.tree.delete(i)
-            page.flags.store(0)
+            flags.store(ppn, 0)
             self.allocator.decref(page)
             nr_removed += 1
         self.num_pages -= nr_removed

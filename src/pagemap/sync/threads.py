@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+from pagemap.sync.arrays import STRIPES, AtomicArray, LockTable, ThreadAtomicArray, ThreadLockTable
 from pagemap.sync.atomic import AtomicWord, ThreadAtomicWord
 from pagemap.sync.core import Task
 from pagemap.sync.executor import Executor
@@ -21,9 +22,12 @@ class ThreadExecutor(Executor):
     """Tasks are OS threads; atomics are made atomic with a lock."""
 
     name = "threads"
+    has_points = False
 
     def __init__(self) -> None:
         super().__init__()
+        # The stripe locks every atomic array of this executor shares.
+        self._stripes = [threading.Lock() for _ in range(STRIPES)]
         self._local = threading.local()
         self._pending: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
@@ -39,6 +43,12 @@ class ThreadExecutor(Executor):
 
     def semaphore(self, count: int, name: str) -> Semaphore:
         return ThreadSemaphore(count, name)
+
+    def atomic_array(self, n: int, name: str) -> AtomicArray:
+        return ThreadAtomicArray(n, name, self._stripes)
+
+    def lock_table(self, n: int, name: str) -> LockTable:
+        return ThreadLockTable(n, name)
 
     def current_task(self) -> Task | None:
         task: Task | None = getattr(self._local, "task", None)
