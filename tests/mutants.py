@@ -113,9 +113,11 @@ def _load_no_wait(self: PageMap, index: int) -> Page:
     return _load_page(self, index, recheck=True, wait=False)
 
 
-def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
+def _free_marked_after_reuse(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> int:
     nr_removed = 0
-    for i, ppn in list(self.tree.items(lo, hi)):
+    for i, ppn in self._items(lo, hi, indices):
         tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
@@ -135,8 +137,14 @@ def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
     return nr_removed
 
 
-def _mark_referenced(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    for _i, ppn in self.tree.items(lo, hi):
+def _mark_referenced(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    for _i, ppn in self._items(lo, hi, indices):
         tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
@@ -200,8 +208,10 @@ def _eio_keeps_lock(self: PageMap, page: Page) -> None:
 _real_write_back_marked = PageMap._write_back_marked
 
 
-def _write_back_error_frees(self: PageMap, lo: int, hi: int) -> tuple[list[Page], OSError | None]:
-    failed, first_error = _real_write_back_marked(self, lo, hi)
+def _write_back_error_frees(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> tuple[list[Page], OSError | None]:
+    failed, first_error = _real_write_back_marked(self, lo, hi, indices)
     for page in failed:
         if page.tree_slot is not None:
             page.tree_slot.fetch_or(PM_REMOVAL)  # BUG: the unwritten page is freed
@@ -312,30 +322,49 @@ def _unmap_marked(self: PageMap, lo: int, hi: int, early_dirty: bool, shootdown:
                 self._pte_unmap_keep_dirty(pte)
 
 
-def _dirty_before_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _dirty_before_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=True, shootdown=False)
 
 
 _real_free_marked = PageMap._free_marked
 
 
-def _shootdown_then_free(self: PageMap, lo: int, hi: int) -> int:
+def _shootdown_then_free(self: PageMap, lo: int, hi: int, indices: list[int] | None = None) -> int:
     # BUG (with the above): D bits were trusted, and pages written back, while
     # TLBs could still store into them; the shootdown comes only now.
     for vmr in self.vmrs:
         vmr.proc.tlb_shootdown()
-    return int(_real_free_marked(self, lo, hi))
+    return int(_real_free_marked(self, lo, hi, indices))
 
 
-def _no_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _no_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=False, shootdown=False)
 
 
 _real_mark_for_removal = PageMap._mark_for_removal
 
 
-def _pins_ignored(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    _real_mark_for_removal(self, lo, hi, respect_pins=False)  # BUG: marks pinned pages
+def _pins_ignored(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    # BUG: marks pinned pages
+    _real_mark_for_removal(self, lo, hi, respect_pins=False, indices=indices)
 
 
 def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Page]:

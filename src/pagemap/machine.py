@@ -15,6 +15,8 @@ from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
 from pagemap.kernel.flusher import Flusher
+from pagemap.kernel.policy import DEFAULT, make_policy
+from pagemap.kernel.reclaim import Reclaim
 from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
@@ -41,6 +43,8 @@ class Machine:
     `executor` is "threads" (OS threads), "sim" (the deterministic scheduler,
     seeded by `seed`, stopping after `max_steps` scheduling points), or an
     Executor built by the caller (the checker passes its own strategies).
+    `reclaim` names the replacement policy that chooses what to evict when
+    frames run short (kernel/policy/: fifo, lru, clock, lru2q, s3fifo).
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class Machine:
         executor: str | Executor = "threads",
         seed: int | None = None,
         max_steps: int | None = None,
+        reclaim: str = DEFAULT,
     ) -> None:
         if cores < 1:
             raise ValueError(f"a machine needs at least one core, not {cores}")
@@ -64,6 +69,10 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        # Direct reclaim, on every machine: an allocation that finds no free
+        # frame frees some in its own task (kernel/reclaim.py).
+        self.reclaim = Reclaim(self.executor, self.allocator, self.page_maps, make_policy(reclaim))
+        self.allocator.reclaim = self.reclaim.direct
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one
         # ends the flusher is told to stop, so run() can return.  Bookkeeping
@@ -75,6 +84,7 @@ class Machine:
     def page_map(self, ops: PageMapOps, host: object = None, name: str | None = None) -> PageMap:
         """A page map whose pages come from this machine's frames."""
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
+        pm.lru = self.reclaim
         self.page_maps.append(pm)
         return pm
 
@@ -127,18 +137,23 @@ class Machine:
                 self.flusher.stop()
 
     def start_flusher(self, period: float = 0.05) -> Flusher:
-        """Start the flusher task (see kernel/flusher.py) for the next run().
+        """Start the flusher's two tasks (kernel/flusher.py) for the next run():
+        kswapd reclaims in the background when free frames run low, and
+        writeback writes back pages dirty for longer than a period.
 
-        It evicts pages every `period` seconds (virtual under "sim") and when
-        an allocation finds no free frame; it stops when the run's other tasks
-        have all finished.
+        They wake every `period` seconds (virtual under "sim"; a finite
+        positive number, ValueError otherwise) and stop when the run's other
+        tasks have all finished.
         """
         if self.flusher is not None and not self.flusher.stopping:
             raise ValueError("the flusher is already running on this machine")
-        flusher = Flusher(self.executor, self.allocator, self.page_maps, period)
+        flusher = Flusher(self.executor, self.allocator, self.reclaim, self.page_maps, period)
         self.flusher = flusher
-        self.allocator.reclaim = flusher.reclaim
-        flusher.task = self.executor.spawn(flusher.main, (), 0, "flusher")
+        self.allocator.on_alloc = flusher.low_on_memory
+        flusher.task = self.executor.spawn(flusher.kswapd, (), 0, "kswapd")
+        flusher.writeback_task = self.executor.spawn(
+            flusher.writeback, (), min(1, self.nr_cores - 1), "writeback"
+        )
         return flusher
 
     def run(self) -> None:
@@ -153,7 +168,7 @@ class Machine:
             self.executor.run()
         finally:
             if self.flusher is not None:
-                self.allocator.reclaim = None
+                self.allocator.on_alloc = None
 
     def current_task(self) -> Task | None:
         return self.executor.current_task()

@@ -34,6 +34,9 @@ PG_DIRTY = 0x04  # the frame holds bytes the backing store has not seen
 PG_BUFFER = 0x08  # the frame is split into buffer heads (block devices)
 PG_PAGEMAP = 0x10  # the page belongs to a page map
 PG_REMOVAL = 0x20  # a remover marked the page; a convenience, not a lock
+PG_REFERENCED = 0x40  # read or written through the VFS since reclaim last looked
+PG_FAULTED = 0x80  # read in by a fault: the A bit its own access set is no second use
+PG_AGED = 0x100  # dirty when writeback last looked: written back on its next pass
 
 PG_FLAG_NAMES = (
     (PG_LOCKED, "LOCKED"),
@@ -42,6 +45,9 @@ PG_FLAG_NAMES = (
     (PG_BUFFER, "BUFFER"),
     (PG_PAGEMAP, "PAGEMAP"),
     (PG_REMOVAL, "REMOVAL"),
+    (PG_REFERENCED, "REFERENCED"),
+    (PG_FAULTED, "FAULTED"),
+    (PG_AGED, "AGED"),
 )
 
 
@@ -145,7 +151,7 @@ class FrameTable:
         # a slot belongs to the page, and the radix tree maps an index to it.
         self.slots = executor.atomic_array(n, "pm.slot")
         self.locks = executor.lock_table(n, "page.lock")
-        self.index = array("q", bytes(8 * n))
+        self.index = array("q", [-1]) * n
         self.errors: dict[int, Exception] = {}
         self.buffers: dict[int, Any] = {}
 
@@ -179,10 +185,16 @@ class PageAllocator:
         self._lock = executor.spinlock("page allocator")
         self._executor = executor
         self.nr_frames = memory.nr_frames
+        # Frames freed so far, under the lock: reclaim reads it to tell "memory
+        # moved while I looked" from "nothing can be freed".
+        self.frees = 0
         # Set by the machine (kernel/reclaim.py): frees frames in the calling
         # task when none is free; True if the caller should try again, False
         # when nothing could be freed.
         self.reclaim: Callable[[], bool] | None = None
+        # Told of the frames left free after each allocation (the flusher's
+        # low watermark); None when no flusher runs.
+        self.on_alloc: Callable[[int], None] | None = None
         # Called with each page whose frame is about to go back on the free
         # list (the checker's memory-safety oracle); kernel code never sets it.
         self.on_free: Callable[[Page], None] | None = None
@@ -198,6 +210,12 @@ class PageAllocator:
 
     def is_free(self, ppn: int) -> bool:
         return bool(self._is_free[ppn])
+
+    def free_frames(self) -> int:
+        """How many frames are free, read under the allocator's lock (a task
+        deciding what to do from the count must see it as a step)."""
+        with self._lock:
+            return len(self._free)
 
     def alloc(self) -> Page:
         """A free frame with kref 1.  As with kpage_alloc, its bytes are
@@ -223,10 +241,13 @@ class PageAllocator:
                 return None
             ppn = self._free.pop()
             self._is_free[ppn] = 0
+            left = len(self._free)
             # The frame changes hands: this step conflicts with every access
             # to it and to its page's words (sync/core.py, footprints).
             self._touch_frame(ppn)
         self.frames.kref.reset(ppn, 1)
+        if self.on_alloc is not None:
+            self.on_alloc(left)
         return self.pages[ppn]
 
     def _touch_frame(self, ppn: int) -> None:
@@ -272,3 +293,4 @@ class PageAllocator:
         with self._lock:
             self._free.append(ppn)
             self._is_free[ppn] = 1
+            self.frees += 1

@@ -34,7 +34,14 @@ from pagemap.kernel.page import (
     PageAllocator,
 )
 from pagemap.kernel.radix import ALL_PAGES, RadixTree
-from pagemap.kernel.rmap import AddressSpace, VMRegion, mapped_spans, vmr_has_page_idx
+from pagemap.kernel.rmap import (
+    AddressSpace,
+    Span,
+    VMRegion,
+    mapped_spans,
+    vmr_has_page_idx,
+    vmr_idx_to_va,
+)
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
     PM_REMOVAL,
@@ -47,6 +54,9 @@ from pagemap.sync.arrays import AtomicArray
 from pagemap.sync.atomic import AtomicWord, StatCounter, Word
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
+
+if TYPE_CHECKING:
+    from pagemap.kernel.reclaim import Reclaim
 
 # How many processes, or dirty pages, removal batches before acting (PTR_ARR_LEN).
 PTR_ARR_LEN = 10
@@ -77,6 +87,7 @@ class Removal:
     vmrs: list[VMRegion]
     removal: AtomicWord
     stats: PageMapStats
+    lru: Reclaim | None
 
     if TYPE_CHECKING:
 
@@ -120,27 +131,73 @@ class Removal:
         finally:
             self.removal.store(0)
 
+    def remove_pages(self, want: dict[int, int]) -> int:
+        """Reclaim's removal: evict the pages at the indices of `want`, each
+        only if it is still the page in frame want[index]; how many were freed.
+
+        The same five passes as remove_contig, over these pages alone (the
+        PTE passes look up each page's PTEs rather than walk a range).  It
+        waits for a remover already at work on this map instead of giving
+        up, so that reclaim does not take "busy" for "nothing to free".
+        A writepage error keeps its page and is not raised: reclaim moves on
+        to other victims, and the page stays dirty for fsync to report.
+        """
+        if not want:
+            return 0
+        while self.removal.swap(1):
+            self.executor.relax()  # another remover is mid-protocol; let it finish
+        try:
+            # A failed writeback is counted in stats.writeback_errors; its page stays.
+            return self._remove_passes(min(want), max(want) + 1, want)[0]
+        finally:
+            self.removal.store(0)
+
     def _remove_contig(self, lo: int, hi: int) -> int:
+        return self._remove(lo, hi, None)
+
+    def _remove(self, lo: int, hi: int, only: dict[int, int] | None) -> int:
+        nr_removed, first_error = self._remove_passes(lo, hi, only)
+        if first_error is not None:
+            raise first_error
+        return nr_removed
+
+    def _remove_passes(
+        self, lo: int, hi: int, only: dict[int, int] | None
+    ) -> tuple[int, OSError | None]:
         self.lock.acquire()
         try:
-            self._mark_for_removal(lo, hi)
-            self._unmap_marked(lo, hi)
-            failed, first_error = self._write_back_marked(lo, hi)
-            nr_removed = self._free_marked(lo, hi)
+            if only is None:
+                indices = None
+            else:
+                tree = self.tree
+                indices = [i for i in sorted(only) if tree.lookup(i) == only[i]]
+            self._mark_for_removal(lo, hi, indices=indices)
+            self._unmap_marked(lo, hi, indices=indices)
+            failed, first_error = self._write_back_marked(lo, hi, indices)
+            nr_removed = self._free_marked(lo, hi, indices)
         finally:
             self.lock.release()
         self.stats.removed += nr_removed
         self.stats.removals += 1
         if first_error is not None:
             self.stats.writeback_errors += len(failed)
-            raise first_error
-        return nr_removed
+        return nr_removed, first_error
 
-    def _mark_for_removal(self, lo: int, hi: int, respect_pins: bool = True) -> None:
-        """Pass 1: set REMOVAL on every unpinned, unreferenced page in range."""
+    def _items(self, lo: int, hi: int, indices: list[int] | None) -> list[tuple[int, int]]:
+        """(index, frame) of the cached pages in [lo, hi), or of `indices`."""
+        if indices is None:
+            return list(self.tree.items(lo, hi))
+        lookup = self.tree.lookup
+        return [(i, ppn) for i in indices if (ppn := lookup(i))]
+
+    def _mark_for_removal(
+        self, lo: int, hi: int, respect_pins: bool = True, indices: list[int] | None = None
+    ) -> None:
+        """Pass 1: set REMOVAL on every unpinned, unreferenced page in range
+        (or of `indices`)."""
         pinned = [v for v in self.vmrs if v.flags & MAP_LOCKED] if respect_pins else []
         slots, flags = self.slots, self.allocator.frames.flags
-        for i, ppn in self.tree.items(lo, hi):
+        for i, ppn in self._items(lo, hi, indices):
             # A pinned region's pages are off limits even if not faulted in yet.
             if pinned and any(vmr_has_page_idx(v, i) for v in pinned):
                 continue
@@ -157,15 +214,20 @@ class Removal:
             # The page's own bit is only for our convenience when we walk PTEs.
             flags.fetch_or(ppn, PG_REMOVAL)
 
-    def _unmap_marked(self, lo: int, hi: int, include_pinned: bool = False) -> None:
+    def _unmap_marked(
+        self, lo: int, hi: int, include_pinned: bool = False, indices: list[int] | None = None
+    ) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
-        collect the dirty bits of every PTE we clear."""
+        collect the dirty bits of every PTE we clear.  With `indices`, only
+        those pages' PTEs are looked at."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
+        if not spans:
+            return
         procs: list[AddressSpace] = []
         for span in spans:
             proc = span.proc
             with proc.pte_lock:
-                for pte in proc.ptes(span.lo, span.hi):
+                for pte in self._span_ptes(span, indices):
                     self._pte_mark_not_present(pte)
             # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
             # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
@@ -188,8 +250,26 @@ class Removal:
             # downgraded a PTE that was written through a moment ago
             # (the mprotect-remove scenario).
             with proc.pte_lock:
-                for pte in proc.ptes(span.lo, span.hi):
+                for pte in self._span_ptes(span, indices):
                     self._pte_unmap_keep_dirty(pte)
+
+    @staticmethod
+    def _span_ptes(span: Span, indices: list[int] | None) -> list[Word]:
+        """The PTE words of a span, or of the pages of `indices` it maps; the
+        process's pte_lock held."""
+        proc = span.proc
+        if indices is None:
+            return list(proc.ptes(span.lo, span.hi))
+        vmr = span.vmr
+        out: list[Word] = []
+        for i in indices:
+            if vmr_has_page_idx(vmr, i):
+                va = vmr_idx_to_va(vmr, i)
+                if span.lo <= va < span.hi:
+                    pte = proc.pte_at(va)
+                    if pte is not None:
+                        out.append(pte)
+        return out
 
     @staticmethod
     def _shootdown_and_reset(procs: list[AddressSpace]) -> None:
@@ -233,11 +313,13 @@ class Removal:
                     page.flags.fetch_or(PG_DIRTY)
                 return
 
-    def _write_back_marked(self, lo: int, hi: int) -> tuple[list[Page], OSError | None]:
+    def _write_back_marked(
+        self, lo: int, hi: int, indices: list[int] | None = None
+    ) -> tuple[list[Page], OSError | None]:
         """Pass 4: write back marked dirty pages, PTR_ARR_LEN at a time, with
         the map lock dropped around each batch.  Returns the pages whose
         writepage failed, and the first error."""
-        todo = [i for i, _ in self.tree.items(lo, hi)]
+        todo = [i for i, _ in self._items(lo, hi, indices)]
         pos = 0
         failed: list[Page] = []
         first_error: OSError | None = None
@@ -294,11 +376,12 @@ class Removal:
             return None
         return page
 
-    def _free_marked(self, lo: int, hi: int) -> int:
+    def _free_marked(self, lo: int, hi: int, indices: list[int] | None = None) -> int:
         """Pass 5: free every page still marked; the count freed."""
         nr_removed = 0
         slots, flags = self.slots, self.allocator.frames.flags
-        for i, ppn in list(self.tree.items(lo, hi)):
+        lru = self.lru
+        for i, ppn in self._items(lo, hi, indices):
             old = slots.load(ppn)
             page = self._slot_get_page(old)
             if page is None or not flags.load(ppn) & PG_REMOVAL:
@@ -316,6 +399,8 @@ class Removal:
                 continue
             self.tree.delete(i)
             flags.store(ppn, 0)
+            if lru is not None:
+                lru.removed(page)  # before the frame can be handed out again
             self.allocator.decref(page)
             nr_removed += 1
         self.num_pages -= nr_removed

@@ -25,9 +25,9 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
-from pagemap.kernel.page import PG_DIRTY, Page
+from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import READ, WRITE
@@ -67,6 +67,8 @@ class Inode:
         self.lock = executor.semaphore(1, f"{name}.i_rwsem")
         self.open_count = executor.atomic(0, f"{name}.open_count")
         self.mapping = make_page_map(self, self, name)
+        self._view = self.mapping.allocator.memory.view
+        self._flags = self.mapping.flags
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.size_word.value})"
@@ -103,6 +105,9 @@ class Inode:
         end = min(offset + nbytes, self.size)
         if end <= offset:
             return b""
+        off = offset & PGMASK
+        if off + (end - offset) <= PGSIZE:
+            return self._read_in_page(offset >> PGSHIFT, off, end - offset)
         out = bytearray(end - offset)
 
         def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
@@ -111,6 +116,30 @@ class Inode:
         done = self._each_page(offset, end, "frame_read", copy_out)
         del out[done:]
         return bytes(out)
+
+    def _read_in_page(self, index: int, off: int, n: int) -> bytes:
+        """The hit path of read(): one page, one copy, straight from its frame."""
+        mapping = self.mapping
+        page, read = mapping.lookup(index)
+        try:
+            ppn = page.ppn
+            executor = self.executor
+            if executor.has_points:
+                executor.point("frame_read", ppn, READ)
+            if not read:
+                self._referenced(ppn)
+            start = (ppn << PGSHIFT) + off
+            return self._view[start : start + n].tobytes()
+        finally:
+            mapping.put_page(page)
+
+    def _referenced(self, ppn: int) -> None:
+        """A use of a cached page through the VFS: reclaim's policy hears of it
+        when it next looks (kernel/reclaim.py).  A miss is no such use: the
+        read that brought the page in was its first."""
+        flags = self._flags
+        if not flags.load(ppn) & PG_REFERENCED:
+            flags.fetch_or(ppn, PG_REFERENCED)
 
     def _each_page(
         self, offset: int, end: int, what: str, copy: Callable[[Page, int, int, int], None]
@@ -122,16 +151,19 @@ class Inode:
         that short count, as POSIX has it; before any, it raises.
         """
         pos = offset
+        mapping = self.mapping
         try:
             while pos < end:
                 index, off = divmod(pos, PGSIZE)
                 chunk = min(PGSIZE - off, end - pos)
-                page = self.mapping.load_page(index)
+                page, read = mapping.lookup(index)
                 try:
                     self.executor.point(what, page.ppn, WRITE if what == "frame_write" else READ)
+                    if not read:
+                        self._referenced(page.ppn)
                     copy(page, off, chunk, pos - offset)
                 finally:
-                    self.mapping.put_page(page)
+                    mapping.put_page(page)
                 pos += chunk
         except (OutOfMemory, IOFailure):
             if pos == offset:

@@ -103,6 +103,10 @@ class Policy:
     def __contains__(self, key: object) -> bool:
         return key in self._pending or self._resident(key)
 
+    def is_in_flight(self, key: Key) -> bool:
+        """Whether `key` is a victim handed out and not yet removed or kept."""
+        return key in self._pending
+
     def in_flight(self) -> list[Key]:
         """Victims handed out and not yet removed or kept, oldest first."""
         return list(self._pending)
