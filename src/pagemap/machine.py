@@ -15,12 +15,12 @@ from pagemap.hw.memory import PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
 from pagemap.kernel.flusher import Flusher
-from pagemap.kernel.policy import DEFAULT, make_policy
-from pagemap.kernel.reclaim import Reclaim
 from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.policy import KERNEL_DEFAULT, make_policy
 from pagemap.kernel.proc import Proc
+from pagemap.kernel.reclaim import Reclaim
 from pagemap.sync.core import Task
 from pagemap.sync.executor import Executor
 from pagemap.sync.sim import SeededRandom, SimExecutor
@@ -54,7 +54,7 @@ class Machine:
         executor: str | Executor = "threads",
         seed: int | None = None,
         max_steps: int | None = None,
-        reclaim: str = DEFAULT,
+        reclaim: str = KERNEL_DEFAULT,
     ) -> None:
         if cores < 1:
             raise ValueError(f"a machine needs at least one core, not {cores}")
@@ -71,7 +71,8 @@ class Machine:
         self.block_devices = BlockDevices(self.executor, self.page_map)
         # Direct reclaim, on every machine: an allocation that finds no free
         # frame frees some in its own task (kernel/reclaim.py).
-        self.reclaim = Reclaim(self.executor, self.allocator, self.page_maps, make_policy(reclaim))
+        policy = make_policy(reclaim, frames=self.memory.nr_frames)
+        self.reclaim = Reclaim(self.executor, self.allocator, self.page_maps, policy)
         self.allocator.reclaim = self.reclaim.direct
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one

@@ -140,8 +140,10 @@ class PageMap(Removal, ReverseMap):
                 if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
                     break
             if old & PM_PPN_MASK != ppn:
-                raise KernelBug(f"{self.name}: slot {index} names frame {old & PM_PPN_MASK}, "
-                                f"not its own frame {ppn}")
+                raise KernelBug(
+                    f"{self.name}: slot {index} names frame {old & PM_PPN_MASK}, "
+                    f"not its own frame {ppn}"
+                )
             self.stats.hits += 1
             return self.allocator.pages[ppn]
         finally:

@@ -40,11 +40,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pagemap.hw.mmu import PTE_A, PTE_P, pte_ppn
 from pagemap.kernel.page import PG_FAULTED, PG_LOCKED, PG_REFERENCED, Page, PageAllocator
-from pagemap.kernel.policy import Policy
+from pagemap.kernel.policy import Key, Policy
 from pagemap.kernel.rmap import AddressSpace, vmr_has_page_idx, vmr_idx_to_va
 from pagemap.kernel.slot import PM_PPN_MASK, PM_REFCNT_SHIFT
 from pagemap.sync.executor import Executor
@@ -122,7 +122,7 @@ class Reclaim:
                 if self.allocator.free_frames():
                     return True  # another reclaimer freed some while we waited
                 self.refused = 0
-                if self.shrink(BATCH) or self.allocator.free_frames():
+                if self.shrink(BATCH, enough=1) or self.allocator.free_frames():
                     return True
                 # A removal at work on some map may be about to free pages we
                 # could not choose (the reclaim-store scenario with a remover):
@@ -147,13 +147,23 @@ class Reclaim:
             while pm.removal.load():
                 self.executor.relax()
 
-    def shrink(self, want: int) -> int:
-        """Free up to `want` pages; the number freed.  `mutex` held."""
+    def shrink(self, want: int, enough: int | None = None) -> int:
+        """Free up to `want` pages, in rounds of victims, stopping after the
+        round that brings the count to `enough` (by default `want`); the
+        number freed.  `mutex` held.
+
+        Direct reclaim asks for a batch but is content with one frame: going
+        on would offer again, in the same reclaim, a page just kept for its
+        A bit, taking its second chance away before anyone could use it.
+        """
         freed = 0
+        enough = want if enough is None else enough
         budget = 2 * len(self.policy) + BATCH
-        while freed < want and budget > 0:
+        while freed < enough and budget > 0:
             with self.lock:
-                victims = self.policy.victims(min(BATCH, want - freed), self._evictable)
+                victims = cast(
+                    list[int], self.policy.victims(min(BATCH, want - freed), self._evictable)
+                )
             self.stats.rounds += 1
             if not victims:
                 break
@@ -189,9 +199,10 @@ class Reclaim:
                     policy.kept(ppn)
         return freed
 
-    def _evictable(self, ppn: int) -> bool:
+    def _evictable(self, key: Key) -> bool:
         """A victim the policy may hand out: in a map, no slot reference, not
         locked.  Loads only (we hold `lock`, which is innermost)."""
+        ppn = cast(int, key)
         frames = self.allocator.frames
         slot = frames.slots.load(ppn)
         if not slot & PM_PPN_MASK or slot >> PM_REFCNT_SHIFT or frames.flags.load(ppn) & PG_LOCKED:

@@ -26,8 +26,13 @@ class Word:
 
     __slots__ = ()
 
-    name: str
-    value: int
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def value(self) -> int:
+        raise NotImplementedError
 
     def reset(self, value: int) -> None:
         raise NotImplementedError
@@ -61,6 +66,9 @@ class AtomicWord(Word):
     """A word of its own; the interface shared by both flavours."""
 
     __slots__ = ("name", "value")
+
+    name: str
+    value: int
 
     def __init__(self, value: int, name: str) -> None:
         self.value = value & MASK64
