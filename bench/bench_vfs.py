@@ -24,14 +24,17 @@ from pagemap.kernel.hostfs import HostFile
 
 FILE_PAGES = 4096  # 16 MiB
 CHUNK = 128 * 1024  # sequential read size
-RSS_PAGES = 16384  # 64 MiB cached for the memory figure
+RSS_PAGES = 100_000  # 400 MB cached for the memory figure (the 100k pages)
 REPO = Path(__file__).resolve().parent.parent
 
 
 def make_file(dirname: str, pages: int) -> str:
     path = os.path.join(dirname, "data.bin")
+    rng = random.Random(1)
     with open(path, "wb") as out:
-        out.write(random.Random(1).randbytes(pages * PGSIZE))
+        for _ in range(0, pages, 1024):  # randbytes takes at most 2**28 bytes at once
+            out.write(rng.randbytes(1024 * PGSIZE))
+        out.truncate(pages * PGSIZE)
     return path
 
 

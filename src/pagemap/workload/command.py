@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
 from pagemap.workload.runner import Result, run_workload
 from pagemap.workload.spec import Spec
 
@@ -52,6 +53,12 @@ def register(sub: Any) -> None:
         default=0.01,
         help="seconds between flusher rounds (virtual under sim; default 0.01)",
     )
+    p.add_argument(
+        "--reclaim",
+        default=KERNEL_DEFAULT,
+        choices=list(POLICIES),
+        help=f"the replacement policy reclaim runs (default {KERNEL_DEFAULT})",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run)
 
@@ -67,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         ops=args.ops,
         file=args.file,
         flusher_period=args.flusher_period,
+        reclaim=args.reclaim,
     )
     if args.json:
         result = run_workload(spec)
@@ -75,8 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(
         f"pagemap run: {spec.procs} processes, {spec.ops} operations, {spec.cores} cores, "
-        f"{spec.memory >> 20} MiB of frames, a {spec.file_size >> 20} MiB file, "
-        f"executor {spec.executor}, seed {spec.seed}"
+        f"{_size(spec.memory)} of frames, a {_size(spec.file_size)} file, "
+        f"executor {spec.executor}, seed {spec.seed}, reclaim policy {spec.reclaim}"
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -97,12 +105,20 @@ def _run(args: argparse.Namespace) -> int:
     return 1
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
+
+
 def counters_table(result: Result) -> Table:
     table = Table(title=f"counters ({result.elapsed:.2f} s)")
     table.add_column("counter")
     table.add_column("value", justify="right")
     for name, value in result.counters.items():
-        table.add_row(name, f"{value:,}" if isinstance(value, int) else f"{value:,.1f}")
+        if isinstance(value, int):
+            shown = f"{value:,}"
+        else:
+            shown = f"{value:.3f}" if value < 10 else f"{value:,.1f}"
+        table.add_row(name, shown)
     return table
 
 

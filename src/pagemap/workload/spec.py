@@ -13,9 +13,11 @@ processes' mappings of the same pages, and the scheduler interleave.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pagemap.hw.memory import PGSIZE, parse_size
+from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
 
 MiB = 1 << 20
 
@@ -36,6 +38,7 @@ class Spec:
     ops: int = 20_000
     file: str | None = None
     flusher_period: float = 0.01
+    reclaim: str = KERNEL_DEFAULT
 
     @staticmethod
     def build(
@@ -48,6 +51,7 @@ class Spec:
         ops: int = 20_000,
         file: str | None = None,
         flusher_period: float = 0.01,
+        reclaim: str = KERNEL_DEFAULT,
     ) -> Spec:
         """A checked Spec; ValueError with a sentence for anything off."""
         if executor not in ("threads", "sim"):
@@ -58,13 +62,26 @@ class Spec:
             raise ValueError(f"--procs must be at least 1, not {procs}")
         if ops < 0:
             raise ValueError(f"--ops cannot be negative ({ops})")
-        if flusher_period <= 0:
-            raise ValueError(f"the flusher period must be positive, not {flusher_period}")
+        if not math.isfinite(flusher_period) or not flusher_period > 0:
+            raise ValueError(
+                "--flusher-period must be a finite positive number of seconds, "
+                f"not {flusher_period}"
+            )
+        if reclaim not in POLICIES:
+            raise ValueError(f"--reclaim {reclaim!r} is not one of {', '.join(POLICIES)}")
         mem = parse_size(memory)
         if mem < 64 * PGSIZE:
             raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
+        frames = mem // PGSIZE - 1
+        pinned = procs * LOCKED_PAGES
+        if pinned + 2 * procs > frames:
+            raise ValueError(
+                f"{procs} processes pin {pinned} pages (MAP_LOCKED) and need 2 more each at "
+                f"once: more than the {frames} frames of --memory {memory}; give more memory "
+                "or fewer processes"
+            )
         size = parse_size(file_size)
-        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period)
+        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period, reclaim)
         spec.layout()  # raises if the file is too small for the processes
         return spec
 

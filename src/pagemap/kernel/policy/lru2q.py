@@ -231,8 +231,8 @@ class FrameLRU2Q(Policy):
                     pending[k] = 0
                     out.append(k)
         except BaseException:
-            for k in out:
-                del pending[k]
+            for key in out:
+                del pending[key]
             out = []
             raise
         finally:
