@@ -17,6 +17,16 @@ which is how any use, at any point of the protocol, saves the page.  The
 page's own PG_REMOVAL bit is a convenience for the PTE passes, not a lock.
 Pages of MAP_LOCKED regions are never marked.  A failed writepage keeps its
 page, dirty and cached; the error is raised once the range is done.
+
+`remove_pages` is reclaim's entry (kernel/reclaim.py): the same five passes
+in the same order under the same locks, over a list of chosen pages rather
+than a range (pass 1 marks only those still in the frames reclaim chose; the
+PTE passes look up those pages' PTEs instead of walking the range).  No pass
+is fused: each page still goes mark, unmap, shootdown, collect D, write
+back, free, and any use in between still saves it.  It waits for another
+remover instead of returning 0, so that "busy" is never taken for "nothing
+to free".  Slot words live in the frame table (kernel/page.py); the tree
+maps an index to the frame whose slot it is.
 """
 
 from __future__ import annotations
