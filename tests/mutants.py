@@ -131,6 +131,8 @@ def _free_marked_after_reuse(
             continue
         self.tree.delete(i)
         page.flags.store(0)
+        if self.lru is not None:
+            self.lru.removed(page)
         self.allocator.decref(page)
         nr_removed += 1
     self.num_pages -= nr_removed
@@ -189,6 +191,8 @@ def _read_locked_page(self: PageMap, page: Page, delete: bool, unlock: bool) -> 
                 if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug("not in the tree") from exc
                 self.num_pages -= 1
+                if self.lru is not None:
+                    self.lru.removed(page)
             page.flags.fetch_and(~PG_PAGEMAP)
         if unlock:
             unlock_page(page)

@@ -116,3 +116,31 @@ def test_matches_a_dict(ops: list[tuple[bool, int]], lo: int, width: int) -> Non
     for index, ppn in model.items():
         assert t.lookup(index) == ppn
     assert t.nr_items == len(model)
+
+
+@given(
+    entries=st.sets(st.integers(0, 20_000), max_size=80),
+    gone=st.sets(st.integers(0, 20_000), max_size=80),
+    lo=st.integers(0, 20_000),
+    width=st.integers(0, 20_000),
+)
+def test_clearing_leaves_then_pruning_equals_deleting_one_by_one(
+    entries: set[int], gone: set[int], lo: int, width: int
+) -> None:
+    """What removal's fused pass does to the tree (empty entries leaf by leaf,
+    prune once) leaves the tree delete() would, entry for entry and node for node."""
+    cleared, deleted = tree(), tree()
+    for index in sorted(entries):
+        cleared.insert(index, index + 1)
+        deleted.insert(index, index + 1)
+    hi = lo + width
+    for base, node in list(cleared.leaf_nodes(lo, hi)):
+        for j in range(max(lo - base, 0), min(hi - base, 64)):
+            if base + j in gone:
+                assert cleared.clear(node, j) == (base + j + 1 if base + j in entries else 0)
+    cleared.prune()
+    for index in gone:
+        if lo <= index < hi:
+            deleted.delete(index)
+    assert list(cleared.items()) == list(deleted.items())
+    assert (cleared.nr_items, cleared.nr_nodes) == (deleted.nr_items, deleted.nr_nodes)

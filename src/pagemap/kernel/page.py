@@ -272,7 +272,40 @@ class PageAllocator:
         if old == 1:
             self._release(page)
 
+    def decref_many(self, pages: list[Page]) -> None:
+        """decref each page; the frames that reach 0 go back in one batch,
+        under one acquisition of the allocator's lock."""
+        kref = self.frames.kref
+        last: list[Page] = []
+        double: Page | None = None
+        for page in pages:
+            old = kref.fetch_add(page.ppn, -1)
+            if old == 0:
+                kref.fetch_add(page.ppn, 1)
+                double = double or page
+            elif old == 1:
+                last.append(page)
+        for page in last:
+            self._reset(page)
+        with self._lock:
+            for page in last:
+                self._free.append(page.ppn)
+                self._is_free[page.ppn] = 1
+            self.frees += len(last)
+        if double is not None:
+            # Raised once the others are freed, so that the bug leaks nothing else.
+            raise KernelBug(
+                f"page_decref of frame {double.ppn}, which is already free (double free)"
+            )
+
     def _release(self, page: Page) -> None:
+        self._reset(page)
+        with self._lock:
+            self._free.append(page.ppn)
+            self._is_free[page.ppn] = 1
+            self.frees += 1
+
+    def _reset(self, page: Page) -> None:
         # Freeing writes the frame and its words without points of their
         # own: name them in this step's footprint, so a use racing the free
         # is a dependence the checker reorders (sync/core.py).
@@ -290,7 +323,3 @@ class PageAllocator:
             frames.errors.pop(ppn, None)
         if frames.buffers:
             frames.buffers.pop(ppn, None)
-        with self._lock:
-            self._free.append(ppn)
-            self._is_free[ppn] = 1
-            self.frees += 1

@@ -11,7 +11,9 @@ four files:
     pm_insert_page                PageMap._insert_page
     pm_put_page                   PageMap.put_page
     pm_load_page                  PageMap.load_page (over PageMap.lookup)
-    pm_remove_contig and passes   kernel/removal.py (mixed into PageMap)
+    pm_remove_contig and passes   kernel/removal.py (mixed into PageMap); the
+                                  one fused pass (clean pages of an unmapped
+                                  range) is explained there
     print_page_map_info           PageMap.info
     (later Akaros)                PageMap.writeback
 
@@ -97,6 +99,7 @@ class PageMap(Removal, ReverseMap):
         # index to the frame whose slot it is (kernel/radix.py).
         self.slots = allocator.frames.slots
         self.flags = allocator.frames.flags
+        self._errors = allocator.frames.errors  # pages whose read failed, by frame
         self.tree = RadixTree(self.slots, f"{name}.tree")
         self.num_pages = 0
         self.lock = executor.spinlock(f"{name}.lock")
@@ -174,7 +177,7 @@ class PageMap(Removal, ReverseMap):
         old = self.slots.fetch_add(ppn, -PM_REFCNT_ONE)  # one atomic add, as in the seed
         refs = old >> PM_REFCNT_SHIFT  # slot_check_refcnt, inline on the hot path
         if refs == 1:
-            if page.error is not None:
+            if self._errors and page.error is not None:
                 # A failed load took the page out of the tree; the last user frees it.
                 self._free_detached(page)
         elif not refs:
@@ -202,10 +205,19 @@ class PageMap(Removal, ReverseMap):
         failed in another task, gives None.
         """
         page = self._find_page(index)
-        if page is not None and page.flags.load() & PG_UPTODATE:
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
             return page, False
         page = self._read_or_wait(index, page, load)
         return None if page is None else (page, True)
+
+    def lookup_found(self, index: int, page: Page | None) -> tuple[Page, bool]:
+        """The rest of lookup(index) for a caller whose own _find_page gave
+        `page` (None, or not up to date): the VFS's hit path inlines the hit."""
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
+            return page, False
+        found = self._read_or_wait(index, page, True)
+        assert found is not None  # with `load`, it reads or raises
+        return found, True
 
     def load_page(self, index: int) -> Page:
         """pm_load_page: an up-to-date page for `index`, with one slot

@@ -100,6 +100,13 @@ class Reclaim:
             if page.ppn in self.policy:
                 self.policy.removed(page.ppn)
 
+    def removed_many(self, pages: list[Page]) -> None:
+        with self.lock:
+            policy = self.policy
+            for page in pages:
+                if page.ppn in policy:
+                    policy.removed(page.ppn)
+
     # -- direct reclaim --------------------------------------------------------------
     def direct(self) -> bool:
         """Free frames for an allocation that found none; False when nothing
