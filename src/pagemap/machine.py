@@ -91,7 +91,9 @@ class Machine:
 
     def process(self) -> Proc:
         """A new process with an empty address space (pids count from 1)."""
-        proc = Proc(len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core)
+        proc = Proc(
+            len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.executor.current_core
+        )
         self.procs.append(proc)
         return proc
 
@@ -176,8 +178,7 @@ class Machine:
 
     def current_core(self) -> int:
         """The core of the running task; outside any task, core 0."""
-        task = self.executor.current_task()
-        return task.core if task is not None else 0
+        return self.executor.current_core()
 
     def mm_counters(self) -> dict[str, int]:
         """Fault and shootdown counts of the memory-management half."""

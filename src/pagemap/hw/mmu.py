@@ -205,7 +205,10 @@ class MMU:
         busy = tlb.busy
         busy.acquire()
         try:
-            pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            if self._points:
+                pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            else:  # the same lookup, with the point that does nothing left out
+                pte = tlb._entries.get((space.asid << _ASID_SHIFT) | (va >> PGSHIFT))
             if pte is None:
                 pte = self._walk(tlb, space, va, write=False)
             ppn = pte >> PGSHIFT
@@ -227,7 +230,10 @@ class MMU:
         busy = tlb.busy
         busy.acquire()
         try:
-            pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            if self._points:
+                pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            else:
+                pte = tlb._entries.get((space.asid << _ASID_SHIFT) | (va >> PGSHIFT))
             if pte is None or not pte & PTE_D:
                 # A miss, or an entry cached before the page was dirtied (or
                 # while it was read-only): the PTE must say D before the bytes land.

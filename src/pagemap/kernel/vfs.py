@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
-from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, Page
+from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import READ, WRITE
@@ -69,6 +69,7 @@ class Inode:
         self.mapping = make_page_map(self, self, name)
         self._view = self.mapping.allocator.memory.view
         self._flags = self.mapping.flags
+        self._points = executor.has_points
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.size_word.value})"
@@ -101,8 +102,12 @@ class Inode:
         copied gives those bytes (a short read, as POSIX has it); before any,
         it raises.
         """
-        check_range(f"{self.name}: read", offset, nbytes)
-        end = min(offset + nbytes, self.size)
+        if offset < 0 or nbytes < 0:
+            check_range(f"{self.name}: read", offset, nbytes)
+        end = offset + nbytes
+        size = self.size_word.load()
+        if end > size:
+            end = size
         if end <= offset:
             return b""
         off = offset & PGMASK
@@ -118,16 +123,22 @@ class Inode:
         return bytes(out)
 
     def _read_in_page(self, index: int, off: int, n: int) -> bytes:
-        """The hit path of read(): one page, one copy, straight from its frame."""
+        """The hit path of read(): one page, one copy, straight from its frame,
+        under a slot reference as every use of a page is (pm_load_page, the
+        copy, pm_put_page)."""
         mapping = self.mapping
-        page, read = mapping.lookup(index)
+        flags = self._flags
+        page = mapping._find_page(index)
+        if page is None or not flags.load(page.ppn) & PG_UPTODATE:
+            page, read = mapping.lookup_found(index, page)
+        else:
+            read = False
         try:
             ppn = page.ppn
-            executor = self.executor
-            if executor.has_points:
-                executor.point("frame_read", ppn, READ)
-            if not read:
-                self._referenced(ppn)
+            if self._points:
+                self.executor.point("frame_read", ppn, READ)
+            if not read and not flags.load(ppn) & PG_REFERENCED:
+                flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
             start = (ppn << PGSHIFT) + off
             return self._view[start : start + n].tobytes()
         finally:

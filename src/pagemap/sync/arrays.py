@@ -154,14 +154,14 @@ class ThreadAtomicArray(AtomicArray):
     interpreter.
     """
 
-    __slots__ = ("_locks",)
+    __slots__ = ("_locks", "load")
 
     def __init__(self, n: int, name: str, locks: list[threading.Lock]) -> None:
         super().__init__(n, name)
         self._locks = locks
-
-    def load(self, i: int) -> int:
-        return self.words[i]
+        # The array's own item read, bound once: a load is on every hit path,
+        # and a Python method around it would double its cost.
+        self.load = self.words.__getitem__  # type: ignore[method-assign,assignment]
 
     def store(self, i: int, v: int) -> None:
         lock = self._locks[i & _STRIPE_MASK]

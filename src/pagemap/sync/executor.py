@@ -51,6 +51,11 @@ class Executor(Scheduler):
     # the hottest paths skip calling point() at all.
     has_points = True
 
+    def current_core(self) -> int:
+        """The core of the running task; outside any task, core 0."""
+        task = self.current_task()
+        return task.core if task is not None else 0
+
     # -- tasks ----------------------------------------------------------------
     def spawn(
         self, fn: Callable[..., Any], args: tuple[Any, ...], core: int, name: str | None

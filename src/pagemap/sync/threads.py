@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from threading import get_ident
 
 from pagemap.sync.arrays import STRIPES, AtomicArray, LockTable, ThreadAtomicArray, ThreadLockTable
 from pagemap.sync.atomic import AtomicWord, ThreadAtomicWord
@@ -29,6 +30,7 @@ class ThreadExecutor(Executor):
         # The stripe locks every atomic array of this executor shares.
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
         self._local = threading.local()
+        self._cores: dict[int, int] = {}  # thread id -> the core its task runs on
         self._pending: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
         self._failures: list[Task] = []
@@ -54,11 +56,17 @@ class ThreadExecutor(Executor):
         task: Task | None = getattr(self._local, "task", None)
         return task
 
+    def current_core(self) -> int:
+        """The running task's core (0 outside any task): a dict keyed by the
+        thread's id, cheaper than a threading.local on the load path."""
+        return self._cores.get(get_ident(), 0)
+
     def relax(self) -> None:
         time.sleep(0)
 
     def _body(self, task: Task) -> None:
         self._local.task = task
+        self._cores[get_ident()] = task.core
         try:
             task.result = task.fn(*task.args)
         except BaseException as exc:
@@ -66,6 +74,7 @@ class ThreadExecutor(Executor):
             with self._failures_lock:
                 self._failures.append(task)
         finally:
+            self._cores.pop(get_ident(), None)  # thread ids are reused
             task.done = True
 
     def _start(self, task: Task) -> None:
