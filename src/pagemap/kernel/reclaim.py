@@ -278,11 +278,11 @@ class Reclaim:
     def summary(self) -> dict[str, int]:
         s = self.stats
         return {
-            "reclaim rounds": s.rounds,
-            "pages scanned by reclaim": s.scanned,
-            "pages found referenced": s.referenced,
-            "pages reclaimed": s.reclaimed,
-            "direct reclaims": s.direct,
+            "reclaim_rounds": s.rounds,
+            "pages_scanned_by_reclaim": s.scanned,
+            "pages_found_referenced": s.referenced,
+            "pages_reclaimed": s.reclaimed,
+            "direct_reclaims": s.direct,
         }
 
 

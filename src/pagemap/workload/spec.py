@@ -14,6 +14,8 @@ processes' mappings of the same pages, and the scheduler interleave.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from dataclasses import dataclass
 
 from pagemap.hw.memory import PGSIZE, parse_size
@@ -39,6 +41,7 @@ class Spec:
     file: str | None = None
     flusher_period: float = 0.01
     reclaim: str = KERNEL_DEFAULT
+    image: str | None = None
 
     @staticmethod
     def build(
@@ -52,6 +55,7 @@ class Spec:
         file: str | None = None,
         flusher_period: float = 0.01,
         reclaim: str = KERNEL_DEFAULT,
+        image: str | None = None,
     ) -> Spec:
         """A checked Spec; ValueError with a sentence for anything off."""
         if executor not in ("threads", "sim"):
@@ -80,13 +84,40 @@ class Spec:
                 f"once: more than the {frames} frames of --memory {memory}; give more memory "
                 "or fewer processes"
             )
-        size = parse_size(file_size)
-        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period, reclaim)
+        if file is not None and image is not None:
+            raise ValueError("--file and --image cannot both be given: the job runs on one file")
+        size = parse_size(file_size) if file is None else regular_file_size(file)
+        spec = Spec(
+            executor,
+            seed,
+            cores,
+            mem,
+            size,
+            procs,
+            ops,
+            file,
+            flusher_period,
+            reclaim=reclaim,
+            image=image,
+        )
         spec.layout()  # raises if the file is too small for the processes
         return spec
 
     def layout(self) -> Layout:
         return Layout.of(self.file_size, self.procs)
+
+
+def regular_file_size(path: str) -> int:
+    """The size of the user's file, which must be a regular file: a device such as
+    /dev/zero would be copied without end, and a FIFO would block the copy."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"--file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ValueError(f"--file {path} is {kind}: give a regular file, which is copied")
+    return st.st_size
 
 
 @dataclass(frozen=True)
