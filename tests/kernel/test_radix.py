@@ -113,6 +113,7 @@ def test_matches_a_dict(ops: list[tuple[bool, int]], lo: int, width: int) -> Non
     assert [i for i, _ in t.items(lo, lo + width)] == sorted(
         i for i in model if lo <= i < lo + width
     )
+    assert t.entries(lo, lo + width) == list(t.items(lo, lo + width))
     for index, ppn in model.items():
         assert t.lookup(index) == ppn
     assert t.nr_items == len(model)
@@ -128,15 +129,19 @@ def test_clearing_leaves_then_pruning_equals_deleting_one_by_one(
     entries: set[int], gone: set[int], lo: int, width: int
 ) -> None:
     """What removal's fused pass does to the tree (empty entries leaf by leaf,
-    prune once) leaves the tree delete() would, entry for entry and node for node."""
+    with clear or clear_many, prune once) leaves the tree delete() would,
+    entry for entry and node for node."""
     cleared, deleted = tree(), tree()
     for index in sorted(entries):
         cleared.insert(index, index + 1)
         deleted.insert(index, index + 1)
     hi = lo + width
-    for base, node in list(cleared.leaf_nodes(lo, hi)):
-        for j in range(max(lo - base, 0), min(hi - base, 64)):
-            if base + j in gone:
+    for n, (base, node) in enumerate(list(cleared.leaf_nodes(lo, hi))):
+        js = [j for j in range(max(lo - base, 0), min(hi - base, 64)) if base + j in gone]
+        if n % 2:
+            cleared.clear_many(node, js)
+        else:
+            for j in js:
                 assert cleared.clear(node, j) == (base + j + 1 if base + j in entries else 0)
     cleared.prune()
     for index in gone:

@@ -184,6 +184,9 @@ class PageAllocator:
             self._is_free[ppn] = 1
         self._lock = executor.spinlock("page allocator")
         self._executor = executor
+        # Whether footprints matter: under threads a touch does nothing, and
+        # the frees of a removal at scale need not call it.
+        self._points = executor.has_points
         self.nr_frames = memory.nr_frames
         # Frames freed so far, under the lock: reclaim reads it to tell "memory
         # moved while I looked" from "nothing can be freed".
@@ -244,7 +247,8 @@ class PageAllocator:
             left = len(self._free)
             # The frame changes hands: this step conflicts with every access
             # to it and to its page's words (sync/core.py, footprints).
-            self._touch_frame(ppn)
+            if self._points:
+                self._touch_frame(ppn)
         self.frames.kref.reset(ppn, 1)
         if self.on_alloc is not None:
             self.on_alloc(left)
@@ -278,15 +282,14 @@ class PageAllocator:
         kref = self.frames.kref
         last: list[Page] = []
         double: Page | None = None
-        for page in pages:
-            old = kref.fetch_add(page.ppn, -1)
-            if old == 0:
+        olds = kref.fetch_add_many([page.ppn for page in pages], -1)
+        for page, old in zip(pages, olds, strict=True):
+            if old == 1:
+                last.append(page)
+            elif old == 0:
                 kref.fetch_add(page.ppn, 1)
                 double = double or page
-            elif old == 1:
-                last.append(page)
-        for page in last:
-            self._reset(page)
+        self._reset_many(last)
         with self._lock:
             for page in last:
                 self._free.append(page.ppn)
@@ -305,12 +308,35 @@ class PageAllocator:
             self._is_free[page.ppn] = 1
             self.frees += 1
 
+    def _reset_many(self, pages: list[Page]) -> None:
+        """_reset of each page, each array's words reset in one call."""
+        if self._points or self.on_free is not None:
+            for page in pages:
+                if self._points:
+                    self._touch_frame(page.ppn)
+                if self.on_free is not None:
+                    self.on_free(page)
+        frames = self.frames
+        ppns = [page.ppn for page in pages]
+        frames.flags.reset_many(ppns, 0)
+        frames.slots.reset_many(ppns, 0)
+        frames.locks.reset_many(ppns, 1)
+        index = frames.index
+        for page in pages:
+            index[page.ppn] = -1
+            page.mapping = None
+        if frames.errors or frames.buffers:
+            for ppn in ppns:
+                frames.errors.pop(ppn, None)
+                frames.buffers.pop(ppn, None)
+
     def _reset(self, page: Page) -> None:
         # Freeing writes the frame and its words without points of their
         # own: name them in this step's footprint, so a use racing the free
         # is a dependence the checker reorders (sync/core.py).
         ppn = page.ppn
-        self._touch_frame(ppn)
+        if self._points:
+            self._touch_frame(ppn)
         if self.on_free is not None:
             self.on_free(page)
         frames = self.frames

@@ -177,6 +177,16 @@ class RadixTree:
                 if ppn:
                     yield base + i, ppn
 
+    def entries(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> list[tuple[int, int]]:
+        """list(items(lo, hi)), built a leaf at a time: a removal's passes
+        each take the range's entries at once."""
+        out: list[tuple[int, int]] = []
+        for base, leaf in self.leaves(lo, hi):
+            first = max(lo - base, 0)
+            last = min(hi - base, RADIX_FANOUT)
+            out.extend([(base + i, leaf[i]) for i in range(first, last) if leaf[i]])
+        return out
+
     def leaves(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> Iterator[tuple[int, Any]]:
         """(first index, leaf array) for every leaf that holds an index in
         [lo, hi), in order, walked without recursion: a removal of many pages
@@ -194,6 +204,17 @@ class RadixTree:
             node.count -= 1
             self.nr_items -= 1
         return ppn
+
+    def clear_many(self, node: _Node, js: list[int]) -> None:
+        """clear(node, j) for each j, all of one leaf."""
+        items = node.items
+        n = 0
+        for j in js:
+            if items[j]:
+                items[j] = 0
+                n += 1
+        node.count -= n
+        self.nr_items -= n
 
     def prune(self) -> None:
         """Drop every node left empty by `clear`."""

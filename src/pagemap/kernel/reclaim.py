@@ -101,11 +101,9 @@ class Reclaim:
                 self.policy.removed(page.ppn)
 
     def removed_many(self, pages: list[Page]) -> None:
+        ppns: list[Key] = [page.ppn for page in pages]
         with self.lock:
-            policy = self.policy
-            for page in pages:
-                if page.ppn in policy:
-                    policy.removed(page.ppn)
+            self.policy.discard_many(ppns)
 
     # -- direct reclaim --------------------------------------------------------------
     def direct(self) -> bool:

@@ -45,7 +45,7 @@ the frame whose slot it is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pagemap.hw.mmu import PTE_D, PTE_P, pte_ppn
 from pagemap.kernel.errors import InvalidArgument
@@ -71,10 +71,8 @@ from pagemap.kernel.slot import (
     PM_PPN_MASK,
     PM_REFCNT_SHIFT,
     PM_REMOVAL,
-    slot_check_refcnt,
     slot_check_removal,
     slot_set_ppn,
-    slot_set_removal,
 )
 from pagemap.sync.arrays import AtomicArray
 from pagemap.sync.atomic import AtomicWord, StatCounter, Word
@@ -108,6 +106,7 @@ class Removal:
     allocator: PageAllocator
     tree: RadixTree
     slots: AtomicArray
+    flags: AtomicArray
     num_pages: int
     lock: SpinLock
     vmrs: list[VMRegion]
@@ -241,6 +240,7 @@ class Removal:
         busy = PG_DIRTY | PG_LOCKED | PG_REMOVAL
         for base, node in list(tree.leaf_nodes(lo, hi)):
             leaf = node.items
+            gone: list[int] = []
             for j in range(max(lo - base, 0), min(hi - base, RADIX_FANOUT)):
                 ppn = leaf[j]
                 if not ppn:
@@ -251,21 +251,20 @@ class Removal:
                 if not slots.cas(ppn, old, (old | PM_REMOVAL) & ~PM_PPN_MASK):
                     continue
                 flags.store(ppn, 0)
-                tree.clear(node, j)
+                gone.append(j)
                 freed.append(pages[ppn])
+            if gone:
+                tree.clear_many(node, gone)
         if not freed:
             return 0
         tree.prune()
-        self.num_pages -= len(freed)
-        if self.lru is not None:
-            self.lru.removed_many(freed)  # before the frames can be handed out again
-        self.allocator.decref_many(freed)
+        self._release_pages(freed)
         return len(freed)
 
     def _items(self, lo: int, hi: int, indices: list[int] | None) -> list[tuple[int, int]]:
         """(index, frame) of the cached pages in [lo, hi), or of `indices`."""
         if indices is None:
-            return list(self.tree.items(lo, hi))
+            return self.tree.entries(lo, hi)
         lookup = self.tree.lookup
         return [(i, ppn) for i in indices if (ppn := lookup(i))]
 
@@ -285,10 +284,11 @@ class Removal:
                 continue
             # Someone is using it; any later user clears REMOVAL and aborts us
             # (write-remove; the mark-referenced mutant marks it anyway and is
-            # caught freeing a page in use).
-            if slot_check_refcnt(old):
+            # caught freeing a page in use).  slot_check_refcnt and
+            # slot_set_removal, inline: a pass over many pages.
+            if old >> PM_REFCNT_SHIFT:
                 continue
-            if not slots.cas(ppn, old, slot_set_removal(old)):
+            if not slots.cas(ppn, old, old | PM_REMOVAL):
                 continue
             # The page's own bit is only for our convenience when we walk PTEs.
             flags.fetch_or(ppn, PG_REMOVAL)
@@ -357,10 +357,11 @@ class Removal:
         procs.clear()
 
     def _removal_target(self, pte_val: int) -> Page | None:
-        page = self.allocator.pages[pte_ppn(pte_val)]
+        ppn = pte_ppn(pte_val)
+        page = self.allocator.pages[ppn]
         # Only our marked pages: a private copy or another map's page in this
         # region's range is not ours to unmap.
-        if page.mapping is self and page.flags.load() & PG_REMOVAL:
+        if page.mapping is self and self.flags.load(ppn) & PG_REMOVAL:
             return page
         return None
 
@@ -389,7 +390,7 @@ class Removal:
                 return
             if pte.cas(old, 0):
                 if old & PTE_D:
-                    page.flags.fetch_or(PG_DIRTY)
+                    self.flags.fetch_or(page.ppn, PG_DIRTY)
                 return
 
     def _write_back_marked(
@@ -408,7 +409,7 @@ class Removal:
                 page = self._marked_page(todo[pos])
                 pos += 1
                 # A write() dirties a page too, not only a PTE's D bit.
-                if page is not None and page.flags.load() & PG_DIRTY:
+                if page is not None and self.flags.load(page.ppn) & PG_DIRTY:
                     batch.append(page)
             # Still the only remover, but with `lock` dropped a user may find a
             # page of the batch and clear its REMOVAL; pass 5 then spares it.
@@ -448,42 +449,73 @@ class Removal:
             return None
         slot_val = self.slots.load(ppn)
         page = self._slot_get_page(slot_val)
-        if page is None or not page.flags.load() & PG_REMOVAL:
+        if page is None or not self.flags.load(page.ppn) & PG_REMOVAL:
             return None
         if not slot_check_removal(slot_val):
-            page.flags.fetch_and(~PG_REMOVAL)
+            self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
             return None
         return page
 
     def _free_marked(self, lo: int, hi: int, indices: list[int] | None = None) -> int:
-        """Pass 5: free every page still marked; the count freed."""
-        nr_removed = 0
-        slots, flags = self.slots, self.allocator.frames.flags
-        lru = self.lru
+        """Pass 5: free every page still marked; the count freed.
+
+        The pages leave the tree as they are dropped, and their frames go
+        back together at the end of the pass, with the map lock still held:
+        nobody can reach a dropped page in between (its slot names no page,
+        and it is in no tree), so the batch frees what the seed frees one by
+        one, in one allocator lock.  A range leaves the tree leaf by leaf,
+        pruned once; chosen indices (reclaim) one by one."""
+        slots, flags = self.slots, self.flags
+        tree = self.tree
+        freed: list[Page] = []
+        # The range's leaves, reached in order as its pages are; entries are
+        # cleared, and emptied nodes pruned once at the end.
+        leaves = tree.leaf_nodes(lo, hi) if indices is None else None
+        base: int = -RADIX_FANOUT
+        node: Any = None
+        cleared: list[int] = []
         for i, ppn in self._items(lo, hi, indices):
             old = slots.load(ppn)
             page = self._slot_get_page(old)
             if page is None or not flags.load(ppn) & PG_REMOVAL:
                 continue
-            if not slot_check_removal(old) or slot_check_refcnt(old):
+            if not old & PM_REMOVAL or old >> PM_REFCNT_SHIFT:
                 # Used since we marked it (write-remove; the free-after-reuse
                 # mutant frees it anyway and is caught).  A count with REMOVAL
                 # still set breaks the protocol; the seed warned and freed
-                # anyway, we spare the page.
+                # anyway, we spare the page.  (slot_check_removal and
+                # slot_check_refcnt, inline: a pass over many pages.)
                 flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
             # Keep REMOVAL, drop the page: lookups now miss, as in the seed.
             if not slots.cas(ppn, old, slot_set_ppn(old, 0)):
                 flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
-            self.tree.delete(i)
+            if leaves is None:
+                tree.delete(i)
+            else:
+                while i >= base + RADIX_FANOUT:
+                    if cleared:
+                        tree.clear_many(node, cleared)
+                        cleared = []
+                    base, node = next(leaves)
+                cleared.append(i - base)
             flags.store(ppn, 0)
-            if lru is not None:
-                lru.removed(page)  # before the frame can be handed out again
-            self.allocator.decref(page)
-            nr_removed += 1
-        self.num_pages -= nr_removed
-        return nr_removed
+            freed.append(page)
+        if cleared:
+            tree.clear_many(node, cleared)
+        if leaves is not None and freed:
+            tree.prune()
+        if freed:
+            self._release_pages(freed)
+        return len(freed)
+
+    def _release_pages(self, freed: list[Page]) -> None:
+        """Frames of pages just dropped from the map go back; map lock held."""
+        self.num_pages -= len(freed)
+        if self.lru is not None:
+            self.lru.removed_many(freed)  # before the frames can be handed out again
+        self.allocator.decref_many(freed)
 
     # -- truncation --------------------------------------------------------------
     def truncate_pages(self, first_index: int) -> int:

@@ -73,6 +73,13 @@ class AtomicArray:
         can reach yet (a frame fresh from the allocator)."""
         self.words[i] = v & MASK64
 
+    def reset_many(self, indices: list[int], v: int) -> None:
+        """reset(i, v) for each i: frames being freed together."""
+        words = self.words
+        v &= MASK64
+        for i in indices:
+            words[i] = v
+
     def ref(self, i: int) -> WordRef:
         """Word i as a Word, for code that wants one object per word."""
         return WordRef(self, i)
@@ -91,6 +98,12 @@ class AtomicArray:
 
     def fetch_add(self, i: int, delta: int) -> int:
         raise NotImplementedError
+
+    def fetch_add_many(self, indices: list[int], delta: int) -> list[int]:
+        """fetch_add(i, delta) for each i in turn, each its own atomic
+        operation (and, under the sim, its own point); the old values."""
+        fetch_add = self.fetch_add
+        return [fetch_add(i, delta) for i in indices]
 
     def fetch_or(self, i: int, bits: int) -> int:
         raise NotImplementedError
@@ -197,6 +210,18 @@ class ThreadAtomicArray(AtomicArray):
         words[i] = (old + delta) & MASK64
         lock.release()
         return old
+
+    def fetch_add_many(self, indices: list[int], delta: int) -> list[int]:
+        locks, words = self._locks, self.words
+        out = []
+        for i in indices:
+            lock = locks[i & _STRIPE_MASK]
+            lock.acquire()
+            old = words[i]
+            words[i] = (old + delta) & MASK64
+            lock.release()
+            out.append(old)
+        return out
 
     def fetch_or(self, i: int, bits: int) -> int:
         lock = self._locks[i & _STRIPE_MASK]
@@ -313,6 +338,12 @@ class LockTable:
         """Set lock i with no scheduling point: only for a frame no other task
         can reach yet (a page born locked, or one being freed)."""
         self.counts[i] = count
+
+    def reset_many(self, indices: list[int], count: int) -> None:
+        """reset(i, count) for each i: frames being freed together."""
+        counts = self.counts
+        for i in indices:
+            counts[i] = count
 
     def down(self, i: int) -> None:
         raise NotImplementedError

@@ -13,7 +13,7 @@ FRAMES = 12
 
 calls = st.lists(
     st.tuples(
-        st.sampled_from(["insert", "referenced", "victims", "removed", "kept"]),
+        st.sampled_from(["insert", "referenced", "victims", "removed", "kept", "discard_many"]),
         st.integers(0, FRAMES - 1),
         st.integers(1, 4),
         st.sets(st.integers(0, FRAMES - 1), max_size=4),
@@ -46,6 +46,10 @@ def test_frame_lru2q_makes_the_choices_lru2q_makes(
         elif call == "kept" and ref.is_in_flight(key):
             ref.kept(key)
             ours.kept(key)
+        elif call == "discard_many":  # resident, in flight or absent alike
+            ref.discard_many(sorted(pinned))
+            ours.discard_many(sorted(pinned))
+            assert not any(k in ours for k in pinned)
         assert ours.lists() == ref.lists()
         assert len(ours) == len(ref) and ours.in_flight() == ref.in_flight()
 

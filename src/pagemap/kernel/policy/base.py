@@ -37,7 +37,7 @@ key that is not in flight) is a kernel bug and raises KernelBug.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar
 
 from pagemap.kernel.errors import InvalidArgument, KernelBug
@@ -86,6 +86,13 @@ class Policy:
             self._forget(key, origin)
         elif not self._drop(key):
             raise KernelBug(f"{self.name}: removed() of {key!r}, which is not cached")
+
+    def discard_many(self, keys: Sequence[Key]) -> None:
+        """removed(key) for each key the policy holds; the others are passed
+        over (the kernel's frees of a removal at scale)."""
+        for key in keys:
+            if key in self:
+                self.removed(key)
 
     def kept(self, key: Key) -> None:
         """The kernel could not free victim `key`: it stays, as just used."""

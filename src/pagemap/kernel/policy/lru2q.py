@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import cast
 
 from pagemap.kernel.errors import InvalidArgument, KernelBug
@@ -243,6 +244,23 @@ class FrameLRU2Q(Policy):
                         where[k] = _INACTIVE
                         self._link_front(_IN, k)
         return out
+
+    def discard_many(self, keys: Sequence[Key]) -> None:
+        # Policy.discard_many, written out: a removal at scale frees many.
+        where, pending, count = self._where, self._pending, self._count
+        nxt, prv = self._next, self._prev
+        for k in cast(Sequence[int], keys):
+            tag = where[k]
+            if not tag:
+                continue
+            if tag == _PENDING:
+                del pending[k]
+            else:
+                p, n = prv[k], nxt[k]
+                nxt[p] = n
+                prv[n] = p
+                count[_IN if tag == _INACTIVE else _ACT] -= 1
+            where[k] = 0
 
     def _trim(self) -> None:
         count, limit = self._count, self.active_ratio
