@@ -229,6 +229,20 @@ def _write_back_error_frees(
     return failed, first_error
 
 
+def _find_run_keeps_removal(self: PageMap, index: int, n: int, found: list[Page]) -> None:
+    for i in range(index, index + n):
+        ppn = self.tree.lookup(i)
+        if not ppn or not self.flags.load(ppn) & PG_UPTODATE:
+            return
+        while True:
+            old = self.slots.load(ppn)
+            if not old & PM_PPN_MASK:
+                return
+            if self.slots.cas(ppn, old, old + PM_REFCNT_ONE):  # BUG: REMOVAL stays set
+                break
+        found.append(self.allocator.pages[ppn])
+
+
 PAGEMAP_MUTANTS = (
     Mutant(
         "lookup-keeps-removal",
@@ -299,6 +313,13 @@ PAGEMAP_MUTANTS = (
         "eio-writeback",
         {"_write_back_marked": _write_back_error_frees},
         budget=10,
+    ),
+    Mutant(
+        "run-keeps-removal",
+        "a sequential read takes a run of pages but leaves their REMOVAL set",
+        "read-run-remove",
+        {"_find_run_locked": _find_run_keeps_removal},
+        budget=2500,
     ),
 )
 

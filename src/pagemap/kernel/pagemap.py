@@ -11,6 +11,7 @@ four files:
     pm_insert_page                PageMap._insert_page
     pm_put_page                   PageMap.put_page
     pm_load_page                  PageMap.load_page (over PageMap.lookup)
+    (a run of pm_find_page)       PageMap.find_run, PageMap.put_run
     pm_remove_contig and passes   kernel/removal.py (mixed into PageMap); the
                                   one fused pass (clean pages of an unmapped
                                   range) is explained there
@@ -59,7 +60,7 @@ from pagemap.kernel.page import (
     lock_page,
     unlock_page,
 )
-from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
+from pagemap.kernel.radix import RADIX_FANOUT, RADIX_MAX_INDEX, RadixTree
 from pagemap.kernel.removal import PageMapStats, Removal
 from pagemap.kernel.rmap import ReverseMap, VMRegion
 from pagemap.kernel.slot import (
@@ -166,6 +167,62 @@ class PageMap(Removal, ReverseMap):
             return self.allocator.pages[ppn]
         finally:
             lock.release()
+
+    def find_run(self, index: int, n: int) -> list[Page]:
+        """pm_find_page for index, index+1, ... under one hold of the map
+        lock: the up-to-date pages cached from `index` on, each with one more
+        slot reference, stopping at the first index with none (or with one
+        still being read), and after `n`.  For sequential reads: one lock
+        round trip for a run rather than one a page.  Each page is taken
+        exactly as _find_page takes it (REMOVAL cleared in the CAS that takes
+        the reference), so a remover racing the run spares what it found;
+        give them back with put_run.  An error (RefcountOverflow) gives back
+        what was taken before it passes on."""
+        found: list[Page] = []
+        self.lock.acquire()
+        try:
+            self._find_run_locked(index, n, found)
+        except BaseException:
+            self.lock.release()
+            self.put_run(found)
+            raise
+        self.stats.hits += len(found)
+        self.lock.release()
+        return found
+
+    def _find_run_locked(self, index: int, n: int, found: list[Page]) -> None:
+        slots, flags, pages = self.slots, self.flags, self.allocator.pages
+        for base, leaf in self.tree.leaves(index, index + n):
+            j = index + len(found) - base
+            if j < 0:
+                return  # a hole before this leaf: the run ended
+            while j < RADIX_FANOUT and len(found) < n:
+                ppn = leaf[j]
+                # Not cached, or still being read: lookup's path waits for it.
+                if not ppn or not flags.load(ppn) & PG_UPTODATE:
+                    return
+                while True:
+                    old = slots.load(ppn)
+                    if not old & PM_PPN_MASK:
+                        return
+                    if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
+                        break
+                found.append(pages[ppn])
+                j += 1
+            if j < RADIX_FANOUT:
+                return
+
+    def put_run(self, run: list[Page]) -> None:
+        """put_page of each page find_run handed out."""
+        olds = self.slots.fetch_add_many([page.ppn for page in run], -PM_REFCNT_ONE)
+        for page, old in zip(run, olds, strict=True):
+            refs = old >> PM_REFCNT_SHIFT
+            if refs == 1:
+                if self._errors and page.error is not None:
+                    self._free_detached(page)
+            elif not refs:
+                self.slots.fetch_add(page.ppn, PM_REFCNT_ONE)
+                slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
 
     def _insert_page(self, index: int, page: Page) -> None:
         """Put a fresh page in the tree with one slot reference held.

@@ -52,6 +52,8 @@ SMALL_FILE_SIZE = (1 << 31) - 1
 MAX_RW_COUNT = 0x7FFF_F000
 # A read of at most this many bytes allocates its result at once.
 MAX_READ_AT_ONCE = 1 << 24
+# The most pages a read takes from the page map in one run (one leaf).
+READ_RUN = 64
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -154,13 +156,46 @@ class Inode:
             return self._read_in_page(offset >> PGSHIFT, off, end - offset)
         # Filled in place when small; appended to (at == len(out)) when not.
         out = bytearray(end - offset) if end - offset <= MAX_READ_AT_ONCE else bytearray()
-
-        def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
-            out[at : at + chunk] = page.data[off : off + chunk]
-
-        done = self._each_page(offset, end, "frame_read", copy_out)
+        done = self._read_pages(offset, end, out)
         del out[done:]
         return bytes(out)
+
+    def _read_pages(self, offset: int, end: int, out: bytearray) -> int:
+        """Copy [offset, end) into `out`, a run of cached pages at a time
+        (PageMap.find_run: one map-lock round trip a run), a page not cached
+        through lookup (read, or waited for); the bytes copied.  Short counts
+        as _each_page."""
+        pos = offset
+        mapping, view, flags = self.mapping, self._view, self._flags
+        last = (end - 1) >> PGSHIFT
+        try:
+            while pos < end:
+                index = pos >> PGSHIFT
+                run = mapping.find_run(index, min(last - index + 1, READ_RUN))
+                hit = bool(run)
+                if not hit:
+                    page, read = mapping.lookup(index)
+                    run = [page]
+                    hit = not read
+                try:
+                    for page in run:
+                        ppn = page.ppn
+                        if self._points:
+                            self.executor.point("frame_read", ppn, READ)
+                        if hit and not flags.load(ppn) & PG_REFERENCED:
+                            flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
+                        off = pos & PGMASK
+                        chunk = min(PGSIZE - off, end - pos)
+                        start = (ppn << PGSHIFT) + off
+                        at = pos - offset
+                        out[at : at + chunk] = view[start : start + chunk]
+                        pos += chunk
+                finally:
+                    mapping.put_run(run)
+        except (OutOfMemory, IOFailure):
+            if pos == offset:
+                raise
+        return pos - offset
 
     def _read_in_page(self, index: int, off: int, n: int) -> bytes:
         """The hit path of read(): one page, one copy, straight from its frame,
