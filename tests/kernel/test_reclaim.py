@@ -24,6 +24,7 @@ from pagemap import (
 )
 from pagemap.hw.mmu import PTE_A
 from pagemap.kernel.policy import POLICIES
+from pagemap.kernel.reclaim import BATCH
 from tests.conftest import SIM_SEEDS, CountingOps, page_bytes, sim
 
 FILE_PAGES = 6
@@ -205,6 +206,26 @@ def test_every_policy_can_drive_reclaim(tmp_path: Path) -> None:
         for _ in range(3):
             assert f.pread(16 * PGSIZE, 0) == path.read_bytes(), name
         assert machine.reclaim.stats.reclaimed > 0 and machine.check_quiescent() == []
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_pinned_pages_first_in_line_do_not_starve_reclaim(tmp_path: Path, policy: str) -> None:
+    """The oldest cached pages, a batch's worth, are MAP_LOCKED: removal never
+    frees them, so reclaim gives them back to the policy; every policy must
+    offer other pages then (fifo would offer the same ones for ever if a
+    page it kept went back to the front)."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes((BATCH + 24) * PGSIZE))
+    machine = Machine(cores=1, memory=(BATCH + 9) * PGSIZE, executor="sim", reclaim=policy)
+    f = machine.open(path, "r")
+    p = machine.process()
+    p.mmap(BATCH * PGSIZE, PROT_READ, MAP_SHARED | MAP_LOCKED, f, 0)
+    for index in range(BATCH, BATCH + 24):  # 24 more pages through 8 free frames
+        assert f.pread(1, index * PGSIZE) == b"\0"
+    assert all(f.mapping.tree.lookup(i) for i in range(BATCH))  # the pinned all stay
+    assert machine.reclaim.stats.failed == 0 and machine.reclaim.stats.reclaimed >= 16
+    p.exit()
+    assert machine.check_quiescent() == []
 
 
 def test_an_unknown_policy_is_refused() -> None:

@@ -50,8 +50,6 @@ SMALL_FILE_SIZE = (1 << 31) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
-# A read of at most this many bytes allocates its result at once.
-MAX_READ_AT_ONCE = 1 << 24
 # The most pages a read takes from the page map in one run (one leaf).
 READ_RUN = 64
 
@@ -139,9 +137,9 @@ class Inode:
 
         Running out of frames or a failed readpage after some bytes were
         copied gives those bytes (a short read, as POSIX has it); before any,
-        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; past
-        MAX_READ_AT_ONCE the result grows as pages are copied, so a huge
-        count on a huge file costs nothing up front.
+        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; the
+        result is made of the pages as they are copied, so a huge count on a
+        huge file costs nothing up front.
         """
         if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
             offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
@@ -154,20 +152,21 @@ class Inode:
         off = offset & PGMASK
         if off + (end - offset) <= PGSIZE:
             return self._read_in_page(offset >> PGSHIFT, off, end - offset)
-        # Filled in place when small; appended to (at == len(out)) when not.
-        out = bytearray(end - offset) if end - offset <= MAX_READ_AT_ONCE else bytearray()
-        done = self._read_pages(offset, end, out)
-        del out[done:]
-        return bytes(out)
+        parts = self._read_pages(offset, end)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _read_pages(self, offset: int, end: int, out: bytearray) -> int:
-        """Copy [offset, end) into `out`, a run of cached pages at a time
+    def _read_pages(self, offset: int, end: int) -> list[bytes]:
+        """The bytes of [offset, end), a run of cached pages at a time
         (PageMap.find_run: one map-lock round trip a run), a page not cached
-        through lookup (read, or waited for); the bytes copied.  Short counts
-        as _each_page."""
+        through lookup (read, or waited for); each run's bytes are copied
+        straight from its frames, once, while the run is held (the frames'
+        slices joined: a fresh buffer filled slice by slice would fault its
+        every page in first).  Short counts as _each_page: what was copied
+        before a failure; nothing, and the error, if it was the first page."""
         pos = offset
         mapping, view, flags = self.mapping, self._view, self._flags
         last = (end - 1) >> PGSHIFT
+        parts: list[bytes] = []
         try:
             while pos < end:
                 index = pos >> PGSHIFT
@@ -178,6 +177,7 @@ class Inode:
                     run = [page]
                     hit = not read
                 try:
+                    slices = []
                     for page in run:
                         ppn = page.ppn
                         if self._points:
@@ -187,15 +187,15 @@ class Inode:
                         off = pos & PGMASK
                         chunk = min(PGSIZE - off, end - pos)
                         start = (ppn << PGSHIFT) + off
-                        at = pos - offset
-                        out[at : at + chunk] = view[start : start + chunk]
+                        slices.append(view[start : start + chunk])
                         pos += chunk
+                    parts.append(b"".join(slices))
                 finally:
                     mapping.put_run(run)
         except (OutOfMemory, IOFailure):
             if pos == offset:
                 raise
-        return pos - offset
+        return parts
 
     def _read_in_page(self, index: int, off: int, n: int) -> bytes:
         """The hit path of read(): one page, one copy, straight from its frame,

@@ -53,6 +53,7 @@ COUNTER_LABELS = {
     "pages_found_referenced": "pages found referenced",
     "pages_reclaimed": "pages reclaimed",
     "direct_reclaims": "direct reclaims",
+    "peak_resident_bytes": "peak resident memory (bytes)",
 }
 
 

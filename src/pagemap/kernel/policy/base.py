@@ -25,7 +25,9 @@ The calls, in the life of one page:
 - `removed(key)` when the page left the cache, whether it was a victim the
   kernel freed or a resident page that left another way (truncation);
 - `kept(key)` when the kernel could not free a victim (somebody took a
-  reference meanwhile): it goes back where it was, then counts as used.
+  reference meanwhile, or a MAP_LOCKED region pins it): it goes back where
+  it was, then counts as used; FIFO, which records no use, puts it at the
+  back instead, or it would be the next victim again at once.
 
 `evictable` is called with nothing else of the policy running and must not
 call the policy.  If it raises, the policy is left as if that `victims` call
