@@ -53,7 +53,21 @@ from pagemap.workload.worker import Worker
 OPS = 20_000
 
 
+class ResidentTree:
+    """Linux keeps MAP_LOCKED pages resident: every one is "cached"."""
+
+    @staticmethod
+    def lookup(index: int) -> int:
+        return 1
+
+
+class LinuxMapping:
+    tree = ResidentTree()
+
+
 class LinuxFile:
+    mapping = LinuxMapping()  # what the Worker asks of the page cache
+
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
