@@ -139,6 +139,7 @@ def test_a_users_file_is_copied_never_modified(
         (["--ops", "-5"], "--ops"),
         (["--memory", "lots"], "size"),
         (["--memory", "4KiB"], "from 256 KiB"),
+        (["--memory", "256KiB"], "pin 32 pages (MAP_LOCKED), may keep 64 private copies"),
         (["--file-size", "64KiB"], "too small"),
         (["--file", "/nonexistent/file.bin"], "No such file"),
         (["--file", "/dev/zero"], "not a regular file"),

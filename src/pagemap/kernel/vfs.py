@@ -50,8 +50,10 @@ SMALL_FILE_SIZE = (1 << 31) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
-# The most pages a read takes from the page map in one run (one leaf).
-READ_RUN = 64
+# The most pages a read takes from the page map in one run, and so holds at
+# once: Linux's read path takes a batch of about as many (PAGEVEC_SIZE, 15),
+# few enough that readers in use do not starve reclaim of frames.
+READ_RUN = 16
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pagemap.hw.memory import PGSIZE, parse_size
 from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
+from pagemap.options import format_size
 
 MiB = 1 << 20
 
@@ -77,12 +78,15 @@ class Spec:
         if mem < 64 * PGSIZE:
             raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
         frames = mem // PGSIZE - 1
-        pinned = procs * LOCKED_PAGES
-        if pinned + 2 * procs > frames:
+        pinned, private = procs * LOCKED_PAGES, procs * PRIVATE_PAGES
+        if pinned + private + 2 * procs > frames:
+            # Reclaim can free neither: MAP_LOCKED pages stay, and a private
+            # copy is anonymous memory with no swap to go to.
             raise ValueError(
-                f"{procs} processes pin {pinned} pages (MAP_LOCKED) and need 2 more each at "
-                f"once: more than the {frames} frames of --memory {memory}; give more memory "
-                "or fewer processes"
+                f"{procs} processes pin {pinned} pages (MAP_LOCKED), may keep {private} "
+                f"private copies (MAP_PRIVATE: no swap, so never reclaimed) and need 2 more "
+                f"each at once: more than the {frames} frames of --memory {format_size(mem)}; give "
+                "more memory or fewer processes"
             )
         if file is not None and image is not None:
             raise ValueError("--file and --image cannot both be given: the job runs on one file")
