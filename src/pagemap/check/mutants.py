@@ -91,12 +91,12 @@ def _load_page(self: PageMap, index: int, recheck: bool, wait: bool) -> Page:
     while page is None:
         page = self.allocator.alloc()
         page.flags.reset(PG_LOCKED | PG_PAGEMAP)
-        page.sem.reset(0)
+        self.allocator.frames.locks.reset(page.ppn, 0)
         try:
             self._insert_page(index, page)
         except AlreadyExists:
             page.flags.reset(0)
-            page.sem.reset(1)
+            self.allocator.frames.locks.reset(page.ppn, 1)
             self.allocator.decref(page)
             page = self._find_page(index)
             continue
@@ -124,9 +124,12 @@ def _load_no_wait(self: PageMap, index: int) -> Page:
     return _load_page(self, index, recheck=True, wait=False)
 
 
-def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
+def _free_marked_after_reuse(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> int:
     nr_removed = 0
-    for i, tree_slot in list(self.tree.items(lo, hi)):
+    for i, ppn in self._items(lo, hi, indices):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None or not page.flags.load() & PG_REMOVAL:
@@ -139,14 +142,23 @@ def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
             continue
         self.tree.delete(i)
         page.flags.store(0)
+        if self.lru is not None:
+            self.lru.removed(page)
         self.allocator.decref(page)
         nr_removed += 1
     self.num_pages -= nr_removed
     return nr_removed
 
 
-def _mark_referenced(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    for _i, tree_slot in self.tree.items(lo, hi):
+def _mark_referenced(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    for _i, ppn in self._items(lo, hi, indices):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None:
@@ -187,9 +199,11 @@ def _read_locked_page(self: PageMap, page: Page, delete: bool, unlock: bool) -> 
         page.error = exc
         if delete:
             with self.lock:
-                if self.tree.delete(page.index) is not page.tree_slot:
+                if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug("not in the tree") from exc
                 self.num_pages -= 1
+                if self.lru is not None:
+                    self.lru.removed(page)
             page.flags.fetch_and(~PG_PAGEMAP)
         if unlock:
             unlock_page(page)
@@ -209,12 +223,28 @@ def _eio_keeps_lock(self: PageMap, page: Page) -> None:
 _real_write_back_marked = PageMap._write_back_marked
 
 
-def _write_back_error_frees(self: PageMap, lo: int, hi: int) -> tuple[list[Page], OSError | None]:
-    failed, first_error = _real_write_back_marked(self, lo, hi)
+def _write_back_error_frees(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> tuple[list[Page], OSError | None]:
+    failed, first_error = _real_write_back_marked(self, lo, hi, indices)
     for page in failed:
         if page.tree_slot is not None:
             page.tree_slot.fetch_or(PM_REMOVAL)  # BUG: the unwritten page is freed
     return failed, first_error
+
+
+def _find_run_keeps_removal(self: PageMap, index: int, n: int, found: list[Page]) -> None:
+    for i in range(index, index + n):
+        ppn = self.tree.lookup(i)
+        if not ppn or not self.flags.load(ppn) & PG_UPTODATE:
+            return
+        while True:
+            old = self.slots.load(ppn)
+            if not old & PM_PPN_MASK:
+                return
+            if self.slots.cas(ppn, old, old + PM_REFCNT_ONE):  # BUG: REMOVAL stays set
+                break
+        found.append(self.allocator.pages[ppn])
 
 
 PAGEMAP_MUTANTS = (
@@ -288,6 +318,13 @@ PAGEMAP_MUTANTS = (
         {"_write_back_marked": _write_back_error_frees},
         budget=10,
     ),
+    Mutant(
+        "run-keeps-removal",
+        "a sequential read takes a run of pages but leaves their REMOVAL set",
+        "read-run-remove",
+        {"_find_run_locked": _find_run_keeps_removal},
+        budget=2500,
+    ),
 )
 
 # -- mapping mutants ----------------------------------------------------------------
@@ -321,30 +358,49 @@ def _unmap_marked(self: PageMap, lo: int, hi: int, early_dirty: bool, shootdown:
                 self._pte_unmap_keep_dirty(pte)
 
 
-def _dirty_before_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _dirty_before_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=True, shootdown=False)
 
 
 _real_free_marked = PageMap._free_marked
 
 
-def _shootdown_then_free(self: PageMap, lo: int, hi: int) -> int:
+def _shootdown_then_free(self: PageMap, lo: int, hi: int, indices: list[int] | None = None) -> int:
     # BUG (with the above): D bits were trusted, and pages written back, while
     # TLBs could still store into them; the shootdown comes only now.
     for vmr in self.vmrs:
         vmr.proc.tlb_shootdown()
-    return int(_real_free_marked(self, lo, hi))
+    return int(_real_free_marked(self, lo, hi, indices))
 
 
-def _no_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _no_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=False, shootdown=False)
 
 
 _real_mark_for_removal = PageMap._mark_for_removal
 
 
-def _pins_ignored(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    _real_mark_for_removal(self, lo, hi, respect_pins=False)  # BUG: marks pinned pages
+def _pins_ignored(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    # BUG: marks pinned pages
+    _real_mark_for_removal(self, lo, hi, respect_pins=False, indices=indices)
 
 
 def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Page]:

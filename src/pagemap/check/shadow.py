@@ -80,6 +80,7 @@ class ShadowFile:
         self.pm = self.file.mapping
         self.shadow = Shadow(data)
         self.private: dict[tuple[int, int], bytes] = {}  # (pid, va) -> a private store
+        self.written: list[bytes] = []  # every stamp pwrite wrote, in order
         # (pid, vpn) of private copies: their other slots are a snapshot, not the file.
         self.copied: set[tuple[int, int]] = set()
         self.regions: list[Region] = []
@@ -122,6 +123,7 @@ class ShadowFile:
 
     def pwrite(self, offset: int) -> None:
         data = self.shadow.next_stamp(offset)
+        self.written.append(data)
         self.file.pwrite(data, offset)
         self.shadow.write(offset, data)
         self.pread(offset)

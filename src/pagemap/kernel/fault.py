@@ -19,7 +19,7 @@ from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
 from pagemap.kernel.mm import MM
 from pagemap.kernel.mman import PROT_WRITE
-from pagemap.kernel.page import Page
+from pagemap.kernel.page import PG_FAULTED, Page
 from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
 from pagemap.sync.core import WRITE
 
@@ -98,6 +98,9 @@ class FaultHandler(MM):
         page, read = mapping.lookup(vmr.index_of(va))
         if read:
             self.major_faults.add(1)  # not cached, or still being read in
+            # The access we are about to let through sets A; the read was this
+            # page's first use, so reclaim must not count that A bit again.
+            page.flags.fetch_or(PG_FAULTED)
         try:
             # The file may have shrunk while we slept in lookup: truncate
             # stores the size before it drops pages, and goes round again

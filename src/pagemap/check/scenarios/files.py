@@ -9,6 +9,7 @@ import os
 from pagemap.check.context import RunContext
 from pagemap.check.oracles import COHERENCE, CRASH
 from pagemap.check.oracles.accounting import no_leak, quiescent
+from pagemap.check.oracles.coherence import describe
 from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
@@ -35,6 +36,44 @@ def _pwrite_remove(ctx: RunContext, p: Params) -> None:
         f.pm.remove_contig(0, 1)
         f.no_stale_translation()
 
+    ctx.machine.spawn(pwriter, name="pwrite")
+    ctx.machine.spawn(remover, name="remover")
+    f.end_checks()
+
+
+def _read_run_remove(ctx: RunContext, p: Params) -> None:
+    # Two cached pages; one pread of both takes them as one run
+    # (PageMap.find_run), while a pwrite writes slot 0 of the second page
+    # and a remover evicts the file.
+    pages = 2
+    f = ShadowFile(ctx, pages)
+    f.file.pread(pages * PGSIZE, 0)  # cached, so the reader's pread finds a run
+    middle = PGSIZE
+
+    def reader() -> None:
+        got = f.file.pread(pages * PGSIZE, 0)
+        now = f.shadow.expect(0, pages * PGSIZE)
+        # Every slot but the one being written is what the file held all
+        # along; that one is a version its writer wrote, or the first.
+        seen = got[middle : middle + SLOT]
+        if got[:middle] + got[middle + SLOT :] != now[:middle] + now[middle + SLOT :] or (
+            seen not in {initial_bytes(pages)[middle : middle + SLOT], *f.written}
+        ):
+            bad = next(i for i in range(len(got)) if got[i] != now[i]) // SLOT * SLOT
+            ctx.fail(
+                COHERENCE,
+                f"{ctx.who()} read {describe(got[bad : bad + SLOT])} at offset {bad} in one "
+                f"pread of {pages} pages, but the file held {describe(now[bad : bad + SLOT])}",
+            )
+
+    def pwriter() -> None:
+        for _ in range(p["rounds"]):
+            f.pwrite(middle)
+
+    def remover() -> None:
+        f.pm.remove_contig(0, pages)
+
+    ctx.machine.spawn(reader, name="reader")
     ctx.machine.spawn(pwriter, name="pwrite")
     ctx.machine.spawn(remover, name="remover")
     f.end_checks()
@@ -172,6 +211,14 @@ SCENARIOS = (
         _pwrite_remove,
         {"rounds": 2},
         limits={"rounds": (1, 8)},
+    ),
+    Scenario(
+        "read-run-remove",
+        "one pread takes two cached pages as a run while a pwrite and a remover race it",
+        _read_run_remove,
+        {"rounds": 1},
+        cores=3,
+        limits={"rounds": (1, 4)},
     ),
     Scenario(
         "pwrite-store",
