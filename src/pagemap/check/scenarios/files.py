@@ -149,6 +149,27 @@ def _eio_fsync(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _flusher_pwrite(ctx: RunContext, p: Params) -> None:
+    # The flusher's two tasks run beside a writer: writeback ages dirty pages
+    # and writes those dirty for a period, kswapd reclaims once frames run low
+    # (the scenario's machine has few).  Whatever either does to a page the
+    # writer is rewriting, read() sees the latest write and nothing is lost.
+    pages = p["pages"]
+    f = ShadowFile(ctx, pages)
+    ctx.machine.start_flusher(period=0.001)
+
+    nap = ctx.machine.executor.semaphore(0, "writer.nap")
+
+    def writer() -> None:
+        for _ in range(p["rounds"]):
+            for i in range(pages):
+                f.pwrite(i * PGSIZE)  # pread checks each one
+            nap.down_timeout(0.0015)  # a period passes: the flusher's tasks wake
+
+    ctx.machine.spawn(writer, name="writer")
+    f.end_checks()
+
+
 def _blockdev_remove(ctx: RunContext, p: Params) -> None:
     blk = p["blk_size"]
     data = initial_bytes(1)
@@ -200,6 +221,14 @@ def _blockdev_remove(ctx: RunContext, p: Params) -> None:
 
 
 SCENARIOS = (
+    Scenario(
+        "flusher-pwrite",
+        "the flusher's writeback and kswapd run beside a writer: nothing lost, reads see writes",
+        _flusher_pwrite,
+        {"pages": 2, "rounds": 2},
+        frames=lambda p: p["pages"] + 3,
+        limits={"pages": (1, 4), "rounds": (1, 4)},
+    ),
     Scenario(
         "eio-fsync",
         "a host file's write fails once while two fsyncs race a store: EIO, nothing lost",
