@@ -4,8 +4,10 @@ check explores every named scenario (or those given).  By default it is a
 portfolio, in the manner of Coyote's: a short PCT pass over every scenario,
 interleaved, which finds most bugs in seconds, then DPOR with at most two
 preemptions over every scenario to the end, which proves the rest.  The whole
-run is one queue of units of work (check/fanout), run in this process or in
-`--jobs` worker processes.  On the first violation it shrinks the
+run is a plan of units of work (check/fanout), run in this process, in
+`--jobs` worker processes, or on a Dask cluster (`--scheduler`), with the
+same answer from each.  Ctrl-C or SIGTERM stops it within a second, prints
+what was explored, and exits 130 (143).  On the first violation it shrinks the
 counterexample, writes its JSON trace, prints the replay table and the one
 command that replays it, and exits 1.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pagemap.check.fanout import Unit, merge, run_local, run_serial
+from pagemap.check.fanout import SPLIT, Explored, Stop, Unit, explore, make_engine, merge
+from pagemap.check.fanout.display import Display
 from pagemap.check.oracles import Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
@@ -41,6 +44,8 @@ from pagemap.check.trace import Step, Trace, TraceError
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
 PCT_CHUNK = 20  # PCT schedules per unit: small, so every scenario is looked at early
+CHUNK = 100  # random and PCT schedules per unit outside the portfolio
+UNIT_TIMEOUT = 600.0  # seconds a unit may run before it is given up as timed out
 
 OK, VIOLATION, BAD_INPUT, NO_LONGER_FITS = 0, 1, 2, 3
 
@@ -112,7 +117,34 @@ def register(sub: Any) -> None:
     )
     check.add_argument("--seed", type=_whole(0), default=0, help="strategy seed (default 0)")
     check.add_argument("--depth", type=_whole(1), default=3, help="PCT bug depth (default 3)")
-    check.add_argument("--jobs", type=_whole(1), default=1, help="worker processes (default 1)")
+    check.add_argument(
+        "--jobs",
+        type=_whole(1),
+        default=1,
+        help="worker processes (default 1: this process); with --scheduler local, Dask workers",
+    )
+    check.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the units on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://host:8786), or 'local' for a cluster of --jobs workers on 127.0.0.1; "
+        "needs pip install 'pagemap[cluster]'",
+    )
+    check.add_argument(
+        "--split",
+        type=_whole(1),
+        default=SPLIT,
+        metavar="N",
+        help=f"dfs and dpor: schedules a unit of work runs before it hands the rest of its "
+        f"subtree back as new units (default {SPLIT})",
+    )
+    check.add_argument(
+        "--unit-timeout",
+        type=_seconds,
+        default=UNIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up a unit of work that runs longer, and report it (default {UNIT_TIMEOUT:g})",
+    )
     check.add_argument(
         "--param",
         "-p",
@@ -156,8 +188,12 @@ def register(sub: Any) -> None:
 
 
 def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
-    """The queue of units: the portfolio, or one strategy over every scenario."""
+    """The plan: the portfolio, or one strategy over every scenario.  It
+    depends on the options, never on the number of workers (but for --time,
+    where each worker gets a stream of schedules of its own)."""
     units: list[Unit] = []
+    split = getattr(args, "split", SPLIT)
+    timeout = getattr(args, "unit_timeout", UNIT_TIMEOUT)
 
     def unit(name: str, strategy: str, first: int, budget: int | None, phase: str) -> Unit:
         bound = args.preemptions
@@ -175,6 +211,8 @@ def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
             budget,
             args.time,
             phase,
+            split=split if strategy in EXHAUSTIVE and args.time is None else None,
+            timeout=timeout,
         )
 
     names = list(models)
@@ -191,9 +229,8 @@ def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
             unit(n, args.strategy, j * 10**9, None, "") for n in names for j in range(args.jobs)
         ]
     budget = args.budget or DEFAULT_BUDGET
-    size = max(1, min(PCT_CHUNK * 5, -(-budget // max(args.jobs * 2, 1))))
-    for first in range(0, budget, size):
-        units += [unit(n, args.strategy, first, min(size, budget - first), "") for n in names]
+    for first in range(0, budget, CHUNK):
+        units += [unit(n, args.strategy, first, min(CHUNK, budget - first), "") for n in names]
     return units
 
 
@@ -222,27 +259,13 @@ def run_check(args: argparse.Namespace) -> int:
     if args.coverage:
         return _coverage(console, units)
     t0 = time.perf_counter()
-    with _progress(console) as progress:
-        bar = progress.add_task("exploring", total=len(units), schedules=0, scenarios="")
-        seen: dict[Unit, int] = {}
-
-        def advance(unit: Unit, summary: Summary, done: bool) -> None:
-            before = seen.get(unit, 0)
-            seen[unit] = summary.schedules
-            progress.update(bar, advance=1 if done else 0)
-            progress.update(
-                bar,
-                schedules=progress.tasks[0].fields["schedules"] + summary.schedules - before,
-                scenarios=f"{unit.scenario} ({unit.strategy})",
-            )
-
-        if args.jobs == 1:
-            results = run_serial(units, advance)
-        else:
-            results = run_local(units, args.jobs, advance)
-    summaries = _by_scenario(names, units, results)
+    explored = _explore(console, args, units)
+    summaries = _by_scenario(names, units, explored.summaries)
     seconds = time.perf_counter() - t0
     _print_summary(console, summaries)
+    _print_timeouts(console, summaries)
+    if explored.stopped is not None:
+        return _stopped(console, explored, summaries)
     failed = next((s for s in summaries if s.trace is not None), None)
     if failed is None:
         _print_holds(console, summaries, seconds)
@@ -316,16 +339,42 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("units · {task.fields[schedules]:,} schedules · {task.fields[scenarios]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+def _explore(console: Console, args: argparse.Namespace, units: list[Unit]) -> Explored:
+    """Run the plan on the engine the options name, with the progress display;
+    Ctrl-C and SIGTERM stop it (the answer then holds what was explored)."""
+    engine = make_engine(args.jobs, args.scheduler)
+    print(
+        f"pagemap check: {len(units)} units of work on {engine.name}, {engine.workers()} at a time",
+        file=sys.stderr,
+        flush=True,
     )
+    stop = Stop()
+    with stop.on_signals(), Display(console, engine.name) as display:
+        return explore(units, engine, display.update, stop)
+
+
+def _print_timeouts(console: Console, summaries: Sequence[Summary]) -> None:
+    for s in summaries:
+        if s.timed_out:
+            console.print(
+                f"[yellow]{s.scenario}: {s.timed_out} unit(s) of work timed out[/yellow] "
+                "(--unit-timeout); what they would have explored was not",
+                soft_wrap=True,
+            )
+
+
+def _stopped(console: Console, explored: Explored, summaries: Sequence[Summary]) -> int:
+    """What an interrupted exploration prints: the summary above, and a line."""
+    assert explored.stopped is not None
+    name = signal.Signals(explored.stopped.signum or signal.SIGINT).name
+    st = explored.status
+    console.print(
+        f"[yellow]stopped by {name}[/yellow] after {st.seconds:.1f} s: {st.schedules:,} "
+        f"schedules in {len(summaries)} scenario(s), {st.units_done} of {st.units} units of "
+        "work done; nothing is covered to the end",
+        soft_wrap=True,
+    )
+    return explored.stopped.exit_code
 
 
 def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:

@@ -1,0 +1,156 @@
+"""The Dask engine: units on a Dask distributed cluster (`--scheduler ADDRESS`).
+
+Each unit is one Dask task: `run_remote` (this module's function, found by
+its import path on the worker, which needs only `pip install
+pagemap[cluster]`) with the unit as plain data, so a worker runs only
+pagemap's code and the models a unit names by import path.  `--scheduler
+local` starts a cluster of `--jobs` worker processes on 127.0.0.1 for
+trying it out.
+
+Rules: only the driver's thread calls the engine.  Tasks are submitted with
+a priority that keeps the fixed order's early units first.  A worker that
+dies has its task re-run elsewhere by the Dask scheduler, up to its
+`distributed.scheduler.allowed-failures` (3 by default) times; then the
+unit is given up (WorkerLost).  A stop sets a Dask Event that running
+tasks poll between batches (check/fanout/work.py, every 0.2 s), and
+cancels every task not yet started.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from pagemap.check.fanout.errors import ClusterUnavailable, UnitFailed, WorkerLost
+from pagemap.check.fanout.local import describe
+from pagemap.check.fanout.unit import Batch, Unit
+from pagemap.check.fanout.work import run_whole
+
+CONNECT_SECONDS = 10
+LOCAL = "local"
+
+
+def run_remote(uid: int, unit: Unit, stop: str) -> Batch:
+    """A Dask task: one unit to its end; the Event named `stop` ends it early."""
+    event = _distributed().Event(stop)
+    return run_whole(uid, unit, event.is_set)
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterUnavailable(
+            "--scheduler needs Dask's distributed package: pip install 'pagemap[cluster]'",
+            errno.ENOPKG,
+        ) from None
+    return distributed
+
+
+class DaskEngine:
+    name = "Dask"
+
+    def __init__(self, address: str, jobs: int = 2) -> None:
+        distributed = _distributed()
+        self.cluster: Any = None
+        try:
+            if address == LOCAL:
+                self.cluster = distributed.LocalCluster(
+                    n_workers=jobs,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+                self.client: Any = distributed.Client(self.cluster)
+            else:
+                self.client = distributed.Client(address, timeout=CONNECT_SECONDS)
+        except OSError as exc:
+            self._close_cluster()
+            raise ClusterUnavailable(
+                f"cannot reach the Dask scheduler at {address}: {exc}"
+            ) from None
+        self.name = f"Dask ({self.client.scheduler.address})"
+        self.token = uuid.uuid4().hex[:12]
+        self.stop_event = f"pagemap-stop-{self.token}"
+        self.done = distributed.as_completed()
+        self.futures: dict[int, Any] = {}
+        self.units: dict[int, Unit] = {}
+        self.killed = distributed.KilledWorker
+
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (a local cluster's; a test kills one)."""
+        found = self.client.run(lambda: __import__("os").getpid())
+        return sorted(found.values())
+
+    def submit(self, uid: int, unit: Unit) -> None:
+        fut = self.client.submit(
+            run_remote,
+            uid,
+            unit,
+            self.stop_event,
+            key=f"pagemap-{self.token}-{uid}",
+            pure=False,
+            priority=-uid,
+        )
+        self.futures[uid] = fut
+        self.units[uid] = unit
+        self.done.add(fut)
+
+    def pump(self, want: int | None, timeout: float) -> list[Batch]:
+        deadline = time.monotonic() + timeout
+        while not self.done.has_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out: list[Batch] = []
+        for fut in self.done.next_batch(block=False):
+            uid = int(fut.key.rsplit("-", 1)[1])
+            unit = self.units.pop(uid, None)
+            if self.futures.pop(uid, None) is None or unit is None or fut.cancelled():
+                continue
+            try:
+                batch = fut.result()
+            except self.killed as exc:
+                raise WorkerLost(
+                    f"Dask workers died running unit {uid}, {describe(unit)}, as many times "
+                    f"as the scheduler allows; it was given up ({exc})"
+                ) from None
+            except Exception as exc:
+                raise UnitFailed(
+                    f"unit {uid}, {describe(unit)}, failed on its Dask worker: {exc}"
+                ) from None
+            out.append(batch)
+        return out
+
+    def cancel(self, uids: Iterable[int]) -> None:
+        gone = list(uids)
+        futs = [f for f in (self.futures.pop(u, None) for u in gone) if f is not None]
+        for u in gone:
+            self.units.pop(u, None)
+        if futs:
+            self.client.cancel(futs)
+
+    def close(self) -> None:
+        try:
+            _distributed().Event(self.stop_event, client=self.client).set()
+            if self.futures:
+                self.client.cancel(list(self.futures.values()), force=True)
+            self.futures.clear()
+        finally:
+            self.client.close(timeout=CONNECT_SECONDS)
+            self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close(timeout=CONNECT_SECONDS)
+            self.cluster = None
+
+
+__all__ = ["LOCAL", "DaskEngine", "run_remote"]

@@ -1,0 +1,157 @@
+"""The local engine: units in worker processes on this machine (`--jobs N`).
+
+Each worker is a fresh interpreter running check/fanout/worker.py, in a
+session of its own, with a socket to the driver: it never inherits the
+driver's threads, locks or __main__, and it runs only pagemap's code and
+the models units name.  The driver hands a worker one unit at a time; the
+worker streams Batches back as it runs and waits for the next.
+
+Rules: only the driver's thread calls the engine.  A worker that dies
+(killed, out of memory) has its unit handed to a fresh worker; after
+RETRIES deaths on one unit it is given up (WorkerLost).  What a dead worker
+reported stays: a unit run again reports the same schedules, and the ledger
+drops the repeats.  `cancel` and `close` kill the workers that run what
+nobody will read, so a stop takes effect at once, whatever a schedule was
+doing; Ctrl-C at the terminal reaches the driver alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterable
+from multiprocessing.connection import Connection, wait
+
+from pagemap.check.fanout.errors import UnitFailed, WorkerLost
+from pagemap.check.fanout.unit import Batch, Unit
+
+RETRIES = 3  # deaths of a worker running one unit before the unit is given up (as Dask's default)
+
+
+def describe(unit: Unit) -> str:
+    where = f", subtree at depth {len(unit.part.prefix)}" if not unit.part.whole else ""
+    return f"{unit.scenario} ({unit.strategy}{where})"
+
+
+class _Worker:
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        fd = theirs.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pagemap.check.fanout.worker", str(fd)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(list(sys.path))
+        self.uid: int | None = None  # the unit it runs
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.conn.close()
+
+
+class LocalEngine:
+    name = "local processes"
+
+    def __init__(self, jobs: int, retries: int = RETRIES) -> None:
+        if jobs < 1:
+            raise ValueError(f"the local engine needs at least 1 worker, not {jobs}")
+        self.retries = retries
+        self.queue: deque[int] = deque()
+        self.units: dict[int, Unit] = {}
+        self.deaths: dict[int, int] = {}
+        self.pool: list[_Worker] = []
+        for _ in range(jobs):
+            self.pool.append(_Worker())
+
+    def workers(self) -> int:
+        return len(self.pool)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (a test kills one)."""
+        return [w.proc.pid for w in self.pool]
+
+    def submit(self, uid: int, unit: Unit) -> None:
+        self.units[uid] = unit
+        self.queue.append(uid)
+        self._feed()
+
+    def pump(self, want: int | None, timeout: float) -> list[Batch]:
+        """What the workers reported within `timeout` seconds."""
+        out: list[Batch] = []
+        ready = wait([w.conn for w in self.pool], timeout)
+        for worker in [w for w in self.pool if w.conn in ready]:
+            try:
+                while worker.conn.poll():
+                    self._receive(worker, worker.conn.recv(), out)
+            except (EOFError, OSError):
+                self._lost(worker)
+        self._feed()
+        return out
+
+    def _receive(self, worker: _Worker, msg: tuple[object, ...], out: list[Batch]) -> None:
+        if msg[0] == "failed":
+            uid = worker.uid
+            assert uid is not None
+            raise UnitFailed(f"unit {uid}, {describe(self.units[uid])}, failed: {msg[2]}")
+        batch = msg[1]
+        assert isinstance(batch, Batch)
+        out.append(batch)
+        if batch.end is not None:
+            self.units.pop(batch.uid, None)
+            worker.uid = None
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died: its unit goes back to the front of the queue."""
+        worker.kill()
+        self.pool[self.pool.index(worker)] = _Worker()
+        uid = worker.uid
+        if uid is None or uid not in self.units:
+            return
+        deaths = self.deaths[uid] = self.deaths.get(uid, 0) + 1
+        if deaths > self.retries:
+            raise WorkerLost(
+                f"worker processes died {deaths} times running unit {uid}, "
+                f"{describe(self.units[uid])}; it was given up (the last exit status was "
+                f"{worker.proc.returncode})"
+            )
+        self.queue.appendleft(uid)
+
+    def _feed(self) -> None:
+        for worker in self.pool:
+            while worker.uid is None and self.queue:
+                uid = self.queue.popleft()
+                if uid not in self.units:
+                    continue  # cancelled
+                try:
+                    worker.conn.send((uid, self.units[uid]))
+                except OSError:
+                    self.queue.appendleft(uid)
+                    break  # dead: pump finds it
+                worker.uid = uid
+
+    def cancel(self, uids: Iterable[int]) -> None:
+        gone = set(uids)
+        for uid in gone:
+            self.units.pop(uid, None)
+        for i, worker in enumerate(self.pool):
+            if worker.uid in gone:
+                worker.kill()
+                self.pool[i] = _Worker()
+        self._feed()
+
+    def close(self) -> None:
+        for worker in self.pool:
+            worker.kill()
+        self.pool = []
+        self.queue.clear()
+
+
+__all__ = ["RETRIES", "LocalEngine", "describe"]
