@@ -210,6 +210,8 @@ class Ledger:
                     return uid
                 self._finish(tally, end, uid)
                 continue
+            if ticks[n].last and end is None:
+                return uid  # how it ended (a violation? the rest handed back?) decides what follows
             self.settled[uid] = n + 1
             self._count(tally, uid, ticks[n])
             if end is not None and n + 1 == len(ticks):

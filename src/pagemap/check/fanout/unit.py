@@ -114,14 +114,15 @@ def _tuples(value: Any) -> Any:
 class Tick(NamedTuple):
     """One schedule a unit ran: its steps, whether it counted as distinct
     (a new Mazurkiewicz trace for DPOR, a new schedule otherwise), whether
-    DPOR cut it short as a reordering, the races it showed, and what it asked
-    of the frozen nodes above the unit."""
+    DPOR cut it short as a reordering, the races it showed, what it asked of
+    the frozen nodes above the unit, and whether the unit ended there."""
 
     steps: int
     fresh: bool
     redundant: bool
     races: int
     requests: tuple[Request, ...] = ()
+    last: bool = False  # the unit ended with this schedule (its End says how)
 
 
 # How a unit ended.

@@ -86,7 +86,7 @@ class UnitRun:
             requests,
         )
         self.end = self._ended()
-        return tick
+        return tick._replace(last=True) if self.end is not None else tick
 
     def stop(self) -> None:
         """End the unit where it is (the exploration was stopped)."""
