@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -42,7 +42,7 @@ unit: $(STAMP) chromium
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster,bench]'
 	$(BIN)/python -m bench
 
 # Every scenario: the portfolio (PCT, then DPOR) with up to 3 preemptions, to the end.

@@ -50,10 +50,6 @@ def six(c: Counter) -> bool:
     return c.word.value == 6
 
 
-def crash(c: Counter) -> None:
-    raise RuntimeError("the model's own bug")
-
-
 def die(c: Counter) -> None:
     """Kill the process running the schedule (a worker, never the driver)."""
     os.kill(os.getpid(), signal.SIGKILL)

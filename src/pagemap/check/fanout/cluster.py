@@ -54,7 +54,7 @@ def _distributed() -> Any:
 class DaskEngine:
     name = "Dask"
 
-    def __init__(self, address: str, jobs: int = 2) -> None:
+    def __init__(self, address: str, jobs: int = 2, connect: float = CONNECT_SECONDS) -> None:
         distributed = _distributed()
         self.cluster: Any = None
         try:
@@ -64,12 +64,12 @@ class DaskEngine:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",
                     silence_logs=logging.ERROR,
                 )
                 self.client: Any = distributed.Client(self.cluster)
             else:
-                self.client = distributed.Client(address, timeout=CONNECT_SECONDS)
+                self.client = distributed.Client(address, timeout=connect)
         except OSError as exc:
             self._close_cluster()
             raise ClusterUnavailable(

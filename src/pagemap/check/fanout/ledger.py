@@ -90,6 +90,7 @@ class Tally:
         self.distinct += tick.fresh
         self.redundant += tick.redundant
         self.races += tick.races
+        self.seconds += tick.seconds
 
     def summary(self) -> Summary:
         u = self.unit
@@ -248,7 +249,6 @@ class Ledger:
 
     def _finish(self, tally: Tally, end: End, uid: int) -> None:
         tally.queue.popleft()
-        tally.seconds += end.seconds
         if end.reason == VIOLATION:
             assert end.trace is not None
             trace = end.trace
@@ -296,7 +296,6 @@ class Ledger:
                 tally.count(tick)
             end = self.ends[uid]
             if end is not None:
-                tally.seconds += end.seconds
                 tally.timed_out += end.reason == TIMED_OUT
                 if end.trace is not None and tally.trace is None:
                     tally.trace = end.trace

@@ -74,9 +74,9 @@ class LocalEngine:
     def workers(self) -> int:
         return len(self.pool)
 
-    def pids(self) -> list[int]:
-        """The worker processes' ids (a test kills one)."""
-        return [w.proc.pid for w in self.pool]
+    def pids(self, busy: bool = False) -> list[int]:
+        """The worker processes' ids (`busy`: those running a unit)."""
+        return [w.proc.pid for w in self.pool if w.uid is not None or not busy]
 
     def submit(self, uid: int, unit: Unit) -> None:
         self.units[uid] = unit
@@ -88,13 +88,20 @@ class LocalEngine:
         out: list[Batch] = []
         ready = wait([w.conn for w in self.pool], timeout)
         for worker in [w for w in self.pool if w.conn in ready]:
-            try:
-                while worker.conn.poll():
-                    self._receive(worker, worker.conn.recv(), out)
-            except (EOFError, OSError):
-                self._lost(worker)
+            for msg in self._drain(worker):
+                self._receive(worker, msg, out)
         self._feed()
         return out
+
+    def _drain(self, worker: _Worker) -> list[tuple[object, ...]]:
+        """What a worker sent; if it is gone, its unit goes to another."""
+        got = []
+        try:
+            while worker.conn.poll():
+                got.append(worker.conn.recv())
+        except (EOFError, ConnectionError):
+            self._lost(worker)
+        return got
 
     def _receive(self, worker: _Worker, msg: tuple[object, ...], out: list[Batch]) -> None:
         if msg[0] == "failed":

@@ -123,6 +123,7 @@ class Tick(NamedTuple):
     races: int
     requests: tuple[Request, ...] = ()
     last: bool = False  # the unit ended with this schedule (its End says how)
+    seconds: float = 0.0
 
 
 # How a unit ended.

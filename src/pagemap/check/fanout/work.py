@@ -84,6 +84,7 @@ class UnitRun:
             s.redundant > redundant,
             s.races - races,
             requests,
+            seconds=time.perf_counter() - t0,
         )
         self.end = self._ended()
         return tick._replace(last=True) if self.end is not None else tick
