@@ -143,3 +143,10 @@ def test_without_dask_installed_the_error_says_what_to_install(
     with pytest.raises(ClusterUnavailable) as info:
         DaskEngine("local", 2)
     assert "pagemap[cluster]" in str(info.value)
+
+
+def test_pagemap_check_reports_units_that_timed_out(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "load-remove", "--strategy", "random", "--budget", "150"]
+    assert main([*argv, "--unit-timeout", "0.000001"]) == 0
+    out = capsys.readouterr().out
+    assert "load-remove: 2 unit(s) of work timed out" in out
