@@ -1,18 +1,25 @@
 # Every target creates .venv on first use; a fresh machine needs only python3.
-PY      ?= python3
-VENV    := .venv
-BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+# `make run` installs only what running needs (RUN_STAMP); the other targets add
+# the tools of the dev extra (STAMP).
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit chromium bench check soak clean
+.PHONY: run test lint typecheck unit chromium bench check soak ext2-soak e2fsprogs clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/pagemap run
 
 lint: $(STAMP)
@@ -36,8 +43,24 @@ chromium:
 	fi
 
 # loadgroup keeps the browser tests on one worker, so they share one browser launch.
-unit: $(STAMP) chromium
+unit: $(STAMP) chromium e2fsprogs
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The ext2 tests judge images with e2fsprogs (mke2fs, e2fsck, debugfs), which
+# live in /sbin or /usr/sbin.  Installed here when missing and we are root;
+# otherwise one line says what to install (and those tests then fail).
+E2FSPROGS := mke2fs e2fsck debugfs
+e2fsprogs:
+	@missing=; for t in $(E2FSPROGS); do \
+	  command -v $$t >/dev/null 2>&1 || [ -x /sbin/$$t ] || [ -x /usr/sbin/$$t ] || missing=1; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y e2fsprogs || { apt-get update && apt-get install -y e2fsprogs; }; \
+	  else \
+	    echo "make: the ext2 tests need e2fsprogs (mke2fs, e2fsck, debugfs): sudo apt-get install e2fsprogs"; \
+	  fi; \
+	fi
 
 test: lint typecheck unit
 
@@ -46,7 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Every scenario: the portfolio (PCT, then DPOR) with up to 3 preemptions, to the end.
-check: $(STAMP)
+check: $(RUN_STAMP)
 	$(BIN)/pagemap check --preemptions 3
 
 # Long explorations: PCT and random schedules by the ten thousand, and long runs
@@ -57,6 +80,14 @@ soak: $(STAMP)
 	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
 	$(BIN)/pagemap run --ops 200000
 	$(BIN)/pagemap run --executor sim --ops 100000 --seed 7
+
+# The ext2 driver at length: the hypothesis state machine against a host
+# directory with many more examples, and the ext2 scenarios under PCT and
+# random schedules by the thousand.  Minutes, not part of `make test`.
+ext2-soak: $(STAMP) e2fsprogs
+	PAGEMAP_EXT2_EXAMPLES=500 $(BIN)/pytest -n 2 tests/test_ext2_stateful.py
+	$(BIN)/pagemap check ext2-store-remove ext2-append-truncate --strategy pct --budget 5000 --jobs 2
+	$(BIN)/pagemap check ext2-store-remove ext2-append-truncate --strategy random --budget 5000 --jobs 2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -29,11 +29,10 @@ import math
 import platform
 import time
 
-from tests.mutants import MUTANTS
-
 from bench.harness import Report
 from pagemap.check.command import plan
 from pagemap.check.fanout import run_serial
+from pagemap.check.mutants import MUTANTS
 from pagemap.check.runner import DEFAULT_MAX_STEPS, explore_model
 from pagemap.check.scenarios import lookup, registry
 from pagemap.sync.sim import SeededRandom, SimExecutor

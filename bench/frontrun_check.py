@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.mutants import MUTANTS
-
+from pagemap.check.mutants import MUTANTS
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap

@@ -23,6 +23,27 @@ def test_readme_opens_with_exactly_the_two_commands() -> None:
     assert first_block.group(1).strip().count("\n") == 1
 
 
+def test_the_first_screen_says_what_pagemap_is_for_and_who_for() -> None:
+    text = README.read_text()
+    before = text[: text.index("```sh")]
+    assert before.startswith("# pagemap\n")
+    assert "pagemap is for " in before and "It is for " in before
+    assert before.count("\n") + 4 <= 24  # the two commands still on the first screen
+
+
+def block_with(marker: str) -> str:
+    (code,) = [b for b in python_blocks() if marker in b]
+    return code
+
+
+def test_the_race_window_example_finds_its_race() -> None:
+    exec(compile(block_with("class Slots"), "README.md", "exec"), {})
+
+
+def test_the_page_map_example_holds_to_the_end() -> None:
+    exec(compile(block_with("class Disk"), "README.md", "exec"), {})
+
+
 def test_the_machine_example_runs(tmp_path: Path) -> None:
     code = python_blocks()[0].replace("/tmp/data.bin", str(tmp_path / "data.bin"))
     exec(compile(code, "README.md", "exec"), {})
@@ -32,3 +53,8 @@ def test_the_machine_example_runs(tmp_path: Path) -> None:
 def test_the_explore_example_finds_the_lost_update() -> None:
     with pytest.raises(CounterexampleFound, match="1 preemptions"):
         exec(compile(python_blocks()[1], "README.md", "exec"), {})
+
+
+def test_the_lifecycle_example_runs() -> None:
+    (block,) = [b for b in python_blocks() if "with Machine(" in b]
+    exec(compile(block, "README.md", "exec"), {})

@@ -9,17 +9,22 @@ from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.blockdev import BH_DIRTY, BH_UPTODATE, BlockDevice, BufferHead
 from pagemap.kernel.errors import (
     AccessDenied,
+    AlreadyClosed,
     AlreadyExists,
     BusError,
+    FileTooLarge,
     InvalidArgument,
     IOFailure,
     KernelBug,
     KernelError,
+    NoSuchProcess,
     NotMapped,
     OutOfMemory,
     RefcountOverflow,
     SegmentationFault,
+    WrongMachine,
 )
+from pagemap.kernel.fs.ext2 import Ext2File, Ext2FS
 from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.hostio import HostFaults
 from pagemap.kernel.mman import (
@@ -76,12 +81,16 @@ __all__ = [
     "PROT_WRITE",
     "VMR",
     "AccessDenied",
+    "AlreadyClosed",
     "AlreadyExists",
     "BlockDevice",
     "BufferHead",
     "BusError",
     "Deadlock",
+    "Ext2FS",
+    "Ext2File",
     "File",
+    "FileTooLarge",
     "HostFaults",
     "HostFile",
     "IOFailure",
@@ -90,6 +99,7 @@ __all__ = [
     "KernelBug",
     "KernelError",
     "Machine",
+    "NoSuchProcess",
     "NotMapped",
     "OutOfMemory",
     "Page",
@@ -105,6 +115,7 @@ __all__ = [
     "Task",
     "TaskStuck",
     "ThreadExecutor",
+    "WrongMachine",
     "__version__",
     "decode_slot",
     "encode_slot",

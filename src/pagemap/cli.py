@@ -3,12 +3,15 @@
 Each subcommand lives beside the code it drives (workload/command.py,
 check/command.py) and registers itself here.  Every error becomes one line on
 stderr and an exit code, never a traceback: 0 all well, 1 an oracle failed
-(or a counterexample was found), 2 bad input.
+(or a counterexample was found), 2 bad input, 130 Ctrl-C.  The host running out
+of memory is one line too; so is a bug of pagemap's own, with the variable that
+shows its traceback (PAGEMAP_TRACEBACK=1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -61,6 +64,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"pagemap {args.command}: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(
+            f"pagemap {args.command}: the host ran out of memory (MemoryError); "
+            "give the machine less memory or fewer, smaller files",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:
+        if os.environ.get("PAGEMAP_TRACEBACK"):
+            raise
+        print(
+            f"pagemap {args.command}: internal error, {type(exc).__name__}: {_one_line(exc)} "
+            "(run again with PAGEMAP_TRACEBACK=1 to see where)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -2,37 +2,106 @@
 
 Everything a run touches hangs off one Machine, so a process can build
 thousands of them (the checker does) with nothing leaking between them.
+
+Lifecycle: a Machine holds host resources (a descriptor per host file and
+disk image) and dirty pages that only writeback sends to them.  sync()
+writes every dirty page back; close() syncs, then exits every process,
+empties every page map and closes every descriptor, after which the
+Machine's calls, and those of its files, devices, page maps and processes,
+answer EBADF (ESRCH for a process); `with Machine(...) as m:` closes at the
+end.  A Machine dropped without close() loses its dirty pages and keeps its
+descriptors until it is collected.  close() must not be called from one of
+its own tasks.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from pagemap.hw.memory import PhysicalMemory, parse_size
+from pagemap.hw.memory import PGSIZE, PhysicalMemory, parse_size
 from pagemap.hw.mmu import MMU, TLB, AccessHook
 from pagemap.kernel.blockdev import BlockDevice, BlockDevices
+from pagemap.kernel.errors import (
+    AlreadyClosed,
+    InvalidArgument,
+    IOFailure,
+    KernelError,
+    OutOfMemory,
+)
 from pagemap.kernel.flusher import Flusher
+from pagemap.kernel.fs.ext2.fs import Ext2FS
+from pagemap.kernel.fs.ext2.fs import mount as ext2_mount
 from pagemap.kernel.hostfs import HostFile, HostFS
+from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.proc import Proc
+from pagemap.kernel.radix import ALL_PAGES
+from pagemap.kernel.vfs import Inode
 from pagemap.sync.core import Task
 from pagemap.sync.executor import Executor
 from pagemap.sync.sim import SeededRandom, SimExecutor
 from pagemap.sync.threads import ThreadExecutor
 
+# The most cores a Machine may have (each has its TLB).
+MAX_CORES = 1024
+# What a frame costs the host, at most: its bytes and its kernel objects (struct
+# page's atomics and semaphore; about 1 to 2.5 KiB, bench/bench_core.py).  A
+# Machine whose frames would need more than the host's RAM is refused (ENOMEM)
+# rather than swapping, or being killed, while it is built.
+HOST_BYTES_PER_FRAME = 2 * PGSIZE
+
 
 def make_executor(executor: str | Executor, seed: int | None, max_steps: int | None) -> Executor:
     if isinstance(executor, Executor):
         return executor
+    if not isinstance(executor, str):
+        raise TypeError(
+            f"Machine: executor must be 'threads', 'sim' or an Executor, "
+            f"not {type(executor).__name__}"
+        )
     if executor == "threads":
         return ThreadExecutor()
     if executor == "sim":
         return SimExecutor(SeededRandom(0 if seed is None else seed), max_steps)
     raise ValueError(f"unknown executor {executor!r}: choose 'threads' or 'sim'")
+
+
+def check_machine_args(
+    cores: object, memory: object, seed: object, max_steps: object
+) -> tuple[int, int]:
+    """(cores, bytes of memory) after checking every argument of Machine()."""
+    cores = as_int(cores, "Machine", "cores")
+    if not 1 <= cores <= MAX_CORES:
+        raise ValueError(f"Machine: {cores} cores: a machine has 1 to {MAX_CORES}")
+    if not isinstance(memory, str):
+        memory = as_int(memory, "Machine", "memory (bytes, or a size such as '64MiB')")
+    nbytes = parse_size(memory)
+    host = host_ram()
+    if host and nbytes // PGSIZE * HOST_BYTES_PER_FRAME > host:
+        raise OutOfMemory(
+            f"Machine: {nbytes} bytes of frames would need about "
+            f"{nbytes // PGSIZE * HOST_BYTES_PER_FRAME} bytes of the host, which has {host}"
+        )
+    if seed is not None:
+        as_int(seed, "Machine", "seed")
+    if max_steps is not None and as_int(max_steps, "Machine", "max_steps") < 1:
+        raise ValueError(f"Machine: max_steps {max_steps} must be at least 1 (or None)")
+    return cores, nbytes
+
+
+def host_ram() -> int:
+    """The host's physical memory in bytes; 0 where it cannot be told."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
 
 
 class Machine:
@@ -41,6 +110,8 @@ class Machine:
     `executor` is "threads" (OS threads), "sim" (the deterministic scheduler,
     seeded by `seed`, stopping after `max_steps` scheduling points), or an
     Executor built by the caller (the checker passes its own strategies).
+    A bad argument is a TypeError or ValueError, more frames than the host can
+    hold OutOfMemory.  See the module docstring for sync(), close() and `with`.
     """
 
     def __init__(
@@ -51,12 +122,14 @@ class Machine:
         seed: int | None = None,
         max_steps: int | None = None,
     ) -> None:
-        if cores < 1:
-            raise ValueError(f"a machine needs at least one core, not {cores}")
+        cores, nbytes = check_machine_args(cores, memory, seed, max_steps)
         self.nr_cores = cores
         self.seed = seed
         self.executor = make_executor(executor, seed, max_steps)
-        self.memory = PhysicalMemory(parse_size(memory))
+        try:
+            self.memory = PhysicalMemory(nbytes)
+        except MemoryError:
+            raise OutOfMemory(f"Machine: the host cannot hold {nbytes} bytes of frames") from None
         self.allocator = PageAllocator(self.memory, self.executor)
         self.mmu = MMU(self.executor, self.memory, cores)
         self.tlbs: list[TLB] = self.mmu.tlbs
@@ -64,22 +137,117 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        self.mounts: list[Ext2FS] = []
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one
         # ends the flusher is told to stop, so run() can return.  Bookkeeping
         # of the machine, not kernel state: no scheduling point.
         self._live = 0
         self._live_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise AlreadyClosed(f"Machine.{op}: the machine is closed")
+
+    def __enter__(self) -> Machine:
+        self._check_open("__enter__")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sync(self) -> None:
+        """Write every dirty page of every page map to its backing store (host
+        files, disk images, a bare page map's writepage), stores through shared
+        mappings included, and make the host files durable.  Every page is
+        tried; a page whose write fails stays dirty and cached, and the first
+        error is raised at the end."""
+        self._check_open("sync")
+        first_error: OSError | None = None
+        # A filesystem first, as a whole: writing its files back dirties its
+        # device's metadata, which its own sync writes last.
+        for fs in self.mounts:
+            if fs.vol.mounted and not fs.vol.readonly:
+                try:
+                    fs.sync()
+                except OSError as exc:
+                    first_error = first_error or exc
+        for pm in list(self.page_maps):
+            try:
+                self._sync_map(pm)
+            except OSError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    @staticmethod
+    def _sync_map(pm: PageMap) -> None:
+        """Write one page map back, as what owns it does."""
+        host = pm.host
+        if isinstance(host, Inode):
+            host.fsync()
+        elif isinstance(host, BlockDevice):
+            host.sync()
+        else:
+            pm.collect_mapped_dirty(0, ALL_PAGES)
+            pm.writeback(0, ALL_PAGES)
+
+    def close(self) -> None:
+        """sync(), then exit every process, empty every page map and close
+        every host descriptor.  Closing twice is harmless.
+
+        As close(2) does, it closes even when the sync fails, then raises the
+        first error: what could not be written is lost (call sync() first to
+        be able to retry).  Pages a caller still holds stay cached, unused.
+        """
+        if self._closed:
+            return
+        if self.executor.current_task() is not None:
+            raise KernelError(
+                errno.EBUSY, "Machine.close: called from one of the machine's own tasks"
+            )
+        first_error: OSError | None = None
+        try:
+            self.sync()
+        except OSError as exc:
+            first_error = exc
+        self._closed = True
+        for proc in self.procs:
+            proc.exit()
+        for pm in self.page_maps:
+            try:
+                pm.remove_contig(0, ALL_PAGES)  # writes back what sync could not, if it can now
+            except OSError as exc:
+                first_error = first_error or exc
+            pm.closed = True
+        self.hostfs.release()
+        self.block_devices.release()
+        if first_error is not None:
+            raise first_error
 
     # -- kernel objects ----------------------------------------------------------
     def page_map(self, ops: PageMapOps, host: object = None, name: str | None = None) -> PageMap:
-        """A page map whose pages come from this machine's frames."""
+        """A page map whose pages come from this machine's frames; `ops` has
+        readpage(pm, page) and writepage(pm, page)."""
+        self._check_open("page_map")
+        for method in ("readpage", "writepage"):
+            if not callable(getattr(ops, method, None)):
+                raise TypeError(f"Machine.page_map: ops has no {method}(pm, page) method")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Machine.page_map: name must be a str, not {type(name).__name__}")
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
         self.page_maps.append(pm)
         return pm
 
     def process(self) -> Proc:
         """A new process with an empty address space (pids count from 1)."""
+        self._check_open("process")
         proc = Proc(len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core)
         self.procs.append(proc)
         return proc
@@ -97,20 +265,54 @@ class Machine:
     def open(self, path: str | os.PathLike[str], mode: str = "r+") -> HostFile:
         """Open a host file through this machine's page cache ("r", "r+", "w",
         "w+" as in Python); the host file is the backing store."""
+        self._check_open("open")
         return self.hostfs.open(path, mode)
 
     def blockdev(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
         """The block device over a disk image (the same one each time)."""
+        self._check_open("blockdev")
         return self.block_devices.open(image_path, sector_size)
+
+    def mount(
+        self,
+        image_path: str | os.PathLike[str],
+        mode: str = "rw",
+        clock: Callable[[], int] | None = None,
+    ) -> Ext2FS:
+        """Mount the ext2 filesystem in a disk image, "r" or "rw"; the image
+        is the device's backing store (see kernel/fs/ext2/fs.py for the calls).
+        `clock` gives the seconds stamped on inodes (default: the host's)."""
+        if mode not in ("r", "rw"):
+            raise InvalidArgument(f"mount mode {mode!r} is not 'r' or 'rw'")
+        try:
+            dev = self.blockdev(image_path)
+        except InvalidArgument as exc:
+            # An image that is not whole sectors (cut short mid-sector) is as
+            # unreadable to a filesystem as one that is cut short: EIO.
+            raise IOFailure(f"{os.fspath(image_path)}: cannot be mounted: {exc.strerror}") from exc
+        fs = ext2_mount(
+            self.executor,
+            dev,
+            self.page_map,
+            readonly=mode == "r",
+            clock=clock or (lambda: int(time.time())),
+        )
+        self.mounts = [m for m in self.mounts if m.vol.mounted] + [fs]
+        return fs
 
     # -- tasks -------------------------------------------------------------------
     def spawn(
         self, fn: Callable[..., Any], *args: Any, core: int | None = None, name: str | None = None
     ) -> Task:
         """Run fn(*args) as a task on `core` (round robin by default) at the next run()."""
+        self._check_open("spawn")
+        if not callable(fn):
+            raise TypeError(f"Machine.spawn: {type(fn).__name__} is not callable")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Machine.spawn: name must be a str, not {type(name).__name__}")
         if core is None:
             core = len(self.executor.tasks) % self.nr_cores
-        elif not 0 <= core < self.nr_cores:
+        elif not 0 <= as_int(core, "Machine.spawn", "core") < self.nr_cores:
             raise ValueError(f"core {core} does not exist (this machine has {self.nr_cores})")
         with self._live_lock:
             self._live += 1
@@ -133,6 +335,13 @@ class Machine:
         an allocation finds no free frame; it stops when the run's other tasks
         have all finished.
         """
+        self._check_open("start_flusher")
+        if not isinstance(period, int | float) or isinstance(period, bool):
+            raise TypeError(
+                f"Machine.start_flusher: period must be a number, not {type(period).__name__}"
+            )
+        if not (math.isfinite(period) and period > 0):
+            raise ValueError(f"Machine.start_flusher: period {period} must be a positive number")
         if self.flusher is not None and not self.flusher.stopping:
             raise ValueError("the flusher is already running on this machine")
         flusher = Flusher(self.executor, self.allocator, self.page_maps, period)
@@ -147,6 +356,7 @@ class Machine:
         Under "sim", a deadlock raises Deadlock and an exhausted step budget
         raises StepBudgetExceeded.
         """
+        self._check_open("run")
         if self.flusher is not None and self._live == 0:
             self.flusher.stop()  # nothing for it to serve
         try:
@@ -164,13 +374,13 @@ class Machine:
         return task.core if task is not None else 0
 
     def mm_counters(self) -> dict[str, int]:
-        """Fault and shootdown counts of the memory-management half."""
+        """Fault and shootdown counts of the memory-management half, by snake_case key."""
         faults = sum(p.faults.value for p in self.procs)
         major = sum(p.major_faults.value for p in self.procs)
         return {
-            "page faults, minor": faults - major,
-            "page faults, major": major,
-            "TLB shootdowns": self.mmu.shootdowns.value,
+            "page_faults_minor": faults - major,
+            "page_faults_major": major,
+            "tlb_shootdowns": self.mmu.shootdowns.value,
         }
 
     def check_quiescent(self) -> list[str]:
@@ -180,6 +390,9 @@ class Machine:
             problems.extend(pm.check_quiescent())
         problems.extend(self.hostfs.check_quiescent())
         problems.extend(self.block_devices.check_quiescent())
+        for fs in self.mounts:
+            if fs.vol.mounted:
+                problems.extend(fs.check_quiescent())
         for proc in self.procs:
             problems.extend(proc.check_quiescent())
         cached = sum(pm.num_pages for pm in self.page_maps)

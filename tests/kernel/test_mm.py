@@ -501,5 +501,5 @@ def test_faults_are_counted_minor_or_major_and_shootdowns_are_counted(
     p.load(b, 1)  # cached, no PTE: minor
     anon = p.mmap(PGSIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
     p.store(anon, b"z")  # zero fill: minor
-    assert machine.mm_counters()["page faults, major"] == 1
-    assert machine.mm_counters()["page faults, minor"] == 2
+    assert machine.mm_counters()["page_faults_major"] == 1
+    assert machine.mm_counters()["page_faults_minor"] == 2

@@ -110,9 +110,13 @@ def test_opening_for_write_a_file_the_host_will_not_let_us_write(
 
 
 def test_bad_fault_kind(machine: Machine, tmp_path: Path) -> None:
+    # The fault injector is a test's setting, not a system call: a ValueError.
     f = machine.open(make_file(tmp_path / "f", b""), "r+")
-    expect_error(errno.EINVAL, lambda: f.inode.faults.fail("erase", 1))
-    expect_error(errno.EINVAL, lambda: f.inode.faults.fail("read", -1))
+    with pytest.raises(ValueError, match="erase"):
+        f.inode.faults.fail("erase", 1)
+    with pytest.raises(ValueError, match="negative"):
+        f.inode.faults.fail("read", -1)
+    assert f.inode.faults.pending("read") == 0
 
 
 # -- host I/O errors ---------------------------------------------------------------
@@ -202,9 +206,10 @@ def test_failed_host_fsync_is_eio_after_the_pages_are_written(
     f.fsync()
 
 
-def test_host_error_after_the_host_file_is_closed_is_eio(machine: Machine, tmp_path: Path) -> None:
+def test_a_file_whose_host_descriptor_is_closed_is_ebadf(machine: Machine, tmp_path: Path) -> None:
     f = machine.open(make_file(tmp_path / "f", b"a"), "r+")
     f.pwrite(b"b", 0)
-    f.inode.io.close()
-    expect_error(errno.EIO, f.fsync)
+    f.inode.io.close()  # as Machine.close() does
+    expect_error(errno.EBADF, f.fsync)
+    expect_error(errno.EBADF, f.mapping.writeback, 0, 1)  # the descriptor itself says so
     assert is_dirty(f, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,48 @@ def test_first_task_exception_is_reraised_after_the_rest_finish(kind: str) -> No
     with pytest.raises(ValueError, match="boom"):
         machine.run()
     assert sorted(done) == [1, 2]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_the_sim_never_takes_a_stop_for_a_tasks_failure(stop: type[BaseException]) -> None:
+    """Ctrl-C (or sys.exit) landing inside a task ends the whole run at once: it
+    is not recorded as that task's failure while the others run on."""
+    for seed in range(50):
+        machine = Machine(cores=2, memory="64KiB", executor="sim", seed=seed)
+        word = machine.executor.atomic(0, "w")
+        at_stop: list[int] = []
+
+        def interrupted() -> None:
+            word.fetch_add(1)
+            at_stop.append(word.value)
+            raise stop()
+
+        def busy() -> None:
+            for _ in range(20):
+                word.fetch_add(1)
+
+        machine.spawn(interrupted)
+        machine.spawn(busy)
+        with pytest.raises(stop):
+            machine.run()
+        assert machine.executor.tasks[0].exc is None  # not a failure of the task
+        assert word.value == at_stop[0]  # nothing ran after the stop
+
+
+def test_a_stop_inside_an_exploration_ends_it(tmp_path: Path) -> None:
+    from pagemap.check import explore
+
+    class State:
+        def __init__(self, machine: Machine) -> None:
+            self.word = machine.executor.atomic(0, "w")
+
+    def stopper(s: State) -> None:
+        s.word.fetch_add(1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        explore(State, stopper, stopper, strategy="dfs", trace_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no counterexample was made of it
 
 
 @pytest.mark.parametrize("kind", EXECUTORS)

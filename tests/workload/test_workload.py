@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from pagemap.check.schema import SchemaError, validate
 from pagemap.cli import main
 from pagemap.workload.runner import run_workload
 from pagemap.workload.spec import Spec
@@ -25,7 +27,7 @@ def test_small_runs_hold_every_oracle_under_the_sim(seed: int) -> None:
     result = run_workload(small("sim", seed))
     assert [v.name for v in result.verdicts if not v.ok] == [], result.verdicts
     assert result.ops_done == 600
-    assert result.counters["pages removed"] > 0  # memory pressure made the flusher evict
+    assert result.counters["pages_removed"] > 0  # memory pressure made the flusher evict
 
 
 def test_a_run_under_threads_holds_every_oracle() -> None:
@@ -37,7 +39,7 @@ def test_a_run_under_threads_holds_every_oracle() -> None:
 def test_same_seed_same_run_under_the_sim() -> None:
     spec = small("sim", 11)
     a, b = run_workload(spec), run_workload(spec)
-    strip = {"ops per second"}
+    strip = {"ops_per_second"}
     assert {k: v for k, v in a.counters.items() if k not in strip} == {
         k: v for k, v in b.counters.items() if k not in strip
     }
@@ -78,13 +80,20 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out["ok"] is True
     assert set(out["oracles"]) == {
         "coherence",
-        "memory safety",
+        "memory_safety",
         "durability",
         "accounting",
         "liveness",
-        "locked pages",
+        "locked_pages",
     }
     assert out["counters"]["operations"] == 200
+    validate(out, "run", "run --json")
+    assert out["schema"] == 1 and out["verdict"] == "holds"
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in (*out, *out["counters"]))
+    # The schema refuses a display label as a key.
+    counters = {**out["counters"], "page faults, minor": 1}
+    with pytest.raises(SchemaError, match="counters"):
+        validate({**out, "counters": counters}, "run", "run --json")
 
 
 def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,16 +138,21 @@ def test_a_users_file_is_copied_never_modified(
         (["--procs", "0"], "--procs"),
         (["--ops", "-5"], "--ops"),
         (["--memory", "lots"], "size"),
-        (["--memory", "4KiB"], "too small"),
+        (["--memory", "4KiB"], "from 256 KiB"),
         (["--file-size", "64KiB"], "too small"),
         (["--file", "/nonexistent/file.bin"], "No such file"),
-        (["--flusher-period", "0"], "period"),
+        (["--file", "/dev/zero"], "not a regular file"),
+        (["--flusher-period", "0"], "--flusher-period"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
     argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", *argv])
+    code: object
+    try:
+        code = main(["run", *argv])
+    except SystemExit as exc:  # the parser's own checks
+        code = exc.code
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and words in err
@@ -176,7 +190,7 @@ def test_a_kernel_error_is_one_line_never_a_traceback(
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["run", "--cores", "x"], "invalid int value"),
+        (["run", "--cores", "x"], "expected a whole number from 1 to 256, not 'x'"),
         (["run", "--executor", "fibers"], "invalid choice"),
         ([], "required: COMMAND"),
         (["frob"], "invalid choice: 'frob'"),
@@ -190,3 +204,26 @@ def test_bad_arguments_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err.count("\n") == 1 and words in err and "--help" in err
+
+
+def test_the_banner_tells_the_truth_about_sizes(tmp_path: Path) -> None:
+    from pagemap.workload.command import banner
+
+    spec = Spec.build(memory="512KiB", file_size="2MiB", procs=2)
+    assert "512 KiB of frames, a generated file of 2 MiB" in banner(spec)
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(bytes(4 << 20))
+    spec = Spec.build(memory="1536KiB", file=str(mine), procs=2)  # --file-size is left at 96MiB
+    said = banner(spec)
+    assert f"1.5 MiB of frames, a copy of {mine} of 4 MiB" in said
+    assert "96" not in said
+
+
+def test_a_fifo_is_refused_before_anything_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it to copy would block until a writer came
+    assert main(["run", "--file", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a regular file" in err

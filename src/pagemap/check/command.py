@@ -14,32 +14,50 @@ command that replays it, and exits 1.
 replay re-runs a trace step by step.  Exit codes: 0 every oracle holds (or
 the replayed schedule no longer fails), 1 a violation, 2 bad input, 3 the
 trace no longer fits the code (it could not be followed, or fails otherwise).
+
+Output: a counterexample prints as a timeline of its steps (check/counterexample.py,
+narrow from 80 columns); `--report DIR` (check) and `--html FILE` (replay) write it
+as a self-contained page; `--json` prints one document that check.schema.json or
+replay.schema.json (check/schemas/) describes, and nothing else on stdout.  Every
+output path is checked before any work starts.  check ends with one verdict line.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.util
+import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from pagemap.check.fanout import SPLIT, Explored, Stop, Unit, explore, make_engine, merge
+from pagemap import __version__
+from pagemap import options as opt
+from pagemap.check.counterexample import renderable, replay_command, timeline_of, write_page
+from pagemap.check.fanout import (
+    SPLIT,
+    Explored,
+    Stop,
+    Unit,
+    explore,
+    make_engine,
+    merge,
+    run_serial,
+)
 from pagemap.check.fanout.display import Display
-from pagemap.check.oracles import Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import DEFAULT_BOUND, EXHAUSTIVE, STRATEGIES
-from pagemap.check.trace import Step, Trace, TraceError
+from pagemap.check.trace import Trace, TraceError
 
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
@@ -48,6 +66,8 @@ CHUNK = 100  # random and PCT schedules per unit outside the portfolio
 UNIT_TIMEOUT = 600.0  # seconds a unit may run before it is given up as timed out
 
 OK, VIOLATION, BAD_INPUT, NO_LONGER_FITS = 0, 1, 2, 3
+CHECK_SCHEMA = 1  # the version of check.schema.json that `check --json` follows
+REPLAY_SCHEMA = 1  # the version of replay.schema.json that `replay --json` follows
 
 
 def _param(text: str) -> tuple[str, int]:
@@ -60,29 +80,6 @@ def _param(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f"parameter {key} needs an integer, not {value!r}"
         ) from None
-
-
-def _whole(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-        if n < low:
-            raise argparse.ArgumentTypeError(f"expected a number >= {low}, not {n}")
-        return n
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        t = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
-    if not t > 0 or math.isinf(t):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text}")
-    return t
 
 
 def register(sub: Any) -> None:
@@ -104,22 +101,26 @@ def register(sub: Any) -> None:
     )
     check.add_argument(
         "--budget",
-        type=_whole(1),
+        type=opt.whole(1),
         help=f"schedules per scenario (default {DEFAULT_BUDGET} for random and pct; "
         f"dpor and dfs: to the end, at most {DEFAULT_CAP:,})",
     )
-    check.add_argument("--time", type=_seconds, help="seconds per scenario instead of a budget")
+    check.add_argument(
+        "--time", type=opt.seconds(0.001, 10**7), help="seconds per scenario instead of a budget"
+    )
     check.add_argument(
         "--preemptions",
-        type=_whole(0),
+        type=opt.whole(0, 1000),
         help=f"preemption bound (default {DEFAULT_BOUND} for dpor and dfs, none for random "
         "and pct)",
     )
-    check.add_argument("--seed", type=_whole(0), default=0, help="strategy seed (default 0)")
-    check.add_argument("--depth", type=_whole(1), default=3, help="PCT bug depth (default 3)")
+    check.add_argument("--seed", type=opt.whole(0), default=0, help="strategy seed (default 0)")
+    check.add_argument(
+        "--depth", type=opt.whole(1, 1000), default=3, help="PCT bug depth (default 3)"
+    )
     check.add_argument(
         "--jobs",
-        type=_whole(1),
+        type=opt.whole(1, 1024),
         default=1,
         help="worker processes (default 1: this process); with --scheduler local, Dask workers",
     )
@@ -132,7 +133,7 @@ def register(sub: Any) -> None:
     )
     check.add_argument(
         "--split",
-        type=_whole(1),
+        type=opt.whole(1, 10**9),
         default=SPLIT,
         metavar="N",
         help=f"dfs and dpor: schedules a unit of work runs before it hands the rest of its "
@@ -140,7 +141,7 @@ def register(sub: Any) -> None:
     )
     check.add_argument(
         "--unit-timeout",
-        type=_seconds,
+        type=opt.seconds(0.001, 10**7),
         default=UNIT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up a unit of work that runs longer, and report it (default {UNIT_TIMEOUT:g})",
@@ -156,7 +157,7 @@ def register(sub: Any) -> None:
     )
     check.add_argument(
         "--max-steps",
-        type=_whole(1),
+        type=opt.whole(1, 10**9),
         default=DEFAULT_MAX_STEPS,
         help=f"step budget per schedule (default {DEFAULT_MAX_STEPS:,})",
     )
@@ -164,11 +165,25 @@ def register(sub: Any) -> None:
     check.add_argument("--no-shrink", action="store_true", help="keep counterexamples unshrunk")
     check.add_argument("--list", action="store_true", help="list the scenarios and exit")
     check.add_argument(
+        "--mutants",
+        action="store_true",
+        help="run the scenarios against every mutant of the kernel (check/mutants.py) and "
+        "report which scenario killed each; exit 0 only if every mutant is killed",
+    )
+    check.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --mutants: only this mutant (repeatable)",
+    )
+    check.add_argument(
         "--coverage",
         action="store_true",
         help="run the scenarios under branch coverage and report the lines and branches of "
         "kernel/ and hw/ that no scenario reaches (less those listed in check/unreached.txt)",
     )
+    _check_output_options(check)
     check.set_defaults(func=run_check)
 
     rep: argparse.ArgumentParser = sub.add_parser(
@@ -181,7 +196,35 @@ def register(sub: Any) -> None:
         "not a trace, 3 if the schedule no longer fits the code.",
     )
     rep.add_argument("trace", metavar="TRACE", help="a JSON trace written by pagemap check")
+    _replay_output_options(rep)
     rep.set_defaults(func=run_replay)
+
+
+def _check_output_options(check: argparse.ArgumentParser) -> None:
+    check.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write a self-contained HTML timeline of every counterexample into DIR",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON document (check.schema.json) on stdout",
+    )
+
+
+def _replay_output_options(rep: argparse.ArgumentParser) -> None:
+    rep.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the replay as a self-contained HTML timeline: one column per core, "
+        "one row per step, a click on a step shows the machine's state there",
+    )
+    rep.add_argument(
+        "--json",
+        action="store_true",
+        help="print the replay as one JSON document (replay.schema.json) on stdout",
+    )
 
 
 # -- check ------------------------------------------------------------------------
@@ -235,7 +278,7 @@ def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args)
     scenarios = registry()
     if args.list:
         for s in scenarios.values():
@@ -246,7 +289,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise ValueError("give --budget or --time, not both")
     if args.strategy in ("random", "pct") and args.time is None and args.budget is None:
         args.budget = DEFAULT_BUDGET
-    _check_output_dir(args.traces)
+    _check_output_paths(args)
     names = args.scenarios or list(scenarios)
     for name in names:
         lookup(name)  # unknown names: one line, exit 2
@@ -256,22 +299,56 @@ def run_check(args: argparse.Namespace) -> int:
         for n in names
     }
     units = plan(args, models)
+    if args.mutants:
+        return _mutants(console, args, units)
+    if args.mutant:
+        raise ValueError("--mutant selects mutants for --mutants")
     if args.coverage:
         return _coverage(console, units)
     t0 = time.perf_counter()
-    explored = _explore(console, args, units)
+    explored = _explore(console, args, names, units)
     summaries = _by_scenario(names, units, explored.summaries)
     seconds = time.perf_counter() - t0
-    _print_summary(console, summaries)
-    _print_timeouts(console, summaries)
-    if explored.stopped is not None:
-        return _stopped(console, explored, summaries)
-    failed = next((s for s in summaries if s.trace is not None), None)
-    if failed is None:
-        _print_holds(console, summaries, seconds)
-        return OK
-    assert failed.trace is not None
-    return _report(console, args, models[failed.scenario], failed.trace)
+    stopped = None if explored.stopped is None else explored.stopped.exit_code
+    return conclude(console, args, models, summaries, seconds, stopped)
+
+
+def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
+    """Every mutant against the planned units: which scenario kills it, how soon."""
+    from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, lookup_mutant
+
+    chosen = [lookup_mutant(n) for n in args.mutant] or list(MUTANTS)
+    table = Table(title="pagemap check --mutants")
+    for col in ("mutant", "the rule it breaks", "killed by", "schedules", "seconds"):
+        table.add_column(col, justify="right" if col in ("schedules", "seconds") else "left")
+    survivors = []
+    with console.status("running the scenarios against each mutant ..."):
+        for mutant in chosen:
+            with mutant.applied():
+                t0 = time.perf_counter()
+                results = run_serial(units)
+                seconds = time.perf_counter() - t0
+            schedules = sum(r.schedules for r in results)
+            killer = next((r for r in results if r.trace is not None), None)
+            equivalent = mutant in EQUIVALENT_MUTANTS
+            if killer is not None and killer.trace is not None:
+                verdict = f"[green]{killer.scenario}[/green] ({killer.trace.oracle})"
+            elif equivalent:
+                verdict = "[yellow]survives: equivalent (see check/mutants.py)[/yellow]"
+            else:
+                verdict = "[red]SURVIVES[/red]"
+                survivors.append(mutant.name)
+            table.add_row(mutant.name, mutant.broken, verdict, f"{schedules:,}", f"{seconds:.2f}")
+    console.print(table)
+    if survivors:
+        console.print(
+            f"[red]{len(survivors)} of {len(chosen)} mutant(s) survive[/red]: "
+            f"{', '.join(survivors)}: no scenario run here breaks an oracle under them",
+            soft_wrap=True,
+        )
+        return VIOLATION
+    console.print(f"[green]every mutant is killed[/green] ({len(chosen)})")
+    return OK
 
 
 def _coverage(console: Console, units: list[Unit]) -> int:
@@ -322,35 +399,65 @@ def _known(scenario: Any, overrides: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in overrides.items() if k in scenario.defaults}
 
 
-def _check_output_dir(path: str) -> None:
-    """Refuse, before any work, a trace directory that cannot be written."""
-    target = Path(path)
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"--traces {path}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK):
-        raise ValueError(f"--traces {path}: {probe} is not writable")
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output path that cannot be written."""
+    opt.check_output_dir("--traces", args.traces)
+    if args.report is not None:
+        opt.check_output_dir("--report", args.report)
 
 
-def _console() -> Console:
-    # Piped into a file or a pager, the step table keeps every column whole.
+def _console(args: argparse.Namespace | None = None) -> Console:
+    # With --json, stdout carries the document alone: people's output goes to stderr.
+    # Piped into a file or a pager, the tables keep every column whole.
+    if args is not None and getattr(args, "json", False):
+        return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _explore(console: Console, args: argparse.Namespace, units: list[Unit]) -> Explored:
-    """Run the plan on the engine the options name, with the progress display;
-    Ctrl-C and SIGTERM stop it (the answer then holds what was explored)."""
-    engine = make_engine(args.jobs, args.scheduler)
-    print(
-        f"pagemap check: {len(units)} units of work on {engine.name}, {engine.workers()} at a time",
-        file=sys.stderr,
-        flush=True,
+def banner(
+    args: argparse.Namespace, names: Sequence[str], units: int, where: str | None = None
+) -> str:
+    """One line: what is explored, how, and where (`where`: the engine's name,
+    "in this process", "in 2 worker processes", "on the Dask cluster at ...")."""
+    bound = args.preemptions if args.preemptions is not None else DEFAULT_BOUND
+    strategy = args.strategy
+    if strategy is None:
+        how = (
+            f"a PCT pass of {PORTFOLIO_PCT} schedules each, then DPOR with at most {bound} "
+            "preemptions to the end"
+        )
+    elif strategy in EXHAUSTIVE:
+        how = f"{strategy.upper()} with at most {bound} preemptions " + (
+            f"for {args.time:g} s each"
+            if args.time is not None
+            else f"to the end (at most {args.budget or DEFAULT_CAP:,} schedules each)"
+        )
+    else:
+        how = f"{strategy.upper()}, " + (
+            f"for {args.time:g} s each"
+            if args.time is not None
+            else f"{args.budget:,} schedules each"
+        )
+    jobs = where or (f"in {args.jobs} worker processes" if args.jobs > 1 else "in this process")
+    plural = "s" if len(names) != 1 else ""
+    return (
+        f"pagemap check: {len(names)} scenario{plural}, {how}; {units} units of work "
+        f"{jobs}, seed {args.seed}"
     )
+
+
+def _explore(
+    console: Console, args: argparse.Namespace, names: Sequence[str], units: list[Unit]
+) -> Explored:
+    """Run the plan on the engine the options name, under the progress display;
+    the banner once the engine is up.  Ctrl-C and SIGTERM stop it, from the
+    engine's start on (the answer then holds what was explored)."""
     stop = Stop()
-    with stop.on_signals(), Display(console, engine.name) as display:
-        return explore(units, engine, display.update, stop)
+    with stop.on_signals():
+        engine = make_engine(args.jobs, args.scheduler)
+        _say(console, banner(args, names, len(units), engine.name))
+        with Display(console) as display:
+            return explore(units, engine, display.update, stop)
 
 
 def _print_timeouts(console: Console, summaries: Sequence[Summary]) -> None:
@@ -361,20 +468,6 @@ def _print_timeouts(console: Console, summaries: Sequence[Summary]) -> None:
                 "(--unit-timeout); what they would have explored was not",
                 soft_wrap=True,
             )
-
-
-def _stopped(console: Console, explored: Explored, summaries: Sequence[Summary]) -> int:
-    """What an interrupted exploration prints: the summary above, and a line."""
-    assert explored.stopped is not None
-    name = signal.Signals(explored.stopped.signum or signal.SIGINT).name
-    st = explored.status
-    console.print(
-        f"[yellow]stopped by {name}[/yellow] after {st.seconds:.1f} s: {st.schedules:,} "
-        f"schedules in {len(summaries)} scenario(s), {st.units_done} of {st.units} units of "
-        "work done; nothing is covered to the end",
-        soft_wrap=True,
-    )
-    return explored.stopped.exit_code
 
 
 def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
@@ -401,39 +494,179 @@ def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
     console.print(table)
 
 
-def _print_holds(console: Console, summaries: Sequence[Summary], seconds: float) -> None:
-    schedules = sum(s.schedules for s in summaries)
-    covered = sum(s.exhaustive for s in summaries)
-    console.print(
-        f"[green]every oracle holds[/green] in {len(summaries)} scenario(s): "
-        f"{schedules:,} schedules in {seconds:.1f} s; {covered} of {len(summaries)} "
-        "covered to the end",
-        soft_wrap=True,
-    )
+@dataclass
+class Found:
+    """A counterexample of the run, as written out."""
+
+    summary: Summary
+    trace: Trace
+    path: Path
+    result: Replay
+    page: Path | None = None
 
 
-def _report(console: Console, args: argparse.Namespace, model: Model, trace: Trace) -> int:
+def conclude(
+    console: Console,
+    args: argparse.Namespace,
+    models: Mapping[str, Model],
+    summaries: Sequence[Summary],
+    seconds: float,
+    stopped: int | None = None,
+) -> int:
+    """The summary table, every counterexample written out (the first shown as a
+    timeline), the JSON document if asked, and the verdict line; the exit code.
+    `stopped`: the run was cut short by a signal, whose exit code this is (130 for
+    Ctrl-C, 143 for SIGTERM): what was explored is said, and nothing is written."""
+    _print_summary(console, summaries)
+    _print_timeouts(console, summaries)
+    if stopped is not None:
+        if args.json:
+            doc = check_document(args, summaries, [], seconds)
+            doc.update(ok=False, verdict="interrupted", exit_code=stopped)
+            print(json.dumps(doc, indent=1))
+        _say(console, stopped_line(summaries, seconds, stopped))
+        return stopped
+    found: list[Found] = []
+    for s in summaries:
+        if s.trace is not None:
+            found.append(_write_out(args, models[s.scenario], s, s.trace))
+    if found:
+        _show_first(console, found[0])
+    for f in found[1:]:
+        _say(console, f"also {f.trace.oracle} in {f.trace.scenario}: trace written to {f.path}")
+    if args.json:
+        print(json.dumps(check_document(args, summaries, found, seconds), indent=1))
+    _say(console, verdict_line(summaries, found, seconds))
+    return VIOLATION if found else OK
+
+
+def _write_out(args: argparse.Namespace, model: Model, summary: Summary, trace: Trace) -> Found:
     if not args.no_shrink:
         trace = shrink_trace(model, trace)
     path = trace.save(args.traces)
-    result = replay(model, trace)
-    console.print(step_table(result.rows, _title(trace)))
-    _print_verdict(console, trace, result)
-    console.print(f"trace written to {path}", soft_wrap=True)
-    console.print(f"replay it: pagemap replay {path}", soft_wrap=True, highlight=False)
-    return VIOLATION
+    result = replay(model, trace, states=args.report is not None)
+    found = Found(summary, trace, path, result)
+    if args.report is not None:
+        directory = Path(args.report)
+        directory.mkdir(parents=True, exist_ok=True)
+        timeline = timeline_of(trace, result, replay_command(path))
+        found.page = write_page(timeline, directory / (path.stem + ".html"))
+    return found
 
 
-def _title(trace: Trace) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in trace.params.items())
-    return f"{trace.scenario}" + (f" ({params})" if params else "") + ": counterexample"
+def _show_first(console: Console, f: Found) -> None:
+    timeline = timeline_of(f.trace, f.result, replay_command(f.path))
+    console.print(renderable(timeline, console.width))
+    _say(console, f"trace written to {f.path}")
+    if f.page is not None:
+        _say(console, f"timeline page written to {f.page}")
+
+
+def _say(console: Console, line: str) -> None:
+    """One line as it is: no markup (a path may hold brackets), no highlighting."""
+    console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def verdict_line(summaries: Sequence[Summary], found: Sequence[Found], seconds: float) -> str:
+    """The last line of `pagemap check`, as `pagemap run` ends with one."""
+    schedules = sum(s.schedules for s in summaries)
+    n = len(summaries)
+    explored = f"{schedules:,} schedules of {n} scenario{'s' if n != 1 else ''} in {seconds:.1f} s"
+    if not found:
+        covered = sum(s.exhaustive for s in summaries)
+        return f"OK: every oracle holds: {explored}; {covered} of {n} covered to the end"
+    first = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return (
+        f"FAILED: {first.trace.oracle} in {first.trace.scenario}{more} after {explored}; "
+        f"replay it: {replay_command(first.path)}"
+    )
+
+
+def stopped_line(summaries: Sequence[Summary], seconds: float, code: int) -> str:
+    """The last line of a `pagemap check` cut short by Ctrl-C or SIGTERM."""
+    schedules = sum(s.schedules for s in summaries)
+    why = "Ctrl-C" if code == 130 else "SIGTERM" if code == 143 else "a signal"
+    return (
+        f"STOPPED by {why}: {schedules:,} schedules of {len(summaries)} scenario"
+        f"{'s' if len(summaries) != 1 else ''} explored in {seconds:.1f} s, no violation "
+        "among them; the rest was not explored"
+    )
+
+
+def check_document(
+    args: argparse.Namespace,
+    summaries: Sequence[Summary],
+    found: Sequence[Found],
+    seconds: float,
+) -> dict[str, Any]:
+    """`check --json`: the run as check.schema.json describes it."""
+    return {
+        "schema": CHECK_SCHEMA,
+        "command": "check",
+        "pagemap": __version__,
+        "ok": not found,
+        "verdict": "violation" if found else "holds",
+        "exit_code": VIOLATION if found else OK,
+        "seconds": round(seconds, 3),
+        "settings": {
+            "strategy": args.strategy or "portfolio",
+            "budget": args.budget,
+            "time": args.time,
+            "preemptions": args.preemptions,
+            "seed": args.seed,
+            "depth": args.depth,
+            "jobs": args.jobs,
+            "max_steps": args.max_steps,
+            "scheduler": getattr(args, "scheduler", None),
+            "split": getattr(args, "split", SPLIT),
+            "unit_timeout": getattr(args, "unit_timeout", UNIT_TIMEOUT),
+        },
+        "scenarios": [_scenario_json(s) for s in summaries],
+        "counterexamples": [_found_json(f) for f in found],
+    }
+
+
+def _scenario_json(s: Summary) -> dict[str, Any]:
+    return {
+        "scenario": s.scenario,
+        "params": dict(s.params),
+        "strategy": s.strategy,
+        "bound": s.bound,
+        "earlier_phases": dict(s.extra),
+        "schedules": s.schedules,
+        "distinct": s.distinct,
+        "redundant": s.redundant,
+        "timed_out_units": s.timed_out,
+        "exhaustive": s.exhaustive,
+        "steps": s.steps,
+        "seconds": round(s.seconds, 3),
+        "verdict": "holds" if s.trace is None else "violation",
+        "oracle": None if s.trace is None else s.trace.oracle,
+    }
+
+
+def _found_json(f: Found) -> dict[str, Any]:
+    return {
+        "scenario": f.trace.scenario,
+        "params": dict(f.trace.params),
+        "oracle": f.trace.oracle,
+        "message": f.trace.message,
+        "steps": f.trace.steps,
+        "preemptions": f.trace.preemptions,
+        "trace": str(f.path),
+        "replay_command": replay_command(f.path),
+        "report": None if f.page is None else str(f.page),
+    }
 
 
 # -- replay -------------------------------------------------------------------------
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args)
+    if args.html is not None:
+        opt.check_output_file("--html", args.html)
     try:
         trace = Trace.load(args.trace)
     except TraceError as exc:
@@ -441,28 +674,68 @@ def run_replay(args: argparse.Namespace) -> int:
     model, differs = model_of(trace)
     if differs:
         print(f"pagemap replay: {differs}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(replay_document(args.trace, trace, None, differs), indent=1))
         return NO_LONGER_FITS
-    result = replay(model, trace)
-    console.print(step_table(result.rows, _title(trace).replace("counterexample", "replay")))
+    result = replay(model, trace, states=args.html is not None or args.json)
+    timeline = timeline_of(trace, result, replay_command(args.trace), "replayed")
+    console.print(renderable(timeline, console.width))
     _print_verdict(console, trace, result)
+    code, reason = replay_verdict(trace, result)
+    if reason:
+        print(f"pagemap replay: {reason}", file=sys.stderr)
+    if args.html is not None:
+        page = write_page(timeline, Path(args.html))
+        _say(console, f"timeline page written to {page}")
+    if args.json:
+        print(json.dumps(replay_document(args.trace, trace, result, reason), indent=1))
+    return code
+
+
+def replay_verdict(trace: Trace, result: Replay) -> tuple[int, str]:
+    """The exit code of a replay, and the sentence that explains a 3 ("" otherwise)."""
     v = result.violation
     if not result.followed:
         where = result_where(result, trace)
-        print(
-            f"pagemap replay: the schedule no longer fits the code: {where}; the scenario or "
-            "the kernel changed since the trace was written",
-            file=sys.stderr,
+        return NO_LONGER_FITS, (
+            f"the schedule no longer fits the code: {where}; the scenario or "
+            "the kernel changed since the trace was written"
         )
-        return NO_LONGER_FITS
     if v is None:
-        return OK
+        return OK, ""
     if v.oracle != trace.oracle:
-        print(
-            f"pagemap replay: the schedule now fails {v.oracle}, not {trace.oracle} as recorded",
-            file=sys.stderr,
+        return NO_LONGER_FITS, (
+            f"the schedule now fails {v.oracle}, not {trace.oracle} as recorded"
         )
-        return NO_LONGER_FITS
-    return VIOLATION
+    return VIOLATION, ""
+
+
+def replay_document(path: str, trace: Trace, result: Replay | None, reason: str) -> dict[str, Any]:
+    """`replay --json`: the replay as replay.schema.json describes it."""
+    if result is None:
+        code, verdict = NO_LONGER_FITS, "no_longer_fits"
+    else:
+        code, _ = replay_verdict(trace, result)
+        verdict = {OK: "holds", VIOLATION: "violation"}.get(code, "no_longer_fits")
+    v = None if result is None else result.violation
+    timeline = None
+    if result is not None:
+        timeline = timeline_of(trace, result, replay_command(path), "replayed").to_dict()
+    return {
+        "schema": REPLAY_SCHEMA,
+        "command": "replay",
+        "pagemap": __version__,
+        "trace": path,
+        "scenario": trace.scenario,
+        "verdict": verdict,
+        "exit_code": code,
+        "reason": reason,
+        "recorded": {"oracle": trace.oracle, "message": trace.message},
+        "violation": None if v is None else {"oracle": v.oracle, "message": v.message},
+        "followed": None if result is None else result.followed,
+        "steps": None if result is None else result.total_steps,
+        "timeline": timeline,
+    }
 
 
 def result_where(result: Replay, trace: Trace) -> str:
@@ -490,6 +763,23 @@ def model_of(trace: Trace) -> tuple[Model, str]:
     return model, ""
 
 
+def _in_this_project(path: str) -> None:
+    """Refuse, before importing anything, a model whose module does not live
+    under the current directory: a trace is data, and must not choose which
+    installed code (os, subprocess, ...) replay imports and calls."""
+    top = path.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    where = spec.origin if spec is not None else None
+    if spec is not None and where is None and spec.submodule_search_locations:
+        where = next(iter(spec.submodule_search_locations), None)
+    here = os.path.realpath(os.getcwd())
+    if where is None or not os.path.realpath(where).startswith(here + os.sep):
+        raise ValueError(
+            f"the trace names {path}, whose module {top!r} is not under the current "
+            f"directory ({here}): replay models from the project that holds them"
+        )
+
+
 def _function_model(trace: Trace) -> Model:
     from pagemap.check.model import FunctionModel, resolve
 
@@ -501,6 +791,9 @@ def _function_model(trace: Trace) -> Model:
         )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # models in the user's tests, as pytest finds them
+    names = [desc["setup"], *desc["tasks"]] + ([desc["check"]] if desc.get("check") else [])
+    for name in names:
+        _in_this_project(name)
     setup = resolve(desc["setup"])
     tasks = tuple(resolve(t) for t in desc["tasks"])
     check = resolve(desc["check"]) if desc.get("check") else None
@@ -516,64 +809,11 @@ def _function_model(trace: Trace) -> Model:
 
 
 def _print_verdict(console: Console, trace: Trace, result: Replay) -> None:
-    violation: Violation | None = result.violation
-    if result.cycle is not None:
-        prefix, period = result.cycle
-        console.print(
-            f"[yellow]livelock[/yellow]: after step {prefix} the same {period} step(s) repeat "
-            f"until the budget of {trace.max_steps:,} steps runs out ({result.total_steps:,} "
-            "steps); the table shows one turn",
-            soft_wrap=True,
-        )
-    if violation is None:
+    """What the timeline does not say: that a replay no longer fails."""
+    if result.violation is None:
         console.print(
             f"[green]no violation on replay[/green] (the trace recorded {trace.oracle}: "
             f"{trace.message})",
             soft_wrap=True,
+            highlight=False,
         )
-        return
-    shrunk = ""
-    if trace.shrunk_from:
-        shrunk = (
-            f" (shrunk from {trace.shrunk_from.get('steps')} steps and "
-            f"{trace.shrunk_from.get('preemptions')} preemptions)"
-        )
-    console.print(
-        f"[red]VIOLATION[/red] {violation.oracle}: {violation.message}\n"
-        f"{trace.steps} steps, {trace.preemptions} preemptions{shrunk}; found by "
-        f"{trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}",
-        soft_wrap=True,
-    )
-
-
-def step_table(rows: Sequence[Step], title: str) -> Table:
-    table = Table(title=title)
-    cols = (
-        "step",
-        "core",
-        "task",
-        "operation",
-        "object",
-        "slot (ref|R|ppn)",
-        "PTE",
-        "value",
-        "where",
-    )
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("step", "core") else "left")
-    for r in rows:
-        mark = "[bold red]" if r.failing else ""
-        step = ("⤷ " if r.preempted else "") + str(r.step)
-        where = r.location + (f" ({r.seed_function})" if r.seed_function else "")
-        table.add_row(
-            f"{mark}{step}",
-            str(r.core),
-            r.task,
-            f"{mark}{r.operation}",
-            r.obj,
-            r.slot,
-            r.pte,
-            r.value,
-            where,
-        )
-    return table

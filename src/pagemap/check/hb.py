@@ -18,7 +18,10 @@ the reads since that write.  From those:
   Acquisitions are special: a lock's release and the next acquire are
   ordered (the lock was held until the release, so the acquire could never
   have gone first), and the race is between the two acquisitions, which
-  happen in order only through the critical section between them;
+  happen in order only through the critical section between them.  Under a
+  preemption bound the release still counts (`release_races`): running the
+  acquirer's task before the release makes it block there, which is a free
+  switch back, and may be the only way to reach a trace within the bound;
 - `initials(i, j)`: the tasks that could take the first step of
   notdep(i).j (the steps after i that do not depend on it, then j), the
   source set of Abdulla et al., "Optimal dynamic partial order reduction"
@@ -60,7 +63,7 @@ def independent(a: Footprint, b: Footprint) -> bool:
 class HappensBefore:
     """Vector clocks and direct dependences of every step of `log`."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, release_races: bool = False) -> None:
         self.log = log
         n = len(log.tids)
         tids = log.tids
@@ -109,7 +112,7 @@ class HappensBefore:
                     q = last_acquire.get(k)
                     if q is not None and tids[q] != t and w is not None:
                         self.acquired_after[i] = (q, w)
-                    if w is not None and isinstance(obj, SpinLock):
+                    if w is not None and not release_races and isinstance(obj, SpinLock):
                         self.no_race.add((w, i))  # a release, then the acquire it allowed
                     last_acquire[k] = i
             for q in preds:

@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import io
+import shlex
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
-from rich.console import Console
-
+from pagemap.check import knobs as settings
 from pagemap.check.context import RunContext
+from pagemap.check.database import Database
+from pagemap.check.knobs import FROM_ENV, Knobs
 from pagemap.check.oracles import ACCOUNTING, Violation
 from pagemap.check.replay import Replay, replay
-from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Summary, explore_model
-from pagemap.check.strategies import DEFAULT_BOUND, DEFAULT_STRATEGY, EXHAUSTIVE
-from pagemap.check.trace import Step, Trace
+from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.trace import Trace
 from pagemap.hw.memory import parse_size
 
 S = TypeVar("S")
@@ -41,15 +42,30 @@ CHECK = "check"
 
 
 class CounterexampleFound(AssertionError):
-    """An exploration found a schedule that breaks an oracle."""
+    """An exploration found a schedule that breaks an oracle.
 
-    def __init__(self, summary: Summary, trace: Trace, table: str) -> None:
+    `replay_lines` say how to see it again: the pytest command that replays the
+    stored schedule first, and `pagemap replay` of its trace when the model's
+    functions have import paths."""
+
+    def __init__(
+        self,
+        summary: Summary,
+        trace: Trace,
+        table: str,
+        note: str = "",
+        replay_lines: list[str] | None = None,
+    ) -> None:
         self.summary = summary
         self.trace = trace
+        self.replay_lines = list(replay_lines or [])
+        how = note or (
+            f"after {summary.schedules} schedule(s) ({trace.strategy}, seed {trace.seed})"
+        )
+        tail = "".join(f"\n{line}" for line in self.replay_lines)
         super().__init__(
             f"{trace.oracle}: {trace.message}\n"
-            f"after {summary.schedules} schedule(s) ({trace.strategy}, seed {trace.seed}); "
-            f"{trace.steps} steps, {trace.preemptions} preemptions:\n{table}"
+            f"{how}; {trace.steps} steps, {trace.preemptions} preemptions:\n{table}{tail}"
         )
 
 
@@ -161,10 +177,10 @@ def explore(
     setup: Callable[[Any], S],
     *tasks: Callable[[S], object],
     check: Callable[[S], object] | None = None,
-    strategy: str = DEFAULT_STRATEGY,
+    strategy: str | None = None,
     budget: int | None = None,
-    seed: int = 0,
-    preemptions: int | None = DEFAULT_BOUND,
+    seed: int | None = None,
+    preemptions: int | None = FROM_ENV,
     depth: int = 3,
     cores: int | None = None,
     memory: int | str = "64KiB",
@@ -174,28 +190,85 @@ def explore(
 ) -> Summary:
     """Explore the interleavings of `tasks` over the state `setup` builds.
 
-    The defaults are `pagemap check`'s: DPOR with at most two preemptions,
-    to the end of the space (or `budget` schedules; at most 200,000 when no
-    budget is given).  Random and PCT need a budget.  Returns the summary when
-    every schedule passes; raises CounterexampleFound (an AssertionError, so
-    pytest shows it) otherwise, after writing the trace to `trace_dir` if one
-    is given.
+    The defaults are `pagemap check`'s: DPOR with at most two preemptions, to the
+    end of the space (at most 200,000 schedules); random and PCT run 1000.  A
+    setting left out is read from PAGEMAP_STRATEGY, PAGEMAP_BUDGET,
+    PAGEMAP_PREEMPTIONS ("none": no bound), PAGEMAP_SEED and PAGEMAP_TRACE_DIR
+    (check/knobs.py).  Returns the summary when every schedule passes; raises
+    CounterexampleFound (an AssertionError, so pytest shows it at the test's line)
+    otherwise, after writing the trace to `trace_dir` if there is one.
+
+    Inside a pytest test, with the database on (check/database.py), a schedule that
+    failed in an earlier run is replayed first, and a new failing one is stored.
     """
+    __tracebackhide__ = True  # pytest points at the test that called explore
+    knobs = settings.resolve(strategy, budget, preemptions, seed, trace_dir)
     m = model(setup, *tasks, check=check, cores=cores, memory=memory)
-    if budget is None and strategy in EXHAUSTIVE:
-        budget = DEFAULT_CAP
-    if strategy not in EXHAUSTIVE:
-        preemptions = None if preemptions == DEFAULT_BOUND else preemptions
+    db = Database.for_current_test()
+    if db is not None:
+        _replay_stored(db, m, knobs)
     summary = explore_model(
-        m, strategy, seed, budget, None, preemptions, depth, max_steps, shrink=shrink
+        m,
+        knobs.strategy,
+        knobs.seed,
+        knobs.budget,
+        None,
+        knobs.preemptions,
+        depth,
+        max_steps,
+        shrink=shrink,
     )
     if summary.trace is None:
+        if db is not None:
+            db.discard(m)
         return summary
-    trace = summary.trace
-    if trace_dir is not None:
-        trace.save(trace_dir)
-    result = replay(m, trace)
-    raise CounterexampleFound(summary, trace, render(result.rows))
+    _found(m, summary, summary.trace, knobs, db, "")
+
+
+def _replay_stored(db: Database, m: FunctionModel[Any], knobs: Knobs) -> None:
+    """Raise CounterexampleFound if the schedule stored for `m` fails again; forget
+    it if it no longer does (fixed) or no longer fits the model (changed)."""
+    __tracebackhide__ = True
+    trace = db.load(m)
+    if trace is None:
+        return
+    if (trace.cores, trace.memory) == (m.cores, m.memory):
+        result = replay(m, trace)
+        if result.followed and result.violation is not None:
+            trace.oracle, trace.message = result.violation.oracle, result.violation.message
+            summary = Summary(m.name, {}, trace.strategy, trace.seed, trace.preemption_bound)
+            note = (
+                f"the schedule stored for this test in {db.path(m)} fails again (replayed "
+                "before exploring; it stays stored until it passes)"
+            )
+            _found(m, summary, trace, knobs, db, note, result)
+    db.discard(m)
+
+
+def _found(
+    m: FunctionModel[Any],
+    summary: Summary,
+    trace: Trace,
+    knobs: Knobs,
+    db: Database | None,
+    note: str,
+    result: Replay | None = None,
+) -> NoReturn:
+    """Store and write the counterexample, and raise it with the lines that replay it."""
+    __tracebackhide__ = True
+    how: list[str] = []
+    stored = db.save(m, trace) if db is not None else None
+    if db is not None:
+        how.append(f"replay it: pytest {shlex.quote(db.test)}  (the stored schedule runs first)")
+    written = trace.save(knobs.trace_dir) if knobs.trace_dir is not None else None
+    replayable = "setup" in trace.model
+    for path in (written, stored):
+        if path is not None and replayable:
+            how.append(f"{'or' if how else 'replay it'}: pagemap replay {path}")
+            break
+    if result is None:
+        result = replay(m, trace)
+    raise CounterexampleFound(summary, trace, render(trace, result), note, how)
 
 
 def replay_model(
@@ -214,10 +287,10 @@ def replay_model(
     return replay(m, trace)
 
 
-def render(rows: list[Step], width: int = 120) -> str:
-    """The step table as plain text."""
-    from pagemap.check.command import step_table
+def render(trace: Trace, result: Replay, command: str = "") -> str:
+    """The counterexample as text for an exception message: a timeline as wide as
+    the terminal (80 to 160 columns; narrow at 80)."""
+    from pagemap.check.counterexample import as_text, timeline_of
 
-    console = Console(width=width, record=True, file=io.StringIO())
-    console.print(step_table(rows, "counterexample"))
-    return console.export_text()
+    width = min(max(shutil.get_terminal_size((100, 24)).columns, 80), 160)
+    return as_text(timeline_of(trace, result, command), width)

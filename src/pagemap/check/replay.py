@@ -1,7 +1,7 @@
 """Replaying a trace step by step, and checking that it still fits.
 
 `replay(model, trace)` re-runs the trace's schedule on a fresh Machine with
-every step logged, and returns one row per step (check/trace.py's Step).  It
+every step logged, and returns one row per step (report/model.py's Row).  It
 says whether the run *followed* the schedule: every recorded choice could be
 made, and the run made no other.  A run that did not follow it no longer
 tests what the trace recorded (the model or the kernel changed).
@@ -9,48 +9,68 @@ tests what the trace recorded (the model or the kernel changed).
 A step-budget violation of a livelock repeats one cycle of steps until the
 budget runs out; its rows are cut to the steps before the cycle and one turn
 of it (`cycle`), which is what a person needs to read.
+
+With `states`, each row also carries the machine's state after it, and the
+replay the state before the first step (check/snapshot.py): what the timeline
+page shows on a click.  Rows past STATE_ROWS carry no state of their own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pagemap.check.context import RunContext
 from pagemap.check.oracles import LIVENESS, Violation
+from pagemap.check.recorder import Recorder
+from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
 from pagemap.check.strategies import FollowChooser
-from pagemap.check.trace import Recorder, Step, Trace
+from pagemap.check.trace import Trace
 from pagemap.sync.watchdog import Watchdog
 
 MAX_PERIOD = 400  # the longest livelock cycle looked for, in steps
+STATE_ROWS = 5000  # rows that carry the machine's state, with `states`
 
 
 @dataclass
 class Replay:
-    rows: list[Step]
+    rows: list[Row]
     violation: Violation | None
     diverged: bool  # a recorded choice could not be made: the model or kernel changed
     followed: bool  # every recorded choice was made, and no other
     total_steps: int = 0
     cycle: tuple[int, int] | None = None  # (steps before the cycle, steps in one turn)
+    tasks: list[TaskInfo] = field(default_factory=list)  # every task, with its core
+    initial: dict[str, str] = field(default_factory=dict)  # the state before step 1
 
 
 def replay(
-    model: Model, trace: Trace, watchdog: Watchdog | float | None = DEFAULT_WATCHDOG
+    model: Model,
+    trace: Trace,
+    watchdog: Watchdog | float | None = DEFAULT_WATCHDOG,
+    states: bool = False,
 ) -> Replay:
     """Re-run `trace.schedule` on `model` under the trace's step budget."""
     chooser = FollowChooser(trace.schedule)
     recorders: list[Recorder] = []
 
     def observe(ctx: RunContext) -> None:
-        recorder = Recorder(ctx.sched)
+        recorder = Recorder(ctx.sched, ctx.machine, states, STATE_ROWS)
         ctx.sched.on_event = recorder
+        ctx.sched.on_end = recorder.settle  # before unwinding tasks releases their locks
         recorders.append(recorder)
 
     outcome = run_schedule(
-        model, chooser, trace.max_steps, record=True, watchdog=watchdog, observe=observe
+        model,
+        chooser,
+        trace.max_steps,
+        record=True,
+        watchdog=watchdog,
+        observe=observe,
+        keep_objects=states,
     )
-    rows = recorders[0].close() if recorders else []
+    recorder = recorders[0] if recorders else None
+    rows = recorder.close() if recorder is not None else []
     total = len(rows)
     cycle = None
     if outcome.violation is not None and outcome.violation.oracle == LIVENESS:
@@ -60,10 +80,19 @@ def replay(
             rows = rows[: prefix + period]
     if rows and outcome.violation is not None:
         mark_failing(rows, outcome.violation)
-    return Replay(rows, outcome.violation, chooser.diverged, chooser.followed, total, cycle)
+    return Replay(
+        rows,
+        outcome.violation,
+        chooser.diverged,
+        chooser.followed,
+        total,
+        cycle,
+        recorder.tasks() if recorder is not None else [],
+        recorder.initial if recorder is not None else {},
+    )
 
 
-def mark_failing(rows: list[Step], violation: Violation) -> None:
+def mark_failing(rows: list[Row], violation: Violation) -> None:
     """Mark the rows the oracle's message is about: the step at which it was
     seen, and the steps on the objects the message names."""
     rows[-1].failing = True
@@ -73,7 +102,7 @@ def mark_failing(rows: list[Step], violation: Violation) -> None:
             row.failing = True
 
 
-def find_cycle(rows: list[Step]) -> tuple[int, int] | None:
+def find_cycle(rows: list[Row]) -> tuple[int, int] | None:
     """(steps before the cycle, its length) if the rows end by repeating one
     cycle at least three times; None otherwise."""
     keys = [(r.task, r.operation, r.obj, r.location) for r in rows]

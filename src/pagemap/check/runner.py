@@ -85,15 +85,18 @@ def run_schedule(
     record: bool = False,
     watchdog: Watchdog | float | None = None,
     observe: Callable[[RunContext], None] | None = None,
+    keep_objects: bool = False,
 ) -> Outcome:
     """Build the model on a fresh Machine and run it under `chooser`.
 
     `record`: log every step (footprints included) into the outcome's
     `log`.  `observe(ctx)` is called once the model is built, before any task
     runs (replay uses it to watch the steps).  `watchdog`: seconds a task may
-    go without a point (or a Watchdog shared by an exploration's runs)."""
+    go without a point (or a Watchdog shared by an exploration's runs).
+    `keep_objects`: the log keeps every object the run makes (replay reads the
+    machine's state from them)."""
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
-    log = EventLog() if record else None
+    log = EventLog(keep_objects) if record else None
     sched.record(log)
     machine = Machine(cores=model.cores, memory=model.memory, executor=sched)
     ctx = RunContext(machine, sched)

@@ -46,7 +46,7 @@ class Scenario:
                 raise ValueError(
                     f"scenario {self.name} has no parameter {key!r} (it takes: {known})"
                 )
-            low, high = self.limits.get(key, (0, 8))
+            low, high = self.limits.get(key, (0, 1_000_000))
             if not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"scenario {self.name}: {key}={value} is outside {low}..{high}")
             params[key] = value

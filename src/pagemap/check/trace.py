@@ -1,4 +1,4 @@
-"""Counterexamples: the JSON trace, and the step-by-step table of a replay.
+"""Counterexamples: the JSON trace (its rows, when replayed, come from check/recorder.py).
 
 A trace stands alone: it names everything replay needs to rebuild the
 failing schedule, and replay checks each of them (check/replay.py).
@@ -22,20 +22,11 @@ failing schedule, and replay checks each of them (check/replay.py).
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagemap.check.path import decode_schedule, encode_schedule
-from pagemap.hw.mmu import pte_bits
-from pagemap.kernel.page import flag_names
-from pagemap.kernel.slot import decode_slot
-from pagemap.sync.atomic import AtomicWord
-from pagemap.sync.core import RELAX, START
-from pagemap.sync.locks import Semaphore, SpinLock
-from pagemap.sync.sim import SimExecutor
 
 if TYPE_CHECKING:
     from pagemap.check.runner import Model, Outcome
@@ -140,16 +131,14 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
+        from pagemap.check.schema import MAX_TRACE_BYTES, SchemaError, read_json
+
         try:
-            text = Path(path).read_text()
+            raw: Any = read_json(str(path), MAX_TRACE_BYTES)
         except OSError as exc:
             raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}") from None
-        try:
-            raw: Any = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TraceError(
-                f"{path} is not a trace: not JSON ({exc.msg}, line {exc.lineno})"
-            ) from None
+        except SchemaError as exc:
+            raise TraceError(str(exc)) from None
         return cls.from_dict(raw, str(path))
 
     @classmethod
@@ -183,184 +172,3 @@ class Trace:
             schema=raw["schema"],
             pagemap=raw["pagemap"],
         )
-
-
-@dataclass
-class Step:
-    """One row of a replay: a step, what it acted on, and where in the code."""
-
-    step: int
-    core: int
-    task: str
-    operation: str
-    obj: str
-    slot: str = ""
-    pte: str = ""
-    value: str = ""
-    location: str = ""  # file:line function, of the kernel code that took the step
-    seed_function: str = ""  # the C function of the seed it ports, if any
-    preempted: bool = False  # the step follows a preemption
-    failing: bool = False  # the oracle's message is about this step
-
-
-def _is_slot(word: AtomicWord) -> bool:
-    return ".slot[" in word.name
-
-
-def _is_pte(word: AtomicWord) -> bool:
-    return "pte" in word.name.lower()
-
-
-def show_word(word: AtomicWord) -> tuple[str, str, str]:
-    """(slot, pte, value) columns for a word, as it is now."""
-    v = word.value
-    if _is_slot(word):
-        return str(decode_slot(v)), "", ""
-    if _is_pte(word):
-        return "", pte_bits(v), ""
-    if word.name.endswith(".flags"):
-        return "", "", flag_names(v)
-    return "", "", f"{v:#x}"
-
-
-def show(obj: object) -> tuple[str, str, str]:
-    """(slot, pte, value) columns for any footprint object, as it is now."""
-    if isinstance(obj, AtomicWord):
-        return show_word(obj)
-    if isinstance(obj, SpinLock):
-        holder = getattr(obj, "holder", None)
-        who = getattr(holder, "name", "?")
-        return "", "", f"held by {who}" if obj.held else "free"
-    if isinstance(obj, Semaphore):
-        return "", "", f"count {obj.count}"
-    return "", "", ""
-
-
-# Methods of kernel/pagemap.py and the seed's C functions they port (docs/seed.md).
-SEED_FUNCTIONS = {
-    "add_vmr": "pm_add_vmr",
-    "remove_vmr": "pm_remove_vmr",
-    "_find_page": "pm_find_page",
-    "find_page": "pm_find_page",
-    "_insert_page": "pm_insert_page",
-    "put_page": "pm_put_page",
-    "load_page": "pm_load_page",
-    "_read_locked_page": "pm_load_page",
-    "remove_contig": "pm_remove_contig",
-    "_remove_contig": "pm_remove_contig",
-    "_mark_for_removal": "pm_remove_contig",
-    "_unmap_marked": "pm_remove_contig",
-    "_pte_mark_not_present": "__pm_mark_not_present",
-    "_pte_unmap_keep_dirty": "__pm_mark_dirty_pgs_unmap",
-    "_shootdown_and_reset": "shootdown_and_reset_ptrstore",
-    "_write_back_marked": "pm_remove_contig",
-    "_marked_page": "pm_remove_contig",
-    "_free_marked": "pm_remove_contig",
-    "info": "print_page_map_info",
-}
-
-_SKIP = ("/pagemap/sync/", "/pagemap/check/trace.py", "/pagemap/check/replay.py")
-
-
-def where(depth: int = 2) -> tuple[str, str]:
-    """(file:line function, seed function) of the innermost frame outside the
-    executor, for the step being logged now."""
-    frame = sys._getframe(depth)
-    while frame is not None and any(s in frame.f_code.co_filename for s in _SKIP):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return "", ""
-    filename = frame.f_code.co_filename
-    cut = filename.rfind("/pagemap/")
-    short = filename[cut + len("/pagemap/") :] if cut >= 0 else os.path.basename(filename)
-    func = frame.f_code.co_qualname
-    seed = ""
-    if short == "kernel/pagemap.py":
-        seed = SEED_FUNCTIONS.get(frame.f_code.co_name, "")
-    return f"{short}:{frame.f_lineno} {func}", seed
-
-
-class Recorder:
-    """One row per step, in the order the steps took effect.
-
-    Installed as the SimExecutor's `on_event` during a replay: a row is made
-    as each step is logged (its "before" value read then), and settled (its
-    "after" value read) when the next step begins, since only that one step
-    ran in between.
-    """
-
-    def __init__(self, sched: SimExecutor) -> None:
-        self.sched = sched
-        self.rows: list[Step] = []
-        self._last: tuple[Step, object, tuple[str, str, str]] | None = None
-        self._preempting: set[int] = set()
-
-    def __call__(self, i: int) -> None:
-        self._settle()
-        sched = self.sched
-        log = sched.log
-        assert log is not None
-        if log.kinds[i] is START:
-            # A task beginning: no operation to show; a preemption that let it
-            # begin shows on its first operation.
-            if self._preempted(i):
-                self._preempting.add(log.tids[i])
-            return
-        tid = log.tids[i]
-        task = sched.tasks[tid]
-        obj = log.objs[i]
-        location, seed = where(3)
-        row = Step(
-            len(self.rows) + 1,
-            task.core,
-            task.name,
-            log.kinds[i],
-            _name(obj),
-            location=location,
-            seed_function=seed,
-            preempted=self._preempted(i) or tid in self._preempting,
-        )
-        self._preempting.discard(tid)
-        self.rows.append(row)
-        self._last = (row, obj, show(obj))
-
-    def _preempted(self, i: int) -> bool:
-        log = self.sched.log
-        assert log is not None
-        if i == 0:
-            return False
-        prev = log.tids[i - 1]
-        if prev == log.tids[i] or not log.enabled[i] >> prev & 1:
-            return False
-        before = self.sched.tasks[prev]
-        return not before.done and before.kind != RELAX
-
-    def _settle(self) -> None:
-        if self._last is None:
-            return
-        row, obj, before = self._last
-        after = show(obj)
-        row.slot, row.pte, row.value = (_arrow(b, a) for b, a in zip(before, after, strict=True))
-        self._last = None
-
-    def close(self) -> list[Step]:
-        self._settle()
-        return self.rows
-
-
-def _arrow(before: str, after: str) -> str:
-    if before == after:
-        return before
-    return f"{before} -> {after}"
-
-
-def _name(obj: object) -> str:
-    if obj is None:
-        return ""
-    if isinstance(obj, int):
-        return f"frame {obj}"  # a footprint int names a frame by its ppn
-    ppn = getattr(obj, "ppn", None)
-    if isinstance(ppn, int):
-        return f"page[{ppn}]"
-    name = getattr(obj, "name", None)
-    return name if isinstance(name, str) else type(obj).__name__

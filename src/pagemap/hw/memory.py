@@ -22,6 +22,9 @@ _UNITS = {
     "G": 1 << 30,
     "GB": 1 << 30,
     "GIB": 1 << 30,
+    "T": 1 << 40,
+    "TB": 1 << 40,
+    "TIB": 1 << 40,
 }
 
 
@@ -31,7 +34,7 @@ def parse_size(size: int | str) -> int:
         nbytes = size
     else:
         text = size.strip().upper()
-        digits = text.rstrip("KMGIB")
+        digits = text.rstrip("KMGTIB")
         unit = text[len(digits) :]
         if not digits.isdigit() or unit not in _UNITS:
             raise ValueError(f"cannot read {size!r} as a size (try 4096, 64KiB, 64MiB or 1GiB)")

@@ -8,8 +8,22 @@ holds a block and hands back that block's buffer head, keeping the page's
 slot reference until put_buffer.  dirty_buffer marks the buffer and its page;
 writepage writes the dirty buffers only.
 
-A device's block size is chosen by its first get_buffer, as mounting a
-filesystem sets it on Linux; every page's buffer heads are that size.
+A device's block size is chosen by its first get_buffer, or set by
+set_block_size while nothing is cached, as mounting a filesystem sets it on
+Linux; every page's buffer heads are that size.
+
+A filesystem on the device (kernel/fs/) keeps its metadata in these buffers
+and reads and writes file data straight to the image with read_blocks and
+write_blocks, never through this cache.  When it frees a block it had
+cached, forget_buffer (Linux's bforget) drops the buffer's dirty bit without
+writing it, so the stale metadata never lands on a block that now holds a
+file's data.  claim/release keep a second filesystem off a mounted device.
+
+Every public call checks its arguments first (kernel/owner.py): a buffer
+head of another machine is WrongMachine, one of another device of this
+machine EINVAL; once the machine is closed (the image's descriptor with it)
+every call but put_buffer answers EBADF; put_buffer still gives back what
+was taken.
 """
 
 from __future__ import annotations
@@ -21,12 +35,13 @@ from collections.abc import Iterator
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelBug, KernelError
-from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, open_host
-from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page
+from pagemap.kernel.hostio import HostFaults, HostIO, host_open_error, host_path, open_host
+from pagemap.kernel.owner import as_int, check_open, check_page, check_type
+from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.slot import decode_slot
-from pagemap.kernel.vfs import PageMapFactory
+from pagemap.kernel.vfs import Buffer, PageMapFactory
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
@@ -88,6 +103,8 @@ class BlockDevice:
         self.sector_size = sector_size
         self.blk_size_word = executor.atomic(0, f"{name}.blk_size")
         self.mapping = make_page_map(self, self, name)
+        self.holder: object | None = None  # who has it mounted (claim/release)
+        self.holder_lock = executor.spinlock(f"{name}.holder")
 
     def __repr__(self) -> str:
         return f"BlockDevice({self.name}, {self.nr_sectors} sectors of {self.sector_size})"
@@ -176,7 +193,18 @@ class BlockDevice:
                 f"(blocks 0..{nr_blocks - 1} of {blk_size} bytes)"
             )
 
+    @property
+    def closed(self) -> bool:
+        """Whether its machine was closed (and the image's descriptor with it)."""
+        return self.io.closed
+
+    def _check_open(self, op: str) -> None:
+        if self.io.closed:
+            check_open(True, f"{self.name}: {op}", "the device's machine")
+
     def _check_mine(self, bh: BufferHead, op: str) -> None:
+        check_type(bh, BufferHead, f"{self.name}: {op}", "the buffer")
+        check_page(self.mapping.allocator, bh.page, f"{self.name}: {op}", "the buffer")
         if bh.page.mapping is not self.mapping:
             raise InvalidArgument(f"{self.name}: {op} of {bh!r}, which is not this device's")
 
@@ -184,8 +212,12 @@ class BlockDevice:
         """Block `blk_num` (of `blk_size` bytes), read from the image if not
         cached; hold it until put_buffer.  However many tasks race for a
         block, the image is read once (load_page runs readpage once)."""
+        self._check_open("get_buffer")
+        blk_num = as_int(blk_num, f"{self.name}: get_buffer", "the block number")
+        blk_size = as_int(blk_size, f"{self.name}: get_buffer", "the block size")
         self._check_block(blk_num, blk_size)
-        self._claim_block_size(blk_size)
+        if self.blk_size_word.load() != blk_size:
+            self._claim_block_size(blk_size)
         per_page = PGSIZE // blk_size
         page = self.mapping.load_page(blk_num // per_page)
         for bh in page_buffers(page):
@@ -198,6 +230,7 @@ class BlockDevice:
         """Mark the buffer, then its page, dirty.  In that order: a writeback
         that takes the page's dirty bit then finds the buffer's."""
         self._check_mine(bh, "dirty_buffer")
+        self._check_open("dirty_buffer")
         if not self.io.writable:
             raise KernelError(f"{self.name}: the image is read-only", errno=errno.EROFS)
         bh.flags.fetch_or(BH_DIRTY)
@@ -210,8 +243,92 @@ class BlockDevice:
     def sync(self) -> None:
         """Write back every dirty buffer, then make the image durable.  A
         failed page stays dirty and cached; the error is raised at the end."""
+        self._check_open("sync")
         self.mapping.writeback(0, ALL_PAGES)
         self.io.fsync()
+
+    def forget_buffer(self, blk_num: int, blk_size: int) -> None:
+        """bforget: the block was freed, so its cached bytes must never be
+        written.  Clear the buffer's dirty bit (the page's other buffers keep
+        theirs), waiting on the page lock for a writeback already in flight
+        to finish first.  A block that is not cached needs nothing."""
+        self._check_block(blk_num, blk_size)
+        if self.blk_size_word.load() != blk_size:
+            return  # nothing is cached in blocks of this size
+        page = self.mapping.find_page(blk_num // (PGSIZE // blk_size))
+        if page is None:
+            return
+        try:
+            lock_page(page)
+            try:
+                for bh in page_buffers(page):
+                    if bh.blk_num == blk_num:
+                        bh.flags.fetch_and(~BH_DIRTY)
+            finally:
+                unlock_page(page)
+        finally:
+            self.mapping.put_page(page)
+
+    def set_block_size(self, blk_size: int) -> None:
+        """Use blocks of `blk_size` from now on (Linux's set_blocksize, as a
+        mount does); EBUSY while pages of another size are cached."""
+        self._check_block(0, blk_size)
+        if self.blk_size_word.load() == blk_size:
+            return
+        if self.mapping.nr_pages:
+            raise KernelError(
+                f"{self.name}: cannot change the block size to {blk_size} while "
+                f"{self.mapping.nr_pages} page(s) of {self.blk_size} are cached",
+                errno=errno.EBUSY,
+            )
+        self.blk_size_word.store(blk_size)
+
+    # -- direct block I/O ----------------------------------------------------------
+    def _check_run(self, blk_num: int, count: int, blk_size: int) -> None:
+        self._check_block(blk_num, blk_size)
+        if count < 1 or (blk_num + count) * blk_size > self.nr_bytes:
+            raise IOFailure(
+                f"{self.name}: {count} block(s) of {blk_size} bytes from block {blk_num} "
+                f"run past the device's {self.nr_bytes} bytes"
+            )
+
+    def read_blocks(self, blk_num: int, count: int, blk_size: int) -> bytes:
+        """`count` blocks from `blk_num`, read from the image itself, not the
+        cache (a filesystem's file data).  One host read: a scheduling point."""
+        self._check_run(blk_num, count, blk_size)
+        data = self.io.pread(count * blk_size, blk_num * blk_size)
+        if len(data) != count * blk_size:
+            raise IOFailure(
+                f"{self.name}: block {blk_num + len(data) // blk_size} ends past the "
+                "image's end (the image shrank under the device)"
+            )
+        return data
+
+    def write_blocks(self, blk_num: int, data: Buffer, blk_size: int) -> None:
+        """Write whole blocks from `blk_num` straight to the image."""
+        src = memoryview(data).cast("B")
+        if len(src) % blk_size:
+            raise InvalidArgument(
+                f"{self.name}: a write of {len(src)} bytes is not whole {blk_size}-byte blocks"
+            )
+        if not self.io.writable:
+            raise KernelError(f"{self.name}: the image is read-only", errno=errno.EROFS)
+        self._check_run(blk_num, len(src) // blk_size, blk_size)
+        self.io.pwrite(src, blk_num * blk_size)
+
+    # -- holders -------------------------------------------------------------------
+    def claim(self, holder: object) -> None:
+        """Make `holder` (a mounted filesystem) the device's only user; EBUSY
+        if another has it."""
+        with self.holder_lock:
+            if self.holder is not None and self.holder is not holder:
+                raise KernelError(f"{self.name}: the device is already mounted", errno=errno.EBUSY)
+            self.holder = holder
+
+    def release(self, holder: object) -> None:
+        with self.holder_lock:
+            if self.holder is holder:
+                self.holder = None
 
 
 class BlockDevices:
@@ -225,7 +342,8 @@ class BlockDevices:
 
     def open(self, image_path: str | os.PathLike[str], sector_size: int = 512) -> BlockDevice:
         """The device over `image_path`, the same one each time it is asked for."""
-        name = os.fspath(image_path)
+        name = host_path(image_path)
+        sector_size = as_int(sector_size, f"{name}: blockdev", "the sector size")
         if not valid_block_size(sector_size):
             raise InvalidArgument(
                 f"{name}: sector size {sector_size} is not a power of two "
@@ -268,6 +386,24 @@ class BlockDevices:
                 f"{sector_size}-byte sectors"
             )
         return (st.st_dev, st.st_ino), st.st_size
+
+    def sync(self) -> None:
+        """sync every device; the first error is raised once all were tried."""
+        first_error: OSError | None = None
+        for dev in list(self.devices.values()):
+            if dev.closed:
+                continue
+            try:
+                dev.sync()
+            except OSError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def release(self) -> None:
+        """Close every image's descriptor; the devices answer EBADF after."""
+        for dev in self.devices.values():
+            dev.io.close()
 
     def check_quiescent(self) -> list[str]:
         """What is wrong with the devices when no task runs; [] if all is well."""

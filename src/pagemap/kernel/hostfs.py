@@ -16,7 +16,7 @@ import os
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import InvalidArgument, KernelError
-from pagemap.kernel.hostio import HostFaults, HostIO, open_host, regular_file_stat
+from pagemap.kernel.hostio import HostFaults, HostIO, host_path, open_host, regular_file_stat
 from pagemap.kernel.page import PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.vfs import File, Inode, PageMapFactory
@@ -50,6 +50,8 @@ class HostInode(Inode):
         # (test_truncate_racing_writeback_never_resurrects).
         self.host_lock = executor.spinlock(f"{name}.host_lock")
         super().__init__(executor, make_page_map, name, size)
+        self.max_size = io.fsize_rlimit(self.max_size)
+        self._probed = False
 
     @property
     def faults(self) -> HostFaults:
@@ -87,6 +89,15 @@ class HostInode(Inode):
     def sync_backing(self) -> None:
         self.io.fsync()
 
+    def largest_size(self) -> int:
+        # Asked only by writes and truncates past SMALL_FILE_SIZE, so building
+        # a machine per schedule (the checker) seeks nothing.  Two writers may
+        # both ask: they find the same limit.
+        if not self._probed:
+            self.max_size = self.io.fs_size_limit(self.max_size)
+            self._probed = True
+        return self.max_size
+
 
 class HostFile(File):
     """An open host file; its inode's `faults` make host calls fail."""
@@ -106,6 +117,8 @@ class HostFile(File):
 def parse_mode(mode: str) -> tuple[bool, bool, bool, bool]:
     """(readable, writable, create, truncate) for "r", "r+", "w", "w+" (a "b"
     anywhere is accepted and ignored: files are always binary)."""
+    if not isinstance(mode, str):
+        raise TypeError(f"open: the mode must be a str such as 'r+', not {type(mode).__name__}")
     bits = OPEN_MODES.get(mode.replace("b", "", 1))
     if bits is None:
         raise InvalidArgument(f"open mode {mode!r} is not one of r, r+, w, w+")
@@ -125,7 +138,7 @@ class HostFS:
     def open(self, path: str | os.PathLike[str], mode: str = "r+") -> HostFile:
         """Open a host file through the page cache ("r", "r+", "w", "w+")."""
         readable, writable, create, truncate = parse_mode(mode)
-        name = os.fspath(path)
+        name = host_path(path)
         fd, host_writable = open_host(name, writable, create)
         st = regular_file_stat(name, fd)
         inode, fd_used = self._inode_for(name, fd, host_writable, st)
@@ -160,6 +173,27 @@ class HostFS:
             inode = HostInode(self.executor, self.make_page_map, label, st.st_size, io)
             self.inodes[key] = inode
             return inode, True
+
+    def sync(self) -> None:
+        """fsync every inode: dirty pages, and stores through shared mappings,
+        reach their host files.  Every inode is tried; the first error is
+        raised at the end (what failed stays dirty)."""
+        first_error: OSError | None = None
+        for inode in list(self.inodes.values()):
+            if inode.released:
+                continue
+            try:
+                inode.fsync()
+            except OSError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def release(self) -> None:
+        """Close every host descriptor; every open file answers EBADF after."""
+        for inode in self.inodes.values():
+            inode.released = True
+            inode.io.close()
 
     def check_quiescent(self) -> list[str]:
         """What is wrong with the inodes when no task runs; [] if all is well."""

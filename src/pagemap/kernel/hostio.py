@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 import weakref
 
-from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError
+from pagemap.kernel.errors import AlreadyClosed, InvalidArgument, IOFailure, KernelError
+from pagemap.kernel.owner import as_int
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
@@ -39,15 +41,28 @@ class HostFaults:
         }
 
     def fail(self, kind: str, count: int = 1) -> None:
-        if kind not in self._pending or count < 0:
-            raise InvalidArgument(
-                f"cannot fail {count} host call(s) of kind {kind!r}: "
-                f"the kinds are {', '.join(FAULT_KINDS)} and the count is not negative"
-            )
-        self._pending[kind].fetch_add(count)
+        """Make the next `count` host calls of `kind` fail.  Not a system call
+        but a test's setting: a bad kind or count is a ValueError."""
+        word = self._word(kind, "fail")
+        count = as_int(count, "faults.fail", "the count")
+        if count < 0:
+            raise ValueError(f"faults.fail: cannot fail {count} host calls: the count is negative")
+        word.fetch_add(count)
 
     def pending(self, kind: str) -> int:
-        return self._pending[kind].load()
+        """How many host calls of `kind` are still to fail."""
+        return self._word(kind, "pending").load()
+
+    def _word(self, kind: object, op: str) -> AtomicWord:
+        if not isinstance(kind, str):
+            raise TypeError(f"faults.{op}: the kind must be a str, not {type(kind).__name__}")
+        word = self._pending.get(kind)
+        if word is None:
+            raise ValueError(
+                f"faults.{op}: no host call of kind {kind!r}; the kinds are "
+                f"{', '.join(FAULT_KINDS)}"
+            )
+        return word
 
     def take(self, kind: str) -> bool:
         """True if this call of `kind` is to fail (using up one fault)."""
@@ -93,7 +108,7 @@ class HostIO:
         if self.faults.take(kind):
             raise IOFailure(f"{self.name}: {what} failed (injected host I/O error)")
         if self.closed:
-            raise IOFailure(f"{self.name}: {what} after the host file was closed")
+            raise AlreadyClosed(f"{self.name}: {what} after its machine was closed")
 
     def _failed(self, what: str, exc: OSError) -> IOFailure:
         return IOFailure(f"{self.name}: {what} failed on the host: {exc.strerror or exc}")
@@ -143,6 +158,48 @@ class HostIO:
         except OSError as exc:
             raise self._failed("fsync", exc) from exc
 
+    # The largest size the host lets this file have.  Accepting a write the
+    # host will refuse would leave its page dirty, and every later fsync
+    # failing, forever; so the VFS refuses it (EFBIG) at the write.
+
+    @staticmethod
+    def fsize_rlimit(most: int) -> int:
+        """`most`, or this process's RLIMIT_FSIZE if that is less."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and 0 <= soft < most:
+            return soft
+        return most
+
+    def fs_size_limit(self, most: int) -> int:
+        """`most`, or the file's filesystem's limit if that is less (ext4's is
+        16 TiB less a page, with 4 KiB blocks).  Found by seeking, which Linux
+        refuses (EINVAL) past that limit and which changes nothing else: we
+        read and write with pread and pwrite, never at the position."""
+        try:
+            os.lseek(self.fd, most, os.SEEK_SET)
+            return most
+        except (OSError, OverflowError):
+            pass
+        lo, hi = 0, most  # the host accepts lo, refuses hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            try:
+                os.lseek(self.fd, mid, os.SEEK_SET)
+                lo = mid
+            except OSError:
+                hi = mid
+        return lo
+
+
+def host_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    """A host path as a str; TypeError for what is not a path."""
+    try:
+        return os.fsdecode(path)
+    except TypeError:
+        raise TypeError(
+            f"open: the path must be a str, bytes or os.PathLike, not {type(path).__name__}"
+        ) from None
+
 
 def open_host(path: str, want_write: bool, create: bool) -> tuple[int, bool]:
     """os.open for the kernel: (fd, writable).  Read and write when the host
@@ -180,6 +237,7 @@ __all__ = [
     "HostFaults",
     "HostIO",
     "host_open_error",
+    "host_path",
     "open_host",
     "regular_file_stat",
 ]

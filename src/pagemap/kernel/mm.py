@@ -74,6 +74,8 @@ class MM:
         # read in; the rest are minor (cached pages, zero fill, spurious).
         self.faults = StatCounter()
         self.major_faults = StatCounter()
+        # Set by exit(); every call of the process answers ESRCH after.
+        self.exited = False
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -188,7 +190,9 @@ class MM:
     # -- for oracles -------------------------------------------------------------------
     def check_quiescent(self) -> list[str]:
         """What is wrong with this address space when no task runs: a lock
-        left held, or a PTE or TLB entry naming a free frame."""
+        left held, a PTE or TLB entry naming a free frame, or a PTE where no
+        region is mapped (a fault that installed after munmap took its region:
+        the munmap-fault scenario)."""
         problems: list[str] = []
         if self.vmr_lock.held or self.pte_lock.held:
             problems.append(f"p{self.pid}: its VMR or page-table lock is still held")
@@ -196,6 +200,11 @@ class MM:
             if self.allocator.is_free(ppn):
                 problems.append(
                     f"p{self.pid}: the PTE at {vpn << PGSHIFT:#x} names free frame {ppn}"
+                )
+            if find_vmr(self.vmrs, vpn << PGSHIFT) is None:
+                problems.append(
+                    f"p{self.pid}: a PTE maps {vpn << PGSHIFT:#x} (frame {ppn}), where no "
+                    "region is mapped"
                 )
         for core, vpn, ppn in self.mmu.cached_ppns(self.pid):
             if self.allocator.is_free(ppn):

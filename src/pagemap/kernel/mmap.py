@@ -8,6 +8,10 @@ leave their page maps) and kernel/mm.py (PTE bits are cleared, and their D
 bits settled, by MM._clear_ptes alone).  A call that fails part way leaves
 what Linux leaves: the regions it already changed stay changed, every lock
 is released and every page it took is freed.
+
+Before Linux's checks come the Python API's (kernel/owner.py): an argument
+of the wrong type is TypeError, a file of another machine WrongMachine, a
+closed file EBADF, and any call after exit() ESRCH.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from pagemap.kernel.mman import (
     PROT_ALL,
     PROT_WRITE,
 )
+from pagemap.kernel.owner import as_int, check_alive, check_machine, check_open, check_type
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
+from pagemap.kernel.vfs import File
 from pagemap.kernel.vmr import (
     VMR,
     MappedFile,
@@ -66,6 +72,8 @@ class Mappings(FaultHandler):
         """[addr, addr + length) rounded out to whole pages, for the calls
         that take a range: EINVAL for an address that is negative or not page
         aligned, or a negative length."""
+        check_alive(self.exited, op, self.pid)
+        addr, length = as_int(addr, op, "the address"), as_int(length, op, "the length")
         if addr & PGMASK or addr < 0:
             raise InvalidArgument(f"{op}: address {addr:#x} is not page aligned")
         if length < 0:
@@ -91,6 +99,16 @@ class Mappings(FaultHandler):
         keeps them from removal.  Unlike Linux, MAP_SHARED|MAP_PRIVATE (which
         Linux reads as MAP_SHARED_VALIDATE for a file) is always EINVAL.
         """
+        check_alive(self.exited, "mmap", self.pid)
+        length, prot, flags, offset = (
+            as_int(length, "mmap", "the length"),
+            as_int(prot, "mmap", "prot"),
+            as_int(flags, "mmap", "flags"),
+            as_int(offset, "mmap", "the offset"),
+        )
+        addr = None if addr is None else as_int(addr, "mmap", "the address")
+        if file is not None:
+            check_type(file, File, "mmap", "the file")
         length = self._check_mmap(length, prot, flags, file, offset, addr)
         prot &= PROT_ALL  # as Linux's mmap (not its mprotect), unknown bits are ignored
         if flags & MAP_ANONYMOUS:
@@ -122,8 +140,8 @@ class Mappings(FaultHandler):
         anonymous = bool(flags & MAP_ANONYMOUS)
         if offset < 0 or offset & PGMASK:
             raise InvalidArgument(f"mmap: offset {offset} is not a page-aligned file offset")
-        if not anonymous and file is None:
-            raise KernelError("mmap: no file given and not MAP_ANONYMOUS", errno=errno.EBADF)
+        if not anonymous:
+            self._check_file(file)
         if length <= 0:
             raise InvalidArgument(f"mmap: length {length} must be positive")
         rounded = page_round_up(length)
@@ -150,6 +168,15 @@ class Mappings(FaultHandler):
         if not file.readable:
             raise AccessDenied("mmap: the file is not open for reading")
         return rounded
+
+    def _check_file(self, file: MappedFile | None) -> None:
+        """EBADF for no file or a closed one, WrongMachine for another machine's."""
+        if file is None:
+            raise KernelError("mmap: no file given and not MAP_ANONYMOUS", errno=errno.EBADF)
+        assert isinstance(file, File)
+        check_open(file.closed, "mmap", f"the file {file.path}")
+        check_open(file.inode.released, "mmap", f"the machine of {file.path}")
+        check_machine(file.mapping.allocator, self.allocator, "mmap", f"the file {file.path}")
 
     def _place(self, addr: int | None, length: int, flags: int) -> int:
         """Where to map; vmr_lock held."""
@@ -211,9 +238,11 @@ class Mappings(FaultHandler):
             self._unmap_locked(lo, hi)
 
     def exit(self) -> None:
-        """Unmap everything: the process is gone."""
+        """Unmap everything: the process is gone, and every later call of it
+        answers ESRCH.  Exiting twice is harmless."""
         with self.vmr_lock:
             self._unmap_locked(0, USER_TOP)
+        self.exited = True
 
     def _unmap_locked(self, lo: int, hi: int) -> None:
         """Take [lo, hi) out of the address space; vmr_lock held."""
@@ -239,6 +268,8 @@ class Mappings(FaultHandler):
         mprotect(2): ENOMEM if part of the range is unmapped, EACCES for
         PROT_WRITE on a shared mapping of a file not open for writing; as on
         Linux, regions before the offending one keep their new protection."""
+        check_alive(self.exited, "mprotect", self.pid)
+        prot = as_int(prot, "mprotect", "prot")
         if prot & ~PROT_ALL:
             raise InvalidArgument(f"mprotect: unknown protection bits {prot & ~PROT_ALL:#x}")
         lo, hi = self._check_range("mprotect", addr, length)

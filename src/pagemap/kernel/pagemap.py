@@ -25,13 +25,26 @@ REMOVAL only on slots with refcount 0 and frees a page only if REMOVAL is
 still set at the end, so any use in between aborts the removal of that page.
 A caller of lookup or load_page gets one slot reference and gives it back
 with put_page; no lock is held between the two.  Nothing sleeps under `lock`.
+
+The public calls check their arguments (kernel/owner.py) where it costs the
+hit path nothing: an index when a page must be inserted or when the lookup
+fails on its type, a page given to put_page by one comparison of its map.
+Once the machine is closed (`closed`; it emptied the map) a page that must be
+read is AlreadyClosed (EBADF); put_page still gives back what was taken.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Protocol, overload
 
-from pagemap.kernel.errors import AlreadyExists, InvalidArgument, IOFailure, KernelBug
+from pagemap.kernel.errors import (
+    AlreadyClosed,
+    AlreadyExists,
+    InvalidArgument,
+    IOFailure,
+    KernelBug,
+)
+from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
     PG_DIRTY,
     PG_LOCKED,
@@ -93,6 +106,8 @@ class PageMap(Removal, ReverseMap):
         # Statistics.  Each is bumped where a lock already serialises it (the
         # map lock, or the one remover), so they are exact under threads too.
         self.stats = PageMapStats()
+        # Set once, by Machine.close(), after it wrote back and dropped every page.
+        self.closed = False
 
     @property
     def nr_pages(self) -> int:
@@ -147,6 +162,8 @@ class PageMap(Removal, ReverseMap):
 
     def put_page(self, page: Page) -> None:
         """pm_put_page: drop one slot reference; the map keeps its page."""
+        if page.__class__ is not Page or page.mapping is not self:
+            self._check_foreign(page, "put_page")
         tree_slot = page.tree_slot
         if tree_slot is None:
             raise KernelBug(f"{self.name}: put_page of frame {page.ppn}, which is in no page map")
@@ -159,6 +176,28 @@ class PageMap(Removal, ReverseMap):
         elif not refs:
             tree_slot.fetch_add(PM_REFCNT_ONE)  # undo: there was no reference to drop
             slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
+
+    def _check_foreign(self, page: object, op: str) -> None:
+        """TypeError, WrongMachine or EINVAL for a page that is not one of
+        ours; a page of no map at all is left to the caller (a KernelBug)."""
+        if not isinstance(page, Page):
+            raise TypeError(f"{self.name}: {op}: expected a Page, not {type(page).__name__}")
+        check_page(self.allocator, page, f"{self.name}: {op}")
+        if page.mapping is not None:
+            raise InvalidArgument(
+                f"{self.name}: {op} of page {page.index} of {page.mapping.name}, another page map"
+            )
+
+    def _check_index(self, index: object, op: str) -> int:
+        """`index` as an int in the tree's range; TypeError or EINVAL."""
+        if type(index) is int and 0 <= index <= RADIX_MAX_INDEX:
+            return index
+        index = as_int(index, f"{self.name}: {op}", "the page index")
+        if not 0 <= index <= RADIX_MAX_INDEX:
+            raise InvalidArgument(
+                f"{self.name}: page index {index} is outside 0..{RADIX_MAX_INDEX}"
+            )
+        return index
 
     # -- the lookup path -----------------------------------------------------------
     @overload
@@ -180,6 +219,7 @@ class PageMap(Removal, ReverseMap):
         With `load` False nothing is read: a page not cached, or whose read
         failed in another task, gives None.
         """
+        index = self._check_index(index, "lookup")
         page = self._find_page(index)
         if page is not None and page.flags.load() & PG_UPTODATE:
             return page, False
@@ -190,7 +230,11 @@ class PageMap(Removal, ReverseMap):
         """pm_load_page: an up-to-date page for `index`, with one slot
         reference.  lookup() for callers that need not know whether it read,
         with the hit spared the tuple (it is the page cache's hot path)."""
-        page = self._find_page(index)
+        try:
+            page = self._find_page(index)
+        except TypeError:
+            self._check_index(index, "load_page")  # says what is wrong with it
+            raise
         if page is not None and page.flags.load() & PG_UPTODATE:
             return page
         page = self._read_or_wait(index, page, True)
@@ -224,9 +268,10 @@ class PageMap(Removal, ReverseMap):
             self.put_page(page)
             if not load:
                 return None
+            code = getattr(err, "errno", None)
             raise IOFailure(
                 f"{self.name}: reading page {index} failed in another loader: {err}",
-                errno=getattr(err, "errno", None) or IOFailure.default_errno,
+                errno=code if isinstance(code, int) and code > 0 else IOFailure.default_errno,
             ) from err
         self._read_locked_page(page)
         return page
@@ -240,10 +285,9 @@ class PageMap(Removal, ReverseMap):
     def _insert_locked(self, index: int) -> Page | None:
         """A fresh page, locked and not up to date, inserted at `index` with a
         slot reference; None if someone else inserted one first (a benign race)."""
-        if not 0 <= index <= RADIX_MAX_INDEX:
-            raise InvalidArgument(
-                f"{self.name}: page index {index} is outside 0..{RADIX_MAX_INDEX}"
-            )
+        index = self._check_index(index, "load_page")
+        if self.closed:
+            raise AlreadyClosed(f"{self.name}: a page must be read, but the machine is closed")
         page = self.allocator.alloc()
         # Not UPTODATE: once inserted others can find it, and it is not filled;
         # they sleep on its lock until it is (the load-race scenario; its
@@ -286,7 +330,7 @@ class PageMap(Removal, ReverseMap):
             page.flags.fetch_and(~PG_PAGEMAP)
             unlock_page(page)
             self.put_page(page)
-            if isinstance(exc, OSError) and exc.errno:
+            if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
                 raise
             raise IOFailure(f"{self.name}: readpage of page {page.index} failed: {exc!r}") from exc
         unlock_page(page)

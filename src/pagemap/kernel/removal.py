@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from pagemap.hw.mmu import PTE_D, PTE_P, pte_ppn
 from pagemap.kernel.errors import InvalidArgument
 from pagemap.kernel.mman import MAP_LOCKED
+from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import (
     PG_DIRTY,
     PG_REMOVAL,
@@ -86,6 +87,8 @@ class Removal:
         return self.allocator.pages[ppn] if ppn else None
 
     def _check_range(self, index: int, nr_pages: int) -> tuple[int, int]:
+        index = as_int(index, f"{self.name}: page range", "the first index")
+        nr_pages = as_int(nr_pages, f"{self.name}: page range", "the number of pages")
         if index < 0 or nr_pages < 0:
             raise InvalidArgument(
                 f"{self.name}: page range start {index}, length {nr_pages}: neither may be negative"

@@ -5,7 +5,9 @@ TLB the access goes through; outside any task, on core 0) with no lock held.
 Each page of an access goes through the MMU (hw/mmu.py); a page fault is
 handled (kernel/fault.py) and that page's access retried, so an access that
 spans pages is done page by page, in order, and a fault that cannot be
-handled stops it there with what Linux would signal.
+handled stops it there with what Linux would signal.  An address or length
+that is not an int, or data that is not bytes-like, is TypeError; any access
+after exit() is ESRCH (kernel/owner.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pagemap.hw.mmu import PageFault
 from pagemap.kernel.errors import InvalidArgument, SegmentationFault
 from pagemap.kernel.fault import FaultHandler
 from pagemap.kernel.mm import USER_TOP
+from pagemap.kernel.owner import as_buffer, as_int, check_alive
 
 
 class UserAccess(FaultHandler):
@@ -24,6 +27,9 @@ class UserAccess(FaultHandler):
 
     def load(self, addr: int, n: int) -> bytes:
         """`n` bytes at `addr`, as a user load on the current task's core."""
+        if self.exited or type(addr) is not int or type(n) is not int:  # the hot path skips it
+            check_alive(self.exited, "load", self.pid)
+            addr, n = as_int(addr, "load", "the address"), as_int(n, "load", "the length")
         if n < 0:
             raise InvalidArgument(f"p{self.pid}: load of {n} bytes: the length may not be negative")
         if n == 0:
@@ -45,7 +51,10 @@ class UserAccess(FaultHandler):
         Pages are written in order; a fault on a later page leaves the earlier
         ones written, as a memcpy interrupted by a signal would.
         """
-        src = bytes(data)
+        if self.exited or type(addr) is not int:  # the hot path skips it
+            check_alive(self.exited, "store", self.pid)
+            addr = as_int(addr, "store", "the address")
+        src = data if type(data) is bytes else bytes(as_buffer(data, "store"))
         core = self.current_core()
         va, end = addr, addr + len(src)
         while va < end:

@@ -26,15 +26,32 @@ import errno
 from collections.abc import Callable
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.kernel.errors import InvalidArgument, IOFailure, KernelError, OutOfMemory
+from pagemap.kernel.errors import (
+    AlreadyClosed,
+    FileTooLarge,
+    InvalidArgument,
+    IOFailure,
+    KernelError,
+    OutOfMemory,
+)
+from pagemap.kernel.owner import as_buffer, as_int
 from pagemap.kernel.page import PG_DIRTY, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
-# As large as a signed 64-bit file offset allows, like Linux's off_t.
+# As large as a signed 64-bit file offset allows, like Linux's off_t.  A
+# filesystem may allow less (Inode.largest_size): a host file, what its host does.
 MAX_FILE_SIZE = (1 << 63) - 1
+# What every filesystem allows (Linux's MAX_NON_LFS): a write or truncate that
+# ends below it need not ask the filesystem for its own limit.
+SMALL_FILE_SIZE = (1 << 31) - 1
+# The most one read or write moves, as Linux caps a count (INT_MAX rounded
+# down to a page); more is a short count.
+MAX_RW_COUNT = 0x7FFF_F000
+# A read of at most this many bytes allocates its result at once.
+MAX_READ_AT_ONCE = 1 << 24
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -45,9 +62,13 @@ def pages_spanned(size: int) -> int:
     return (size + PGSIZE - 1) >> PGSHIFT
 
 
-def check_range(what: str, offset: int, length: int) -> None:
+def check_range(what: str, offset: int, length: int) -> tuple[int, int]:
+    """(offset, length) as ints; TypeError for another type, EINVAL if negative."""
+    if type(offset) is not int or type(length) is not int:
+        offset, length = as_int(offset, what, "the offset"), as_int(length, what, "the length")
     if offset < 0 or length < 0:
         raise InvalidArgument(f"{what}: offset {offset} and length {length} may not be negative")
+    return offset, length
 
 
 class Inode:
@@ -67,6 +88,13 @@ class Inode:
         self.lock = executor.semaphore(1, f"{name}.i_rwsem")
         self.open_count = executor.atomic(0, f"{name}.open_count")
         self.mapping = make_page_map(self, self, name)
+        # The largest size a write or truncate may give the file (EFBIG past it),
+        # as far as is known without asking the filesystem (largest_size).
+        self.max_size = MAX_FILE_SIZE
+        # Set when the backing store is let go (its machine was closed); every
+        # open file of the inode answers EBADF after.  A plain field: File
+        # checks it on every call.
+        self.released = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name}, size={self.size_word.value})"
@@ -91,19 +119,31 @@ class Inode:
         """Make what writepage wrote durable."""
         raise NotImplementedError
 
+    def largest_size(self) -> int:
+        """The largest size a write or truncate may give the file; a filesystem
+        whose limit is costly to find finds it here, once."""
+        return self.max_size
+
+    def _size_limit(self, end: int) -> int:
+        """The size limit that counts for a write or truncate ending at `end`."""
+        return self.max_size if end <= SMALL_FILE_SIZE else self.largest_size()
+
     # -- read --------------------------------------------------------------------
     def read(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`, stopping at the end of the file.
 
         Running out of frames or a failed readpage after some bytes were
         copied gives those bytes (a short read, as POSIX has it); before any,
-        it raises.
+        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; past
+        MAX_READ_AT_ONCE the result grows as pages are copied, so a huge
+        count on a huge file costs nothing up front.
         """
-        check_range(f"{self.name}: read", offset, nbytes)
-        end = min(offset + nbytes, self.size)
+        offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
+        end = min(offset + min(nbytes, MAX_RW_COUNT), self.size)
         if end <= offset:
             return b""
-        out = bytearray(end - offset)
+        # Filled in place when small; appended to (at == len(out)) when not.
+        out = bytearray(end - offset) if end - offset <= MAX_READ_AT_ONCE else bytearray()
 
         def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
             out[at : at + chunk] = page.data[off : off + chunk]
@@ -145,17 +185,20 @@ class Inode:
         A write past the end grows the file (the gap reads as zeros).  Running
         out of frames or a failed readpage after some pages were written gives
         their count (a short write); before any, it raises, nothing changed.
+        As on Linux, a write is cut short at MAX_RW_COUNT bytes and at the
+        largest file size (largest_size), and one that starts there is EFBIG.
         """
-        src = memoryview(data).cast("B")
-        check_range(f"{self.name}: write", offset, len(src))
-        if offset + len(src) > MAX_FILE_SIZE:
-            raise KernelError(
-                f"{self.name}: a write of {len(src)} bytes at {offset} would pass the largest "
-                f"file size, {MAX_FILE_SIZE}",
-                errno=errno.EFBIG,
-            )
+        src = as_buffer(data, f"{self.name}: write")
+        offset, _ = check_range(f"{self.name}: write", offset, len(src))
         if not src:
             return 0
+        limit = self._size_limit(offset + len(src))
+        if offset >= limit:
+            raise FileTooLarge(
+                f"{self.name}: a write at {offset} starts at or past the largest size this "
+                f"file may have, {limit} bytes"
+            )
+        src = src[: min(MAX_RW_COUNT, limit - offset)]
         self.lock.down()
         try:
             return self._write_locked(src, offset)
@@ -188,12 +231,14 @@ class Inode:
         the new last page past it; neither a read nor a writeback can bring the
         old bytes back (test_truncate_racing_writeback_never_resurrects).
         """
+        size = as_int(size, f"{self.name}: truncate", "the size")
         if size < 0:
             raise InvalidArgument(f"{self.name}: truncate to {size}: a size may not be negative")
-        if size > MAX_FILE_SIZE:
-            raise KernelError(
-                f"{self.name}: truncate to {size} passes the largest file size, {MAX_FILE_SIZE}",
-                errno=errno.EFBIG,
+        limit = self._size_limit(size)
+        if size > limit:
+            raise FileTooLarge(
+                f"{self.name}: truncate to {size} passes the largest size this file may have, "
+                f"{limit} bytes"
             )
         self.lock.down()
         try:
@@ -279,7 +324,9 @@ class File:
 
     def _check_open(self, op: str) -> None:
         if self._closed.load():
-            raise KernelError(f"{self.path}: {op} on a closed file", errno=errno.EBADF)
+            raise AlreadyClosed(f"{self.path}: {op} on a closed file")
+        if self.inode.released:
+            raise AlreadyClosed(f"{self.path}: {op} on a file whose machine was closed")
 
     def _check_writable(self, op: str) -> None:
         self._check_open(op)
@@ -317,4 +364,4 @@ class File:
             self.inode.open_count.fetch_add(-1)
 
 
-__all__ = ["MAX_FILE_SIZE", "File", "Inode", "pages_spanned"]
+__all__ = ["MAX_FILE_SIZE", "MAX_RW_COUNT", "File", "Inode", "pages_spanned"]

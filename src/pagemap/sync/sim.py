@@ -70,12 +70,15 @@ class EventLog:
     Step i was taken by task `tids[i]`, at a point of kind `kinds[i]`, on the
     object `objs[i]` with access `accs[i]`; `enabled[i]` is the bit mask of
     task ids that could have gone instead (the choice it was); `extra[i]`
-    lists further (object, access) pairs that step touched.
+    lists further (object, access) pairs that step touched.  With
+    `keep_objects`, `objects` lists every registered object in the order they
+    were made (a replay reads the machine's state from them); off by default,
+    since it keeps the run's objects alive as long as the log.
     """
 
-    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objs", "tids")
+    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objects", "objs", "tids")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_objects: bool = False) -> None:
         self.tids: list[int] = []
         self.kinds: list[str] = []
         self.objs: list[object] = []
@@ -86,6 +89,7 @@ class EventLog:
         # so a footprint names the same object in every schedule that made it
         # the same way (frames are ints >= 0, keys are tuples).
         self.made = 0
+        self.objects: list[object] | None = [] if keep_objects else None
 
     def key(self, obj: object) -> object:
         """The stable identity of a footprint object."""
@@ -149,6 +153,9 @@ class SimExecutor(Executor):
         self.outside = Task(-1, "outside", 0, lambda: None, ())
         self.on_step: StepHook | None = None
         self.on_event: Callable[[int], None] | None = None  # called as each step is logged
+        # Called once the run has stopped, before unfinished tasks are unwound (their
+        # unwinding releases locks): the state a replay shows after the last step.
+        self.on_end: Callable[[], None] | None = None
         self.log: EventLog | None = None
         self.recording = False
         self._mask = 0  # the choice the running task's step was (for the log)
@@ -194,6 +201,8 @@ class SimExecutor(Executor):
         if log is not None:
             log.made += 1
             obj.sid = -log.made  # type: ignore[attr-defined]
+            if log.objects is not None:
+                log.objects.append(obj)
 
     def current_task(self) -> Task | None:
         return self.current
@@ -483,6 +492,8 @@ class SimExecutor(Executor):
         except WatchdogInterrupt:
             self._abort = self._pending_abort
         finally:
+            if self.on_end is not None:
+                self.on_end()
             if dog is not None:
                 dog.unwatch(self)  # type: ignore[union-attr]
                 if own:

@@ -1,17 +1,60 @@
-"""`pagemap run`: the main job (see workload/spec.py and workload/runner.py)."""
+"""`pagemap run`: the main job (see workload/spec.py and workload/runner.py).
+
+Rules: every argument is checked before any work starts (a bad one is one line and
+exit 2); the run's temp files (the data file and its copy) live in one temp
+directory that is removed however the run ends: normally, on an error, on Ctrl-C
+(exit 130) or on SIGTERM (exit 143, what a CI timeout sends).  `--json` prints one
+document (run.schema.json in check/schemas/) and nothing else on stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pagemap import __version__
+from pagemap.hw.memory import PGSIZE
+from pagemap.options import format_size, host_memory, seconds, size, whole
 from pagemap.workload.runner import Result, run_workload
 from pagemap.workload.spec import Spec
+
+RUN_SCHEMA = 1  # the version of run.schema.json that `--json` follows
+TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
+
+# What the counters table calls each counter (the JSON uses the keys).
+COUNTER_LABELS = {
+    "page_loads": "page loads",
+    "cache_hits": "cache hits",
+    "pages_read": "pages read (misses)",
+    "writebacks": "writebacks",
+    "pages_removed": "pages removed",
+    "removal_passes": "removal passes",
+    "flusher_rounds": "flusher rounds",
+    "pages_cached_at_end": "pages cached at the end",
+    "operations": "operations",
+    "ops_per_second": "ops per second",
+    "page_faults_minor": "page faults, minor",
+    "page_faults_major": "page faults, major",
+    "tlb_shootdowns": "TLB shootdowns",
+}
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived.  A SystemExit, so that the SimExecutor lets it through a
+    task (it never takes one for a task's failure) and every `with` unwinds."""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED)
 
 
 def register(sub: Any) -> None:
@@ -25,30 +68,48 @@ def register(sub: Any) -> None:
         "verdict: coherence, memory safety, durability, accounting, liveness, locked "
         "pages.  Exit 0 only if all hold.",
     )
+    memory = host_memory() or None
     p.add_argument(
         "--executor",
         choices=("threads", "sim"),
         default="threads",
         help="OS threads (default) or the deterministic scheduler",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed of the workload (and of the sim)")
-    p.add_argument("--cores", type=int, default=4, help="cores (default 4)")
-    p.add_argument("--memory", default="64MiB", help="memory for page frames (default 64MiB)")
+    p.add_argument("--seed", type=whole(0), default=1, help="seed of the workload (and of the sim)")
+    p.add_argument("--cores", type=whole(1, 256), default=4, help="cores (default 4)")
+    p.add_argument(
+        "--memory",
+        type=size(64 * PGSIZE, memory, "this machine's memory"),
+        default="64MiB",
+        help="memory for page frames (default 64MiB)",
+    )
     p.add_argument(
         "--file-size",
+        type=size(PGSIZE, memory, "this machine's memory"),
         default="96MiB",
         help="size of the generated file (default 96MiB, more than --memory)",
     )
-    p.add_argument("--procs", type=int, default=4, help="processes, one worker each (default 4)")
-    p.add_argument("--ops", type=int, default=20_000, help="operations in all (default 20000)")
+    p.add_argument(
+        "--procs",
+        type=whole(1, 1024),
+        default=4,
+        help="processes, one worker each (default 4)",
+    )
+    p.add_argument("--ops", type=whole(0), default=20_000, help="operations in all (default 20000)")
     p.add_argument(
         "--file",
-        help="run on a copy of this file instead of a generated one "
+        help="run on a copy of this regular file instead of a generated one "
         "(the file itself is never modified)",
     )
     p.add_argument(
+        "--image",
+        help="run on /data.bin inside a copy of this ext2 image (created there if "
+        "missing; the image itself is never modified); e2fsck must find the copy "
+        "clean afterwards",
+    )
+    p.add_argument(
         "--flusher-period",
-        type=float,
+        type=seconds(0.000001, 3600),
         default=0.01,
         help="seconds between flusher rounds (virtual under sim; default 0.01)",
     )
@@ -67,17 +128,39 @@ def _run(args: argparse.Namespace) -> int:
         ops=args.ops,
         file=args.file,
         flusher_period=args.flusher_period,
+        image=args.image,
     )
-    if args.json:
-        result = run_workload(spec)
-        print(json.dumps(as_json(result), indent=2))
-        return 0 if result.ok else 1
+    try:
+        with _sigterm_unwinds():
+            if args.json:
+                result = run_workload(spec)
+                print(json.dumps(as_json(result), indent=2))
+                return 0 if result.ok else 1
+            return _run_with_display(spec)
+    except Terminated:
+        print("pagemap run: terminated (SIGTERM); its temp files are removed", file=sys.stderr)
+        return TERMINATED
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the run goes on, SIGTERM raises Terminated in the main thread, so the
+    temp directory's `with` removes it, as Ctrl-C's KeyboardInterrupt does
+    (test_sigterm_leaves_no_temp_files)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_with_display(spec: Spec) -> int:
     console = Console()
-    console.print(
-        f"pagemap run: {spec.procs} processes, {spec.ops} operations, {spec.cores} cores, "
-        f"{spec.memory >> 20} MiB of frames, a {spec.file_size >> 20} MiB file, "
-        f"executor {spec.executor}, seed {spec.seed}"
-    )
+    console.print(banner(spec), soft_wrap=True)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -93,16 +176,31 @@ def _run(args: argparse.Namespace) -> int:
     if result.ok:
         console.print("[green]OK[/green]: every oracle holds")
         return 0
-    console.print("[red]FAILED[/red]: see the verdicts above")
+    failed = ", ".join(v.label for v in result.verdicts if not v.ok)
+    console.print(f"[red]FAILED[/red]: {failed} (see the verdicts above)")
     return 1
+
+
+def banner(spec: Spec) -> str:
+    """One line saying what runs, with the sizes as they are (a user's file is
+    counted at its own size)."""
+    source = f"a copy of {spec.file}" if spec.file is not None else "a generated file"
+    return (
+        f"pagemap run: {spec.procs} processes, {spec.ops:,} operations, {spec.cores} cores, "
+        f"{format_size(spec.memory)} of frames, {source} of {format_size(spec.file_size)}, "
+        f"executor {spec.executor}, seed {spec.seed}"
+    )
 
 
 def counters_table(result: Result) -> Table:
     table = Table(title=f"counters ({result.elapsed:.2f} s)")
     table.add_column("counter")
     table.add_column("value", justify="right")
-    for name, value in result.counters.items():
-        table.add_row(name, f"{value:,}" if isinstance(value, int) else f"{value:,.1f}")
+    for key, value in result.counters.items():
+        table.add_row(
+            COUNTER_LABELS.get(key, key),
+            f"{value:,}" if isinstance(value, int) else f"{value:,.1f}",
+        )
     return table
 
 
@@ -113,7 +211,7 @@ def verdicts_table(result: Result) -> Table:
     table.add_column("detail", overflow="fold")
     for v in result.verdicts:
         table.add_row(
-            v.name,
+            v.label,
             "[green]holds[/green]" if v.ok else "[red]VIOLATED[/red]",
             "" if v.ok else v.detail,
         )
@@ -121,10 +219,27 @@ def verdicts_table(result: Result) -> Table:
 
 
 def as_json(result: Result) -> dict[str, Any]:
+    """The run as run.schema.json describes it: snake_case keys throughout."""
+    spec = result.spec
     return {
+        "schema": RUN_SCHEMA,
+        "command": "run",
+        "pagemap": __version__,
         "ok": result.ok,
-        "spec": result.spec.__dict__,
+        "verdict": "holds" if result.ok else "violation",
+        "spec": {
+            "executor": spec.executor,
+            "seed": spec.seed,
+            "cores": spec.cores,
+            "memory": spec.memory,
+            "file_size": spec.file_size,
+            "procs": spec.procs,
+            "ops": spec.ops,
+            "file": spec.file,
+            "flusher_period": spec.flusher_period,
+            "image": spec.image,
+        },
         "elapsed_seconds": result.elapsed,
-        "counters": result.counters,
+        "counters": dict(result.counters),
         "oracles": {v.name: {"ok": v.ok, "detail": v.detail} for v in result.verdicts},
     }

@@ -16,16 +16,38 @@ from pagemap.machine import Machine
 from pagemap.sync.core import Deadlock, StepBudgetExceeded
 from pagemap.workload import data
 from pagemap.workload.spec import LOCKED_PAGES, Spec
+from pagemap.workload.target import (
+    HostTarget,
+    ImageTarget,
+    Target,
+    copy_image,
+    create_in_image,
+    image_contents,
+)
 from pagemap.workload.worker import Worker
 
-ORACLES = ("coherence", "memory safety", "durability", "accounting", "liveness", "locked pages")
+# Each oracle's key (in JSON) and the words a table shows for it.
+ORACLES = {
+    "coherence": "coherence",
+    "memory_safety": "memory safety",
+    "durability": "durability",
+    "accounting": "accounting",
+    "liveness": "liveness",
+    "locked_pages": "locked pages",
+    "filesystem": "filesystem (e2fsck)",  # an ext2 image's own oracle (--image)
+}
+EXTRA_ORACLES = ("filesystem",)  # only where the target asks for them
 
 
 @dataclass
 class Verdict:
-    name: str
+    name: str  # a key of ORACLES
     ok: bool
     detail: str
+
+    @property
+    def label(self) -> str:
+        return ORACLES[self.name]
 
 
 @dataclass
@@ -46,8 +68,9 @@ class Checks:
 
     LIMIT = 20
 
-    def __init__(self) -> None:
-        self.found: dict[str, list[str]] = {name: [] for name in ORACLES}
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
+        names = [n for n in ORACLES if n not in EXTRA_ORACLES] + list(extra)
+        self.found: dict[str, list[str]] = {name: [] for name in names}
 
     def add(self, oracle: str, problem: str) -> None:
         found = self.found[oracle]
@@ -64,6 +87,8 @@ class Checks:
 def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -> Result:
     """Run `spec` in a temp dir; `progress(n)` is told of every n operations done."""
     with tempfile.TemporaryDirectory(prefix="pagemap-run-") as tmp:
+        if spec.image is not None:
+            return _run_on_image(spec, tmp, progress)
         path = os.path.join(tmp, "data.bin")
         if spec.file is not None:
             size = data.copy(spec.file, path)
@@ -72,14 +97,35 @@ def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -
             data.generate(path, spec.file_size)
         with open(path, "rb") as f:
             shadow = bytearray(f.read())
-        return _run(spec, path, shadow, progress)
+        machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed)
+        return _run(spec, machine, HostTarget(machine, path), shadow, progress)
 
 
-def _run(spec: Spec, path: str, shadow: bytearray, progress: Callable[[int], None]) -> Result:
-    result = Result(spec)
-    checks = Checks()
+def _run_on_image(spec: Spec, tmp: str, progress: Callable[[int], None]) -> Result:
+    """The job on /data.bin inside a copy of the image (see workload/target.py)."""
+    assert spec.image is not None
+    image = os.path.join(tmp, "image.img")
+    copy_image(spec.image, image)
+    existing = image_contents(image)
+    if existing is not None:
+        spec = Spec.build(**{**spec.__dict__, "file_size": len(existing)})
+    else:
+        existing = create_in_image(image, spec.file_size, spec.memory)
     machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed)
-    file = machine.open(path, "r+")
+    fs = machine.mount(image, "rw")
+    return _run(spec, machine, ImageTarget(machine, image, fs), bytearray(existing), progress)
+
+
+def _run(
+    spec: Spec,
+    machine: Machine,
+    target: Target,
+    shadow: bytearray,
+    progress: Callable[[int], None],
+) -> Result:
+    result = Result(spec)
+    checks = Checks(target.oracles)
+    file = target.file
     layout = spec.layout()
     procs = [machine.process() for _ in range(spec.procs)]
     flusher = machine.start_flusher(spec.flusher_period)
@@ -115,7 +161,7 @@ def _run(spec: Spec, path: str, shadow: bytearray, progress: Callable[[int], Non
         checks.add("coherence", problem)
     _check_locked(file, workers, checks)
     cached = file.mapping.nr_pages
-    _finish(machine, procs, file, shadow, checks)
+    _finish(machine, procs, target, shadow, checks)
     result.ops_done = sum(sum(w.counts.values()) for w in workers)
     result.counters = _counters(machine, file, procs, flusher.stats.rounds, cached, result)
     result.verdicts = checks.verdicts()
@@ -136,7 +182,7 @@ def _memory_safety_hook(
     def hook(proc: object, va: int, ppn: int, write: bool) -> None:
         if alloc.is_free(ppn):
             checks.add(
-                "memory safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
+                "memory_safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
             )
             return
         base = shared.get(id(proc))
@@ -152,7 +198,7 @@ def _memory_safety_hook(
         page = alloc.pages[ppn]
         if page.mapping is not pm or page.index != index:
             checks.add(
-                "memory safety",
+                "memory_safety",
                 f"{'store' if write else 'load'} at {va:#x} (page {index}) landed in frame {ppn}, "
                 f"which caches page {page.index} of {page.mapping}",
             )
@@ -167,32 +213,23 @@ def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
         for i in range(LOCKED_PAGES):
             index = w.lo // PGSIZE + i
             if file.mapping.tree.lookup_slot(index) is None:
-                checks.add("locked pages", f"page {index}, mapped MAP_LOCKED, was evicted")
+                checks.add("locked_pages", f"page {index}, mapped MAP_LOCKED, was evicted")
 
 
 def _finish(
-    machine: Machine, procs: list[Proc], file: File, shadow: bytearray, checks: Checks
+    machine: Machine, procs: list[Proc], target: Target, shadow: bytearray, checks: Checks
 ) -> None:
-    """Unmap everything (passing on dirty bits), fsync, and compare."""
+    """Unmap everything (passing on dirty bits), fsync, check the accounting,
+    close, and compare what the backing store holds with the shadow."""
+    file = target.file
     try:
         for proc in procs:
             proc.exit()
+        target.settle()
         file.fsync()
     except OSError as exc:
         checks.add("durability", f"writing back at the end failed: {exc}")
         return
-    with open(file.path, "rb") as f:
-        host = f.read()
-    if host != bytes(shadow):
-        if len(host) != len(shadow):
-            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
-        else:
-            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
-            checks.add(
-                "durability",
-                f"after fsync the file differs from every write applied in "
-                f"order, first at offset {bad:#x}",
-            )
     for problem in machine.check_quiescent():
         checks.add("accounting", problem)
     cached = sum(pm.nr_pages for pm in machine.page_maps)
@@ -203,6 +240,19 @@ def _finish(
             " frames are neither free nor cached after every process exited",
         )
     file.close()
+    host = target.read_back(checks.found)
+    if host is None:
+        return
+    if host != bytes(shadow):
+        if len(host) != len(shadow):
+            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
+        else:
+            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
+            checks.add(
+                "durability",
+                f"after fsync the file differs from every write applied in "
+                f"order, first at offset {bad:#x}",
+            )
 
 
 def _counters(
@@ -210,16 +260,16 @@ def _counters(
 ) -> dict[str, int | float]:
     stats = file.mapping.stats
     counters: dict[str, int | float] = {
-        "page loads": stats.hits + stats.misses,
-        "cache hits": stats.hits,
-        "pages read (misses)": stats.misses,
+        "page_loads": stats.hits + stats.misses,
+        "cache_hits": stats.hits,
+        "pages_read": stats.misses,
         "writebacks": int(stats.writebacks),
-        "pages removed": stats.removed,
-        "removal passes": stats.removals,
-        "flusher rounds": rounds,
-        "pages cached at the end": cached,
+        "pages_removed": stats.removed,
+        "removal_passes": stats.removals,
+        "flusher_rounds": rounds,
+        "pages_cached_at_end": cached,
         "operations": result.ops_done,
-        "ops per second": round(result.ops_done / result.elapsed, 1) if result.elapsed else 0.0,
+        "ops_per_second": round(result.ops_done / result.elapsed, 1) if result.elapsed else 0.0,
     }
     for name, value in machine.mm_counters().items():
         counters[name] = value

@@ -13,6 +13,8 @@ processes' mappings of the same pages, and the scheduler interleave.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 from pagemap.hw.memory import PGSIZE, parse_size
@@ -36,6 +38,7 @@ class Spec:
     ops: int = 20_000
     file: str | None = None
     flusher_period: float = 0.01
+    image: str | None = None
 
     @staticmethod
     def build(
@@ -48,6 +51,7 @@ class Spec:
         ops: int = 20_000,
         file: str | None = None,
         flusher_period: float = 0.01,
+        image: str | None = None,
     ) -> Spec:
         """A checked Spec; ValueError with a sentence for anything off."""
         if executor not in ("threads", "sim"):
@@ -63,13 +67,28 @@ class Spec:
         mem = parse_size(memory)
         if mem < 64 * PGSIZE:
             raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
-        size = parse_size(file_size)
-        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period)
+        if file is not None and image is not None:
+            raise ValueError("--file and --image cannot both be given: the job runs on one file")
+        size = parse_size(file_size) if file is None else regular_file_size(file)
+        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period, image)
         spec.layout()  # raises if the file is too small for the processes
         return spec
 
     def layout(self) -> Layout:
         return Layout.of(self.file_size, self.procs)
+
+
+def regular_file_size(path: str) -> int:
+    """The size of the user's file, which must be a regular file: a device such as
+    /dev/zero would be copied without end, and a FIFO would block the copy."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"--file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ValueError(f"--file {path} is {kind}: give a regular file, which is copied")
+    return st.st_size
 
 
 @dataclass(frozen=True)

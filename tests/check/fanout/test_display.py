@@ -32,6 +32,6 @@ def test_nothing_is_promised_before_anything_is_done_or_once_all_is() -> None:
 def test_the_display_shows_the_last_status() -> None:
     out = io.StringIO()
     console = Console(file=out, width=160, force_terminal=False)
-    with Display(console, "local processes") as display:
+    with Display(console) as display:
         display.update(status(3, 12, 1500, 3000))
     assert "3/12 units" in out.getvalue() and "load-race" in out.getvalue()

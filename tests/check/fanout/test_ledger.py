@@ -97,6 +97,10 @@ class Shuffled:
         gone = set(uids)
         self.waiting = [(u, w) for u, w in self.waiting if u not in gone]
 
+    def halt(self, grace: float) -> list[Batch]:
+        self.waiting.clear()
+        return []
+
     def close(self) -> None:
         self.waiting.clear()
 

@@ -282,3 +282,76 @@ def test_thousands_of_steps_stay_navigable(browser: BrowserContext, tmp_path: Pa
         assert opened.panel_state() == t.rows[2997].state
     finally:
         opened.page.close()
+
+
+# -- the page `pagemap replay TRACE --html FILE` writes for a real counterexample ---------
+
+
+@pytest.fixture(scope="module")
+def replayed_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Timeline]:
+    """A counterexample found by `pagemap check` under a broken kernel (writeback
+    before the TLB shootdown), its page written by `pagemap replay --html`, and its
+    timeline as `replay --json` gives it."""
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from pagemap.check.mutants import MUTANTS
+    from pagemap.cli import main
+
+    tmp = tmp_path_factory.mktemp("replayed")
+    mutant = next(m for m in MUTANTS if m.name == "dirty-before-shootdown")
+    page = tmp / "timeline.html"
+    out = io.StringIO()
+    with mutant.applied(), redirect_stdout(out):
+        assert main(["check", mutant.scenario, "--traces", str(tmp)]) == 1
+        (trace,) = tmp.glob("*.json")
+        assert main(["replay", str(trace), "--html", str(page)]) == 1
+        out.seek(0)
+        out.truncate()
+        assert main(["replay", str(trace), "--json"]) == 1
+    timeline = Timeline.from_dict(json.loads(out.getvalue())["timeline"])
+    return page, timeline
+
+
+def test_a_replayed_counterexample_reads_in_the_browser(
+    browser: BrowserContext, replayed_page: tuple[Path, Timeline]
+) -> None:
+    path, t = replayed_page
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(path.as_uri(), wait_until="load")
+        assert errors == []
+        assert page.title() == t.title
+        assert page.locator("#timeline thead th.core").count() == t.cores == 2
+        assert page.locator("#timeline tbody tr").count() == len(t.rows)
+        failing = page.eval_on_selector_all("#timeline tr.failing", "trs => trs.map(tr => tr.id)")
+        assert failing == [f"step-{n}" for n in t.failing_steps] and failing
+        preempted = page.eval_on_selector_all(
+            "#timeline tr.preempted", "trs => trs.map(tr => tr.id)"
+        )
+        assert preempted == [f"step-{r.step}" for r in t.rows if r.preempted] and preempted
+        # A click on a store shows the machine after it: the frame's new bytes among it.
+        store = next(r for r in t.rows if r.operation == "frame.store")
+        page.click(f"#step-{store.step} td.active")
+        title = page.inner_text("#panel-title")
+        assert title == f"Step {store.step}: {store.task} on core {store.core}"
+        pairs: Any = page.eval_on_selector_all(
+            "#panel-state tr",
+            "trs => trs.map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])",
+        )
+        assert {str(k): str(v) for k, v in pairs} == store.state
+        assert "free frames" in store.state and any(k.startswith("frame ") for k in store.state)
+        assert store.data[:16] in page.inner_text("#panel-row").replace(" ", "")
+        # The failing step is one key press away.
+        page.keyboard.press("Home")
+        page.keyboard.press("n")
+        assert page.eval_on_selector("#timeline tr.selected", "tr => tr.id") == (
+            f"step-{t.failing_steps[0]}"
+        )
+        assert errors == []
+    finally:
+        page.close()

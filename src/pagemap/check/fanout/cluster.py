@@ -11,9 +11,12 @@ Rules: only the driver's thread calls the engine.  Tasks are submitted with
 a priority that keeps the fixed order's early units first.  A worker that
 dies has its task re-run elsewhere by the Dask scheduler, up to its
 `distributed.scheduler.allowed-failures` (3 by default) times; then the
-unit is given up (WorkerLost).  A stop sets a Dask Event that running
-tasks poll between batches (check/fanout/work.py, every 0.2 s), and
-cancels every task not yet started.
+unit is given up (WorkerLost).  A stop (Ctrl-C, or the end of the
+exploration) cancels every task not yet started and sets a Dask Event
+that running tasks poll between batches (check/fanout/work.py, every
+0.2 s): they end where they are and hand back what they explored, which
+the engine waits for a moment (`halt`, `close`), so that nothing runs on
+after the driver and the workers' own clients close cleanly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from pagemap.check.fanout.work import run_whole
 
 CONNECT_SECONDS = 10
 LOCAL = "local"
+POLL = 0.05  # seconds between looks at the tasks while a stop waits for them
+HALT_GRACE = 1.0  # seconds `close` waits for running tasks to notice a stop
 
 
 def run_remote(uid: int, unit: Unit, stop: str) -> Batch:
@@ -57,6 +62,7 @@ class DaskEngine:
     def __init__(self, address: str, jobs: int = 2, connect: float = CONNECT_SECONDS) -> None:
         distributed = _distributed()
         self.cluster: Any = None
+        self.client: Any = None
         try:
             if address == LOCAL:
                 self.cluster = distributed.LocalCluster(
@@ -67,7 +73,7 @@ class DaskEngine:
                     dashboard_address="127.0.0.1:0",
                     silence_logs=logging.ERROR,
                 )
-                self.client: Any = distributed.Client(self.cluster)
+                self.client = distributed.Client(self.cluster)
             else:
                 self.client = distributed.Client(address, timeout=connect)
         except OSError as exc:
@@ -75,7 +81,11 @@ class DaskEngine:
             raise ClusterUnavailable(
                 f"cannot reach the Dask scheduler at {address}: {exc}"
             ) from None
-        self.name = f"Dask ({self.client.scheduler.address})"
+        except BaseException:
+            self._close_cluster()  # a second Ctrl-C while the cluster starts
+            raise
+        where = "a local Dask cluster" if self.cluster is not None else "the Dask cluster"
+        self.name = f"on {where} at {self.client.scheduler.address} ({self.workers()} workers)"
         self.token = uuid.uuid4().hex[:12]
         self.stop_event = f"pagemap-stop-{self.token}"
         self.done = distributed.as_completed()
@@ -137,9 +147,23 @@ class DaskEngine:
         if futs:
             self.client.cancel(futs)
 
+    def halt(self, grace: float) -> list[Batch]:
+        """Cancel the tasks not started, stop the running ones, and take
+        what they hand back within `grace` seconds."""
+        running = {key for keys in self.client.processing().values() for key in keys}
+        waiting = [u for u, f in self.futures.items() if f.key not in running]
+        self.cancel(waiting)
+        _distributed().Event(self.stop_event, client=self.client).set()
+        out: list[Batch] = []
+        deadline = time.monotonic() + grace
+        while self.futures and time.monotonic() < deadline:
+            out += self.pump(None, min(POLL, max(deadline - time.monotonic(), 0.0)))
+        return out
+
     def close(self) -> None:
         try:
-            _distributed().Event(self.stop_event, client=self.client).set()
+            if self.futures:
+                self.halt(HALT_GRACE)
             if self.futures:
                 self.client.cancel(list(self.futures.values()), force=True)
             self.futures.clear()

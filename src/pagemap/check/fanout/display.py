@@ -36,7 +36,7 @@ def describe(status: Status) -> str:
 
 
 class Display:
-    def __init__(self, console: Console, engine: str) -> None:
+    def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -46,7 +46,6 @@ class Display:
             console=console,
             transient=False,
         )
-        self.engine = engine
         self.task: TaskID | None = None
 
     def __enter__(self) -> Display:

@@ -2,22 +2,25 @@
 
 An *engine* is where units run: `SerialEngine` (this process, one schedule
 when the order asks for it), `LocalEngine` (worker processes, `--jobs`),
-`DaskEngine` (a Dask cluster, `--scheduler`).  Each answers five calls:
+`DaskEngine` (a Dask cluster, `--scheduler`).  Each answers six calls:
 
     submit(uid, unit)     run this unit when a worker is free
     pump(want, timeout)   the Batches reported since the last call (waiting
                           at most `timeout` seconds); `want` is the unit the
                           fixed order waits for, which the serial engine runs
     cancel(uids)          nobody will read these units: drop or stop them
+    halt(grace)           a stop: drop what has not started, end the running
+                          units where they are, and return what they report
+                          within `grace` seconds
     close()               stop everything, at once
     workers()             how many run at a time (for the progress display)
 
 `explore` hands the plan's units to the engine, takes what comes back into
 the ledger (check/fanout/ledger.py), hands out the units made on the way,
 and stops when the ledger's order is over, or at once when `stop` is
-requested (Ctrl-C, SIGTERM): then the answer is everything explored so far,
-in no particular order.  Rules: one thread; the engine is closed on every
-way out, exceptions included.
+requested (Ctrl-C, SIGTERM): then the engine is halted and the answer is
+everything explored so far, in no particular order.  Rules: one thread; the
+engine is closed on every way out, exceptions included.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pagemap.check.runner import Summary
 from pagemap.check.strategies import EXHAUSTIVE
 
 POLL = 0.1  # seconds an engine waits for reports before the driver looks at `stop`
+HALT_GRACE = 0.6  # seconds a stop waits for the running units' last reports
 PROGRESS_EVERY = 0.1  # seconds between progress reports
 
 
@@ -48,6 +52,8 @@ class Engine(Protocol):
     def pump(self, want: int | None, timeout: float) -> list[Batch]: ...
 
     def cancel(self, uids: Iterable[int]) -> None: ...
+
+    def halt(self, grace: float) -> list[Batch]: ...
 
     def close(self) -> None: ...
 
@@ -110,6 +116,8 @@ def explore(
             if want is None:
                 return Explored(ledger.summaries(), clock.status())
             if stop is not None and stop.requested:
+                for batch in engine.halt(HALT_GRACE):
+                    ledger.take(batch)
                 return Explored(ledger.everything(), clock.status(), stop)
             if ledger.capped:
                 engine.cancel(ledger.drop_capped())
@@ -161,4 +169,4 @@ class _Clock:
             progress(self.status())
 
 
-__all__ = ["POLL", "Engine", "Explored", "Progress", "Status", "explore"]
+__all__ = ["HALT_GRACE", "POLL", "Engine", "Explored", "Progress", "Status", "explore"]

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pagemap.check.fanout.unit import (
     EXHAUSTED,
     SPLIT,
+    STOPPED,
     TIMED_OUT,
     VIOLATION,
     Batch,
@@ -77,6 +78,7 @@ class Tally:
     complete: bool = True  # every unit so far covered its part to the end
     capped: bool = False  # the budget ended it
     timed_out: int = 0  # units that ran past the unit timeout
+    traces: set[int] = field(default_factory=set)  # DPOR: the trace keys met
 
     @property
     def budget(self) -> int | None:
@@ -87,7 +89,11 @@ class Tally:
     def count(self, tick: Tick) -> None:
         self.schedules += 1
         self.steps += tick.steps
-        self.distinct += tick.fresh
+        if tick.trace is not None:
+            self.traces.add(tick.trace)
+            self.distinct = len(self.traces)
+        else:
+            self.distinct += tick.fresh
         self.redundant += tick.redundant
         self.races += tick.races
         self.seconds += tick.seconds
@@ -159,7 +165,7 @@ class Ledger:
         end = batch.end
         if end is not None:
             self.ends[uid] = end
-            self.units_done += 1
+            self.units_done += end.reason != STOPPED
             tree = self.tree_of[uid]
             if tree is not None:
                 for node in end.frozen:
@@ -288,7 +294,9 @@ class Ledger:
 
     def everything(self) -> list[Summary]:
         """What was explored, in no order (an interrupted exploration): every
-        schedule reported, settled or not; never marked covered."""
+        schedule reported, settled or not; never marked covered, and with no
+        counterexample: a violation the order had not reached need not be the
+        first, and the first may lie in what was never run."""
         out: dict[int, Tally] = {}
         for uid, base in enumerate(self.tally_of):
             tally = out.setdefault(id(base), Tally(base.unit))
@@ -297,8 +305,6 @@ class Ledger:
             end = self.ends[uid]
             if end is not None:
                 tally.timed_out += end.reason == TIMED_OUT
-                if end.trace is not None and tally.trace is None:
-                    tally.trace = end.trace
         results = []
         for base in self._tallies():
             found = out.get(id(base))

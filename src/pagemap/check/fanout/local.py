@@ -17,9 +17,11 @@ doing; Ctrl-C at the terminal reaches the driver alone.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import Connection, wait
@@ -58,7 +60,7 @@ class _Worker:
 
 
 class LocalEngine:
-    name = "local processes"
+    name = "in worker processes"
 
     def __init__(self, jobs: int, retries: int = RETRIES) -> None:
         if jobs < 1:
@@ -68,6 +70,7 @@ class LocalEngine:
         self.units: dict[int, Unit] = {}
         self.deaths: dict[int, int] = {}
         self.pool: list[_Worker] = []
+        self.name = f"in {jobs} worker processes"
         for _ in range(jobs):
             self.pool.append(_Worker())
 
@@ -93,14 +96,18 @@ class LocalEngine:
         self._feed()
         return out
 
-    def _drain(self, worker: _Worker) -> list[tuple[object, ...]]:
-        """What a worker sent; if it is gone, its unit goes to another."""
+    def _drain(self, worker: _Worker, respawn: bool = True) -> list[tuple[object, ...]]:
+        """What a worker sent; if it is gone, its unit goes to another
+        (`respawn`), or nowhere (a halt)."""
         got = []
         try:
             while worker.conn.poll():
                 got.append(worker.conn.recv())
-        except (EOFError, ConnectionError):
-            self._lost(worker)
+        except (EOFError, ConnectionError, OSError):
+            if respawn:
+                self._lost(worker)
+            else:
+                worker.uid = None
         return got
 
     def _receive(self, worker: _Worker, msg: tuple[object, ...], out: list[Batch]) -> None:
@@ -153,6 +160,27 @@ class LocalEngine:
                 worker.kill()
                 self.pool[i] = _Worker()
         self._feed()
+
+    def halt(self, grace: float) -> list[Batch]:
+        """Ask every busy worker to stop (its unit ends at its next batch, at
+        most 0.2 s away, or after the schedule it is in); what they report
+        within `grace` seconds."""
+        self.queue.clear()
+        busy = [w for w in self.pool if w.uid is not None]
+        for worker in busy:
+            with contextlib.suppress(OSError):  # dead: nothing more to hear from it
+                worker.conn.send(None)
+        out: list[Batch] = []
+        deadline = time.monotonic() + grace
+        while any(w.uid is not None for w in busy) and time.monotonic() < deadline:
+            ready = wait([w.conn for w in busy if w.uid is not None], deadline - time.monotonic())
+            for worker in [w for w in busy if w.conn in ready]:
+                for msg in self._drain(worker, respawn=False):
+                    if msg[0] == "batch":
+                        self._receive(worker, msg, out)
+                if worker.uid is not None and worker.proc.poll() is not None:
+                    worker.uid = None  # it died: what it sent is all there is
+        return out
 
     def close(self) -> None:
         for worker in self.pool:

@@ -19,7 +19,7 @@ class SerialEngine:
     """`models`: models at hand by name (closures, say, which no import path
     names), used for the units whose scenario is that name."""
 
-    name = "this process"
+    name = "in this process"
 
     def __init__(self, models: Mapping[str, Model] | None = None) -> None:
         self.models = dict(models or {})
@@ -55,6 +55,10 @@ class SerialEngine:
         for uid in uids:
             self.runs.pop(uid, None)
             self.units.pop(uid, None)
+
+    def halt(self, grace: float) -> list[Batch]:
+        """Nothing runs between two pumps: nothing to wait for."""
+        return []
 
     def close(self) -> None:
         self.runs.clear()

@@ -115,7 +115,10 @@ class Tick(NamedTuple):
     """One schedule a unit ran: its steps, whether it counted as distinct
     (a new Mazurkiewicz trace for DPOR, a new schedule otherwise), whether
     DPOR cut it short as a reordering, the races it showed, what it asked of
-    the frozen nodes above the unit, and whether the unit ended there."""
+    the frozen nodes above the unit, whether the unit ended there, its
+    seconds, and (DPOR, run to its end) the key of its Mazurkiewicz trace,
+    by which the ledger counts traces across units: two subtrees may run
+    schedules of one trace."""
 
     steps: int
     fresh: bool
@@ -124,6 +127,7 @@ class Tick(NamedTuple):
     requests: tuple[Request, ...] = ()
     last: bool = False  # the unit ended with this schedule (its End says how)
     seconds: float = 0.0
+    trace: int | None = None  # strategies/search.py trace_key, DPOR only
 
 
 # How a unit ended.

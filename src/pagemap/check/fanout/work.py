@@ -85,6 +85,7 @@ class UnitRun:
             s.races - races,
             requests,
             seconds=time.perf_counter() - t0,
+            trace=self.search.last_trace if self.search is not None else None,
         )
         self.end = self._ended()
         return tick._replace(last=True) if self.end is not None else tick

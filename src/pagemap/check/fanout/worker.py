@@ -5,6 +5,9 @@ sys.path (so that models named by import path import here as they do
 there), then units, one at a time, and streams back each unit's Batches
 (check/fanout/work.py): ("batch", Batch) messages, or ("failed", uid,
 sentence) when the unit raised.  None, or the driver going away, ends it.
+The driver sends nothing while a unit runs but a stop (None): a message
+waiting ends the unit where it is (STOPPED) at its next batch, and then the
+worker.
 
 It runs in a session of its own, so a Ctrl-C at the terminal reaches the
 driver alone, which decides what stops; SIGTERM and SIGKILL end it.
@@ -32,7 +35,7 @@ def serve(conn: Connection) -> None:
                 return
             uid, unit = msg
             try:
-                for batch in run_unit(uid, unit, dog):
+                for batch in run_unit(uid, unit, dog, conn.poll):
                     conn.send(("batch", batch))
             except (EOFError, OSError):
                 return

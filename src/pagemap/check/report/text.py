@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich import box
 from rich.cells import cell_len
@@ -28,6 +28,7 @@ WIDE = 140  # from this width on, every field has its own column
 PREEMPT_MARK = "⇆"
 FAIL_MARK = "✗"
 _WORDS = (("slot", "slot"), ("flags", "flags"), ("pte", "PTE"), ("value", ""))
+_DECODED = "decoded (slot: ref|R|ppn)"
 _LONG_CHANGE = 28  # a "before -> after" longer than this puts "-> after" on its own line
 
 
@@ -60,10 +61,11 @@ def timeline_renderable(timeline: Timeline, width: int) -> RenderableType:
 
 def _title(t: Timeline) -> Text:
     text = Text(t.title, style="bold")
+    who = ", ".join(f"{task.name} on core {task.core}" for task in t.tasks)
     counts = (
-        f"{t.cores} core{_s(t.cores)}, {len(t.tasks)} task{_s(len(t.tasks))} "
-        f"({', '.join(f'{task.name} on core {task.core}' for task in t.tasks)}), "
-        f"{len(t.rows)} step{_s(len(t.rows))}, {t.preemptions} preemption{_s(t.preemptions)}"
+        f"{t.cores} core{_s(t.cores)}, {len(t.tasks)} task{_s(len(t.tasks))}"
+        + (f" ({who})" if who else "")
+        + f", {len(t.rows)} step{_s(len(t.rows))}, {t.preemptions} preemption{_s(t.preemptions)}"
     )
     text.append("\n" + counts, style="dim")
     if t.summary:
@@ -115,7 +117,8 @@ def _table(t: Timeline, width: int) -> Table:
         )
     for r in t.rows:
         style = "bold red" if r.failing else ("yellow" if r.preempted else "")
-        table.add_row(*(c.cell(r) for c in columns), style=style)
+        # Text, not markup: "pte[p1:0x10000]" would read as a style tag and vanish.
+        table.add_row(*(Text(c.cell(r)) for c in columns), style=style)
     return table
 
 
@@ -123,8 +126,12 @@ def _layout(t: Timeline, width: int) -> list[_Column]:
     """The full layout if it fits as it is; else the medium one, wrapped by rich as it
     needs, from WIDE columns on; else the narrow one.  Empty columns are dropped."""
 
+    slots = any(r.slot for r in t.rows)
+
     def used(columns: list[_Column]) -> list[_Column]:
-        return [c for c in columns if any(c.cell(r) for r in t.rows)]
+        kept = [c for c in columns if any(c.cell(r) for r in t.rows)]
+        # A model with no slot word (a user's own) has no slot legend to read.
+        return [c if slots or c.heading != _DECODED else replace(c, heading="value") for c in kept]
 
     full = used(_full_columns())
     if _natural_width(t, full) <= width:
@@ -152,7 +159,7 @@ def _full_columns() -> list[_Column]:
         _Column("task", lambda r: r.task),
         _Column("operation", lambda r: r.operation),
         _Column("object", lambda r: r.obj),
-        _Column("decoded (slot: ref|R|ppn)", lambda r: _words(r, full=True)),
+        _Column(_DECODED, lambda r: _words(r, full=True)),
         _Column("data", lambda r: _data(r.data, 8, "  ")),
         _Column("source", lambda r: r.location),
         _Column("seed", lambda r: r.seed_function),
@@ -165,7 +172,7 @@ def _medium_columns() -> list[_Column]:
         _Column("", _marks, no_wrap=True),
         _Column("core", lambda r: f"{r.core} {r.task}", no_wrap=True),
         _Column("operation", lambda r: f"{r.operation} {r.obj}".strip()),
-        _Column("decoded (slot: ref|R|ppn)", lambda r: _words(r, full=True)),
+        _Column(_DECODED, lambda r: _words(r, full=True)),
         _Column("data", lambda r: _data(r.data, 8, "\n")),
         _Column("source", _source_medium),
     ]

@@ -10,11 +10,14 @@ names a frame it freed.
 
 from __future__ import annotations
 
+import contextlib
+
 from pagemap.check.context import RunContext
 from pagemap.check.oracles import ACCOUNTING
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
+from pagemap.kernel.errors import SegmentationFault
 from pagemap.kernel.mman import MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
 
@@ -170,6 +173,40 @@ def _offsets_remove(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _fault_fault(ctx: RunContext, p: Params) -> None:
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+
+    def storer() -> None:
+        f.store(proc, base)  # a fault, then D set through the PTE it installed
+
+    def loader() -> None:
+        f.load(proc, base + SLOT)  # a fault of its own on the same page, racing
+
+    ctx.machine.spawn(storer, name="store")
+    ctx.machine.spawn(loader, name="load")
+    f.end_checks()
+
+
+def _munmap_fault(ctx: RunContext, p: Params) -> None:
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+
+    def loader() -> None:
+        with contextlib.suppress(SegmentationFault):  # unmapped first: a fault it may not serve
+            f.load(proc, base)
+
+    def unmapper() -> None:
+        proc.munmap(base, PGSIZE)
+        f.unmapped(proc, base)
+
+    ctx.machine.spawn(loader, name="load")
+    ctx.machine.spawn(unmapper, name="munmap")
+    f.end_checks()
+
+
 SCENARIOS = (
     Scenario(
         "store-remove",
@@ -213,5 +250,15 @@ SCENARIOS = (
         "offsets-remove",
         "two processes map the file at different offsets; removal covers both",
         _offsets_remove,
+    ),
+    Scenario(
+        "fault-fault",
+        "two cores of one process fault on one page, one to store: no D bit overwritten",
+        _fault_fault,
+    ),
+    Scenario(
+        "munmap-fault",
+        "munmap races a fault on its region: no PTE is left where nothing is mapped",
+        _munmap_fault,
     ),
 )

@@ -29,7 +29,9 @@ DEFAULT_BOUND = 2  # preemptions, for dpor and dfs
 def make_explorer(name: str, seed: int = 0, bound: int | None = None, depth: int = 3) -> Explorer:
     """The explorer called `name`; ValueError naming the choices otherwise."""
     if name == "dpor":
-        return Search(True, bound, seed)
+        # Under a bound, no sleep sets: a sleeping task may be the one whose
+        # blocking gives the free switch a bounded trace needs (search.py).
+        return Search(True, bound, seed, sleep_sets=bound is None)
     if name == "dfs":
         return Search(False, bound, seed)
     if name == "pct":

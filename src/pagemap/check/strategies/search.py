@@ -26,14 +26,25 @@ schedule past the bound.  Pruning alone is unsound for DPOR: the bound makes
 steps dependent that commute otherwise, since the linearisation DPOR picks
 for a trace may cost more preemptions than another of the same trace
 (Coons, Musuvathi, McKinley, "Bounded partial-order reduction", OOPSLA
-2013).  So, as their BPOR does, each backtrack point a race asks for is also
-added, conservatively, at the last context switch before it (the latest
-choice point before i where the running task changed), where scheduling the
-task costs no new preemption; and a task is put to sleep only at a node where
-scheduling it would have cost no more than at the node where it was
-explored.  tests/check/test_dpor_soundness.py checks, over generated
-programs, that DPOR reaches exactly the final states bounded DFS reaches,
-with no more schedules.
+2013).  So, under a bound, DPOR here does what their BPOR does:
+
+- each backtrack point a race asks for is also added, conservatively, at the
+  last context switch before it (the latest choice point before i where the
+  running task changed), where scheduling the task may cost no new
+  preemption;
+- a lock's release races the next acquire of it (hb.py `release_races`):
+  running the acquirer's task before the release makes it block, which is a
+  free switch back, and may be the only linearisation of a trace within the
+  bound;
+- there are no sleep sets: a task asleep (its next step explored from an
+  ancestor) may be the very task whose blocking gives that free switch, and
+  the ancestor's exploration of it may have been cut by the bound.
+
+tests/check/test_dpor_soundness.py checks, over generated programs with
+locks, that DPOR reaches exactly the final states DFS reaches, bounded and
+not, with no more schedules.  Without a bound DPOR keeps its sleep sets and
+counts each schedule it runs to the end as one Mazurkiewicz trace; under a
+bound `distinct` counts schedules (some may share a trace).
 
 **Subtrees.**  `restrict(part)` confines a search to one subtree
 (check/strategies/subtree.py): the nodes of its prefix and its root are
@@ -44,6 +55,7 @@ an exploration into units of work that way.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -194,6 +206,8 @@ class Search(Explorer):
         self.branch = 0  # the node the current schedule departs at
         self.races = 0
         self._started = False
+        self._traces: set[int] = set()
+        self.last_trace: int | None = None  # the last schedule's trace key (DPOR), if run whole
         # A subtree (restrict): the depth of its root node, -1 for the whole tree.
         self.part = Subtree()
         self.root = -1
@@ -291,7 +305,7 @@ class Search(Explorer):
             return {}
         parent = self.stack[-1]
         if parent.conservative >> parent.tid & 1:
-            return {}
+            return {}  # only reached when sleep sets are on, i.e. with no bound
         asleep: dict[int, Footprint] = dict(parent.sleep)
         for tid, fp in parent.done_fp.items():
             if tid != parent.tid:
@@ -317,21 +331,31 @@ class Search(Explorer):
     # -- after a schedule -----------------------------------------------------------
     def finished(self, chooser: Chooser, outcome: Outcome) -> None:
         assert isinstance(chooser, SearchChooser)
-        if isinstance(outcome.stopped, SleepBlocked | BoundExceeded):
+        cut = isinstance(outcome.stopped, SleepBlocked | BoundExceeded)
+        if cut:
             self.redundant += 1
-        else:
+        elif not self.reduce:
             self.distinct += 1
         # A run cut short made fewer choices than the stack may hold.
         del self.stack[chooser.k :]
         log = outcome.log
         self.last_log = log
+        self.last_trace = None
         if self.reduce and log is not None:
-            self._add_backtracks(log)
+            hb = HappensBefore(log, release_races=self.bound is not None)
+            if not cut:
+                # Its Mazurkiewicz trace, named by its normal form: under a
+                # bound two schedules may share one.  The key is the same in
+                # every process, so that check/fanout counts traces across
+                # units of work.
+                self.last_trace = trace_key(hb.signature())
+                self._traces.add(self.last_trace)
+                self.distinct = len(self._traces)
+            self._add_backtracks(log, hb)
         self._advance(log)
 
-    def _add_backtracks(self, log: EventLog) -> None:
+    def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
-        hb = HappensBefore(log)
         at = {node.event: (d, node) for d, node in enumerate(self.stack)}
         # Context switches: the first choice, and every choice that ran a task
         # other than the one that took the step before it.
@@ -464,6 +488,12 @@ class Search(Explorer):
         if not nxt and log is not None and node.event < len(log.tids):
             asleep[node.tid] = footprint(log, node.event)
         return tuple(sorted(asleep.items(), key=lambda kv: kv[0]))
+
+
+def trace_key(signature: Sequence[int]) -> int:
+    """A 64-bit name for a trace's normal form, the same on every machine."""
+    raw = b"".join(t.to_bytes(4, "little") for t in signature)
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
 def _tids(mask: int) -> list[int]:

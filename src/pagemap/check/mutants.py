@@ -1,12 +1,16 @@
-"""Deliberately broken variants of the kernel, for the mutation suite.
+"""Deliberately broken kernels: the one mutant table of the project.
 
-Each mutant replaces one PageMap method (for the length of a `with` block)
-by a copy with one rule of the protocol broken, and names the scenario that
-must catch it and the budget within which the checker must do so (DFS with
-the scenario's preemption bound: a deterministic search, so the budget is a
+Each mutant replaces a method or two of the kernel (for the length of a
+`with mutant.applied()` block) by a variant with one rule of the protocol
+broken, names the rule, the scenario that must catch it, and the budget
+within which DPOR must do so (a deterministic search, so the budget is a
 promise, not a probability).  The real kernel is never edited.
 
-Used by tests/test_mutants.py and bench/bench_check.py.
+`pagemap check --mutants` runs the scenarios against every mutant and
+reports which one killed it, so a user who writes scenarios learns how
+strong they are; tests/check/test_mutants.py and bench/bench_check.py use the
+same table.  EQUIVALENT_MUTANTS are mutations the design leaves no window
+for, each with the reason; the search covers its scenario and finds nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from typing import Any
 from unittest import mock
 
 from pagemap.hw.memory import PGSHIFT
-from pagemap.hw.mmu import PTE_D, PTE_P
+from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
-from pagemap.kernel.mman import MAP_LOCKED
+from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
+from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.proc import Proc
@@ -33,6 +39,7 @@ from pagemap.kernel.slot import (
     slot_set_ppn,
     slot_set_removal,
 )
+from pagemap.kernel.vmr import VMR
 
 
 @dataclass(frozen=True)
@@ -392,6 +399,146 @@ MAPPING_MUTANTS = (
     ),
 )
 
+# -- the mapping calls and the fault handler ---------------------------------------
+
+
+def _settle_forgets_dirty(self: Proc, dirty: list[Page]) -> None:
+    self.tlb_shootdown()  # BUG: the D bits cleared from the PTEs go nowhere
+
+
+def _proc_no_shootdown(self: Proc) -> None:
+    """BUG: a process's TLB entries are never flushed."""
+
+
+def _install_overwriting(
+    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
+) -> bool:
+    vpn = va >> PGSHIFT
+    with self.vmr_lock:
+        if self._find_vmr(va) is not vmr:
+            return False
+        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+        with self.pte_lock:
+            mine = self.anon.get(vpn)
+            if mine is not None and mine is not page:
+                return False
+            if owned:
+                self.anon[vpn] = page
+            # BUG: rewrites the PTE even when another core's fault installed it
+            # since, losing the D bit that core's store set meanwhile.
+            old = self.page_table.pte(vpn).swap(
+                make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
+            )
+            if old & PTE_P and pte_ppn(old) != page.ppn:
+                self.tlb_shootdown()
+    return True
+
+
+def _install_without_recheck(
+    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
+) -> bool:
+    vpn = va >> PGSHIFT
+    with self.vmr_lock:
+        # BUG: no check that the region is still there after the fault slept.
+        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+        with self.pte_lock:
+            if owned:
+                self.anon[vpn] = page
+            word = self.page_table.pte(vpn)
+            while True:
+                old = word.load()
+                new = make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
+                if word.cas(old, new | (old & PTE_D)):
+                    return True
+
+
+def _unmap_leaving_the_map_first(self: Proc, lo: int, hi: int) -> None:
+    victims = [v for v in self.vmrs if v.base < hi and v.end > lo]
+    if not victims:
+        return
+    keep = [p for v in victims for p in self._outside(v, lo, hi)]
+    for piece in keep:
+        self._register(piece)
+    self.vmrs = sorted(
+        [v for v in self.vmrs if not self._among(v, victims)] + keep, key=lambda v: v.base
+    )
+    for v in victims:
+        self._unregister(v)  # BUG: before the PTEs are zeroed, removal cannot see them
+    for page in self._zap(lo, hi, free_owned=True):
+        self.allocator.decref(page)
+
+
+MM_MUTANTS = (
+    Mutant(
+        "settle-drops-dirty",
+        "munmap, mprotect and msync clear D bits without passing them to the pages",
+        "mprotect-remove",
+        {"_settle_dirty": _settle_forgets_dirty},
+        budget=10,
+        target=Proc,
+    ),
+    Mutant(
+        "proc-no-shootdown",
+        "a process's TLB entries are never flushed",
+        "fault-remove",
+        {"tlb_shootdown": _proc_no_shootdown},
+        budget=10,
+        target=Proc,
+    ),
+    Mutant(
+        "fault-overwrites-pte",
+        "a fault rewrites a PTE another core's fault installed, losing its D bit",
+        "fault-fault",
+        {"_install": _install_overwriting},
+        budget=100,
+        target=Proc,
+    ),
+    Mutant(
+        "fault-after-munmap",
+        "a fault installs its PTE without checking its region survived its sleep",
+        "munmap-fault",
+        {"_install": _install_without_recheck},
+        budget=50,
+        target=Proc,
+    ),
+    Mutant(
+        "munmap-leaves-early",
+        "munmap takes its regions off the page map before it zeroes their PTEs",
+        "munmap-remove",
+        {"_unmap_locked": _unmap_leaving_the_map_first},
+        budget=200,
+        target=Proc,
+    ),
+)
+
+# -- ext2 ----------------------------------------------------------------------------
+
+
+def _truncate_frees_first(self: BlockMap, keep: int) -> int:
+    # BUG: the bitmap gets the blocks back while the map still names them, and
+    # only then does the map let go (direct blocks: the scenario's files need
+    # no others).
+    doomed = [b for b in self.i_block[min(keep, NDIR_BLOCKS) : NDIR_BLOCKS] if b]
+    if doomed:
+        self.alloc.free_blocks(doomed, f"{self.name}: truncate")
+    with self.lock:
+        for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
+            self.i_block[k] = 0
+        self.blocks512 -= len(doomed) * self.geo.sectors_per_block
+    return len(doomed)
+
+
+EXT2_MUTANTS = (
+    Mutant(
+        "ext2-frees-first",
+        "truncate frees blocks in the bitmap before the inode's map lets go of them",
+        "ext2-append-truncate",
+        {"truncate": _truncate_frees_first},
+        budget=100,
+        target=BlockMap,
+    ),
+)
+
 # Mutants no scenario can tell from the real kernel, and why.  A fault that
 # re-installs a page drops a D bit only if it finds the PTE not present with
 # D still set: between removal's pass 2 (clear P) and pass 3 (collect D).
@@ -409,4 +556,12 @@ EQUIVALENT_MUTANTS = (
     ),
 )
 
-MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS
+MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS + MM_MUTANTS + EXT2_MUTANTS
+
+
+def lookup_mutant(name: str) -> Mutant:
+    for m in MUTANTS + EQUIVALENT_MUTANTS:
+        if m.name == name:
+            return m
+    known = ", ".join(m.name for m in MUTANTS)
+    raise ValueError(f"unknown mutant {name!r} (known: {known})")

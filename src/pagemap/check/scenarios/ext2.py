@@ -1,0 +1,297 @@
+"""ext2 scenarios: the filesystem's own races, on a tiny image per schedule.
+
+Each schedule copies one small image (made once by mke2fs, needing
+e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
+
+- ext2-store-remove: stores through a shared mapping of an ext2 file race
+  removal of its pages; one page is a hole, so removal's writeback allocates
+  its block.  The ShadowFile oracles (memory safety and coherence at every
+  access) apply; at the end the image is unmounted and the file read back
+  must equal the shadow.
+- ext2-append-truncate: two writers extend two files of one block group,
+  one of them truncating its file first, so that one allocates while the
+  other frees.  At every step no block may be named by two inodes' maps; at
+  the end the files hold their bytes, and the bitmaps and counts agree with the maps (a small
+  fsck: every named block marked used, every used block named or metadata,
+  the descriptors' free counts, each inode's i_blocks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pagemap import e2fsprogs
+from pagemap.check.context import RunContext
+from pagemap.check.oracles import ACCOUNTING, DURABILITY, MEMORY_SAFETY, Violation
+from pagemap.check.oracles.accounting import no_leak, quiescent
+from pagemap.check.oracles.coherence import Shadow
+from pagemap.check.scenario import Params, Scenario
+from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
+from pagemap.hw.memory import PGSIZE
+from pagemap.kernel.fs.ext2 import Ext2FS
+from pagemap.kernel.fs.ext2.balloc import test_bit
+from pagemap.kernel.fs.ext2.inode import Ext2Inode
+from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
+from pagemap.machine import Machine
+
+BS = 1024
+A_SIZE, B_SIZE = 1000, 3000  # /a one block, /b three
+GROW = 600  # each writer's append crosses into a new block
+
+
+@functools.cache
+def _image() -> bytes:
+    """The image every schedule starts from (made once per process)."""
+    with tempfile.TemporaryDirectory(prefix="pagemap-ext2-scenario-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        (src / "a").write_bytes(b"A" * A_SIZE)
+        (src / "b").write_bytes(b"B" * B_SIZE)
+        with open(src / "m", "wb") as f:
+            f.write(initial_bytes(1))
+            f.truncate(2 * PGSIZE)  # page 1 is a hole
+        image = Path(tmp) / "fs.img"
+        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=16)
+        return image.read_bytes()
+
+
+def _mount(ctx: RunContext) -> tuple[str, Ext2FS]:
+    path = os.path.join(ctx.scratch(), "ext2.img")
+    with open(path, "wb") as img:
+        img.write(_image())
+    fs = ctx.machine.mount(path, "rw", clock=lambda: 0)
+    ctx.cleanup(fs.vol.dev.io.close)
+    return path, fs
+
+
+def _read_back(machine: Machine, path: str, name: str) -> bytes:
+    """A file's bytes as a fresh read-only mount reads them, once the
+    schedule is over and the image unmounted."""
+    fs = machine.mount(path, "r", clock=lambda: 0)
+    try:
+        return fs.read_file(name)
+    finally:
+        fs.unmount()
+
+
+# -- ext2-store-remove -----------------------------------------------------------------
+
+
+class Ext2ShadowFile(ShadowFile):
+    """ShadowFile's oracles over a file of an ext2 image."""
+
+    def __init__(self, ctx: RunContext, fs: Ext2FS, image: str, name: str, shadow: bytes) -> None:
+        self.ctx = ctx
+        self.fs = fs
+        self.image = image
+        self.name = name
+        self.host_path = None
+        self.file = fs.open(name, "r+")
+        self.pm = self.file.mapping
+        self.shadow = Shadow(shadow)
+        self.private = {}
+        self.copied = set()
+        self.regions = []
+        self._store = {}
+        self._expect = {}
+        ctx.machine.on_access = self._on_access
+
+    def end_checks(self) -> None:
+        ctx = self.ctx
+        ctx.at_end(lambda: quiescent(ctx.machine))
+        ctx.at_end(self._exit_all)
+        # Unmount writes every file back, then empties the device's cache last
+        # (a file's writeback dirties the device's metadata buffers).
+        ctx.at_end(self._unmount)
+        ctx.at_end(lambda: no_leak(ctx.machine))
+        ctx.at_end(self._durable)
+
+    def _unmount(self) -> list[Violation]:
+        self.file.close()
+        self.fs.unmount()
+        return [Violation(ACCOUNTING, p) for p in self.fs.check_quiescent()]
+
+    def _durable(self) -> list[Violation]:
+        on_disk = _read_back(self.ctx.machine, self.image, self.name)
+        want = bytes(self.shadow.data)
+        if on_disk == want:
+            return []
+        if len(on_disk) != len(want):
+            return [Violation(DURABILITY, f"{self.name} is {len(on_disk)} bytes, not {len(want)}")]
+        off = next(
+            i for i in range(0, len(on_disk), SLOT) if on_disk[i : i + SLOT] != want[i : i + SLOT]
+        )
+        return [
+            Violation(
+                DURABILITY,
+                f"with every page written back and the image unmounted, {self.name} holds "
+                f"{on_disk[off : off + SLOT].hex()} at offset {off}, but "
+                f"{want[off : off + SLOT].hex()} was written there",
+            )
+        ]
+
+
+def _store_remove(ctx: RunContext, p: Params) -> None:
+    image, fs = _mount(ctx)
+    f = Ext2ShadowFile(ctx, fs, image, "/m", initial_bytes(1) + bytes(PGSIZE))
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, PROT_READ | PROT_WRITE, MAP_SHARED)
+    f.store(proc, base)  # page 0 dirty through the mapping before the race
+    f.load(proc, base + PGSIZE)  # the hole, mapped (as zeros) before the race
+
+    def storer() -> None:
+        for _ in range(p["rounds"]):
+            f.store(proc, base + PGSIZE + SLOT)  # into the hole: a block at writeback
+        f.load(proc, base + PGSIZE + SLOT)
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 2)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(storer, name="store")
+    ctx.machine.spawn(remover, name="remover")
+    f.end_checks()
+
+
+# -- ext2-append-truncate ------------------------------------------------------------------
+
+
+def _named_blocks(inode: Ext2Inode) -> list[int]:
+    """The direct blocks an inode's map names right now (the scenario's files
+    are small enough to need no others); plain reads, no scheduling point."""
+    return [b for b in inode.bmap.i_block[:12] if b]
+
+
+def _no_block_named_twice(ctx: RunContext, inodes: list[Ext2Inode]) -> Callable[[], None]:
+    def check() -> None:
+        owner: dict[int, int] = {}
+        for inode in inodes:
+            for blk in _named_blocks(inode):
+                if blk in owner and owner[blk] != inode.ino:
+                    ctx.fail(
+                        MEMORY_SAFETY,
+                        f"block {blk} is named by inode {owner[blk]} and by inode {inode.ino} "
+                        "at once (freed while still in a map?)",
+                    )
+                owner[blk] = inode.ino
+
+    return check
+
+
+def _fsck_lite(machine: Machine, image: str, want: dict[str, bytes]) -> list[Violation]:
+    """After the schedule, a fresh read-only mount: the files hold what they
+    must, and the bitmaps and counts agree with the inodes' maps (e2fsck's
+    pass 5, for this image's one group)."""
+    fs = machine.mount(image, "r", clock=lambda: 0)
+    try:
+        problems = [
+            Violation(DURABILITY, f"{name} does not hold what was written to it")
+            for name, data in want.items()
+            if fs.read_file(name) != data
+        ]
+        return problems + _fsck_checks(fs)
+    finally:
+        fs.unmount()
+
+
+def _fsck_checks(fs: Ext2FS) -> list[Violation]:
+    vol = fs.vol
+    geo = vol.geo
+    group = vol.groups[0]
+    named: dict[int, str] = {}
+    problems: list[str] = []
+    for name in ("/", "/lost+found", "/a", "/b", "/m"):
+        inode = fs.iget(fs.stat(name).ino)
+        data, indirect = inode.bmap.all_blocks()
+        for blk in data + indirect:
+            if blk in named:
+                problems.append(f"block {blk} belongs to {named[blk]} and to {name}")
+            named[blk] = name
+        if inode.bmap.blocks512 != len(data + indirect) * geo.sectors_per_block:
+            problems.append(
+                f"{name}: i_blocks is {inode.bmap.blocks512}, not {len(data + indirect) * 2}"
+            )
+    bh = vol.dev.get_buffer(group.desc.block_bitmap, geo.block_size)
+    try:
+        bitmap = bh.data
+        free = 0
+        for blk in range(geo.first_data_block, geo.blocks_count):
+            used = test_bit(bitmap, blk - geo.first_data_block)
+            free += not used
+            if blk in named and not used:
+                problems.append(f"block {blk} of {named[blk]} is free in the bitmap")
+            if used and blk not in named and not group.is_metadata(geo, blk) and blk >= 100:
+                problems.append(f"block {blk} is used in the bitmap but nobody names it (leaked)")
+    finally:
+        vol.dev.put_buffer(bh)
+    if free != group.desc.free_blocks_count:
+        problems.append(
+            f"the bitmap has {free} free blocks, the descriptor says {group.desc.free_blocks_count}"
+        )
+    return [Violation(ACCOUNTING, p) for p in problems]
+
+
+def _append_truncate(ctx: RunContext, p: Params) -> None:
+    image, fs = _mount(ctx)
+    fa, fb = fs.open("/a", "r+"), fs.open("/b", "r+")
+    # Cached before the race: the race is about blocks, not about loading pages.
+    fa.pread(1, 0)
+    fb.pread(1, 0)
+    cut = p["truncate_to"]
+    ctx.every_step(_no_block_named_twice(ctx, [fa.inode, fb.inode]))
+
+    def truncate_and_append_b() -> None:
+        fb.truncate(cut)
+        fb.pwrite(b"b" * GROW, cut)
+
+    # Two tasks, not three: the checker's DFS must be able to finish.  The
+    # races that matter are both here: /a's allocation against /b's freeing,
+    # and the two allocations against each other in the one group.
+    ctx.machine.spawn(fa.pwrite, b"a" * GROW, A_SIZE, name="append-a")
+    ctx.machine.spawn(truncate_and_append_b, name="truncate-append-b")
+
+    want = {"/a": b"A" * A_SIZE + b"a" * GROW, "/b": b"B" * cut + b"b" * GROW}
+
+    def unmount() -> list[Violation]:
+        fa.close()
+        fb.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want))
+
+
+SCENARIOS = (
+    Scenario(
+        "ext2-store-remove",
+        "stores through a mapping of an ext2 file race removal; a hole is allocated at writeback",
+        _store_remove,
+        {"rounds": 1},
+        frames=24,
+        limits={"rounds": (1, 4)},
+    ),
+    Scenario(
+        "ext2-append-truncate",
+        "two writers extend two ext2 files of one group, one truncating its file first",
+        _append_truncate,
+        {"truncate_to": 1000},
+        frames=24,
+        limits={"truncate_to": (0, B_SIZE)},
+    ),
+)
+
+
+def image_available() -> bool:
+    """Whether the scenarios can build their image (e2fsprogs is installed)."""
+    try:
+        e2fsprogs.tool("mke2fs")
+    except FileNotFoundError:
+        return False
+    return os.access(tempfile.gettempdir(), os.W_OK)

@@ -1,0 +1,1 @@
+"""Filesystems: clients of the VFS (kernel/vfs.py) and of block devices."""

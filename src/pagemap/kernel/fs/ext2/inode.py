@@ -1,0 +1,504 @@
+"""ext2 inodes: a vfs.Inode whose page map's pages map to device blocks.
+
+File data lives in the inode's own page map.  readpage maps the page's file
+blocks to device blocks (bmap.py) and reads them straight from the device's
+backing store (BlockDevice.read_blocks, never through the device's cache);
+holes, and blocks allocated but not written yet, read as zeros.  writepage
+writes the page's blocks below i_size the same way, zeroing the last block
+past i_size.
+
+Blocks are allocated when write() runs, not at writepage: a full filesystem
+is then an ENOSPC (or a short write) that write() itself returns, before any
+byte is copied, as Linux's ext2 does; allocating at writepage would turn it
+into a failure of some later, unrelated fsync or eviction, with the data
+already accepted.  Only a page stored into through a shared mapping over a
+hole reaches writepage unallocated (there is no fault-time hook for it, as
+Linux's ext2 has none): writepage allocates then, and an ENOSPC leaves the
+page dirty and fails that writeback.  A block whose bytes in the page are all
+zeros stays a hole.
+
+Locks, outermost first: `lock` (i_rwsem: write and truncate), a page lock
+(readpage, writepage, and truncate on the new last page), the map lock
+(bmap.py), a group's lock (balloc.py).  The namespace lock of fs.py is taken
+outside all of these.  The on-disk inode is written by write_inode (fsync,
+sync, and every namespace change); between those the in-memory fields are
+the truth.
+"""
+
+from __future__ import annotations
+
+from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.fs.ext2.errors import Corrupt, IsADirectory, NoSpace, TooBig
+from pagemap.kernel.fs.ext2.layout import (
+    CRTIME_OFFSET,
+    EXTRA_ISIZE_OFFSET,
+    GOOD_OLD_INODE_SIZE,
+    N_BLOCKS,
+    RO_COMPAT_LARGE_FILE,
+    S_IFDIR,
+    S_IFLNK,
+    S_IFMT,
+    S_IFREG,
+    XATTR_MAGIC,
+    DiskInode,
+    put_u32,
+    u32,
+)
+from pagemap.kernel.fs.ext2.volume import Volume
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
+from pagemap.kernel.pagemap import PageMap
+from pagemap.kernel.vfs import Inode, PageMapFactory, pages_spanned
+from pagemap.sync.core import READ, WRITE
+
+ZERO_PAGE = bytes(PGSIZE)
+
+
+class Ext2Inode(Inode):
+    def __init__(
+        self,
+        vol: Volume,
+        make_page_map: PageMapFactory,
+        ino: int,
+        disk: DiskInode,
+        extra: bytes,
+    ) -> None:
+        self.vol = vol
+        self.ino = ino
+        self.disk = disk
+        self.extra = extra  # the on-disk bytes past the first 128, kept as they are
+        name = f"{vol.name}#{ino}"
+        self.fast_symlink = disk.fmt == S_IFLNK and disk.blocks == (
+            vol.geo.sectors_per_block if disk.file_acl else 0
+        )
+        self.bmap = BlockMap(
+            vol.dev,
+            vol.geo,
+            vol.alloc,
+            f"inode {ino}",
+            [0] * N_BLOCKS if self.fast_symlink else list(disk.block),
+            disk.blocks,
+            vol.executor.spinlock(f"{name}.map_lock"),
+        )
+        self.bmap.cached_data = disk.fmt == S_IFDIR
+        self.trim_pending = False
+        self.dirty = False
+        self.deleted = False
+        super().__init__(vol.executor, make_page_map, name, disk.size())
+
+    # -- what it is -------------------------------------------------------------------
+    @property
+    def mode(self) -> int:
+        return self.disk.mode
+
+    @property
+    def fmt(self) -> int:
+        return self.disk.mode & S_IFMT
+
+    def is_dir(self) -> bool:
+        return self.fmt == S_IFDIR
+
+    def is_reg(self) -> bool:
+        return self.fmt == S_IFREG
+
+    def is_symlink(self) -> bool:
+        return self.fmt == S_IFLNK
+
+    @property
+    def links(self) -> int:
+        return self.disk.links_count
+
+    def touch(self, mtime: bool = True) -> None:
+        now = self.vol.now()
+        self.disk.ctime = now
+        if mtime:
+            self.disk.mtime = now
+        self.dirty = True
+
+    # -- the on-disk inode -----------------------------------------------------------------
+    def write_inode(self) -> None:
+        """Pack the in-memory inode into its inode-table buffer."""
+        vol = self.vol
+        if vol.readonly:
+            return
+        d = self.disk
+        size = self.size_word.load()
+        if (
+            self.is_reg()
+            and size >= 1 << 31
+            and not vol.sb.feature_ro_compat & (RO_COMPAT_LARGE_FILE)
+        ):
+            vol.set_ro_compat(RO_COMPAT_LARGE_FILE)
+        with self.bmap.lock:
+            d.size_lo = size & 0xFFFFFFFF
+            d.size_high = size >> 32 if self.is_reg() else d.size_high
+            d.blocks = self.bmap.blocks512
+            if not self.fast_symlink:
+                d.block = tuple(self.bmap.i_block)
+        self.dirty = False
+        blk, off = locate_inode(vol, self.ino)
+        bh = vol.dev.get_buffer(blk, vol.geo.block_size)
+        try:
+            raw = bytearray(GOOD_OLD_INODE_SIZE)
+            d.pack_into(raw)
+            new = bytes(raw) + self.extra
+            if bh.data[off : off + len(new)] != new:
+                bh.data[off : off + len(new)] = new
+                vol.dev.dirty_buffer(bh)
+        finally:
+            vol.dev.put_buffer(bh)
+
+    # -- the page map's ops -------------------------------------------------------------------
+    def _span(self, page: Page) -> tuple[int, int, int]:
+        """(first file block of the page, blocks below i_size, bytes below i_size)."""
+        bs = self.vol.geo.block_size
+        nbytes = max(0, min(PGSIZE, self.size_word.load() - (page.index << PGSHIFT)))
+        return page.index * (PGSIZE // bs), (nbytes + bs - 1) // bs, nbytes
+
+    # A cached page remembers the device blocks under it (page.buffers: a
+    # list, one entry per block, 0 for a hole), as Linux's buffer heads on a
+    # file page remember theirs.  writepage then needs no indirect block, so
+    # the flusher can write back and free a page even when every frame holds
+    # a dirty page (pagemap run --image with little memory; an unmount after
+    # the run).  An entry is set by readpage and writepage, which hold the
+    # page locked, and cleared past a new end by truncate, which holds the
+    # last page locked; a 0 is looked up again, since write() may have
+    # allocated the block since.
+
+    def _remembered(self, page: Page) -> list[int]:
+        known = page.buffers
+        per_page = PGSIZE // self.vol.geo.block_size
+        return known if isinstance(known, list) else [0] * per_page
+
+    def readpage(self, pm: PageMap, page: Page) -> None:
+        bs = self.vol.geo.block_size
+        first, nblk, nbytes = self._span(page)
+        buf = bytearray(PGSIZE)
+        # Every block of the page is looked up, past i_size too: a write
+        # allocates its blocks before it loads the pages it will copy into
+        # (each still past the end then), and writepage wants them known.
+        # No block under a page being read can be freed meanwhile (truncate
+        # waits for the page's users, or holds the last page's lock).
+        known = self.bmap.lookup_run(first, PGSIZE // bs)
+        if nblk:
+            readable = [b if b and not self.bmap.is_fresh(b) else 0 for b in known[:nblk]]
+            for i, j, blk in _runs(readable):
+                buf[i * bs : j * bs] = self.vol.dev.read_blocks(blk, j - i, bs)
+            buf[nbytes:] = ZERO_PAGE[nbytes:]
+        self.executor.point("frame_write", page.ppn, WRITE)
+        page.data[:] = buf
+        page.buffers = known
+        page.flags.fetch_or(PG_UPTODATE)
+
+    def writepage(self, pm: PageMap, page: Page) -> None:
+        bs = self.vol.geo.block_size
+        first, nblk, nbytes = self._span(page)
+        if not nblk:
+            return
+        self.vol.check_writable(f"writeback of page {page.index} of inode {self.ino}")
+        known = self._remembered(page)
+        for i in range(nblk):
+            if not known[i]:
+                known[i] = self.bmap.lookup(first + i)
+        self.executor.point("frame_read", page.ppn, READ)
+        data = bytearray(page.data[: nblk * bs])
+        data[nbytes:] = ZERO_PAGE[: nblk * bs - nbytes]
+        for i in range(nblk):
+            if known[i] or data[i * bs : (i + 1) * bs] == ZERO_PAGE[:bs]:
+                continue  # mapped, or a hole whose bytes are still all zeros
+            known[i] = self.bmap.allocate(first + i, fresh=True)
+            self.dirty = True
+        page.buffers = known
+        blocks = known[:nblk]
+        for i, j, blk in _runs(blocks):
+            self.vol.dev.write_blocks(blk, data[i * bs : j * bs], bs)
+        self.bmap.written([b for b in blocks if b])
+
+    def sync_backing(self) -> None:
+        if self.vol.readonly:
+            return
+        self.write_inode()
+        self.vol.dev.sync()
+
+    def set_size(self, size: int) -> None:
+        raise InvalidArgument(f"{self.name}: ext2 inodes change size through truncate()")
+
+    # -- write -------------------------------------------------------------------------------
+    def _write_locked(self, src: memoryview, offset: int) -> int:
+        self.vol.check_writable(f"write to inode {self.ino}")
+        if not self.is_reg():
+            raise IsADirectory(f"{self.name}: write to something that is not a regular file")
+        if offset + len(src) > self.vol.max_file_size:
+            raise TooBig(
+                f"{self.name}: a write of {len(src)} bytes at {offset} would pass the largest "
+                f"file this filesystem can hold ({self.vol.max_file_size} bytes)"
+            )
+        old_size = self.size_word.load()
+        if offset > old_size:
+            self._zero_tail(old_size)
+        covered = self._allocate_range(offset, len(src))
+        try:
+            done = super()._write_locked(src[:covered], offset)
+        finally:
+            # Blocks allocated for bytes that were never copied (a short
+            # write) lie past the size: give them back, as e2fsck expects.
+            if self.size_word.load() < offset + covered:
+                self._free_past(self.size_word.load())
+            self.touch()
+        return done
+
+    def _allocate_range(self, offset: int, length: int) -> int:
+        """Allocate the blocks under [offset, offset + length); how many bytes
+        from offset got blocks (less than length only when the filesystem
+        filled up partway; ENOSPC if it was full from the start)."""
+        bs = self.vol.geo.block_size
+        first, last = offset // bs, (offset + length - 1) // bs
+        for n in range(first, last + 1):
+            try:
+                self.bmap.allocate(n, fresh=True)
+            except NoSpace:
+                if n == first:
+                    raise
+                self.dirty = True
+                return n * bs - offset
+        self.dirty = True
+        return length
+
+    def _zero_tail(self, size: int) -> None:
+        """Zero the bytes past `size` in its last block, through the page
+        cache, before the file grows past them: the block may hold old bytes
+        past the end, and growing must expose zeros."""
+        if not size % self.vol.geo.block_size:
+            return
+        page = self.mapping.load_page(size >> PGSHIFT)
+        try:
+            self.executor.point("frame_write", page.ppn, WRITE)
+            page.data[size % PGSIZE :] = ZERO_PAGE[size % PGSIZE :]
+            page.flags.fetch_or(PG_DIRTY)
+        finally:
+            self.mapping.put_page(page)
+
+    # -- truncate ----------------------------------------------------------------------------
+    def truncate(self, size: int) -> None:
+        """Make the file `size` bytes long; blocks past the end are freed.
+
+        Order: the new size, then the pages past it (truncate_pages waits for
+        their users), then the blocks past it, with the new last page held
+        locked throughout so no writepage that read the old size can write a
+        block being freed, and so its bytes past the end are zeroed (and made
+        dirty, so the disk gets the zeros too) before anybody sees them.
+        """
+        self.vol.check_writable(f"truncate of inode {self.ino}")
+        if not self.is_reg():
+            raise IsADirectory(f"{self.name}: truncate of something that is not a regular file")
+        if size < 0:
+            raise InvalidArgument(f"{self.name}: truncate to {size}: a size may not be negative")
+        if size > self.vol.max_file_size:
+            raise TooBig(
+                f"{self.name}: truncate to {size} passes the largest file this filesystem "
+                f"can hold ({self.vol.max_file_size} bytes)"
+            )
+        self.lock.down()
+        try:
+            old = self.size_word.load()
+            if size > old:
+                self._zero_tail(old)
+                self.size_word.store(size)
+            elif size < old:
+                self._shrink(size)
+            self.touch()
+        finally:
+            self.lock.up()
+
+    def _shrink(self, size: int) -> None:
+        last = self.mapping.load_page(size >> PGSHIFT) if size % PGSIZE else None
+        if last is not None:
+            lock_page(last)
+        try:
+            self.size_word.store(size)
+            self.mapping.truncate_pages(pages_spanned(size))
+            self.mapping.drop_private_copies(pages_spanned(size))
+            if last is not None:
+                self.executor.point("frame_write", last.ppn, WRITE)
+                last.data[size % PGSIZE :] = ZERO_PAGE[size % PGSIZE :]
+                if size % self.vol.geo.block_size:
+                    last.flags.fetch_or(PG_DIRTY)
+                self._forget_past(last, size)
+            self._free_blocks_past(size)
+        finally:
+            if last is not None:
+                unlock_page(last)
+                self.mapping.put_page(last)
+
+    def _free_past(self, size: int) -> None:
+        """Free blocks past `size` that a failed write allocated (no page past
+        `size` holds bytes for them); the last page is locked around it."""
+        last = self.mapping.find_page(size >> PGSHIFT) if size % PGSIZE else None
+        if last is not None:
+            lock_page(last)
+        try:
+            self._forget_past(last, size)
+            self._free_blocks_past(size)
+            self.trim_pending = False
+        except OSError:
+            # Freeing needs buffers, and so frames; if none could be had, the
+            # blocks past the end stay allocated (unreachable, fresh) until the
+            # next sync trims them (fs.py), so e2fsck never sees them.
+            self.trim_pending = True
+        finally:
+            if last is not None:
+                unlock_page(last)
+                self.mapping.put_page(last)
+
+    def trim(self) -> None:
+        """Free blocks a failed write left past the end, if any."""
+        if self.trim_pending:
+            self.lock.down()
+            try:
+                self._free_past(self.size_word.load())
+            finally:
+                self.lock.up()
+
+    def _forget_past(self, last: Page | None, size: int) -> None:
+        """The locked last page no longer has blocks past `size` under it."""
+        if last is None or not isinstance(last.buffers, list):
+            return
+        bs = self.vol.geo.block_size
+        keep = (size + bs - 1) // bs - last.index * (PGSIZE // bs)
+        for i in range(max(0, keep), len(last.buffers)):
+            last.buffers[i] = 0
+
+    def _free_blocks_past(self, size: int) -> None:
+        bs = self.vol.geo.block_size
+        if self.bmap.truncate((size + bs - 1) // bs):
+            self.dirty = True
+
+    # -- deletion ----------------------------------------------------------------------------
+    def release_blocks(self) -> None:
+        """Free every block the inode owns (data, indirect, its xattr block):
+        the last link and the last user are gone."""
+        if not self.fast_symlink:
+            self.size_word.store(0)
+            self.mapping.truncate_pages(0)
+            self.bmap.truncate(0)
+        self._drop_xattr_block()
+        self.dirty = True
+
+    def _drop_xattr_block(self) -> None:
+        blk = self.disk.file_acl
+        if not blk:
+            return
+        vol = self.vol
+        where = f"inode {self.ino}'s extended attribute block"
+        vol.alloc.check_data_block(blk, where)
+        bh = vol.dev.get_buffer(blk, vol.geo.block_size)
+        try:
+            if u32(bh.data, 0) != XATTR_MAGIC:
+                raise Corrupt(f"{where} {blk} has a bad magic number {u32(bh.data, 0):#x}")
+            refs = u32(bh.data, 4)
+            if refs > 1:
+                put_u32(bh.data, 4, refs - 1)
+                vol.dev.dirty_buffer(bh)
+        finally:
+            vol.dev.put_buffer(bh)
+        if refs <= 1:
+            vol.dev.forget_buffer(blk, vol.geo.block_size)
+            vol.alloc.free_blocks([blk], where)
+        with self.bmap.lock:
+            self.bmap.blocks512 = max(0, self.bmap.blocks512 - vol.geo.sectors_per_block)
+        self.disk.file_acl = 0
+
+    # -- symlinks ----------------------------------------------------------------------------
+    def read_link(self) -> bytes:
+        size = self.size_word.load()
+        bs = self.vol.geo.block_size
+        where = f"symlink inode {self.ino}"
+        if self.fast_symlink:
+            if size > 4 * N_BLOCKS:
+                raise Corrupt(f"{where}: a fast symlink of {size} bytes (at most 60 fit)")
+            raw = b"".join(b.to_bytes(4, "little") for b in self.disk.block)
+            return raw[:size]
+        if not 0 < size < bs:
+            raise Corrupt(f"{where}: a target of {size} bytes in a {bs}-byte block")
+        blk = self.bmap.lookup(0)
+        if not blk:
+            raise Corrupt(f"{where}: its target block is a hole")
+        return self.vol.dev.read_blocks(blk, 1, bs)[:size]
+
+
+def _runs(blocks: list[int]) -> list[tuple[int, int, int]]:
+    """(i, j, first device block) for each run of consecutive device blocks
+    in blocks[i:j], skipping zeros."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(blocks):
+        if not blocks[i]:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(blocks) and blocks[j] == blocks[j - 1] + 1:
+            j += 1
+        out.append((i, j, blocks[i]))
+        i = j
+    return out
+
+
+def locate_inode(vol: Volume, ino: int) -> tuple[int, int]:
+    """(block, offset) of inode `ino` in its group's inode table."""
+    geo = vol.geo
+    if not 1 <= ino <= geo.inodes_count:
+        raise Corrupt(f"inode number {ino} is outside 1..{geo.inodes_count}")
+    group = vol.groups[(ino - 1) // geo.inodes_per_group]
+    return geo.inode_location(ino, group.desc.inode_table)
+
+
+def read_disk_inode(vol: Volume, ino: int) -> tuple[DiskInode, bytes]:
+    """The on-disk inode and the bytes past its first 128."""
+    blk, off = locate_inode(vol, ino)
+    isz = vol.geo.inode_size
+    bh = vol.dev.get_buffer(blk, vol.geo.block_size)
+    try:
+        raw = bytes(bh.data[off : off + isz])
+    finally:
+        vol.dev.put_buffer(bh)
+    return DiskInode.parse(raw), raw[GOOD_OLD_INODE_SIZE:]
+
+
+def check_disk_inode(vol: Volume, ino: int, d: DiskInode) -> None:
+    """What must hold of an inode a directory entry names."""
+    where = f"inode {ino}"
+    if not d.links_count or not d.mode:
+        raise Corrupt(f"{where} is named by a directory entry but is free (no links or mode)")
+    fmt = d.mode & S_IFMT
+    if fmt not in (S_IFREG, S_IFDIR, S_IFLNK, 0o020000, 0o060000, 0o010000, 0o140000):
+        raise Corrupt(f"{where}: unknown file type in mode {d.mode:#o}")
+    geo = vol.geo
+    if fmt == S_IFDIR and (d.size() % geo.block_size or d.size_high):
+        raise Corrupt(
+            f"{where}: a directory of {d.size()} bytes, not a whole number of "
+            f"{geo.block_size}-byte blocks"
+        )
+    # A directory has no holes: its size is bounded by the blocks it owns,
+    # and those by the filesystem (so a walk over its blocks ends soon).
+    if fmt == S_IFDIR and d.size() > min(d.blocks * 512, geo.blocks_count * geo.block_size):
+        raise Corrupt(f"{where}: a directory of {d.size()} bytes owning only {d.blocks} sectors")
+    if d.size() > vol.max_file_size:
+        raise Corrupt(f"{where}: size {d.size()} passes the largest file the filesystem allows")
+    if d.file_acl:
+        vol.alloc.check_data_block(d.file_acl, f"{where}'s extended attribute block")
+
+
+def new_extra(vol: Volume, now: int) -> bytes:
+    """The bytes past 128 of a fresh inode: i_extra_isize as mke2fs sets it,
+    and the creation time."""
+    isz = vol.geo.inode_size
+    if isz <= GOOD_OLD_INODE_SIZE:
+        return b""
+    extra = bytearray(isz - GOOD_OLD_INODE_SIZE)
+    want = vol.sb.want_extra_isize or 32
+    want = min(want, isz - GOOD_OLD_INODE_SIZE) & ~3
+    extra[EXTRA_ISIZE_OFFSET - 128 : EXTRA_ISIZE_OFFSET - 126] = want.to_bytes(2, "little")
+    if want >= CRTIME_OFFSET + 4 - 128:
+        extra[CRTIME_OFFSET - 128 : CRTIME_OFFSET - 124] = now.to_bytes(4, "little")
+    return bytes(extra)
