@@ -49,7 +49,7 @@ from pagemap.check.fanout.unit import (
 )
 from pagemap.check.runner import Summary
 from pagemap.check.strategies import EXHAUSTIVE
-from pagemap.check.strategies.subtree import Frozen, Request, Subtree
+from pagemap.check.strategies.subtree import Frozen, Request
 from pagemap.check.trace import Trace
 
 
@@ -195,9 +195,8 @@ class Ledger:
         key = (prefix, req.tid)
         if key not in tree.made:
             assert make, "a request is taken before the order reaches it"
-            part = Subtree(prefix, 1 << req.tid)
             tree.made[key] = self._make(
-                dataclasses.replace(unit, part=part), tree, self.tally_of[uid]
+                dataclasses.replace(unit, part=node.part(req.tid)), tree, self.tally_of[uid]
             )
         return tree.made[key]
 

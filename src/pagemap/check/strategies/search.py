@@ -445,6 +445,7 @@ class Search(Explorer):
             node = stack[depth]
             nxt = depth == self.branch  # node.tid is the next to run, not one in progress
             left = self._left(node, depth) & ~(0 if nxt else 1 << node.tid)
+            sleep = self._carried(node, log, nxt)
             if depth > self.root:
                 claimed = node.done | 1 << node.tid | left
                 frozen.append(
@@ -456,10 +457,10 @@ class Search(Explorer):
                         node.preemptions,
                         node.sleep_mask(),
                         claimed,
+                        sleep,
                     )
                 )
             if left:
-                sleep = self._carried(node, log, nxt)
                 parts.append(Subtree(prefix[:depth], left, sleep, node.conservative & left))
         self.exhausted = True
         parts.reverse()

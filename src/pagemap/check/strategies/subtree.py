@@ -18,19 +18,25 @@ What a restricted search cannot do alone, it reports:
 - after a while (`split` schedules) a search that is not over hands back its
   frontier: one subtree per node on its stack with alternatives left.
 
-**What DPOR loses when split.**  A sleep set carries, down a subtree, the
-alternatives already explored at the nodes above it whose next step
-commutes with everything run since: scheduling one of them would only
-reorder a schedule run before.  A subtree cut at a split keeps the sleep
-set its root had at that moment (the node's own, plus the alternatives done
-there and the one in progress), so nothing is lost there; a subtree made
-from a request starts with an empty sleep set (the alternatives of its node
-run in other workers, in an order nobody fixed), and a request asks for its
-alternative even when the requesting worker cannot see that another
-alternative of the same race is already explored there.  Both cost
-redundant schedules, never missed ones.  bench/bench_fanout.py measures the
-cost (schedules explored split / unsplit, per scenario) and docs/cluster.md
-reports it.
+**What DPOR loses when split.**  Subtrees share no source sets and only
+part of their sleep sets.  Unsplit, a race reversed at a node adds an
+alternative only if none of the race's initials is already among the
+node's backtrack set; a request from a unit below a frozen node asks for
+its one alternative, and check/fanout makes a subtree of it unless that
+very alternative was claimed when the node froze, so two units may ask for
+two initials of one race where one would do.  A sleep set carries, down a
+subtree, the alternatives explored at the nodes above whose step commutes
+with everything run since; a subtree cut at a split keeps the sleep set
+its root had (the node's own, the alternatives done there, the one in
+progress), and a subtree a request makes starts with the same set as its
+node had when it froze (`slept`), but not the alternatives handed out as
+sibling subtrees or made by other requests: their first step's footprint
+is not known until they run, and which of them ran first depends on the
+engine.  Both cost redundant schedules, never missed ones.  Under a
+preemption bound DPOR has no sleep sets anyway (search.py).
+bench/bench_fanout.py counts the cost (schedules to cover every scenario,
+split against unsplit): on pagemap's scenarios it is nil, with a bound and
+without; docs/cluster.md reports it.
 """
 
 from __future__ import annotations
@@ -85,10 +91,18 @@ class Frozen:
     preemptions: int
     asleep: int  # the node's own sleep set, as a mask
     claimed: int  # alternatives done, in progress, or handed out when the node froze
+    # What a subtree made here by a request starts asleep with: the node's own
+    # sleep set and the alternatives done or in progress when it froze, with
+    # the footprints of their steps here (DPOR with sleep sets; else empty).
+    slept: tuple[tuple[int, Footprint], ...] = ()
 
     def cost(self, tid: int) -> int:
         switch = self.current >= 0 and tid != self.current and not self.relax
         return self.preemptions + (1 if switch else 0)
+
+    def part(self, tid: int) -> Subtree:
+        """The subtree a request for `tid` makes here."""
+        return Subtree(self.prefix, 1 << tid, tuple(kv for kv in self.slept if kv[0] != tid))
 
     def admits(self, tid: int, conservative: bool, bound: int | None) -> bool:
         """Whether a request for `tid` here calls for a subtree of its own: a
