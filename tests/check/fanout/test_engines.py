@@ -3,8 +3,9 @@
 The same plans run serially, in 2 worker processes and on a local Dask
 cluster of 2 workers, and give the same summaries and the same first
 counterexample.  A worker killed mid-run has its unit run again and the
-answer is whole; a unit that raises, a unit whose workers keep dying and a
-unit that runs past its timeout are each reported as such.
+answer is whole; a halted engine (a stop) hands back what its running units
+explored; a unit that raises, a unit whose workers keep dying and a unit
+that runs past its timeout are each reported as such.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from pagemap.check.fanout import (
 )
 from pagemap.check.fanout.cluster import DaskEngine
 from pagemap.check.fanout.local import RETRIES, LocalEngine
+from pagemap.check.fanout.unit import STOPPED, Batch
 from pagemap.check.scenarios import lookup
 from pagemap.cli import main
 from tests.check.fanout.models import HERE, SAFE, ref
@@ -104,6 +106,33 @@ def test_a_worker_killed_mid_run_costs_nothing_of_the_answer() -> None:
     got = explore(plan, engine, kill_one)
     assert killed and list(engine.deaths.values()) == [1]  # one unit, run again once
     assert answer(got.summaries) == want
+
+
+def _halted(engine: LocalEngine | DaskEngine, running: Callable[[], bool]) -> list[Batch]:
+    """Submit a unit of slow schedules, wait until it runs, and halt the engine."""
+    slow = unit(ref("slow", "slow", "slow"), "random", 0, 1000)
+    engine.submit(0, slow)
+    got: list[Batch] = []
+    for _ in range(600):  # at most a minute: the unit alone runs for a minute and more
+        got += engine.pump(None, 0.1)
+        if running():
+            break
+    got += engine.halt(10.0)
+    engine.close()
+    return got
+
+
+@pytest.mark.parametrize("kind", ["local", "dask"])
+def test_a_halt_hands_back_what_running_units_explored(kind: str, cluster: Any) -> None:
+    if kind == "local":
+        local = LocalEngine(1)
+        got = _halted(local, lambda: bool(local.pids(busy=True)))
+    else:
+        dask = DaskEngine(cluster.scheduler_address)
+        got = _halted(dask, lambda: any(dask.client.processing().values()))
+    ticks = sum(len(b.ticks) for b in got)
+    assert got and got[-1].end is not None and got[-1].end.reason == STOPPED
+    assert 0 < ticks < 1000  # what it ran before it stopped, and no more
 
 
 def test_a_unit_that_raises_is_an_error_naming_it() -> None:
