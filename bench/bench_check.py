@@ -54,8 +54,10 @@ def _args(strategy: str | None, bound: int | None) -> argparse.Namespace:
 
 
 def _whole_check(strategy: str | None, bound: int | None) -> tuple[float, int]:
-    """Seconds and schedules of `pagemap check` over every scenario."""
-    models = {n: s.model() for n, s in registry().items()}
+    """Seconds and schedules of `pagemap check` over every scenario but the
+    ext2 ones (DFS cannot finish those; the portfolio's time for them is in
+    the per-scenario figures)."""
+    models = {n: s.model() for n, s in registry().items() if not n.startswith("ext2-")}
     units = plan(_args(strategy, bound), models)
     t0 = time.perf_counter()
     results = run_serial(units)
@@ -64,22 +66,33 @@ def _whole_check(strategy: str | None, bound: int | None) -> tuple[float, int]:
     return seconds, sum(s.schedules for s in results)
 
 
+# DFS to the end of the larger ext2 scenarios runs to hundreds of thousands of
+# schedules; past this many the DFS baseline stops, and the figure says so.
+DFS_CAP = 20_000
+
+
 def coverage_figures(report: Report) -> None:
     ratios = []
     for name, scenario in registry().items():
         model = scenario.model()
-        dfs = explore_model(model, "dfs", bound=2, shrink=False)
         dpor = explore_model(model, "dpor", bound=2, shrink=False)
-        assert dfs.exhaustive and dpor.exhaustive
+        dfs = explore_model(model, "dfs", bound=2, budget=DFS_CAP, shrink=False)
+        assert dpor.exhaustive
+        done = "" if dfs.exhaustive else f" (DFS unfinished at {DFS_CAP}: a bound on the ratio)"
         ratios.append(dpor.schedules / dfs.schedules)
         report.add(
-            f"cover {name} to the end, <=2 preemptions: DPOR schedules (vs DFS)",
+            f"cover {name} to the end, <=2 preemptions: DPOR schedules (vs DFS){done}",
             dpor.schedules,
             "schedules",
             baseline=dfs.schedules,
         )
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    report.add("cover every scenario: DPOR / DFS schedules, geometric mean", geo, "ratio")
+    report.add(
+        "cover every scenario: DPOR / DFS schedules, geometric mean (an unfinished DFS "
+        "counts at its cap, which favours DFS)",
+        geo,
+        "ratio",
+    )
 
 
 def mutant_figures(report: Report) -> None:
@@ -89,7 +102,7 @@ def mutant_figures(report: Report) -> None:
         with mutant.applied():
             for strategy in ("dfs", "dpor"):
                 t0 = time.perf_counter()
-                s = explore_model(model, strategy, bound=mutant.bound, shrink=False)
+                s = explore_model(model, strategy, bound=mutant.bound, budget=DFS_CAP, shrink=False)
                 got[strategy] = (s.schedules, time.perf_counter() - t0, s.trace is not None)
         tag = "" if got["dpor"][2] else " (NOT FOUND)"
         report.add(
@@ -169,15 +182,15 @@ def whole_check_figures(report: Report) -> None:
             best[key] = min(best.get(key, math.inf), seconds)
             count[key] = schedules
     report.add(
-        f"pagemap check, default ({count['default']} schedules): seconds "
-        f"(vs DFS <=2 to the end, {count['dfs2']} schedules)",
+        f"pagemap check, default, every scenario but ext2 ({count['default']} schedules): "
+        f"seconds (vs DFS <=2 to the end, {count['dfs2']} schedules)",
         best["default"],
         "s",
         baseline=best["dfs2"],
     )
     report.add(
-        f"make check: DPOR <=3 to the end ({count['make check']} schedules): seconds "
-        "(vs DFS <=2 to the end)",
+        f"make check: DPOR <=3 to the end, every scenario but ext2 ({count['make check']} "
+        "schedules): seconds (vs DFS <=2 to the end)",
         best["make check"],
         "s",
         baseline=best["dfs2"],

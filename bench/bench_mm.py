@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from bench.harness import Report, per_op
+from bench.harness import Report, interleaved, per_op
 from pagemap import MAP_SHARED, PGSIZE, PROT_READ, Machine, Proc
 from pagemap.kernel.hostfs import HostFile
 
@@ -80,7 +80,7 @@ def tlb_hit_load(path: str) -> tuple[float, float]:
                 for _ in range(n):
                     mm[0:8]
 
-            return per_op(ours, 50_000), per_op(theirs, 50_000)
+            return interleaved(ours, theirs, 50_000)
     finally:
         os.close(fd)
 

@@ -56,3 +56,34 @@ def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> flo
 def per_op(fn: Callable[[int], object], n: int, repeat: int = 5) -> float:
     """Seconds per operation of fn(n), which performs n operations."""
     return best_time(lambda: fn(n), repeat=repeat) / n
+
+
+ROUNDS = 15
+
+
+def interleaved(
+    subject: Callable[[int], object],
+    baseline: Callable[[int], object],
+    n: int,
+    rounds: int = ROUNDS,
+    setup: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """(seconds per operation of subject(n), of baseline(n)), each the best of
+    `rounds`, the two run in turn within each round: whatever else the machine
+    is doing at a moment weighs on both alike.  `setup`, if given, runs
+    before each of them, outside the clock."""
+    best_s = best_b = float("inf")
+    gc.collect()
+    for _ in range(rounds):
+        for which in (0, 1):
+            if setup is not None:
+                setup()
+            fn = subject if which == 0 else baseline
+            t0 = time.perf_counter()
+            fn(n)
+            took = (time.perf_counter() - t0) / n
+            if which == 0:
+                best_s = min(best_s, took)
+            else:
+                best_b = min(best_b, took)
+    return best_s, best_b

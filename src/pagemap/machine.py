@@ -41,8 +41,10 @@ from pagemap.kernel.hostfs import HostFile, HostFS
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
+from pagemap.kernel.policy import KERNEL_DEFAULT, make_policy
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.radix import ALL_PAGES
+from pagemap.kernel.reclaim import Reclaim
 from pagemap.kernel.vfs import Inode
 from pagemap.sync.core import Task
 from pagemap.sync.executor import Executor
@@ -51,10 +53,11 @@ from pagemap.sync.threads import ThreadExecutor
 
 # The most cores a Machine may have (each has its TLB).
 MAX_CORES = 1024
-# What a frame costs the host, at most: its bytes and its kernel objects (struct
-# page's atomics and semaphore; about 1 to 2.5 KiB, bench/bench_core.py).  A
-# Machine whose frames would need more than the host's RAM is refused (ENOMEM)
-# rather than swapping, or being killed, while it is built.
+# What a frame costs the host, at most: its bytes, its kernel words (about 200
+# bytes a cached page, tests/kernel/test_page_cost.py) and room for what the
+# rest of the process makes.  A Machine whose frames would need more than the
+# host's RAM is refused (ENOMEM) rather than swapping, or being killed, while
+# it is built.
 HOST_BYTES_PER_FRAME = 2 * PGSIZE
 
 
@@ -110,6 +113,8 @@ class Machine:
     `executor` is "threads" (OS threads), "sim" (the deterministic scheduler,
     seeded by `seed`, stopping after `max_steps` scheduling points), or an
     Executor built by the caller (the checker passes its own strategies).
+    `reclaim` names the replacement policy that chooses what to evict when
+    frames run short (kernel/policy/: fifo, lru, clock, lru2q, s3fifo).
     A bad argument is a TypeError or ValueError, more frames than the host can
     hold OutOfMemory.  See the module docstring for sync(), close() and `with`.
     """
@@ -121,8 +126,14 @@ class Machine:
         executor: str | Executor = "threads",
         seed: int | None = None,
         max_steps: int | None = None,
+        reclaim: str = KERNEL_DEFAULT,
     ) -> None:
         cores, nbytes = check_machine_args(cores, memory, seed, max_steps)
+        if not isinstance(reclaim, str):
+            raise TypeError(
+                f"Machine: reclaim must be a policy's name, not {type(reclaim).__name__}"
+            )
+        make_policy(reclaim)  # an unknown name is refused before any frame is made
         self.nr_cores = cores
         self.seed = seed
         self.executor = make_executor(executor, seed, max_steps)
@@ -137,6 +148,11 @@ class Machine:
         self.page_maps: list[PageMap] = []
         self.hostfs = HostFS(self.executor, self.page_map)
         self.block_devices = BlockDevices(self.executor, self.page_map)
+        # Direct reclaim, on every machine: an allocation that finds no free
+        # frame frees some in its own task (kernel/reclaim.py).
+        policy = make_policy(reclaim, frames=self.memory.nr_frames)
+        self.reclaim = Reclaim(self.executor, self.allocator, self.page_maps, policy)
+        self.allocator.reclaim = self.reclaim.direct
         self.mounts: list[Ext2FS] = []
         self.flusher: Flusher | None = None
         # Tasks of the current run other than the flusher; when the last one
@@ -242,13 +258,16 @@ class Machine:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Machine.page_map: name must be a str, not {type(name).__name__}")
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
+        pm.lru = self.reclaim
         self.page_maps.append(pm)
         return pm
 
     def process(self) -> Proc:
         """A new process with an empty address space (pids count from 1)."""
         self._check_open("process")
-        proc = Proc(len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.current_core)
+        proc = Proc(
+            len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.executor.current_core
+        )
         self.procs.append(proc)
         return proc
 
@@ -329,11 +348,13 @@ class Machine:
                 self.flusher.stop()
 
     def start_flusher(self, period: float = 0.05) -> Flusher:
-        """Start the flusher task (see kernel/flusher.py) for the next run().
+        """Start the flusher's two tasks (kernel/flusher.py) for the next run():
+        kswapd reclaims in the background when free frames run low, and
+        writeback writes back pages dirty for longer than a period.
 
-        It evicts pages every `period` seconds (virtual under "sim") and when
-        an allocation finds no free frame; it stops when the run's other tasks
-        have all finished.
+        They wake every `period` seconds (virtual under "sim"; a finite
+        positive number, ValueError otherwise) and stop when the run's other
+        tasks have all finished.
         """
         self._check_open("start_flusher")
         if not isinstance(period, int | float) or isinstance(period, bool):
@@ -341,13 +362,18 @@ class Machine:
                 f"Machine.start_flusher: period must be a number, not {type(period).__name__}"
             )
         if not (math.isfinite(period) and period > 0):
-            raise ValueError(f"Machine.start_flusher: period {period} must be a positive number")
+            raise ValueError(
+                f"Machine.start_flusher: period {period} must be a finite positive number"
+            )
         if self.flusher is not None and not self.flusher.stopping:
             raise ValueError("the flusher is already running on this machine")
-        flusher = Flusher(self.executor, self.allocator, self.page_maps, period)
+        flusher = Flusher(self.executor, self.allocator, self.reclaim, self.page_maps, period)
         self.flusher = flusher
-        self.allocator.reclaim = flusher.reclaim
-        flusher.task = self.executor.spawn(flusher.main, (), 0, "flusher")
+        self.allocator.on_alloc = flusher.low_on_memory
+        flusher.task = self.executor.spawn(flusher.kswapd, (), 0, "kswapd")
+        flusher.writeback_task = self.executor.spawn(
+            flusher.writeback, (), min(1, self.nr_cores - 1), "writeback"
+        )
         return flusher
 
     def run(self) -> None:
@@ -363,15 +389,14 @@ class Machine:
             self.executor.run()
         finally:
             if self.flusher is not None:
-                self.allocator.reclaim = None
+                self.allocator.on_alloc = None
 
     def current_task(self) -> Task | None:
         return self.executor.current_task()
 
     def current_core(self) -> int:
         """The core of the running task; outside any task, core 0."""
-        task = self.executor.current_task()
-        return task.core if task is not None else 0
+        return self.executor.current_core()
 
     def mm_counters(self) -> dict[str, int]:
         """Fault and shootdown counts of the memory-management half, by snake_case key."""

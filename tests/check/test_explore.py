@@ -239,7 +239,7 @@ def test_a_step_budget_overrun_is_a_violation_and_shows_one_turn() -> None:
 
 
 def test_shrinking_cuts_preemptions_and_keeps_the_oracle() -> None:
-    mutant = next(m for m in MUTANTS if m.name == "free-after-reuse")
+    mutant = next(m for m in MUTANTS if m.name == "dirty-cleared-late")
     model = lookup(mutant.scenario).model()
     with mutant.applied():
         found = explore_model(model, "random", seed=1, budget=2000, shrink=False)

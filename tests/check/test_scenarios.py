@@ -27,3 +27,12 @@ def test_scenario_holds_under_random_and_pct(name: str) -> None:
     for strategy in ("random", "pct"):
         summary = explore_model(model, strategy, seed=11, budget=100)
         assert summary.trace is None, f"{strategy}: {summary.trace.message}"
+
+
+def test_reclaim_racing_a_store_and_a_remover_holds_under_dpor_to_the_end() -> None:
+    """Direct reclaim, a store through the mapping and a user's remove_contig:
+    no spurious OutOfMemory, nothing lost, no stale translation."""
+    model = registry()["reclaim-store"].model({"remover": 1})
+    summary = explore_model(model, "dpor", budget=50_000, bound=2)
+    assert summary.trace is None, f"{summary.trace.oracle}: {summary.trace.message}"
+    assert summary.exhaustive

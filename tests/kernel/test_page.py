@@ -89,3 +89,26 @@ def test_freed_page_forgets_its_past() -> None:
     page.index = 5
     machine.allocator.decref(page)
     assert page.flags.value == 0 and page.index == -1 and page.mapping is None
+
+
+def test_a_batch_of_decrefs_frees_the_last_references_under_one_lock() -> None:
+    machine = Machine(cores=1, memory=6 * PGSIZE)
+    alloc = machine.allocator
+    pages = [alloc.alloc() for _ in range(4)]
+    alloc.incref(pages[1])  # a second holder: this frame stays
+    frees = alloc.frees
+    alloc.decref_many(pages)
+    assert [alloc.is_free(p.ppn) for p in pages] == [True, False, True, True]
+    assert alloc.frees == frees + 3 and pages[1].kref.value == 1
+    assert not alloc._lock.held
+
+
+def test_a_double_free_in_a_batch_still_frees_the_rest() -> None:
+    machine = Machine(cores=1, memory=6 * PGSIZE)
+    alloc = machine.allocator
+    pages = [alloc.alloc() for _ in range(3)]
+    alloc.decref(pages[0])
+    with pytest.raises(KernelBug, match="double free"):
+        alloc.decref_many(pages)
+    assert all(alloc.is_free(p.ppn) for p in pages) and alloc.nr_free == 5
+    assert pages[0].kref.value == 0 and not alloc._lock.held

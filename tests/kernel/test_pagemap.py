@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,10 @@ from pagemap import (
     OutOfMemory,
     Page,
     PageMap,
+    RefcountOverflow,
     decode_slot,
 )
+from pagemap.kernel.slot import PM_REFCNT_MAX, PM_REFCNT_SHIFT, PM_REMOVAL
 from tests.conftest import SIM_SEEDS, CountingOps, page_bytes, sim
 
 THREAD_ROUNDS = range(20)
@@ -394,3 +397,71 @@ def test_info_names_the_map_and_its_pages() -> None:
     text = pm.info()
     assert text.splitlines()[0] == "Page Map data.bin"
     assert "Num pages: 1" in text
+
+
+def test_find_run_takes_the_cached_run_and_stops_at_a_hole_or_a_page_being_read() -> None:
+    machine = sim(0, frames=200)
+    pm = machine.page_map(CountingOps())
+    for i in (*range(0, 70), *range(71, 80)):  # across a leaf, then a hole at 70
+        pm.put_page(pm.load_page(i))
+    run = pm.find_run(3, 100)
+    assert [p.index for p in run] == list(range(3, 70))
+    assert all(decode_slot(pm.slots.value(p.ppn)).refcnt == 1 for p in run)
+    pm.put_run(run)
+    assert [p.index for p in pm.find_run(71, 5)] == list(range(71, 76))  # at most n
+    assert pm.find_run(70, 5) == [] and pm.find_run(500, 5) == []
+    pm.put_run(pm.find_run(71, 5))
+    pm.put_run(pm.find_run(71, 5))  # (the first of these was never given back)
+    reading = pm.find_page(79)
+    assert reading is not None
+    reading.flags.fetch_and(~PG_UPTODATE)  # as if a loader were still at it
+    assert [p.index for p in pm.find_run(77, 5)] == [77, 78]
+    reading.flags.fetch_or(PG_UPTODATE)
+    pm.put_page(reading)
+    for i in range(77, 79):
+        pm.put_page(pm.allocator.pages[pm.tree.lookup(i)])
+    for i in range(71, 76):
+        pm.put_page(pm.allocator.pages[pm.tree.lookup(i)])
+    assert machine.check_quiescent() == []
+
+
+def test_find_run_clears_removal_as_a_finder_does_and_gives_back_on_overflow() -> None:
+    machine = sim(0)
+    pm = machine.page_map(CountingOps())
+    for i in range(3):
+        pm.put_page(pm.load_page(i))
+    slot = pm.slots.ref(pm.tree.lookup(1))
+    slot.fetch_or(PM_REMOVAL)  # a remover marked page 1
+    run = pm.find_run(0, 3)
+    assert not slot.value & PM_REMOVAL  # found, so spared
+    pm.put_run(run)
+    full = pm.slots.ref(pm.tree.lookup(2))
+    full.fetch_add(PM_REFCNT_MAX << PM_REFCNT_SHIFT)  # page 2 at the most references
+    with pytest.raises(RefcountOverflow):
+        pm.find_run(0, 3)
+    assert [decode_slot(pm.slots.value(pm.tree.lookup(i))).refcnt for i in (0, 1)] == [0, 0]
+    full.fetch_add(-(PM_REFCNT_MAX << PM_REFCNT_SHIFT))
+    assert machine.check_quiescent() == []
+
+
+def test_a_sequential_read_takes_a_run_of_pages_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f"
+    data = bytes(range(256)) * (100 * PGSIZE // 256)
+    path.write_bytes(data)
+    machine = Machine(cores=1, memory=128 * PGSIZE, executor="threads")
+    f = machine.open(path, "r")
+    assert f.pread(100 * PGSIZE, 0) == data  # cold: page by page
+    runs: list[int] = []
+    find_run = f.mapping.find_run
+
+    def spying(index: int, n: int) -> list[Page]:
+        found = find_run(index, n)
+        runs.append(len(found))
+        return found
+
+    monkeypatch.setattr(f.mapping, "find_run", spying)
+    assert f.pread(90 * PGSIZE, 5 * PGSIZE + 7) == data[5 * PGSIZE + 7 : 95 * PGSIZE + 7]
+    assert runs == [16] * 5 + [11]  # READ_RUN pages a run (one across two leaves)
+    assert machine.check_quiescent() == []

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pagemap import MAP_SHARED, PGSIZE, PROT_READ, PROT_WRITE, Machine, Page, PageMap
+from pagemap import MAP_SHARED, PG_DIRTY, PGSIZE, PROT_READ, PROT_WRITE, Machine, Page, PageMap
 from pagemap.kernel import removal as pagemap_module
 from pagemap.kernel.proc import Proc
 from pagemap.sync.atomic import AtomicWord
+from tests.conftest import CountingOps, page_bytes, sim
 
 
 def test_shootdowns_are_batched_ten_processes_at_a_time(
@@ -93,4 +94,64 @@ def test_dirty_pages_are_written_ten_at_a_time_with_the_map_lock_dropped(
     assert passes == [0] * 10 + [10] * 10 + [20] * 5
     data = path.read_bytes()
     assert all(data[i * PGSIZE] == i + 1 for i in range(25))
+    assert machine.check_quiescent() == []
+
+
+def _spy_fused(pm: PageMap, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each fused pass freed, as remove_contig runs."""
+    freed: list[int] = []
+    fused = pm._free_clean_unmapped
+
+    def spying(lo: int, hi: int) -> int:
+        freed.append(fused(lo, hi))
+        return freed[-1]
+
+    monkeypatch.setattr(pm, "_free_clean_unmapped", spying)
+    return freed
+
+
+def test_clean_unmapped_pages_go_in_one_fused_pass_and_the_rest_by_the_five(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    machine = sim(0, frames=200)
+    ops = CountingOps()
+    pm = machine.page_map(ops)
+    for i in range(150):  # three leaves' worth, and a bit
+        pm.put_page(pm.load_page(i))
+    dirty = pm.load_page(70)
+    dirty.data[:8] = b"new data"
+    dirty.flags.fetch_or(PG_DIRTY)
+    pm.put_page(dirty)
+    held = pm.load_page(140)
+    freed = _spy_fused(pm, monkeypatch)
+    frees = machine.allocator.frees
+    assert pm.remove_contig(0, 150) == 149
+    # The clean ones in the fused pass; the dirty one written back and freed
+    # by the five passes; the referenced one kept.
+    assert freed == [148] and ops.writes == [70]
+    assert ops.store[70][:8] == b"new data" and ops.store[70][8:] == page_bytes(70)[8:]
+    assert machine.allocator.frees == frees + 149
+    assert pm.nr_pages == 1 and pm.tree.lookup(140) == held.ppn
+    assert pm.tree.nr_nodes == 2  # the root and page 140's leaf: emptied leaves pruned
+    pm.put_page(held)
+    assert machine.check_quiescent() == []
+
+
+def test_a_mapped_range_takes_the_five_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = Machine(cores=2, memory="256KiB", executor="sim", seed=0)
+    path = tmp_path / "f"
+    path.write_bytes(bytes(8 * PGSIZE))
+    f = machine.open(path, "r+")
+    for i in range(8):
+        f.pread(1, i * PGSIZE)
+    proc = machine.process()
+    base = proc.mmap(PGSIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f, 7 * PGSIZE)
+    proc.store(base, b"x")
+    freed = _spy_fused(f.mapping, monkeypatch)
+    assert f.mapping.remove_contig(0, 4) == 4  # no region maps pages 0-3
+    assert f.mapping.remove_contig(0, 8) == 4  # page 7 is mapped: all by the five passes
+    assert freed == [4]
+    assert path.read_bytes()[7 * PGSIZE] == ord("x")
     assert machine.check_quiescent() == []

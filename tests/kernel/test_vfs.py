@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pagemap import PG_DIRTY, PGSIZE, File, Machine, OutOfMemory
-from tests.conftest import sim
+from tests.conftest import CountingOps, sim
 
 ALL = 1 << 30  # "every page" for remove_contig / writeback
 
@@ -122,17 +122,31 @@ def test_writepage_never_writes_past_the_size(machine: Machine, tmp_path: Path) 
     assert path.read_bytes()[5000:6000] == bytes(1000), "bytes past the old end leaked out"
 
 
-def test_short_write_when_frames_run_out(tmp_path: Path) -> None:
+def test_a_write_larger_than_memory_reclaims_as_it_goes(tmp_path: Path) -> None:
     machine = sim(0, frames=2)
     path = make_file(tmp_path / "f", b"")
     f = machine.open(path, "r+")
-    assert f.pwrite(b"w" * 3 * PGSIZE, 0) == 2 * PGSIZE  # two frames, two pages
-    assert f.size == 2 * PGSIZE
-    with pytest.raises(OutOfMemory):  # nothing can be written: no change at all
-        f.pwrite(b"x", 2 * PGSIZE)
-    assert f.size == 2 * PGSIZE
+    assert f.pwrite(b"w" * 3 * PGSIZE, 0) == 3 * PGSIZE  # two frames, three pages
+    assert machine.reclaim.stats.reclaimed >= 1
     f.fsync()
-    assert path.read_bytes() == b"w" * 2 * PGSIZE
+    assert path.read_bytes() == b"w" * 3 * PGSIZE
+    assert machine.check_quiescent() == []
+
+
+def test_a_write_fails_whole_when_no_frame_can_be_freed(tmp_path: Path) -> None:
+    machine = sim(0, frames=2)
+    path = make_file(tmp_path / "f", b"")
+    f = machine.open(path, "r+")
+    other = machine.page_map(CountingOps())
+    held = [other.load_page(0), other.load_page(1)]  # in use: reclaim may not take them
+    with pytest.raises(OutOfMemory):  # nothing can be written: no change at all
+        f.pwrite(b"x", 0)
+    assert f.size == 0
+    for page in held:
+        other.put_page(page)
+    assert f.pwrite(b"x", 0) == 1
+    f.fsync()
+    assert path.read_bytes() == b"x"
     assert machine.check_quiescent() == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from pagemap import Deadlock, Machine, StepBudgetExceeded, Strategy, Task
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.executor import Executor
-from pagemap.sync.sim import SimExecutor
+from pagemap.sync.sim import SeededRandom, SimExecutor
 from pagemap.sync.threads import ThreadExecutor
 from tests.conftest import SIM_SEEDS, sim
 
@@ -311,3 +311,20 @@ def test_sim_clock_jumps_when_everyone_sleeps() -> None:
     machine.run()
     # Virtual time: a step is a microsecond; the shorter nap ends first.
     assert woke[0] >= 1_000_000 and woke[1] >= 2_000_000 and woke[0] < woke[1]
+
+
+@pytest.mark.parametrize("kind", ["threads", "sim"])
+def test_batch_operations_of_an_atomic_array_are_the_single_ones_in_turn(kind: str) -> None:
+    executor: Executor = (
+        ThreadExecutor() if kind == "threads" else SimExecutor(SeededRandom(0), None)
+    )
+    words = executor.atomic_array(8, "w")
+    locks = executor.lock_table(8, "l")
+    for i in range(8):
+        words.reset(i, i)
+    assert words.fetch_add_many([1, 3, 3, 7], -1) == [1, 3, 2, 7]
+    assert [words.value(i) for i in range(8)] == [0, 0, 2, 1, 4, 5, 6, 6]
+    words.reset_many([0, 2, 4], 9)
+    locks.reset_many([1, 2], 0)
+    assert [words.value(i) for i in (0, 2, 4)] == [9, 9, 9]
+    assert [locks.count(i) for i in range(4)] == [1, 0, 0, 1]

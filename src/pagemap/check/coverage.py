@@ -4,16 +4,22 @@ What no scenario reaches, no strategy can find a race in.  `pagemap check
 --coverage` runs the scenarios under branch coverage (coverage.py, with its
 greenlet support) and reports, for kernel/ and hw/, the lines and branches
 not reached, less those listed in `unreached.txt` beside this file, each
-with the reason no scenario needs to reach it (argument checks that tests
-cover one call at a time, say).  A listed line is named by its file and its
-text, so the list survives edits that move lines; a listed line that no
-longer exists is reported as stale.
+with the reason no scenario needs to reach it.  An entry names code by text,
+never by line number, so the list survives edits that move lines:
 
-    kernel/mm.py: raise InvalidArgument(f"munmap: length 0")  # why
+    kernel/mm.py: raise InvalidArgument("munmap: length 0")  # one line, by its text
+    kernel/mm.py: if self.exited:  # a header lists its block (not an if's else)
+    kernel/vfs.py: def Vfs.chmod  # a function or method, every line of it
+    kernel/fs/ext2/dir.py: class DirBlock  # a class, every line of it
+    kernel/policy/opt.py: *  # the whole file
+
+An entry that matches nothing left unreached (the code is reached now, or is
+gone) is reported as stale, so the list cannot quietly outgrow its reasons.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -61,7 +67,7 @@ class CoverageReport:
 
 
 def load_exclusions(text: str) -> dict[str, dict[str, str]]:
-    """file -> {stripped line text -> reason}."""
+    """file -> {entry (a line's text, `def NAME`, `class NAME` or `*`) -> reason}."""
     out: dict[str, dict[str, str]] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -118,6 +124,69 @@ def measure(units: Sequence[Unit], exclusions: dict[str, dict[str, str]]) -> Cov
     return report
 
 
+def _spans(source: str) -> dict[str, tuple[int, int]]:
+    """`def QUALNAME` / `class QUALNAME` -> (first line, last line), decorators included."""
+    spans: dict[str, tuple[int, int]] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                kind = "class" if isinstance(child, ast.ClassDef) else "def"
+                name = f"{prefix}{child.name}"
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                spans[f"{kind} {name}"] = (first, child.end_lineno or child.lineno)
+                visit(child, f"{name}.")
+
+    visit(ast.parse(source), "")
+    return spans
+
+
+_HEADERS = (ast.If, ast.For, ast.While, ast.With, ast.ExceptHandler)
+
+
+def _blocks(source: str, lines: list[str], texts: set[str]) -> list[tuple[str, tuple[int, int]]]:
+    """A listed `if`, `for`, `while`, `with` or `except` line lists its body too
+    (not an `if`'s else): the reason that keeps the header unreached keeps
+    what it guards unreached."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, _HEADERS):
+            text = lines[node.lineno - 1].strip()
+            if text in texts:
+                last = node.body[-1].end_lineno or node.body[-1].lineno
+                found.append((text, (node.lineno, last)))
+    return found
+
+
+class _Listing:
+    """The entries of unreached.txt for one file, matched against its source."""
+
+    def __init__(self, listed: dict[str, str], source: str) -> None:
+        self.lines = source.splitlines()
+        self.everything = "*" in listed
+        named = [code for code in listed if code.startswith(("def ", "class "))]
+        spans = _spans(source) if named else {}
+        self.ranges = [(code, spans[code]) for code in named if code in spans]
+        self.texts = set(listed) - set(named) - {"*"}
+        if self.texts:
+            self.ranges += _blocks(source, self.lines, self.texts)
+        self.used: set[str] = set()
+
+    def covers(self, lineno: int) -> bool:
+        if self.everything:
+            self.used.add("*")
+            return True
+        for code, (first, last) in self.ranges:
+            if first <= lineno <= last:
+                self.used.add(code)
+                return True
+        text = self.lines[lineno - 1].strip() if 0 < lineno <= len(self.lines) else ""
+        if text in self.texts:
+            self.used.add(text)
+            return True
+        return False
+
+
 def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> CoverageReport:
     files: list[FileReport] = []
     used: set[tuple[str, str]] = set()
@@ -126,34 +195,23 @@ def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> C
     for filename, info in sorted(raw_files.items()):
         cut = filename.rfind("pagemap/")
         rel = filename[cut + len("pagemap/") :] if cut >= 0 else filename
-        listed = exclusions.get(rel, {})
-        source = Path(filename).read_text().splitlines()
-
-        def is_listed(
-            lineno: int,
-            rel: str = rel,
-            listed: dict[str, str] = listed,
-            source: list[str] = source,
-        ) -> bool:
-            text = source[lineno - 1].strip() if 0 < lineno <= len(source) else ""
-            if text in listed:
-                used.add((rel, text))
-                return True
-            return False
-
+        listing = _Listing(exclusions.get(rel, {}), Path(filename).read_text())
         summary = info["summary"]
         report = FileReport(rel, summary["num_statements"], summary.get("num_branches", 0))
         for lineno in info["missing_lines"]:
-            if is_listed(lineno):
+            if listing.covers(lineno):
                 report.listed_lines += 1
             else:
                 report.missing_lines.append(lineno)
         for src, dst in info.get("missing_branches", []):
-            if is_listed(src):
+            # A branch is listed from either end: listing `raise X` lists `if bad:`'s
+            # jump to it.  (A negative dst is an exit from the function.)
+            if listing.covers(src) or (dst > 0 and listing.covers(dst)):
                 report.listed_branches += 1
             else:
                 report.missing_branches.append((src, dst))
         files.append(report)
+        used.update((rel, code) for code in listing.used)
     stale = [
         f"{path}: {code}"
         for path, codes in exclusions.items()

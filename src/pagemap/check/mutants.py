@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from pagemap.hw.memory import PGSHIFT
-from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.mmu import PTE_D, PTE_P, make_pte, pte_ppn
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
+from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
-from pagemap.kernel.mman import MAP_LOCKED, PROT_WRITE
+from pagemap.kernel.hostfs import HostInode
+from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.page import PG_DIRTY, PG_LOCKED, PG_PAGEMAP, PG_REMOVAL, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.proc import Proc
@@ -40,6 +43,7 @@ from pagemap.kernel.slot import (
     slot_set_removal,
 )
 from pagemap.kernel.vmr import VMR
+from pagemap.sync.core import READ
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,12 @@ def _load_page(self: PageMap, index: int, recheck: bool, wait: bool) -> Page:
     while page is None:
         page = self.allocator.alloc()
         page.flags.reset(PG_LOCKED | PG_PAGEMAP)
-        page.sem.reset(0)
+        self.allocator.frames.locks.reset(page.ppn, 0)
         try:
             self._insert_page(index, page)
         except AlreadyExists:
             page.flags.reset(0)
-            page.sem.reset(1)
+            self.allocator.frames.locks.reset(page.ppn, 1)
             self.allocator.decref(page)
             page = self._find_page(index)
             continue
@@ -120,9 +124,12 @@ def _load_no_wait(self: PageMap, index: int) -> Page:
     return _load_page(self, index, recheck=True, wait=False)
 
 
-def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
+def _free_marked_after_reuse(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> int:
     nr_removed = 0
-    for i, tree_slot in list(self.tree.items(lo, hi)):
+    for i, ppn in self._items(lo, hi, indices):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None or not page.flags.load() & PG_REMOVAL:
@@ -135,14 +142,23 @@ def _free_marked_after_reuse(self: PageMap, lo: int, hi: int) -> int:
             continue
         self.tree.delete(i)
         page.flags.store(0)
+        if self.lru is not None:
+            self.lru.removed(page)
         self.allocator.decref(page)
         nr_removed += 1
     self.num_pages -= nr_removed
     return nr_removed
 
 
-def _mark_referenced(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    for _i, tree_slot in self.tree.items(lo, hi):
+def _mark_referenced(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    for _i, ppn in self._items(lo, hi, indices):
+        tree_slot = self.slots.ref(ppn)
         old = tree_slot.load()
         page = self._slot_get_page(old)
         if page is None:
@@ -183,9 +199,11 @@ def _read_locked_page(self: PageMap, page: Page, delete: bool, unlock: bool) -> 
         page.error = exc
         if delete:
             with self.lock:
-                if self.tree.delete(page.index) is not page.tree_slot:
+                if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug("not in the tree") from exc
                 self.num_pages -= 1
+                if self.lru is not None:
+                    self.lru.removed(page)
             page.flags.fetch_and(~PG_PAGEMAP)
         if unlock:
             unlock_page(page)
@@ -205,12 +223,28 @@ def _eio_keeps_lock(self: PageMap, page: Page) -> None:
 _real_write_back_marked = PageMap._write_back_marked
 
 
-def _write_back_error_frees(self: PageMap, lo: int, hi: int) -> tuple[list[Page], OSError | None]:
-    failed, first_error = _real_write_back_marked(self, lo, hi)
+def _write_back_error_frees(
+    self: PageMap, lo: int, hi: int, indices: list[int] | None = None
+) -> tuple[list[Page], OSError | None]:
+    failed, first_error = _real_write_back_marked(self, lo, hi, indices)
     for page in failed:
         if page.tree_slot is not None:
             page.tree_slot.fetch_or(PM_REMOVAL)  # BUG: the unwritten page is freed
     return failed, first_error
+
+
+def _find_run_keeps_removal(self: PageMap, index: int, n: int, found: list[Page]) -> None:
+    for i in range(index, index + n):
+        ppn = self.tree.lookup(i)
+        if not ppn or not self.flags.load(ppn) & PG_UPTODATE:
+            return
+        while True:
+            old = self.slots.load(ppn)
+            if not old & PM_PPN_MASK:
+                return
+            if self.slots.cas(ppn, old, old + PM_REFCNT_ONE):  # BUG: REMOVAL stays set
+                break
+        found.append(self.allocator.pages[ppn])
 
 
 PAGEMAP_MUTANTS = (
@@ -284,6 +318,13 @@ PAGEMAP_MUTANTS = (
         {"_write_back_marked": _write_back_error_frees},
         budget=10,
     ),
+    Mutant(
+        "run-keeps-removal",
+        "a sequential read takes a run of pages but leaves their REMOVAL set",
+        "read-run-remove",
+        {"_find_run_locked": _find_run_keeps_removal},
+        budget=2500,
+    ),
 )
 
 # -- mapping mutants ----------------------------------------------------------------
@@ -317,30 +358,49 @@ def _unmap_marked(self: PageMap, lo: int, hi: int, early_dirty: bool, shootdown:
                 self._pte_unmap_keep_dirty(pte)
 
 
-def _dirty_before_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _dirty_before_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=True, shootdown=False)
 
 
 _real_free_marked = PageMap._free_marked
 
 
-def _shootdown_then_free(self: PageMap, lo: int, hi: int) -> int:
+def _shootdown_then_free(self: PageMap, lo: int, hi: int, indices: list[int] | None = None) -> int:
     # BUG (with the above): D bits were trusted, and pages written back, while
     # TLBs could still store into them; the shootdown comes only now.
     for vmr in self.vmrs:
         vmr.proc.tlb_shootdown()
-    return int(_real_free_marked(self, lo, hi))
+    return int(_real_free_marked(self, lo, hi, indices))
 
 
-def _no_shootdown(self: PageMap, lo: int, hi: int, include_pinned: bool = False) -> None:
+def _no_shootdown(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    include_pinned: bool = False,
+    indices: list[int] | None = None,
+) -> None:
     _unmap_marked(self, lo, hi, early_dirty=False, shootdown=False)
 
 
 _real_mark_for_removal = PageMap._mark_for_removal
 
 
-def _pins_ignored(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-    _real_mark_for_removal(self, lo, hi, respect_pins=False)  # BUG: marks pinned pages
+def _pins_ignored(
+    self: PageMap,
+    lo: int,
+    hi: int,
+    respect_pins: bool = True,
+    indices: list[int] | None = None,
+) -> None:
+    # BUG: marks pinned pages
+    _real_mark_for_removal(self, lo, hi, respect_pins=False, indices=indices)
 
 
 def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Page]:
@@ -353,18 +413,10 @@ def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Pag
     return freed
 
 
-_real_install = Proc._install
-
-
-def _install_drops_dirty(
-    self: Proc, vmr: Any, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    word = self.page_table.pte(va >> PGSHIFT)
-    with self.pte_lock:
-        old = word.value
-        if old & PTE_D and not old & PTE_P and old >> PGSHIFT == page.ppn:
-            word.fetch_and(~PTE_D)  # BUG: a fault re-installing a page forgets its D bit
-    return bool(_real_install(self, vmr, va, page, write, owned))
+def _keeps_nothing(old: int) -> int:
+    # BUG: a fault re-installing a page that removal made not present forgets
+    # the D bit still in the PTE.
+    return old & PTE_D if old & PTE_P else 0
 
 
 MAPPING_MUTANTS = (
@@ -410,46 +462,15 @@ def _proc_no_shootdown(self: Proc) -> None:
     """BUG: a process's TLB entries are never flushed."""
 
 
-def _install_overwriting(
-    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    vpn = va >> PGSHIFT
-    with self.vmr_lock:
-        if self._find_vmr(va) is not vmr:
-            return False
-        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
-        with self.pte_lock:
-            mine = self.anon.get(vpn)
-            if mine is not None and mine is not page:
-                return False
-            if owned:
-                self.anon[vpn] = page
-            # BUG: rewrites the PTE even when another core's fault installed it
-            # since, losing the D bit that core's store set meanwhile.
-            old = self.page_table.pte(vpn).swap(
-                make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
-            )
-            if old & PTE_P and pte_ppn(old) != page.ppn:
-                self.tlb_shootdown()
-    return True
+def _set_pte_overwriting(self: Proc, va: int, page: Page, bits: int, write: bool) -> bool:
+    # BUG: rewrites the PTE even when another core's fault installed it since,
+    # losing the D bit that core's store set meanwhile.
+    old = self.page_table.pte(va >> PGSHIFT).swap(make_pte(page.ppn, bits))
+    return bool(old & PTE_P) and pte_ppn(old) != page.ppn
 
 
-def _install_without_recheck(
-    self: Proc, vmr: VMR, va: int, page: Page, write: bool, owned: bool
-) -> bool:
-    vpn = va >> PGSHIFT
-    with self.vmr_lock:
-        # BUG: no check that the region is still there after the fault slept.
-        writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
-        with self.pte_lock:
-            if owned:
-                self.anon[vpn] = page
-            word = self.page_table.pte(vpn)
-            while True:
-                old = word.load()
-                new = make_pte(page.ppn, PTE_P | PTE_U | (PTE_W if writable else 0))
-                if word.cas(old, new | (old & PTE_D)):
-                    return True
+def _region_always_survives(self: Proc, vmr: VMR, va: int) -> bool:
+    return True  # BUG: no check that the region is still there after the fault slept
 
 
 def _unmap_leaving_the_map_first(self: Proc, lo: int, hi: int) -> None:
@@ -489,7 +510,7 @@ MM_MUTANTS = (
         "fault-overwrites-pte",
         "a fault rewrites a PTE another core's fault installed, losing its D bit",
         "fault-fault",
-        {"_install": _install_overwriting},
+        {"_set_pte": _set_pte_overwriting},
         budget=100,
         target=Proc,
     ),
@@ -497,7 +518,7 @@ MM_MUTANTS = (
         "fault-after-munmap",
         "a fault installs its PTE without checking its region survived its sleep",
         "munmap-fault",
-        {"_install": _install_without_recheck},
+        {"_region_survived": _region_always_survives},
         budget=50,
         target=Proc,
     ),
@@ -508,6 +529,85 @@ MM_MUTANTS = (
         {"_unmap_locked": _unmap_leaving_the_map_first},
         budget=200,
         target=Proc,
+    ),
+)
+
+# -- a process's own memory (check/scenarios/process.py) ----------------------------
+
+
+def _anonymous_loser_kept(self: Proc, vmr: VMR, va: int, owned: Page | None) -> None:
+    if owned is not None:
+        self._install(vmr, va, owned, True, owned=True)
+        return
+    page = self._zeroed_page()
+    self._install(vmr, va, page, True, owned=True)  # BUG: the losing page is never freed
+
+
+def _claim_over_a_copy(self: Proc, vpn: int, page: Page, owned: bool) -> bool:
+    # BUG: no check for a copy another fault made since we looked: ours, copied
+    # from the file, covers it and the stores made into it.
+    if owned:
+        self.anon[vpn] = page
+    return True
+
+
+def _writepage_unlocked(self: HostInode, pm: PageMap, page: Page) -> None:
+    # BUG: the size is read and the bytes written without the host lock, so a
+    # truncate (size, then ftruncate) can fall between them: the write lands
+    # past the new end and the host file grows back.
+    nbytes = self._bytes_in_page(page)
+    if nbytes:
+        self.executor.point("frame_read", page.ppn, READ)
+        self.io.pwrite(page.data[:nbytes], page.index * PGSIZE)
+
+
+def _copies_kept(self: Proc, va_lo: int, va_hi: int) -> None:
+    """BUG: truncate leaves private copies past the new end mapped."""
+
+
+def _mappings_not_collected(self: PageMap, index: int, nr_pages: int) -> None:
+    """BUG: fsync writes back without the D bits of shared mappings."""
+
+
+PROCESS_MUTANTS = (
+    Mutant(
+        "writepage-unlocked",
+        "a host file's writepage reads the size and writes without the host lock",
+        "truncate-store",
+        {"writepage": _writepage_unlocked},
+        budget=200,
+        target=HostInode,
+    ),
+    Mutant(
+        "anon-loser-leaks",
+        "the zeroed page of a fault that lost the race to install is never freed",
+        "anon-fault-remap",
+        {"_fault_anonymous": _anonymous_loser_kept},
+        budget=50,
+        target=Proc,
+    ),
+    Mutant(
+        "private-second-copy",
+        "a fault installs its private copy over one another core's fault made meanwhile",
+        "private-fault-fault",
+        {"_claim_slot": _claim_over_a_copy},
+        budget=100,
+        target=Proc,
+    ),
+    Mutant(
+        "truncate-keeps-copies",
+        "truncate leaves private copies of pages past the new end mapped",
+        "truncate-private",
+        {"drop_private_copies": _copies_kept},
+        budget=20,
+        target=Proc,
+    ),
+    Mutant(
+        "fsync-skips-mappings",
+        "fsync writes pages back without collecting the D bits of shared mappings",
+        "fsync-store",
+        {"collect_mapped_dirty": _mappings_not_collected},
+        budget=20,
     ),
 )
 
@@ -528,6 +628,29 @@ def _truncate_frees_first(self: BlockMap, keep: int) -> int:
     return len(doomed)
 
 
+_REAL_TRUNCATE = BlockMap.truncate
+
+
+def _truncate_frees_indirect_first(self: BlockMap, keep: int) -> int:
+    # BUG: the blocks past `keep`, the indirect block among them, go back to
+    # the bitmap while the map still names them; only then is the map cut
+    # (by the real truncate, whose own frees are skipped: they were done).
+    named = self.blocks512 // self.geo.sectors_per_block  # blocks of a file with no holes
+    doomed = [b for n in range(keep, named) if (b := self.lookup(n))]
+    if keep <= NDIR_BLOCKS and self.i_block[NDIR_BLOCKS]:
+        doomed.append(self.i_block[NDIR_BLOCKS])
+    if doomed:
+        self.alloc.free_blocks(doomed, f"{self.name}: truncate")
+    with mock.patch.object(self.alloc, "free_blocks", lambda blocks, where: None):
+        return _REAL_TRUNCATE(self, keep)
+
+
+def _never_in_use(inode: Ext2Inode) -> bool:
+    # BUG: no check that the inode is still open or mapped: an unlinked file's
+    # blocks go back to the bitmap while its dirty pages are yet to be written.
+    return False
+
+
 EXT2_MUTANTS = (
     Mutant(
         "ext2-frees-first",
@@ -536,6 +659,22 @@ EXT2_MUTANTS = (
         {"truncate": _truncate_frees_first},
         budget=100,
         target=BlockMap,
+    ),
+    Mutant(
+        "ext2-frees-indirect-first",
+        "truncate frees an indirect block and what it names before the map lets go of them",
+        "ext2-indirect-truncate",
+        {"truncate": _truncate_frees_indirect_first},
+        budget=800,
+        target=BlockMap,
+    ),
+    Mutant(
+        "ext2-frees-open-file",
+        "unlink frees an inode's blocks while the file is still open with dirty pages",
+        "ext2-unlink-reuse",
+        {"_in_use": staticmethod(_never_in_use)},
+        budget=20,
+        target=Ext2FS,
     ),
 )
 
@@ -550,13 +689,13 @@ EQUIVALENT_MUTANTS = (
         "fault-drops-dirty",
         "a fault that re-installs a page removal unmapped drops the D bit still in the PTE",
         "store-remove",
-        {"_install": _install_drops_dirty},
+        {"_kept_bits": staticmethod(_keeps_nothing)},
         budget=5000,
         target=Proc,
     ),
 )
 
-MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS + MM_MUTANTS + EXT2_MUTANTS
+MUTANTS = PAGEMAP_MUTANTS + MAPPING_MUTANTS + MM_MUTANTS + PROCESS_MUTANTS + EXT2_MUTANTS
 
 
 def lookup_mutant(name: str) -> Mutant:

@@ -70,6 +70,9 @@ SEED_FUNCTIONS: dict[str, dict[str, str]] = {
         "_write_back_marked": "pm_remove_contig",
         "_marked_page": "pm_remove_contig",
         "_free_marked": "pm_remove_contig",
+        "_free_clean_unmapped": "pm_remove_contig",
+        "remove_pages": "pm_remove_contig",
+        "_remove_passes": "pm_remove_contig",
         "_pte_mark_not_present": "__pm_mark_not_present",
         "_pte_unmap_keep_dirty": "__pm_mark_dirty_pgs_unmap",
         "_shootdown_and_reset": "shootdown_and_reset_ptrstore",
@@ -217,7 +220,7 @@ class Recorder:
             task.core,
             task.name,
             kind,
-            name_of(obj),
+            name_of(obj, sched.keyed),
             location=location,
             seed_function=seed,
             preempted=self._preempted(i) or tid in self._preempting,
@@ -237,7 +240,7 @@ class Recorder:
             self.snapshot.touched(obj, task.name, kind)
             for extra, _ in log.extra.get(i, ()):
                 self.snapshot.touched(extra, task.name, "")
-        self._last = (row, obj, show(obj))
+        self._last = (row, obj, show(obj, sched.keyed))
 
     def _preempted(self, i: int) -> bool:
         log = self.sched.log
@@ -255,7 +258,7 @@ class Recorder:
         if self._last is None:
             return
         row, obj, before = self._last
-        after = show(obj)
+        after = show(obj, self.sched.keyed)
         row.slot, row.flags, row.pte, value = (
             _arrow(b, a) for b, a in zip(before, after, strict=True)
         )

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pagemap.check.context import RunContext
 from pagemap.check.memdisk import MemInode
-from pagemap.check.oracles import COHERENCE, Violation
+from pagemap.check.oracles import COHERENCE, DURABILITY, Violation
 from pagemap.check.oracles.accounting import no_leak, quiescent
 from pagemap.check.oracles.coherence import SLOT, Shadow, describe, stamp
 from pagemap.check.oracles.durability import nothing_lost
@@ -80,6 +80,7 @@ class ShadowFile:
         self.pm = self.file.mapping
         self.shadow = Shadow(data)
         self.private: dict[tuple[int, int], bytes] = {}  # (pid, va) -> a private store
+        self.written: list[bytes] = []  # every stamp pwrite wrote, in order
         # (pid, vpn) of private copies: their other slots are a snapshot, not the file.
         self.copied: set[tuple[int, int]] = set()
         self.regions: list[Region] = []
@@ -122,6 +123,7 @@ class ShadowFile:
 
     def pwrite(self, offset: int) -> None:
         data = self.shadow.next_stamp(offset)
+        self.written.append(data)
         self.file.pwrite(data, offset)
         self.shadow.write(offset, data)
         self.pread(offset)
@@ -161,9 +163,24 @@ class ShadowFile:
     def _durable(self) -> list[Violation]:
         size = len(self.shadow.data)
         pages = (size + PGSIZE - 1) >> PGSHIFT
-        return nothing_lost(self.name, self.pm, pages, self._backing, self.shadow.page)
+        lost = nothing_lost(self.name, self.pm, pages, self.backing, self.shadow.page)
+        if self.host_path is not None:
+            # The kernel's size and the host's must agree once writeback is
+            # done: a write past the end (a writepage that raced truncate, the
+            # truncate-store scenario) grows the host file back.
+            on_host = os.path.getsize(self.host_path)
+            if on_host > size:
+                lost.append(
+                    Violation(
+                        DURABILITY,
+                        f"{self.name} is {on_host} bytes on the host, but the file was cut "
+                        f"to {size}: a write landed past its end",
+                    )
+                )
+        return lost
 
-    def _backing(self, index: int) -> bytes:
+    def backing(self, index: int) -> bytes:
+        """Page `index` as the backing store holds it now (zeros past its end)."""
         start = index * PGSIZE
         if self.host_path is not None:
             with open(self.host_path, "rb") as f:

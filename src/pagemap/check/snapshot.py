@@ -9,12 +9,15 @@ semaphore at count 1, a TLB empty), and stays from then on.  Words are decoded a
 the step table decodes them (slot words as refcount|R|ppn, page flags by name, PTEs
 as ppn=N:P|W|U|A|D); a lock names its holder, a semaphore at 0 the task that took
 it; a TLB lists its entries; "free frames" counts the allocator's free list; a
-frame that a step stored to shows the first bytes of what was stored there.
+frame that a step stored to shows the first bytes of what was stored there.  The
+per-frame words (page flags, slot words, reference counts, page locks: arrays
+of sync/arrays.py, one footprint key per word) are shown once a step has
+touched them, under names such as "pm.slot[7]".
 """
 
 from __future__ import annotations
 
-from pagemap.check.decode import name_of, show_word
+from pagemap.check.decode import keyed_table, name_of, show, show_word
 from pagemap.check.report.model import data_preview
 from pagemap.hw.memory import PGMASK, PGSHIFT
 from pagemap.hw.mmu import TLB, pte_bits
@@ -34,6 +37,8 @@ class Snapshot:
         assert sched.log is not None and sched.log.objects is not None, "keep_objects is off"
         self.machine = machine
         self.objects = sched.log.objects
+        self.keyed = sched.keyed
+        self._words: dict[str, tuple[str, int]] = {}  # per-frame words touched, by name
         self._names: list[str] = []  # the state's name for objects[i]
         self._taken: set[str] = set()  # names the state shows from now on
         self._takers: dict[str, str] = {}  # semaphore name -> the task that took it last
@@ -53,6 +58,13 @@ class Snapshot:
 
     def touched(self, obj: object, task: str, kind: str) -> None:
         """A step acted on `obj`: show it from now on."""
+        if keyed_table(obj, self.keyed) is not None:
+            assert isinstance(obj, tuple)
+            name = name_of(obj, self.keyed)
+            self._words.setdefault(name, obj)
+            if kind == "down":
+                self._takers[name] = task
+            return
         sid = getattr(obj, "sid", 0)
         if isinstance(sid, int) and sid < 0 and -sid <= len(self.objects):
             name = self._name(-sid - 1)
@@ -78,6 +90,11 @@ class Snapshot:
                 continue
             self._taken.add(name)
             if isinstance(obj, Semaphore) and obj.count == 0 and name in self._takers:
+                text += f" (taken by {self._takers[name]})"
+            state[name] = text
+        for name, key in sorted(self._words.items()):
+            text = next((t for t in show(key, self.keyed) if t), "")
+            if text == "count 0" and name in self._takers:
                 text += f" (taken by {self._takers[name]})"
             state[name] = text
         state[FREE_FRAMES] = str(self.machine.allocator.nr_free)

@@ -6,6 +6,8 @@ hardware knows nothing of who owns a frame; the kernel's page allocator does.
 
 from __future__ import annotations
 
+import mmap
+
 PGSHIFT = 12
 PGSIZE = 1 << PGSHIFT
 PGMASK = PGSIZE - 1  # the offset within a page
@@ -56,12 +58,20 @@ class PhysicalMemory:
                 "so at least two frames are needed"
             )
         self.nr_frames = nbytes // PGSIZE
-        self._buf = bytearray(nbytes)
-        self._view = memoryview(self._buf)
+        # Anonymous memory from the host, zero pages until first written: a
+        # machine of 1 GiB costs the host what its frames hold, not 1 GiB up
+        # front (a bytearray is zero-filled, every byte, as it is made).
+        try:
+            self._buf = mmap.mmap(-1, nbytes)
+        except OSError as exc:
+            raise MemoryError(f"the host cannot map {nbytes} bytes of frames: {exc}") from None
+        # The one view of all frames; a frame's view is a slice of it, made on
+        # use (a view kept per frame would cost more than the page's metadata).
+        self.view = memoryview(self._buf)
 
     def frame(self, ppn: int) -> memoryview:
         """The PGSIZE bytes of frame `ppn`, writable in place."""
         if not 0 <= ppn < self.nr_frames:
             raise IndexError(f"frame {ppn} is outside memory (0..{self.nr_frames - 1})")
         start = ppn << PGSHIFT
-        return self._view[start : start + PGSIZE]
+        return self.view[start : start + PGSIZE]

@@ -124,6 +124,16 @@ class PageTable:
         return len(self._ptes)
 
 
+# A TLB entry's key: the address space's id above the page number (user
+# addresses have 47 bits, so a vpn has fewer than 40), one int to hash.
+_ASID_SHIFT = 40
+_VPN_MASK = (1 << _ASID_SHIFT) - 1
+
+
+def tlb_key(asid: int, vpn: int) -> int:
+    return (asid << _ASID_SHIFT) | vpn
+
+
 class TLB:
     """One core's translation cache: (asid, vpn) -> the PTE value it cached."""
 
@@ -134,32 +144,40 @@ class TLB:
         # Held by the core's instruction in flight; see the module docstring.
         self.busy: SpinLock = executor.spinlock(f"core{core}.insn")
         executor.register(self)
-        self._entries: dict[tuple[int, int], int] = {}
+        self._entries: dict[int, int] = {}  # tlb_key -> PTE value
+        # Under OS threads a point does nothing: the access path skips the call.
+        self.points = executor.has_points
 
     def lookup(self, asid: int, vpn: int) -> int | None:
-        self.executor.point("tlb.lookup", self, READ)
-        return self._entries.get((asid, vpn))
+        if self.points:
+            self.executor.point("tlb.lookup", self, READ)
+        return self._entries.get((asid << _ASID_SHIFT) | vpn)
 
     def fill(self, asid: int, vpn: int, pte: int) -> None:
         entries = self._entries
-        if len(entries) >= TLB_ENTRIES and (asid, vpn) not in entries:
+        key = (asid << _ASID_SHIFT) | vpn
+        if len(entries) >= TLB_ENTRIES and key not in entries:
             del entries[next(iter(entries))]
-        entries[(asid, vpn)] = pte
+        entries[key] = pte
 
     def invalidate(self, asid: int, vpn: int) -> None:
-        self._entries.pop((asid, vpn), None)
+        self._entries.pop((asid << _ASID_SHIFT) | vpn, None)
 
     def flush(self, asid: int) -> None:
         """Forget every entry of address space `asid` (the core's side of a
         shootdown); the caller holds `busy`."""
         self.executor.point("tlb.flush", self, WRITE)
         entries = self._entries
-        for key in [k for k in entries if k[0] == asid]:
+        for key in [k for k in entries if k >> _ASID_SHIFT == asid]:
             del entries[key]
 
     def entries(self, asid: int | None = None) -> list[tuple[int, int, int]]:
         """(asid, vpn, pte) for each entry, or each of one address space; for oracles."""
-        return [(a, v, p) for (a, v), p in self._entries.items() if asid is None or a == asid]
+        return [
+            (k >> _ASID_SHIFT, k & _VPN_MASK, p)
+            for k, p in self._entries.items()
+            if asid is None or k >> _ASID_SHIFT == asid
+        ]
 
     def __repr__(self) -> str:
         return f"TLB(core {self.core}, {len(self._entries)} entries)"
@@ -174,8 +192,8 @@ class MMU:
         self.tlbs = [TLB(executor, core) for core in range(nr_cores)]
         self.on_access: AccessHook | None = None
         self.shootdowns = StatCounter()  # statistics: not a scheduling point
-        # One view per frame, made once: the access path is the hot path.
-        self._frames = [memory.frame(ppn) for ppn in range(memory.nr_frames)]
+        self._view = memory.view  # the one view of every frame; slices made on use
+        self._points = executor.has_points
 
     # -- the access path ---------------------------------------------------------
     def load(self, core: int, space: PageTable, va: int, n: int) -> bytes:
@@ -187,12 +205,17 @@ class MMU:
         busy = tlb.busy
         busy.acquire()
         try:
-            pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            if self._points:
+                pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            else:  # the same lookup, with the point that does nothing left out
+                pte = tlb._entries.get((space.asid << _ASID_SHIFT) | (va >> PGSHIFT))
             if pte is None:
                 pte = self._walk(tlb, space, va, write=False)
             ppn = pte >> PGSHIFT
-            self._land(space, va, ppn, False)
-            return bytes(self._frames[ppn][off : off + n])
+            if self._points or self.on_access is not None:
+                self._land(space, va, ppn, False)
+            start = (ppn << PGSHIFT) + off
+            return self._view[start : start + n].tobytes()
         finally:
             busy.release()
 
@@ -207,14 +230,19 @@ class MMU:
         busy = tlb.busy
         busy.acquire()
         try:
-            pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            if self._points:
+                pte = tlb.lookup(space.asid, va >> PGSHIFT)
+            else:
+                pte = tlb._entries.get((space.asid << _ASID_SHIFT) | (va >> PGSHIFT))
             if pte is None or not pte & PTE_D:
                 # A miss, or an entry cached before the page was dirtied (or
                 # while it was read-only): the PTE must say D before the bytes land.
                 pte = self._walk(tlb, space, va, write=True)
             ppn = pte >> PGSHIFT
-            self._land(space, va, ppn, True)
-            self._frames[ppn][off : off + len(data)] = data
+            if self._points or self.on_access is not None:
+                self._land(space, va, ppn, True)
+            start = (ppn << PGSHIFT) + off
+            self._view[start : start + len(data)] = data
         finally:
             busy.release()
 

@@ -40,7 +40,6 @@ from pagemap.kernel.owner import as_int, check_open, check_page, check_type
 from pagemap.kernel.page import PG_BUFFER, PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import ALL_PAGES
-from pagemap.kernel.slot import decode_slot
 from pagemap.kernel.vfs import Buffer, PageMapFactory
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
@@ -220,11 +219,13 @@ class BlockDevice:
             self._claim_block_size(blk_size)
         per_page = PGSIZE // blk_size
         page = self.mapping.load_page(blk_num // per_page)
-        for bh in page_buffers(page):
-            if bh.blk_num == blk_num:
-                return bh
-        self.mapping.put_page(page)
-        raise KernelBug(f"{self.name}: page {page.index} has no buffer head for block {blk_num}")
+        found = next((bh for bh in page_buffers(page) if bh.blk_num == blk_num), None)
+        if found is None:  # an invariant broken: our reference goes back first
+            self.mapping.put_page(page)
+            raise KernelBug(
+                f"{self.name}: page {page.index} has no buffer head for block {blk_num}"
+            )
+        return found
 
     def dirty_buffer(self, bh: BufferHead) -> None:
         """Mark the buffer, then its page, dirty.  In that order: a writeback
@@ -409,10 +410,7 @@ class BlockDevices:
         """What is wrong with the devices when no task runs; [] if all is well."""
         problems: list[str] = []
         for dev in self.devices.values():
-            for _, slot in dev.mapping.tree.items():
-                ppn = decode_slot(slot.value).ppn
-                if not ppn:
-                    continue
+            for _, ppn in dev.mapping.tree.items():
                 page = dev.mapping.allocator.pages[ppn]
                 if not page.flags.value & PG_BUFFER or page.buffers is None:
                     problems.append(f"{dev.name}: cached page {page.index} has no buffer heads")

@@ -19,7 +19,7 @@ from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
 from pagemap.kernel.mm import MM
 from pagemap.kernel.mman import PROT_WRITE
-from pagemap.kernel.page import Page
+from pagemap.kernel.page import PG_FAULTED, Page
 from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
 from pagemap.sync.core import WRITE
 
@@ -98,6 +98,9 @@ class FaultHandler(MM):
         page, read = mapping.lookup(vmr.index_of(va))
         if read:
             self.major_faults.add(1)  # not cached, or still being read in
+            # The access we are about to let through sets A; the read was this
+            # page's first use, so reclaim must not count that A bit again.
+            page.flags.fetch_or(PG_FAULTED)
         try:
             # The file may have shrunk while we slept in lookup: truncate
             # stores the size before it drops pages, and goes round again
@@ -131,50 +134,76 @@ class FaultHandler(MM):
         to give this private page its own copy.
 
         `owned`: the page is anonymous and ours (recorded in self.anon).
+        Three named steps, each a seam the mutants of check/mutants.py break
+        alone: the region survived, the page may be ours, the PTE is set.
         """
         vpn = va >> PGSHIFT
         with self.vmr_lock:
-            if find_vmr(self.vmrs, va) is not vmr:
+            if not self._region_survived(vmr, va):
                 return False
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
-                mine = self.anon.get(vpn)
-                if mine is not None and mine is not page:
-                    # Another fault gave this page its private copy since we
-                    # looked; never cover it with the file's page or a second
-                    # copy (test_two_faults_racing_to_copy_one_private_page_keep_one_copy).
+                if not self._claim_slot(vpn, page, owned):
                     return False
-                if owned:
-                    self.anon[vpn] = page
-                word = self.page_table.pte(vpn)
-                while True:
-                    old = word.load()
-                    if pte_allows(old, write) and pte_ppn(old) == page.ppn:
-                        # Another core's fault installed it since we looked, and
-                        # its store may have set D since: rewriting the PTE would
-                        # lose that bit ("a fault overwrites a PTE another fault
-                        # installed", tests/check/test_mm_mutants.py).
-                        return True
-                    same = pte_ppn(old) == page.ppn
-                    if old & PTE_D and not same:
-                        raise KernelBug(
-                            f"p{self.pid}: PTE at {va:#x} still holds the dirty bit of frame "
-                            f"{pte_ppn(old)} while frame {page.ppn} is installed there"
-                        )
-                    # Keep any D, in the same CAS.  Removal's first pass leaves
-                    # D in a PTE it makes not present, but it holds pm.lock
-                    # until its third pass zeroes that PTE, and lookup takes
-                    # pm.lock first, so no fault meets such a PTE today (hence
-                    # fault-drops-dirty is an equivalent mutant); were that to
-                    # change, the bit must survive, as
-                    # test_the_fault_handler_keeps_a_d_bit_left_in_a_not_present_pte
-                    # checks by hand.
-                    if word.cas(old, make_pte(page.ppn, bits) | (old & PTE_D)):
-                        break
-                if old & PTE_P and not same:
+                replaced = self._set_pte(va, page, bits, write)
+                if replaced:
                     # A private copy replaces the file's page: TLBs must forget
                     # the old frame before removal could free it unseen (the
                     # private-remove scenario).
                     self.tlb_shootdown()
         return True
+
+    def _region_survived(self, vmr: VMR, va: int) -> bool:
+        """The VMR the fault started from still maps `va` (vmr_lock held): a
+        fault sleeps in lookup, and munmap or MAP_FIXED may have taken its
+        region meanwhile (munmap-fault, anon-fault-remap; mutant
+        fault-after-munmap)."""
+        return find_vmr(self.vmrs, va) is vmr
+
+    def _claim_slot(self, vpn: int, page: Page, owned: bool) -> bool:
+        """Record `page` as our copy at `vpn` if it is ours; False if another
+        fault gave this page its private copy since we looked: never cover it
+        with the file's page or a second copy (pte_lock held; private-fault-fault,
+        test_two_faults_racing_to_copy_one_private_page_keep_one_copy; mutant
+        private-second-copy)."""
+        mine = self.anon.get(vpn)
+        if mine is not None and mine is not page:
+            return False
+        if owned:
+            self.anon[vpn] = page
+        return True
+
+    def _set_pte(self, va: int, page: Page, bits: int, write: bool) -> bool:
+        """Make the PTE at `va` map `page` with `bits`, keeping any D bit, in
+        one CAS (pte_lock held); True if it replaced another present frame.
+
+        If another core's fault installed the page since we looked, its store
+        may have set D since: rewriting the PTE would lose that bit (fault-fault;
+        mutant fault-overwrites-pte), so leave it.  Removal's first pass leaves
+        D in a PTE it makes not present, but it holds pm.lock until its third
+        pass zeroes that PTE, and lookup takes pm.lock first, so no fault meets
+        such a PTE today (hence fault-drops-dirty is an equivalent mutant);
+        were that to change, the bit must survive, as
+        test_the_fault_handler_keeps_a_d_bit_left_in_a_not_present_pte checks
+        by hand.
+        """
+        word = self.page_table.pte(va >> PGSHIFT)
+        while True:
+            old = word.load()
+            same = pte_ppn(old) == page.ppn
+            if pte_allows(old, write) and same:
+                return False
+            if old & PTE_D and not same:
+                raise KernelBug(
+                    f"p{self.pid}: PTE at {va:#x} still holds the dirty bit of frame "
+                    f"{pte_ppn(old)} while frame {page.ppn} is installed there"
+                )
+            if word.cas(old, make_pte(page.ppn, bits) | self._kept_bits(old)):
+                return bool(old & PTE_P) and not same
+
+    @staticmethod
+    def _kept_bits(old: int) -> int:
+        """What a new PTE keeps of the one it replaces: its D bit (see _set_pte;
+        the equivalent mutant fault-drops-dirty keeps nothing)."""
+        return old & PTE_D

@@ -1,40 +1,56 @@
-"""The flusher: a kernel task that evicts pages in the background.
+"""The flusher: background reclaim and writeback, two kernel tasks.
 
-Every `period` seconds (virtual seconds under the SimExecutor), or as soon as
-somebody kicks it, it runs one round: remove_contig over the whole of every
-page map the machine has (open files and block devices alike), which writes
-back what is dirty and frees what nobody is using.
+Allocations never wait for the flusher: they reclaim in their own task
+(kernel/reclaim.py).  The flusher keeps them from having to:
 
-A task whose allocation finds no free frame calls `reclaim()`: it wakes the
-flusher and sleeps until a round that began after its call has finished, then
-tries again.  Only if such a round ended with no frame free, having freed
-none, does the allocation fail with OutOfMemory: every frame was in use.
+- `kswapd` wakes every `period` seconds (virtual under the SimExecutor), or
+  when an allocation leaves fewer free frames than the low watermark, and
+  reclaims until the high watermark is free, through the same policy and
+  removal protocol as direct reclaim;
+- `writeback` wakes every `period` seconds and writes back the pages that
+  have stayed dirty since its previous pass (Linux's dirty_expire_centisecs,
+  at the grain of one period: PG_AGED marks a page found dirty once), and
+  every dirty page when more than `dirty_ratio` of memory is dirty.  It
+  evicts nothing; fsync and msync are unchanged.
+
+Rules: the period is a finite positive number (ValueError otherwise).  Both
+tasks stop when the run's other tasks have all finished (Machine.run).  A
+task that fails ends with its error, which the run raises; nobody waits on
+the flusher, so its death cannot hang anything.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pagemap.kernel.errors import KernelError
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap
-from pagemap.kernel.radix import RADIX_MAX_INDEX
+from pagemap.kernel.reclaim import Reclaim
 from pagemap.sync.executor import Executor, Task
-from pagemap.sync.locks import Semaphore
+
+# Fractions of memory: kswapd wakes under LOW free, and stops at HIGH free.
+LOW_WATERMARK = 1 / 64
+HIGH_WATERMARK = 1 / 32
+DIRTY_RATIO = 0.2
 
 
-@dataclass
-class _Waiter:
-    wake: Semaphore
-    freed: int = 0
+def check_period(period: float) -> float:
+    """`period` if it is a finite positive number of seconds; ValueError otherwise."""
+    if not isinstance(period, int | float) or not math.isfinite(period) or not period > 0:
+        raise ValueError(f"the flusher's period must be a finite positive number, not {period}")
+    return float(period)
 
 
 @dataclass
 class FlusherStats:
-    rounds: int = 0
+    rounds: int = 0  # kswapd wake-ups that reclaimed
     pages_freed: int = 0
-    reclaim_requests: int = 0
+    kicks: int = 0  # allocations that woke kswapd under the low watermark
+    writeback_rounds: int = 0
+    pages_written: int = 0
     errors: list[KernelError] = field(default_factory=list)
 
 
@@ -43,82 +59,86 @@ class Flusher:
         self,
         executor: Executor,
         allocator: PageAllocator,
+        reclaim: Reclaim,
         page_maps: Sequence[PageMap],
         period: float,
+        dirty_ratio: float = DIRTY_RATIO,
     ) -> None:
-        if period <= 0:
-            raise ValueError(f"the flusher's period must be positive, not {period}")
+        self.period = check_period(period)
+        if not 0 < dirty_ratio <= 1:
+            raise ValueError(f"the dirty ratio must be in (0, 1], not {dirty_ratio}")
         self.executor = executor
         self.allocator = allocator
+        self.reclaim = reclaim
         self.page_maps = page_maps  # the machine's live list: new files join in
-        self.period = period
-        self.kick = executor.semaphore(0, "flusher.kick")
-        self.lock = executor.spinlock("flusher.waiters")
-        self.waiters: list[_Waiter] = []
+        frames = allocator.nr_frames - 1
+        self.low = max(1, int(frames * LOW_WATERMARK))
+        self.high = max(self.low + 1, int(frames * HIGH_WATERMARK))
+        self.dirty_limit = max(1, int(frames * dirty_ratio))
+        self.kick = executor.semaphore(0, "kswapd.kick")
+        self.wb_kick = executor.semaphore(0, "writeback.kick")
         self.stopping = False
-        self.task: Task | None = None
+        self.task: Task | None = None  # kswapd
+        self.writeback_task: Task | None = None
         self.stats = FlusherStats()
 
-    def main(self) -> None:
-        """The task's body: a round per period or per kick, until stopped."""
+    # -- kswapd ---------------------------------------------------------------------
+    def kswapd(self) -> None:
+        """Reclaim to the high watermark each period, or when kicked."""
         while not self.stopping:
             self.kick.down_timeout(self.period)
             if self.stopping:
                 break
-            self.flush_round()
-        # Nobody will run another round: let sleepers see their allocation fail.
-        self._wake(self._take_waiters(), freed=0)
+            self.reclaim_round()
 
-    def flush_round(self) -> int:
-        """Evict what can be evicted from every page map; the pages freed."""
-        # Only those who asked before this round began are answered by it.
-        answering = self._take_waiters()
-        free_before = self.allocator.nr_free
-        freed = 0
-        for pm in list(self.page_maps):
-            try:
-                freed += pm.remove_contig(0, RADIX_MAX_INDEX + 1)
-            except KernelError as exc:
-                # A failed writeback keeps its page dirty and cached; the next
-                # round tries again.  Keep going with the other maps.
-                self.stats.errors.append(exc)
+    def reclaim_round(self) -> int:
+        if self.allocator.free_frames() >= self.low:
+            return 0
+        reclaim = self.reclaim
+        reclaim.mutex.down()
+        try:
+            freed = reclaim.shrink(self.high - self.allocator.free_frames())
+        finally:
+            reclaim.mutex.up()
         self.stats.rounds += 1
         self.stats.pages_freed += freed
-        # A frame that was free at either end of the round (freed by us or by
-        # anyone) means memory is not exhausted, even if another task took it
-        # before the sleepers woke: they should try again, not fail.
-        self._wake(answering, freed + free_before + self.allocator.nr_free)
         return freed
 
-    def reclaim(self) -> int | None:
-        """Wake the flusher and wait for a fresh round; how many frames it
-        freed or found free (0: every frame was in use throughout).
+    def low_on_memory(self, free: int) -> None:
+        """Called by every allocation with the frames it left free: one that
+        crosses the low watermark wakes kswapd."""
+        if free == self.low - 1 and not self.stopping:
+            self.stats.kicks += 1
+            self.kick.up()
 
-        None when the flusher cannot help: it has stopped, or the caller is the
-        flusher itself (which must not wait for its own round).
-        """
-        if self.stopping or self.task is None or self.executor.current_task() is self.task:
-            return None
-        waiter = _Waiter(self.executor.semaphore(0, "flusher.reclaim"))
-        with self.lock:
-            self.waiters.append(waiter)
-        self.stats.reclaim_requests += 1
-        self.kick.up()
-        waiter.wake.down()
-        return waiter.freed
+    # -- writeback ------------------------------------------------------------------
+    def writeback(self) -> None:
+        """Write back expired dirty pages each period."""
+        while not self.stopping:
+            self.wb_kick.down_timeout(self.period)
+            if self.stopping:
+                break
+            self.writeback_round()
+
+    def writeback_round(self) -> int:
+        dirty = sum(pm.nr_dirty_hint() for pm in list(self.page_maps))
+        everything = dirty > self.dirty_limit
+        written = 0
+        for pm in list(self.page_maps):
+            try:
+                written += pm.writeback_expired(everything)
+            except KernelError as exc:
+                # A failed writepage keeps its page dirty; the next pass tries again.
+                self.stats.errors.append(exc)
+        self.stats.writeback_rounds += 1
+        self.stats.pages_written += written
+        return written
 
     def stop(self) -> None:
-        """Ask the task to finish after its current round."""
+        """Ask both tasks to finish after their current round."""
         self.stopping = True
         self.kick.up()
+        self.wb_kick.up()
 
-    def _take_waiters(self) -> list[_Waiter]:
-        with self.lock:
-            taken, self.waiters = self.waiters, []
-        return taken
 
-    @staticmethod
-    def _wake(waiters: list[_Waiter], freed: int) -> None:
-        for waiter in waiters:
-            waiter.freed = freed
-            waiter.wake.up()
+__all__ = ["DIRTY_RATIO", "Flusher", "FlusherStats", "check_period"]

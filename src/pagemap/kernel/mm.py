@@ -87,6 +87,11 @@ class MM:
         vpn_hi = (va_hi + PGMASK) >> PGSHIFT
         return [w for _, w in self.page_table.ptes(va_lo >> PGSHIFT, vpn_hi)]
 
+    def pte_at(self, va: int) -> AtomicWord | None:
+        """The PTE word for the page at `va`, if there has ever been one;
+        pte_lock held."""
+        return self.page_table.lookup(va >> PGSHIFT)
+
     def tlb_shootdown(self) -> None:
         self.mmu.shootdown(self.pid)
 

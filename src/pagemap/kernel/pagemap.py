@@ -11,7 +11,10 @@ four files:
     pm_insert_page                PageMap._insert_page
     pm_put_page                   PageMap.put_page
     pm_load_page                  PageMap.load_page (over PageMap.lookup)
-    pm_remove_contig and passes   kernel/removal.py (mixed into PageMap)
+    (a run of pm_find_page)       PageMap.find_run, PageMap.put_run
+    pm_remove_contig and passes   kernel/removal.py (mixed into PageMap); the
+                                  one fused pass (clean pages of an unmapped
+                                  range) is explained there
     print_page_map_info           PageMap.info
     (later Akaros)                PageMap.writeback
 
@@ -35,7 +38,7 @@ read is AlreadyClosed (EBADF); put_page still gives back what was taken.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, overload
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 from pagemap.kernel.errors import (
     AlreadyClosed,
@@ -46,6 +49,7 @@ from pagemap.kernel.errors import (
 )
 from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
+    PG_AGED,
     PG_DIRTY,
     PG_LOCKED,
     PG_PAGEMAP,
@@ -56,19 +60,26 @@ from pagemap.kernel.page import (
     lock_page,
     unlock_page,
 )
-from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
+from pagemap.kernel.radix import RADIX_FANOUT, RADIX_MAX_INDEX, RadixTree
 from pagemap.kernel.removal import PageMapStats, Removal
 from pagemap.kernel.rmap import ReverseMap, VMRegion
 from pagemap.kernel.slot import (
+    PM_PPN_MASK,
     PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
+    PM_REMOVAL,
     decode_slot,
     encode_slot,
-    slot_clear_removal,
     slot_dec_refcnt,
     slot_inc_refcnt,
 )
+from pagemap.sync.core import READ
 from pagemap.sync.executor import Executor
+
+if TYPE_CHECKING:
+    from pagemap.kernel.reclaim import Reclaim
+
+_NOT_REMOVAL = ~PM_REMOVAL
 
 
 class PageMapOps(Protocol):
@@ -98,7 +109,12 @@ class PageMap(Removal, ReverseMap):
         self.executor = executor
         self.ops = ops
         self.allocator = allocator
-        self.tree = RadixTree(executor.atomic, f"{name}.slot")
+        # Slot words live in the frame table, one per frame; the tree maps an
+        # index to the frame whose slot it is (kernel/radix.py).
+        self.slots = allocator.frames.slots
+        self.flags = allocator.frames.flags
+        self._errors = allocator.frames.errors  # pages whose read failed, by frame
+        self.tree = RadixTree(self.slots, f"{name}.tree")
         self.num_pages = 0
         self.lock = executor.spinlock(f"{name}.lock")
         self.vmrs: list[VMRegion] = []
@@ -106,6 +122,9 @@ class PageMap(Removal, ReverseMap):
         # Statistics.  Each is bumped where a lock already serialises it (the
         # map lock, or the one remover), so they are exact under threads too.
         self.stats = PageMapStats()
+        # The machine's reclaim, told of every page that enters or leaves the
+        # map (with `lock` held), so its policy knows what may be evicted.
+        self.lru: Reclaim | None = None
         # Set once, by Machine.close(), after it wrote back and dropped every page.
         self.closed = False
 
@@ -129,22 +148,81 @@ class PageMap(Removal, ReverseMap):
         lock = self.lock
         lock.acquire()
         try:
-            tree_slot = self.tree.lookup_slot(index)
-            if tree_slot is None:
+            ppn = self.tree.lookup(index)
+            if not ppn:
                 return None
+            slots = self.slots
             while True:
-                old = tree_slot.load()
-                page = self._slot_get_page(old)
-                if page is None:
+                old = slots.load(ppn)
+                if not old & PM_PPN_MASK:
                     return None
-                if tree_slot.cas(old, slot_inc_refcnt(slot_clear_removal(old))):
+                if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
                     break
-            if page.tree_slot is not tree_slot:
-                raise KernelBug(f"{self.name}: page {page.ppn} does not point back at slot {index}")
+            if old & PM_PPN_MASK != ppn:
+                raise KernelBug(
+                    f"{self.name}: slot {index} names frame {old & PM_PPN_MASK}, "
+                    f"not its own frame {ppn}"
+                )
             self.stats.hits += 1
-            return page
+            return self.allocator.pages[ppn]
         finally:
             lock.release()
+
+    def find_run(self, index: int, n: int) -> list[Page]:
+        """pm_find_page for index, index+1, ... under one hold of the map
+        lock: the up-to-date pages cached from `index` on, each with one more
+        slot reference, stopping at the first index with none (or with one
+        still being read), and after `n`.  For sequential reads: one lock
+        round trip for a run rather than one a page.  Each page is taken
+        exactly as _find_page takes it (REMOVAL cleared in the CAS that takes
+        the reference), so a remover racing the run spares what it found;
+        give them back with put_run.  An error (RefcountOverflow) gives back
+        what was taken before it passes on."""
+        found: list[Page] = []
+        self.lock.acquire()
+        try:
+            self._find_run_locked(index, n, found)
+        except BaseException:
+            self.lock.release()
+            self.put_run(found)
+            raise
+        self.stats.hits += len(found)
+        self.lock.release()
+        return found
+
+    def _find_run_locked(self, index: int, n: int, found: list[Page]) -> None:
+        slots, flags, pages = self.slots, self.flags, self.allocator.pages
+        for base, leaf in self.tree.leaves(index, index + n):
+            j = index + len(found) - base
+            if j < 0:
+                return  # a hole before this leaf: the run ended
+            while j < RADIX_FANOUT and len(found) < n:
+                ppn = leaf[j]
+                # Not cached, or still being read: lookup's path waits for it.
+                if not ppn or not flags.load(ppn) & PG_UPTODATE:
+                    return
+                while True:
+                    old = slots.load(ppn)
+                    if not old & PM_PPN_MASK:
+                        return
+                    if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
+                        break
+                found.append(pages[ppn])
+                j += 1
+            if j < RADIX_FANOUT:
+                return
+
+    def put_run(self, run: list[Page]) -> None:
+        """put_page of each page find_run handed out."""
+        olds = self.slots.fetch_add_many([page.ppn for page in run], -PM_REFCNT_ONE)
+        for page, old in zip(run, olds, strict=True):
+            refs = old >> PM_REFCNT_SHIFT
+            if refs == 1:
+                if self._errors and page.error is not None:
+                    self._free_detached(page)
+            elif not refs:
+                self.slots.fetch_add(page.ppn, PM_REFCNT_ONE)
+                slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
 
     def _insert_page(self, index: int, page: Page) -> None:
         """Put a fresh page in the tree with one slot reference held.
@@ -155,26 +233,28 @@ class PageMap(Removal, ReverseMap):
         with self.lock:
             page.mapping = self
             page.index = index
-            slot_val = encode_slot(page.ppn, removal=False, refcnt=1)
-            page.tree_slot = self.tree.insert(index, slot_val)
+            # A fresh frame: nobody else can reach its slot word yet.
+            self.slots.reset(page.ppn, encode_slot(page.ppn, removal=False, refcnt=1))
+            self.tree.insert(index, page.ppn)
             self.num_pages += 1
             self.stats.misses += 1
+            if self.lru is not None:
+                self.lru.inserted(page)
 
     def put_page(self, page: Page) -> None:
         """pm_put_page: drop one slot reference; the map keeps its page."""
         if page.__class__ is not Page or page.mapping is not self:
-            self._check_foreign(page, "put_page")
-        tree_slot = page.tree_slot
-        if tree_slot is None:
+            self._check_foreign(page, "put_page")  # returns only for a page of no map
             raise KernelBug(f"{self.name}: put_page of frame {page.ppn}, which is in no page map")
-        old = tree_slot.fetch_add(-PM_REFCNT_ONE)  # one atomic add, as in the seed
+        ppn = page.ppn
+        old = self.slots.fetch_add(ppn, -PM_REFCNT_ONE)  # one atomic add, as in the seed
         refs = old >> PM_REFCNT_SHIFT  # slot_check_refcnt, inline on the hot path
         if refs == 1:
-            if page.error is not None:
+            if self._errors and page.error is not None:
                 # A failed load took the page out of the tree; the last user frees it.
                 self._free_detached(page)
         elif not refs:
-            tree_slot.fetch_add(PM_REFCNT_ONE)  # undo: there was no reference to drop
+            self.slots.fetch_add(ppn, PM_REFCNT_ONE)  # undo: there was no reference to drop
             slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
 
     def _check_foreign(self, page: object, op: str) -> None:
@@ -221,10 +301,19 @@ class PageMap(Removal, ReverseMap):
         """
         index = self._check_index(index, "lookup")
         page = self._find_page(index)
-        if page is not None and page.flags.load() & PG_UPTODATE:
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
             return page, False
         page = self._read_or_wait(index, page, load)
         return None if page is None else (page, True)
+
+    def lookup_found(self, index: int, page: Page | None) -> tuple[Page, bool]:
+        """The rest of lookup(index) for a caller whose own _find_page gave
+        `page` (None, or not up to date): the VFS's hit path inlines the hit."""
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
+            return page, False
+        found = self._read_or_wait(index, page, True)
+        assert found is not None  # with `load`, it reads or raises
+        return found, True
 
     def load_page(self, index: int) -> Page:
         """pm_load_page: an up-to-date page for `index`, with one slot
@@ -235,7 +324,7 @@ class PageMap(Removal, ReverseMap):
         except TypeError:
             self._check_index(index, "load_page")  # says what is wrong with it
             raise
-        if page is not None and page.flags.load() & PG_UPTODATE:
+        if page is not None and self.flags.load(page.ppn) & PG_UPTODATE:
             return page
         page = self._read_or_wait(index, page, True)
         assert page is not None  # with `load`, it reads or raises
@@ -292,8 +381,9 @@ class PageMap(Removal, ReverseMap):
         # Not UPTODATE: once inserted others can find it, and it is not filled;
         # they sleep on its lock until it is (the load-race scenario; its
         # load-no-wait mutant hands out the page unfilled and is caught).
-        page.flags.reset(PG_LOCKED | PG_PAGEMAP)
-        page.sem.reset(0)  # born locked, by us
+        frames = self.allocator.frames
+        frames.flags.reset(page.ppn, PG_LOCKED | PG_PAGEMAP)
+        frames.locks.reset(page.ppn, 0)  # born locked, by us
         try:
             self._insert_page(index, page)
         except AlreadyExists:
@@ -322,11 +412,13 @@ class PageMap(Removal, ReverseMap):
         except Exception as exc:
             page.error = exc
             with self.lock:
-                if self.tree.delete(page.index) is not page.tree_slot:
+                if self.tree.delete(page.index) != page.ppn:
                     raise KernelBug(
                         f"{self.name}: failed page {page.index} was not in the tree"
                     ) from exc
                 self.num_pages -= 1
+                if self.lru is not None:
+                    self.lru.removed(page)
             page.flags.fetch_and(~PG_PAGEMAP)
             unlock_page(page)
             self.put_page(page)
@@ -337,8 +429,9 @@ class PageMap(Removal, ReverseMap):
 
     def _free_detached(self, page: Page) -> None:
         """Free a page that is in no tree, and that nobody else can reach."""
-        page.flags.reset(0)
-        page.sem.reset(1)
+        frames = self.allocator.frames
+        frames.flags.reset(page.ppn, 0)
+        frames.locks.reset(page.ppn, 1)
         self.allocator.decref(page)
 
     # -- writing back -------------------------------------------------------------
@@ -356,7 +449,7 @@ class PageMap(Removal, ReverseMap):
         """
         lock_page(page)
         try:
-            if not page.flags.fetch_and(~PG_DIRTY) & PG_DIRTY:
+            if not page.flags.fetch_and(~(PG_DIRTY | PG_AGED)) & PG_DIRTY:
                 return False
             try:
                 self.ops.writepage(self, page)
@@ -395,6 +488,47 @@ class PageMap(Removal, ReverseMap):
             raise first_error
         return written
 
+    def nr_dirty_hint(self) -> int:
+        """How many cached pages are dirty, as a hint for writeback: each
+        word is read with no point of its own, but named in the step's
+        footprint, so the checker still orders it against writers."""
+        flags = self.flags
+        touch = self.executor.touch
+        count = 0
+        with self.lock:
+            for _, ppn in self.tree.items():
+                touch(("page.flags", ppn), READ)
+                if flags.value(ppn) & PG_DIRTY:
+                    count += 1
+        return count
+
+    def writeback_expired(self, everything: bool = False) -> int:
+        """Writeback's pass: write the pages found dirty by the previous pass
+        too (PG_AGED), mark the newly dirty ones; with `everything`, write
+        every dirty page.  Evicts nothing; the pages written."""
+        flags = self.flags
+        with self.lock:
+            indices = [i for i, ppn in self.tree.items() if flags.load(ppn) & PG_DIRTY]
+        written = 0
+        first_error: OSError | None = None
+        for i in indices:
+            page = self._find_page(i)
+            if page is None:
+                continue
+            try:
+                old = flags.load(page.ppn)
+                if old & PG_DIRTY and (everything or old & PG_AGED):
+                    written += self._writeback_page(page)
+                elif old & PG_DIRTY:
+                    flags.fetch_or(page.ppn, PG_AGED)
+            except OSError as exc:
+                first_error = first_error or exc
+            finally:
+                self.put_page(page)
+        if first_error is not None:
+            raise first_error
+        return written
+
     # -- reporting ---------------------------------------------------------------
     def info(self) -> str:
         """print_page_map_info, as a string."""
@@ -412,9 +546,9 @@ class PageMap(Removal, ReverseMap):
         oracle): every complaint as a sentence; an empty list if all is well."""
         problems: list[str] = []
         count = 0
-        for i, tree_slot in self.tree.items():
+        for i, ppn in self.tree.items():
             count += 1
-            word = decode_slot(tree_slot.value)
+            word = decode_slot(self.slots.value(ppn))
             if word.refcnt:
                 problems.append(f"{self.name}: slot {i} still has {word.refcnt} reference(s)")
             if word.removal:
@@ -422,13 +556,16 @@ class PageMap(Removal, ReverseMap):
             if not word.ppn:
                 problems.append(f"{self.name}: slot {i} has no page")
                 continue
-            page = self.allocator.pages[word.ppn]
+            if word.ppn != ppn:
+                problems.append(f"{self.name}: slot {i} of frame {ppn} names frame {word.ppn}")
+                continue
+            page = self.allocator.pages[ppn]
             flags = page.flags.value
             if not flags & PG_PAGEMAP:
                 problems.append(f"{self.name}: page {i} (frame {page.ppn}) lacks PG_PAGEMAP")
             if flags & (PG_LOCKED | PG_REMOVAL):
                 problems.append(f"{self.name}: page {i} (frame {page.ppn}) left LOCKED or REMOVAL")
-            if page.index != i or page.tree_slot is not tree_slot or page.mapping is not self:
+            if page.index != i or page.mapping is not self:
                 problems.append(f"{self.name}: page at slot {i} does not point back at it")
             if self.allocator.is_free(page.ppn):
                 problems.append(f"{self.name}: page {i} sits in free frame {page.ppn}")

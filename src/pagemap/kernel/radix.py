@@ -1,9 +1,12 @@
-"""A radix tree from page index to slot word, 64 ways a level.
+"""A radix tree from page index to frame number, 64 ways a level.
 
-As in Akaros, the tree hands back the *slot* (here an atomic word) rather
-than the value, so the page map can compare-and-swap a slot without holding
-the tree's writer lock.  Structure changes (insert, delete) happen under the
-page map's lock; the tree itself has no lock and no scheduling points.
+As in Akaros, a lookup hands back the page's *slot*, the word the page map
+compare-and-swaps without holding the tree's writer lock.  Here the slot
+words live in the frame table (one per frame, kernel/page.py), and the tree
+maps an index to the frame whose slot it is; 0 means no entry (frame 0 is
+never handed out).  A leaf is an array of 64 frame numbers: 8 bytes an
+entry, no object per page.  Structure changes (insert, delete) happen under
+the page map's lock; the tree itself has no lock and no scheduling points.
 
 The tree is only as tall as its largest index needs, and only the paths to
 present entries exist, so memory grows with the entries, not with the
@@ -12,11 +15,13 @@ largest index: one entry at index 2**52 costs nine small nodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Iterator
 from typing import Any
 
 from pagemap.kernel.errors import AlreadyExists, InvalidArgument
-from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.arrays import AtomicArray, WordRef
+from pagemap.sync.atomic import Word
 
 RADIX_SHIFT = 6
 RADIX_FANOUT = 1 << RADIX_SHIFT
@@ -26,21 +31,24 @@ RADIX_MAX_INDEX = (1 << (RADIX_SHIFT * RADIX_MAX_HEIGHT)) - 1  # 2**54 - 1
 # Every index a tree (so a page map) can hold, as a count: "to the end, whatever the size".
 ALL_PAGES = RADIX_MAX_INDEX + 1
 
+_EMPTY_LEAF = bytes(8 * RADIX_FANOUT)
+
 
 class _Node:
     __slots__ = ("count", "items")
 
-    def __init__(self) -> None:
-        # Interior nodes hold _Nodes, leaves hold AtomicWords.
-        self.items: list[Any] = [None] * RADIX_FANOUT
+    def __init__(self, leaf: bool) -> None:
+        # Interior nodes hold _Nodes (or None), leaves frame numbers (or 0).
+        self.items: Any = array("Q", _EMPTY_LEAF) if leaf else [None] * RADIX_FANOUT
         self.count = 0
 
 
 class RadixTree:
-    """index -> AtomicWord slot.  `make_slot(value, name)` builds new slots."""
+    """index -> frame number.  `slots` is the frame table's slot words, so
+    that `lookup_slot` can hand back a page's slot as a Word."""
 
-    def __init__(self, make_slot: Callable[[int, str], AtomicWord], name: str = "tree") -> None:
-        self._make_slot = make_slot
+    def __init__(self, slots: AtomicArray | None = None, name: str = "tree") -> None:
+        self.slots = slots
         self.name = name
         self.root: _Node | None = None
         self.height = 0  # levels below and including the root; 0 when empty
@@ -52,27 +60,37 @@ class RadixTree:
         if not 0 <= index <= RADIX_MAX_INDEX:
             raise InvalidArgument(f"radix index {index} is outside 0..{RADIX_MAX_INDEX}")
 
-    def lookup_slot(self, index: int) -> AtomicWord | None:
-        """The slot at `index`, or None (radix_lookup_slot)."""
+    def lookup(self, index: int) -> int:
+        """The frame at `index`, or 0 (radix_lookup)."""
         node = self.root
         if node is None or index >> (RADIX_SHIFT * self.height):
-            return None
+            return 0
         shift = RADIX_SHIFT * (self.height - 1)
         while shift:
             node = node.items[(index >> shift) & RADIX_MASK]
             if node is None:
-                return None
+                return 0
             shift -= RADIX_SHIFT
-        slot: AtomicWord | None = node.items[index & RADIX_MASK]
-        return slot
+        ppn: int = node.items[index & RADIX_MASK]
+        return ppn
 
-    def insert(self, index: int, value: int) -> AtomicWord:
-        """Add a slot holding `value` at `index` and return it (radix_insert).
+    def lookup_slot(self, index: int) -> Word | None:
+        """The slot of the page at `index`, or None (radix_lookup_slot)."""
+        ppn = self.lookup(index)
+        if not ppn:
+            return None
+        assert self.slots is not None, "a tree without slot words has no slots to hand out"
+        return WordRef(self.slots, ppn)
+
+    def insert(self, index: int, ppn: int) -> None:
+        """Map `index` to frame `ppn` (radix_insert).
 
         Raises AlreadyExists if the index is taken; nothing changes then.
         """
         self._check_index(index)
-        if self.lookup_slot(index) is not None:
+        if not ppn:
+            raise InvalidArgument(f"{self.name}: frame 0 cannot be an entry")
+        if self.lookup(index):
             raise AlreadyExists(f"{self.name}: index {index} is already present")
         self._grow_to(index)
         assert self.root is not None
@@ -82,40 +100,39 @@ class RadixTree:
             i = (index >> shift) & RADIX_MASK
             child = node.items[i]
             if child is None:
-                child = node.items[i] = _Node()
+                child = node.items[i] = _Node(leaf=shift == RADIX_SHIFT)
                 node.count += 1
                 self.nr_nodes += 1
             node = child
             shift -= RADIX_SHIFT
-        slot = self._make_slot(value, f"{self.name}[{index}]")
-        node.items[index & RADIX_MASK] = slot
+        node.items[index & RADIX_MASK] = ppn
         node.count += 1
         self.nr_items += 1
-        return slot
 
     def _grow_to(self, index: int) -> None:
         if self.root is None:
             # Start as tall as this index needs: growing an empty tree level by
             # level would leave a chain of empty nodes down the left edge.
-            self.root = _Node()
-            self.nr_nodes = 1
             self.height = 1
             while index >> (RADIX_SHIFT * self.height):
                 self.height += 1
+            self.root = _Node(leaf=self.height == 1)
+            self.nr_nodes = 1
             return
         while index >> (RADIX_SHIFT * self.height):
-            top = _Node()
+            top = _Node(leaf=False)
             top.items[0] = self.root
             top.count = 1
             self.root = top
             self.nr_nodes += 1
             self.height += 1
 
-    def delete(self, index: int) -> AtomicWord | None:
-        """Remove and return the slot at `index`, pruning emptied nodes."""
+    def delete(self, index: int) -> int:
+        """Remove the entry at `index` and return its frame (0 if none),
+        pruning emptied nodes."""
         node = self.root
         if node is None or index < 0 or index >> (RADIX_SHIFT * self.height):
-            return None
+            return 0
         path: list[tuple[_Node, int]] = []
         shift = RADIX_SHIFT * (self.height - 1)
         while shift:
@@ -123,13 +140,13 @@ class RadixTree:
             path.append((node, i))
             node = node.items[i]
             if node is None:
-                return None
+                return 0
             shift -= RADIX_SHIFT
         i = index & RADIX_MASK
-        slot: AtomicWord | None = node.items[i]
-        if slot is None:
-            return None
-        node.items[i] = None
+        ppn: int = node.items[i]
+        if not ppn:
+            return 0
+        node.items[i] = 0
         node.count -= 1
         self.nr_items -= 1
         while node.count == 0 and path:
@@ -142,31 +159,113 @@ class RadixTree:
             self.root = None
             self.height = 0
             self.nr_nodes = 0
-        return slot
+        return ppn
 
-    def items(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> Iterator[tuple[int, AtomicWord]]:
-        """(index, slot) for each present index in [lo, hi), in order.
+    def items(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> Iterator[tuple[int, int]]:
+        """(index, frame) for each present index in [lo, hi), in order.
 
         The seed walks a range one index at a time and wishes for a
         `radix_next_slot()`; this is it, so a removal over a huge sparse range
         costs what is present, not the range's length.  The tree must not
         change during the walk (callers hold the page map's lock).
         """
-        if self.root is not None and lo < hi:
-            yield from self._walk(self.root, self.height - 1, 0, lo, hi)
+        for base, leaf in self.leaves(lo, hi):
+            first = max(lo - base, 0)
+            last = min(hi - base, RADIX_FANOUT)
+            for i in range(first, last):
+                ppn = leaf[i]
+                if ppn:
+                    yield base + i, ppn
 
-    def _walk(
-        self, node: _Node, level: int, base: int, lo: int, hi: int
-    ) -> Iterator[tuple[int, AtomicWord]]:
-        span = 1 << (RADIX_SHIFT * level)
-        first = max(0, (lo - base) // span)
-        last = min(RADIX_FANOUT - 1, (hi - 1 - base) // span)
-        for i in range(first, last + 1):
-            item = node.items[i]
-            if item is None:
+    def entries(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> list[tuple[int, int]]:
+        """list(items(lo, hi)), built a leaf at a time: a removal's passes
+        each take the range's entries at once."""
+        out: list[tuple[int, int]] = []
+        for base, leaf in self.leaves(lo, hi):
+            first = max(lo - base, 0)
+            last = min(hi - base, RADIX_FANOUT)
+            out.extend([(base + i, leaf[i]) for i in range(first, last) if leaf[i]])
+        return out
+
+    def leaves(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> Iterator[tuple[int, Any]]:
+        """(first index, leaf array) for every leaf that holds an index in
+        [lo, hi), in order, walked without recursion: a removal of many pages
+        visits each leaf once."""
+        for base, node in self.leaf_nodes(lo, hi):
+            yield base, node.items
+
+    def clear(self, node: _Node, j: int) -> int:
+        """Empty entry j of leaf `node` (from leaf_nodes) and return its frame,
+        leaving emptied nodes for `prune`: a removal of many pages empties
+        whole leaves without walking a path per page."""
+        ppn: int = node.items[j]
+        if ppn:
+            node.items[j] = 0
+            node.count -= 1
+            self.nr_items -= 1
+        return ppn
+
+    def clear_many(self, node: _Node, js: list[int]) -> None:
+        """clear(node, j) for each j, all of one leaf."""
+        items = node.items
+        n = 0
+        for j in js:
+            if items[j]:
+                items[j] = 0
+                n += 1
+        node.count -= n
+        self.nr_items -= n
+
+    def prune(self) -> None:
+        """Drop every node left empty by `clear`."""
+        root = self.root
+        if root is None:
+            return
+        if self.nr_items == 0:
+            self.root = None
+            self.height = 0
+            self.nr_nodes = 0
+            return
+        self._prune(root, self.height - 1)
+
+    def _prune(self, node: _Node, level: int) -> None:
+        if level == 0:
+            return
+        items = node.items
+        for i in range(RADIX_FANOUT):
+            child = items[i]
+            if child is None:
                 continue
-            start = base + i * span
-            if level == 0:
-                yield start, item
-            else:
-                yield from self._walk(item, level - 1, start, lo, hi)
+            self._prune(child, level - 1)
+            if child.count == 0:
+                items[i] = None
+                node.count -= 1
+                self.nr_nodes -= 1
+
+    def leaf_nodes(self, lo: int = 0, hi: int = RADIX_MAX_INDEX + 1) -> Iterator[tuple[int, _Node]]:
+        """(first index, leaf node) for every leaf holding an index in [lo, hi)."""
+        root = self.root
+        if root is None or lo >= hi:
+            return
+        top_shift = RADIX_SHIFT * (self.height - 1)
+        if not top_shift:
+            yield 0, root
+            return
+        # A stack of (node, its first index, the shift of its children's span).
+        stack: list[tuple[_Node, int, int]] = [(root, 0, top_shift)]
+        while stack:
+            node, base, shift = stack.pop()
+            span = 1 << shift
+            first = max(0, (lo - base) >> shift)
+            last = min(RADIX_MASK, (hi - 1 - base) >> shift)
+            items = node.items
+            if shift == RADIX_SHIFT:
+                for i in range(first, last + 1):
+                    child = items[i]
+                    if child is not None:
+                        yield base + i * span, child
+                continue
+            for i in range(last, first - 1, -1):  # pushed backwards, popped in order
+                child = items[i]
+                if child is not None:
+                    stack.append((child, base + i * span, shift - RADIX_SHIFT))

@@ -17,12 +17,35 @@ which is how any use, at any point of the protocol, saves the page.  The
 page's own PG_REMOVAL bit is a convenience for the PTE passes, not a lock.
 Pages of MAP_LOCKED regions are never marked.  A failed writepage keeps its
 page, dirty and cached; the error is raised once the range is done.
+
+One place fuses passes, for speed at scale: when no region maps any page
+of the range, remove_contig first frees, in one walk under the map lock,
+every page that is clean, unreferenced and unlocked (`_free_clean_unmapped`,
+whose docstring says why that is the same protocol: for such a page passes
+2 to 4 have nothing to do, and nothing can reach it between its mark and
+its free).  Every other page of the range (dirty, in use, locked, or in a
+mapped range) still goes through the five passes.  The fused pass empties
+whole radix leaves and prunes once, and frees its frames in one batch
+(PageAllocator.decref_many: one allocator lock for the lot).  The pagemap
+scenarios without mappings (write-remove, two-removers, refcount, ...) run
+it under the checker; test_clean_unmapped_pages_go_in_one_fused_pass_and_the_rest_by_the_five
+shows which pages take which path.
+
+`remove_pages` is reclaim's entry (kernel/reclaim.py): the same five passes
+in the same order under the same locks, over a list of chosen pages rather
+than a range (pass 1 marks only those still in the frames reclaim chose; the
+PTE passes look up those pages' PTEs instead of walking the range), never
+fused: each page goes mark, unmap, shootdown, collect D, write back, free,
+and any use in between saves it.  It waits for another remover instead of
+returning 0, so that "busy" is never taken for "nothing to free".  Slot
+words live in the frame table (kernel/page.py); the tree maps an index to
+the frame whose slot it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pagemap.hw.mmu import PTE_D, PTE_P, pte_ppn
 from pagemap.kernel.errors import InvalidArgument
@@ -30,23 +53,34 @@ from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import (
     PG_DIRTY,
+    PG_LOCKED,
     PG_REMOVAL,
     Page,
     PageAllocator,
 )
-from pagemap.kernel.radix import ALL_PAGES, RadixTree
-from pagemap.kernel.rmap import AddressSpace, VMRegion, mapped_spans, vmr_has_page_idx
+from pagemap.kernel.radix import ALL_PAGES, RADIX_FANOUT, RadixTree
+from pagemap.kernel.rmap import (
+    AddressSpace,
+    Span,
+    VMRegion,
+    mapped_spans,
+    vmr_has_page_idx,
+    vmr_idx_to_va,
+)
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
+    PM_REFCNT_SHIFT,
     PM_REMOVAL,
-    slot_check_refcnt,
     slot_check_removal,
     slot_set_ppn,
-    slot_set_removal,
 )
-from pagemap.sync.atomic import AtomicWord, StatCounter
+from pagemap.sync.arrays import AtomicArray
+from pagemap.sync.atomic import AtomicWord, StatCounter, Word
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
+
+if TYPE_CHECKING:
+    from pagemap.kernel.reclaim import Reclaim
 
 # How many processes, or dirty pages, removal batches before acting (PTR_ARR_LEN).
 PTR_ARR_LEN = 10
@@ -71,11 +105,14 @@ class Removal:
     executor: Executor
     allocator: PageAllocator
     tree: RadixTree
+    slots: AtomicArray
+    flags: AtomicArray
     num_pages: int
     lock: SpinLock
     vmrs: list[VMRegion]
     removal: AtomicWord
     stats: PageMapStats
+    lru: Reclaim | None
 
     if TYPE_CHECKING:
 
@@ -121,52 +158,155 @@ class Removal:
         finally:
             self.removal.store(0)
 
+    def remove_pages(self, want: dict[int, int]) -> int:
+        """Reclaim's removal: evict the pages at the indices of `want`, each
+        only if it is still the page in frame want[index]; how many were freed.
+
+        The same five passes as remove_contig, over these pages alone (the
+        PTE passes look up each page's PTEs rather than walk a range).  It
+        waits for a remover already at work on this map instead of giving
+        up, so that reclaim does not take "busy" for "nothing to free".
+        A writepage error keeps its page and is not raised: reclaim moves on
+        to other victims, and the page stays dirty for fsync to report.
+        """
+        if not want:
+            return 0
+        while self.removal.swap(1):
+            self.executor.relax()  # another remover is mid-protocol; let it finish
+        try:
+            # A failed writeback is counted in stats.writeback_errors; its page stays.
+            return self._remove_passes(min(want), max(want) + 1, want)[0]
+        finally:
+            self.removal.store(0)
+
     def _remove_contig(self, lo: int, hi: int) -> int:
+        return self._remove(lo, hi, None)
+
+    def _remove(self, lo: int, hi: int, only: dict[int, int] | None) -> int:
+        nr_removed, first_error = self._remove_passes(lo, hi, only)
+        if first_error is not None:
+            raise first_error
+        return nr_removed
+
+    def _remove_passes(
+        self, lo: int, hi: int, only: dict[int, int] | None
+    ) -> tuple[int, OSError | None]:
         self.lock.acquire()
         try:
-            self._mark_for_removal(lo, hi)
-            self._unmap_marked(lo, hi)
-            failed, first_error = self._write_back_marked(lo, hi)
-            nr_removed = self._free_marked(lo, hi)
+            fast = 0
+            if only is None:
+                indices = None
+                if not mapped_spans(self.vmrs, lo, hi):
+                    fast = self._free_clean_unmapped(lo, hi)
+            else:
+                tree = self.tree
+                indices = [i for i in sorted(only) if tree.lookup(i) == only[i]]
+            self._mark_for_removal(lo, hi, indices=indices)
+            self._unmap_marked(lo, hi, indices=indices)
+            failed, first_error = self._write_back_marked(lo, hi, indices)
+            nr_removed = fast + self._free_marked(lo, hi, indices)
         finally:
             self.lock.release()
         self.stats.removed += nr_removed
         self.stats.removals += 1
         if first_error is not None:
             self.stats.writeback_errors += len(failed)
-            raise first_error
-        return nr_removed
+        return nr_removed, first_error
 
-    def _mark_for_removal(self, lo: int, hi: int, respect_pins: bool = True) -> None:
-        """Pass 1: set REMOVAL on every unpinned, unreferenced page in range."""
+    def _free_clean_unmapped(self, lo: int, hi: int) -> int:
+        """Passes 1 to 5 fused, for the clean unreferenced pages of a range no
+        region maps; the number freed.  The map lock held.
+
+        Why it is the same protocol: the map lock is held from the mark to
+        the free, and no region maps the range (add_vmr takes the lock; a
+        region leaves the list only after munmap zeroed its PTEs, moving D to
+        PG_DIRTY).  A finder takes its reference under the map lock, so
+        nobody can take one between our load and our CAS but a put of a
+        reference we saw as absent, which cannot exist; no PTE maps the page,
+        so passes 2 and 3 would find nothing; it is clean, so pass 4 would
+        write nothing; and pass 5 would find REMOVAL still set and no
+        reference.  The seed drops the map lock only in pass 4, to write; a
+        clean page has nothing to write, so no use can fall between its mark
+        and its free, and the CAS that marks (pass 1) and the CAS that drops
+        the page (pass 5) become one: from "no reference" to "REMOVAL, no
+        page".  The CAS still fails, and the page is left to the five passes,
+        if the word changed since we loaded it.  Dirty, locked or referenced
+        pages are left to the five passes that follow.
+        """
+        slots, flags = self.slots, self.allocator.frames.flags
+        pages = self.allocator.pages
+        tree = self.tree
+        freed: list[Page] = []
+        busy = PG_DIRTY | PG_LOCKED | PG_REMOVAL
+        for base, node in list(tree.leaf_nodes(lo, hi)):
+            leaf = node.items
+            gone: list[int] = []
+            for j in range(max(lo - base, 0), min(hi - base, RADIX_FANOUT)):
+                ppn = leaf[j]
+                if not ppn:
+                    continue
+                old = slots.load(ppn)
+                if old >> PM_REFCNT_SHIFT or not old & PM_PPN_MASK or flags.load(ppn) & busy:
+                    continue
+                if not slots.cas(ppn, old, (old | PM_REMOVAL) & ~PM_PPN_MASK):
+                    continue
+                flags.store(ppn, 0)
+                gone.append(j)
+                freed.append(pages[ppn])
+            if gone:
+                tree.clear_many(node, gone)
+        if not freed:
+            return 0
+        tree.prune()
+        self._release_pages(freed)
+        return len(freed)
+
+    def _items(self, lo: int, hi: int, indices: list[int] | None) -> list[tuple[int, int]]:
+        """(index, frame) of the cached pages in [lo, hi), or of `indices`."""
+        if indices is None:
+            return self.tree.entries(lo, hi)
+        lookup = self.tree.lookup
+        return [(i, ppn) for i in indices if (ppn := lookup(i))]
+
+    def _mark_for_removal(
+        self, lo: int, hi: int, respect_pins: bool = True, indices: list[int] | None = None
+    ) -> None:
+        """Pass 1: set REMOVAL on every unpinned, unreferenced page in range
+        (or of `indices`)."""
         pinned = [v for v in self.vmrs if v.flags & MAP_LOCKED] if respect_pins else []
-        for i, tree_slot in self.tree.items(lo, hi):
+        slots, flags = self.slots, self.allocator.frames.flags
+        for i, ppn in self._items(lo, hi, indices):
             # A pinned region's pages are off limits even if not faulted in yet.
             if pinned and any(vmr_has_page_idx(v, i) for v in pinned):
                 continue
-            old = tree_slot.load()
-            page = self._slot_get_page(old)
-            if page is None:
+            old = slots.load(ppn)
+            if not old & PM_PPN_MASK:
                 continue
             # Someone is using it; any later user clears REMOVAL and aborts us
             # (write-remove; the mark-referenced mutant marks it anyway and is
-            # caught freeing a page in use).
-            if slot_check_refcnt(old):
+            # caught freeing a page in use).  slot_check_refcnt and
+            # slot_set_removal, inline: a pass over many pages.
+            if old >> PM_REFCNT_SHIFT:
                 continue
-            if not tree_slot.cas(old, slot_set_removal(old)):
+            if not slots.cas(ppn, old, old | PM_REMOVAL):
                 continue
             # The page's own bit is only for our convenience when we walk PTEs.
-            page.flags.fetch_or(PG_REMOVAL)
+            flags.fetch_or(ppn, PG_REMOVAL)
 
-    def _unmap_marked(self, lo: int, hi: int, include_pinned: bool = False) -> None:
+    def _unmap_marked(
+        self, lo: int, hi: int, include_pinned: bool = False, indices: list[int] | None = None
+    ) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
-        collect the dirty bits of every PTE we clear."""
+        collect the dirty bits of every PTE we clear.  With `indices`, only
+        those pages' PTEs are looked at."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
+        if not spans:
+            return
         procs: list[AddressSpace] = []
         for span in spans:
             proc = span.proc
             with proc.pte_lock:
-                for pte in proc.ptes(span.lo, span.hi):
+                for pte in self._span_ptes(span, indices):
                     self._pte_mark_not_present(pte)
             # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
             # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
@@ -189,8 +329,26 @@ class Removal:
             # downgraded a PTE that was written through a moment ago
             # (the mprotect-remove scenario).
             with proc.pte_lock:
-                for pte in proc.ptes(span.lo, span.hi):
+                for pte in self._span_ptes(span, indices):
                     self._pte_unmap_keep_dirty(pte)
+
+    @staticmethod
+    def _span_ptes(span: Span, indices: list[int] | None) -> list[Word]:
+        """The PTE words of a span, or of the pages of `indices` it maps; the
+        process's pte_lock held."""
+        proc = span.proc
+        if indices is None:
+            return list(proc.ptes(span.lo, span.hi))
+        vmr = span.vmr
+        out: list[Word] = []
+        for i in indices:
+            if vmr_has_page_idx(vmr, i):
+                va = vmr_idx_to_va(vmr, i)
+                if span.lo <= va < span.hi:
+                    pte = proc.pte_at(va)
+                    if pte is not None:
+                        out.append(pte)
+        return out
 
     @staticmethod
     def _shootdown_and_reset(procs: list[AddressSpace]) -> None:
@@ -199,14 +357,15 @@ class Removal:
         procs.clear()
 
     def _removal_target(self, pte_val: int) -> Page | None:
-        page = self.allocator.pages[pte_ppn(pte_val)]
+        ppn = pte_ppn(pte_val)
+        page = self.allocator.pages[ppn]
         # Only our marked pages: a private copy or another map's page in this
         # region's range is not ours to unmap.
-        if page.mapping is self and page.flags.load() & PG_REMOVAL:
+        if page.mapping is self and self.flags.load(ppn) & PG_REMOVAL:
             return page
         return None
 
-    def _pte_mark_not_present(self, pte: AtomicWord) -> None:
+    def _pte_mark_not_present(self, pte: Word) -> None:
         """Clear P on a PTE that maps a page marked for removal.
 
         A CAS, not a read then a write: the MMU may set D between them, and a
@@ -220,7 +379,7 @@ class Removal:
             if pte.cas(old, old & ~PTE_P):
                 return
 
-    def _pte_unmap_keep_dirty(self, pte: AtomicWord) -> None:
+    def _pte_unmap_keep_dirty(self, pte: Word) -> None:
         """Zero a (formerly present) PTE of a marked page, moving D to PG_DIRTY."""
         while True:
             old = pte.load()
@@ -231,14 +390,16 @@ class Removal:
                 return
             if pte.cas(old, 0):
                 if old & PTE_D:
-                    page.flags.fetch_or(PG_DIRTY)
+                    self.flags.fetch_or(page.ppn, PG_DIRTY)
                 return
 
-    def _write_back_marked(self, lo: int, hi: int) -> tuple[list[Page], OSError | None]:
+    def _write_back_marked(
+        self, lo: int, hi: int, indices: list[int] | None = None
+    ) -> tuple[list[Page], OSError | None]:
         """Pass 4: write back marked dirty pages, PTR_ARR_LEN at a time, with
         the map lock dropped around each batch.  Returns the pages whose
         writepage failed, and the first error."""
-        todo = [i for i, _ in self.tree.items(lo, hi)]
+        todo = [i for i, _ in self._items(lo, hi, indices)]
         pos = 0
         failed: list[Page] = []
         first_error: OSError | None = None
@@ -248,7 +409,7 @@ class Removal:
                 page = self._marked_page(todo[pos])
                 pos += 1
                 # A write() dirties a page too, not only a PTE's D bit.
-                if page is not None and page.flags.load() & PG_DIRTY:
+                if page is not None and self.flags.load(page.ppn) & PG_DIRTY:
                     batch.append(page)
             # Still the only remover, but with `lock` dropped a user may find a
             # page of the batch and clear its REMOVAL; pass 5 then spares it.
@@ -271,8 +432,8 @@ class Removal:
         # REMOVAL, as a user would, and pass 5 will spare it (eio-writeback;
         # the writeback-error-frees mutant frees it and is caught).
         for page in failed:
-            if page.tree_slot is not None:
-                page.tree_slot.fetch_and(~PM_REMOVAL)
+            if page.mapping is not None:
+                self.slots.fetch_and(page.ppn, ~PM_REMOVAL)
         return failed, first_error
 
     def _marked_page(self, index: int) -> Page | None:
@@ -283,43 +444,78 @@ class Removal:
         it: we set PG_REMOVAL, so we clear it.  The main job's runs reach this
         (test_small_runs_hold_every_oracle_under_the_sim).
         """
-        tree_slot = self.tree.lookup_slot(index)
-        if tree_slot is None:
+        ppn = self.tree.lookup(index)
+        if not ppn:
             return None
-        slot_val = tree_slot.load()
+        slot_val = self.slots.load(ppn)
         page = self._slot_get_page(slot_val)
-        if page is None or not page.flags.load() & PG_REMOVAL:
+        if page is None or not self.flags.load(page.ppn) & PG_REMOVAL:
             return None
         if not slot_check_removal(slot_val):
-            page.flags.fetch_and(~PG_REMOVAL)
+            self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
             return None
         return page
 
-    def _free_marked(self, lo: int, hi: int) -> int:
-        """Pass 5: free every page still marked; the count freed."""
-        nr_removed = 0
-        for i, tree_slot in list(self.tree.items(lo, hi)):
-            old = tree_slot.load()
+    def _free_marked(self, lo: int, hi: int, indices: list[int] | None = None) -> int:
+        """Pass 5: free every page still marked; the count freed.
+
+        The pages leave the tree as they are dropped, and their frames go
+        back together at the end of the pass, with the map lock still held:
+        nobody can reach a dropped page in between (its slot names no page,
+        and it is in no tree), so the batch frees what the seed frees one by
+        one, in one allocator lock.  A range leaves the tree leaf by leaf,
+        pruned once; chosen indices (reclaim) one by one."""
+        slots, flags = self.slots, self.flags
+        tree = self.tree
+        freed: list[Page] = []
+        # The range's leaves, reached in order as its pages are; entries are
+        # cleared, and emptied nodes pruned once at the end.
+        leaves = tree.leaf_nodes(lo, hi) if indices is None else None
+        base: int = -RADIX_FANOUT
+        node: Any = None
+        cleared: list[int] = []
+        for i, ppn in self._items(lo, hi, indices):
+            old = slots.load(ppn)
             page = self._slot_get_page(old)
-            if page is None or not page.flags.load() & PG_REMOVAL:
+            if page is None or not flags.load(ppn) & PG_REMOVAL:
                 continue
-            if not slot_check_removal(old) or slot_check_refcnt(old):
+            if not old & PM_REMOVAL or old >> PM_REFCNT_SHIFT:
                 # Used since we marked it (write-remove; the free-after-reuse
                 # mutant frees it anyway and is caught).  A count with REMOVAL
                 # still set breaks the protocol; the seed warned and freed
-                # anyway, we spare the page.
-                page.flags.fetch_and(~PG_REMOVAL)
+                # anyway, we spare the page.  (slot_check_removal and
+                # slot_check_refcnt, inline: a pass over many pages.)
+                flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
             # Keep REMOVAL, drop the page: lookups now miss, as in the seed.
-            if not tree_slot.cas(old, slot_set_ppn(old, 0)):
-                page.flags.fetch_and(~PG_REMOVAL)
+            if not slots.cas(ppn, old, slot_set_ppn(old, 0)):
+                flags.fetch_and(ppn, ~PG_REMOVAL)
                 continue
-            self.tree.delete(i)
-            page.flags.store(0)
-            self.allocator.decref(page)
-            nr_removed += 1
-        self.num_pages -= nr_removed
-        return nr_removed
+            if leaves is None:
+                tree.delete(i)
+            else:
+                while i >= base + RADIX_FANOUT:
+                    if cleared:
+                        tree.clear_many(node, cleared)
+                        cleared = []
+                    base, node = next(leaves)
+                cleared.append(i - base)
+            flags.store(ppn, 0)
+            freed.append(page)
+        if cleared:
+            tree.clear_many(node, cleared)
+        if leaves is not None and freed:
+            tree.prune()
+        if freed:
+            self._release_pages(freed)
+        return len(freed)
+
+    def _release_pages(self, freed: list[Page]) -> None:
+        """Frames of pages just dropped from the map go back; map lock held."""
+        self.num_pages -= len(freed)
+        if self.lru is not None:
+            self.lru.removed_many(freed)  # before the frames can be handed out again
+        self.allocator.decref_many(freed)
 
     # -- truncation --------------------------------------------------------------
     def truncate_pages(self, first_index: int) -> int:

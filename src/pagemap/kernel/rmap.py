@@ -39,6 +39,11 @@ class AddressSpace(Protocol):
         """The PTE words that exist for pages in [va_lo, va_hi); pte_lock held."""
         ...
 
+    def pte_at(self, va: int) -> AtomicWord | None:
+        """The PTE word for the page at `va`, if there has ever been one;
+        pte_lock held."""
+        ...
+
     def tlb_shootdown(self) -> None:
         """Remove this address space's entries from every core's TLB."""
 

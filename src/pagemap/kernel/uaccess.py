@@ -35,7 +35,12 @@ class UserAccess(FaultHandler):
         if n == 0:
             return b""  # touches nothing, so cannot fault
         core = self.current_core()
-        if (addr & PGMASK) + n <= PGSIZE:
+        if (addr & PGMASK) + n <= PGSIZE and 0 <= addr < USER_TOP:
+            # One page, a user address: straight to the MMU (the hit path).
+            try:
+                return self.mmu.load(core, self.page_table, addr, n)
+            except PageFault as fault:
+                self.handle_page_fault(fault.va, fault.write)
             return self._load_in_page(core, addr, n)
         out = []
         va, end = addr, addr + n

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.kernel.errors import (
     AlreadyClosed,
     FileTooLarge,
@@ -35,7 +35,7 @@ from pagemap.kernel.errors import (
     OutOfMemory,
 )
 from pagemap.kernel.owner import as_buffer, as_int
-from pagemap.kernel.page import PG_DIRTY, Page
+from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import READ, WRITE
@@ -50,8 +50,10 @@ SMALL_FILE_SIZE = (1 << 31) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
-# A read of at most this many bytes allocates its result at once.
-MAX_READ_AT_ONCE = 1 << 24
+# The most pages a read takes from the page map in one run, and so holds at
+# once: Linux's read path takes a batch of about as many (PAGEVEC_SIZE, 15),
+# few enough that readers in use do not starve reclaim of frames.
+READ_RUN = 16
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -88,6 +90,9 @@ class Inode:
         self.lock = executor.semaphore(1, f"{name}.i_rwsem")
         self.open_count = executor.atomic(0, f"{name}.open_count")
         self.mapping = make_page_map(self, self, name)
+        self._view = self.mapping.allocator.memory.view
+        self._flags = self.mapping.flags
+        self._points = executor.has_points
         # The largest size a write or truncate may give the file (EFBIG past it),
         # as far as is known without asking the filesystem (largest_size).
         self.max_size = MAX_FILE_SIZE
@@ -134,23 +139,95 @@ class Inode:
 
         Running out of frames or a failed readpage after some bytes were
         copied gives those bytes (a short read, as POSIX has it); before any,
-        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; past
-        MAX_READ_AT_ONCE the result grows as pages are copied, so a huge
-        count on a huge file costs nothing up front.
+        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; the
+        result is made of the pages as they are copied, so a huge count on a
+        huge file costs nothing up front.
         """
-        offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
-        end = min(offset + min(nbytes, MAX_RW_COUNT), self.size)
+        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
+            offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
+        end = offset + (nbytes if nbytes <= MAX_RW_COUNT else MAX_RW_COUNT)
+        size = self.size_word.load()
+        if end > size:
+            end = size
         if end <= offset:
             return b""
-        # Filled in place when small; appended to (at == len(out)) when not.
-        out = bytearray(end - offset) if end - offset <= MAX_READ_AT_ONCE else bytearray()
+        off = offset & PGMASK
+        if off + (end - offset) <= PGSIZE:
+            return self._read_in_page(offset >> PGSHIFT, off, end - offset)
+        parts = self._read_pages(offset, end)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-        def copy_out(page: Page, off: int, chunk: int, at: int) -> None:
-            out[at : at + chunk] = page.data[off : off + chunk]
+    def _read_pages(self, offset: int, end: int) -> list[bytes]:
+        """The bytes of [offset, end), a run of cached pages at a time
+        (PageMap.find_run: one map-lock round trip a run), a page not cached
+        through lookup (read, or waited for); each run's bytes are copied
+        straight from its frames, once, while the run is held (the frames'
+        slices joined: a fresh buffer filled slice by slice would fault its
+        every page in first).  Short counts as _each_page: what was copied
+        before a failure; nothing, and the error, if it was the first page."""
+        pos = offset
+        mapping, view, flags = self.mapping, self._view, self._flags
+        last = (end - 1) >> PGSHIFT
+        parts: list[bytes] = []
+        try:
+            while pos < end:
+                index = pos >> PGSHIFT
+                run = mapping.find_run(index, min(last - index + 1, READ_RUN))
+                hit = bool(run)
+                if not hit:
+                    page, read = mapping.lookup(index)
+                    run = [page]
+                    hit = not read
+                try:
+                    slices = []
+                    for page in run:
+                        ppn = page.ppn
+                        if self._points:
+                            self.executor.point("frame_read", ppn, READ)
+                        if hit and not flags.load(ppn) & PG_REFERENCED:
+                            flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
+                        off = pos & PGMASK
+                        chunk = min(PGSIZE - off, end - pos)
+                        start = (ppn << PGSHIFT) + off
+                        slices.append(view[start : start + chunk])
+                        pos += chunk
+                    parts.append(b"".join(slices))
+                finally:
+                    mapping.put_run(run)
+        except (OutOfMemory, IOFailure):
+            if pos == offset:
+                raise
+        return parts
 
-        done = self._each_page(offset, end, "frame_read", copy_out)
-        del out[done:]
-        return bytes(out)
+    def _read_in_page(self, index: int, off: int, n: int) -> bytes:
+        """The hit path of read(): one page, one copy, straight from its frame,
+        under a slot reference as every use of a page is (pm_load_page, the
+        copy, pm_put_page)."""
+        mapping = self.mapping
+        flags = self._flags
+        page = mapping._find_page(index)
+        if page is None or not flags.load(page.ppn) & PG_UPTODATE:
+            page, read = mapping.lookup_found(index, page)
+        else:
+            read = False
+        try:
+            ppn = page.ppn
+            if self._points:
+                self.executor.point("frame_read", ppn, READ)
+            if not read and not flags.load(ppn) & PG_REFERENCED:
+                flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
+            start = (ppn << PGSHIFT) + off
+            return self._view[start : start + n].tobytes()
+        finally:
+            mapping.put_page(page)
+
+    def _referenced(self, ppn: int) -> None:
+        """A use of a cached page through the VFS: reclaim's policy hears of it
+        when it next looks (kernel/reclaim.py).  A miss is no such use: the
+        read that brought the page in was its first."""
+        flags = self._flags
+        if not flags.load(ppn) & PG_REFERENCED:
+            flags.fetch_or(ppn, PG_REFERENCED)
 
     def _each_page(
         self, offset: int, end: int, what: str, copy: Callable[[Page, int, int, int], None]
@@ -162,16 +239,19 @@ class Inode:
         that short count, as POSIX has it; before any, it raises.
         """
         pos = offset
+        mapping = self.mapping
         try:
             while pos < end:
                 index, off = divmod(pos, PGSIZE)
                 chunk = min(PGSIZE - off, end - pos)
-                page = self.mapping.load_page(index)
+                page, read = mapping.lookup(index)
                 try:
                     self.executor.point(what, page.ppn, WRITE if what == "frame_write" else READ)
+                    if not read:
+                        self._referenced(page.ppn)
                     copy(page, off, chunk, pos - offset)
                 finally:
-                    self.mapping.put_page(page)
+                    mapping.put_page(page)
                 pos += chunk
         except (OutOfMemory, IOFailure):
             if pos == offset:

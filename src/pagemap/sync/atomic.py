@@ -19,10 +19,56 @@ if TYPE_CHECKING:
 MASK64 = (1 << 64) - 1
 
 
-class AtomicWord:
-    """The interface shared by both flavours; `value` is for oracles and traces."""
+class Word:
+    """What kernel code may do with one 64-bit word, however it is stored: a
+    word of its own (AtomicWord) or one of an array (sync/arrays.py WordRef).
+    `value` reads it with no scheduling point, for oracles and traces."""
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def value(self) -> int:
+        raise NotImplementedError
+
+    def reset(self, value: int) -> None:
+        raise NotImplementedError
+
+    def load(self) -> int:
+        raise NotImplementedError
+
+    def store(self, value: int) -> None:
+        raise NotImplementedError
+
+    def swap(self, value: int) -> int:
+        raise NotImplementedError
+
+    def cas(self, expected: int, new: int) -> bool:
+        raise NotImplementedError
+
+    def fetch_add(self, delta: int) -> int:
+        raise NotImplementedError
+
+    def fetch_or(self, bits: int) -> int:
+        raise NotImplementedError
+
+    def fetch_and(self, bits: int) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}={self.value:#x})"
+
+
+class AtomicWord(Word):
+    """A word of its own; the interface shared by both flavours."""
 
     __slots__ = ("name", "value")
+
+    name: str
+    value: int
 
     def __init__(self, value: int, name: str) -> None:
         self.value = value & MASK64

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pagemap.sync.arrays import AtomicArray, LockTable
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import Deadlock, Scheduler, StepBudgetExceeded, Task
 from pagemap.sync.locks import Semaphore, SpinLock
@@ -37,6 +38,23 @@ class Executor(Scheduler):
 
     def semaphore(self, count: int, name: str) -> Semaphore:
         raise NotImplementedError
+
+    def atomic_array(self, n: int, name: str) -> AtomicArray:
+        """`n` atomic words named `(name, i)` in footprints (sync/arrays.py)."""
+        raise NotImplementedError
+
+    def lock_table(self, n: int, name: str) -> LockTable:
+        """`n` sleeping locks, free to begin with (sync/arrays.py)."""
+        raise NotImplementedError
+
+    # Whether scheduling points do anything: False under OS threads, where
+    # the hottest paths skip calling point() at all.
+    has_points = True
+
+    def current_core(self) -> int:
+        """The core of the running task; outside any task, core 0."""
+        task = self.current_task()
+        return task.core if task is not None else 0
 
     # -- tasks ----------------------------------------------------------------
     def spawn(

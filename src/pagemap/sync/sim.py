@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 
 import greenlet
 
+from pagemap.sync.arrays import AtomicArray, LockTable, SimAtomicArray, SimLockTable
 from pagemap.sync.atomic import AtomicWord, SimAtomicWord
 from pagemap.sync.core import (
     ACQUIRE,
@@ -171,6 +172,9 @@ class SimExecutor(Executor):
         self._timer_seq = 0
         self._skipped = 0
         self._next_deadline = sys.maxsize
+        # Arrays and lock tables by name: footprints name their words and
+        # locks as (name, i); the tables answer for their locks' availability.
+        self.keyed: dict[str, object] = {}
 
     def record(self, log: EventLog | None) -> None:
         """Record every step of the next run into `log` (None: stop recording)."""
@@ -195,6 +199,32 @@ class SimExecutor(Executor):
         if self.recording:
             self.register(sem)
         return sem
+
+    def atomic_array(self, n: int, name: str) -> AtomicArray:
+        arr = SimAtomicArray(n, name, self)
+        self.register_keyed(name, arr)
+        return arr
+
+    def lock_table(self, n: int, name: str) -> LockTable:
+        return SimLockTable(n, name, self)
+
+    def register_keyed(self, name: str, table: object) -> None:
+        """`table` answers for footprints `(name, i)`; a name is taken once."""
+        if name in self.keyed:
+            raise ValueError(f"two arrays or lock tables are both named {name!r}")
+        self.keyed[name] = table
+
+    def _blocked(self, obj: object) -> bool:
+        """Whether an ACQUIRE of `obj` (an object, or a lock table's key) must wait."""
+        if type(obj) is tuple:
+            return self.keyed[obj[0]].sim_blocked_at(obj[1])  # type: ignore[attr-defined,no-any-return]
+        return obj.sim_blocked()  # type: ignore[attr-defined,no-any-return]
+
+    def _waiters(self, obj: object) -> tuple[list[Task], str]:
+        if type(obj) is tuple:
+            table: SimLockTable = self.keyed[obj[0]]  # type: ignore[assignment]
+            return table.waiters_at(obj[1]), table.sim_wait_at(obj[1])
+        return obj.waiters, obj.sim_wait()  # type: ignore[attr-defined]
 
     def register(self, obj: object) -> None:
         log = self.log
@@ -239,8 +269,8 @@ class SimExecutor(Executor):
             self.on_step(cur)
         if self._prologue:
             self._stop_at_first_point(cur, obj, access)
-        elif access == ACQUIRE and obj.sim_blocked():  # type: ignore[attr-defined]
-            self._park(cur, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+        elif access == ACQUIRE and self._blocked(obj):
+            self._park(cur, *self._waiters(obj))
         elif len(self.runnable) > 1 or self.every_step:
             runnable = self.runnable
             if kind is RELAX and len(runnable) > 1:
@@ -262,8 +292,8 @@ class SimExecutor(Executor):
         block) until the first real choice.  What a task does before its first
         point touches nothing shared, so running it early changes nothing, and
         "which task starts first" is no choice at all."""
-        if access == ACQUIRE and obj.sim_blocked():  # type: ignore[attr-defined]
-            self._wait_on(cur, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+        if access == ACQUIRE and self._blocked(obj):
+            self._wait_on(cur, *self._waiters(obj))
         self.current = None
         assert self._hub is not None
         self._hub.switch()
@@ -365,18 +395,19 @@ class SimExecutor(Executor):
             bisect.insort(self.runnable, task)
         queue.clear()
 
-    def took(self, obj: Blocking) -> None:
+    def took(self, obj: Blocking | tuple[str, int]) -> None:
         """`obj` was just taken: if it is now unavailable, every other runnable
         task whose next step is to take it must wait for it."""
-        if not obj.sim_blocked():
+        if not self._blocked(obj):
             return
         cur = self.current
         runnable = self.runnable
+        keyed = type(obj) is tuple
         i = 0
         while i < len(runnable):
             t = runnable[i]
-            if t is not cur and t.obj is obj and t.access == ACQUIRE:
-                self._wait_on(t, obj.waiters, obj.sim_wait())  # type: ignore[attr-defined]
+            if t is not cur and t.access == ACQUIRE and (t.obj == obj if keyed else t.obj is obj):
+                self._wait_on(t, *self._waiters(obj))
             else:
                 i += 1
 

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from pagemap import __version__
 from pagemap.hw.memory import PGSIZE
+from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
 from pagemap.options import format_size, host_memory, seconds, size, whole
 from pagemap.workload.runner import Result, run_workload
 from pagemap.workload.spec import Spec
@@ -36,6 +37,7 @@ COUNTER_LABELS = {
     "page_loads": "page loads",
     "cache_hits": "cache hits",
     "pages_read": "pages read (misses)",
+    "hit_ratio": "hit ratio",
     "writebacks": "writebacks",
     "pages_removed": "pages removed",
     "removal_passes": "removal passes",
@@ -46,6 +48,12 @@ COUNTER_LABELS = {
     "page_faults_minor": "page faults, minor",
     "page_faults_major": "page faults, major",
     "tlb_shootdowns": "TLB shootdowns",
+    "reclaim_rounds": "reclaim rounds",
+    "pages_scanned_by_reclaim": "pages scanned by reclaim",
+    "pages_found_referenced": "pages found referenced",
+    "pages_reclaimed": "pages reclaimed",
+    "direct_reclaims": "direct reclaims",
+    "peak_resident_bytes": "peak resident memory (bytes)",
 }
 
 
@@ -113,6 +121,12 @@ def register(sub: Any) -> None:
         default=0.01,
         help="seconds between flusher rounds (virtual under sim; default 0.01)",
     )
+    p.add_argument(
+        "--reclaim",
+        default=KERNEL_DEFAULT,
+        choices=list(POLICIES),
+        help=f"the replacement policy reclaim runs (default {KERNEL_DEFAULT})",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run)
 
@@ -128,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         ops=args.ops,
         file=args.file,
         flusher_period=args.flusher_period,
+        reclaim=args.reclaim,
         image=args.image,
     )
     try:
@@ -188,7 +203,7 @@ def banner(spec: Spec) -> str:
     return (
         f"pagemap run: {spec.procs} processes, {spec.ops:,} operations, {spec.cores} cores, "
         f"{format_size(spec.memory)} of frames, {source} of {format_size(spec.file_size)}, "
-        f"executor {spec.executor}, seed {spec.seed}"
+        f"executor {spec.executor}, seed {spec.seed}, reclaim policy {spec.reclaim}"
     )
 
 
@@ -197,10 +212,11 @@ def counters_table(result: Result) -> Table:
     table.add_column("counter")
     table.add_column("value", justify="right")
     for key, value in result.counters.items():
-        table.add_row(
-            COUNTER_LABELS.get(key, key),
-            f"{value:,}" if isinstance(value, int) else f"{value:,.1f}",
-        )
+        if isinstance(value, int):
+            shown = f"{value:,}"
+        else:
+            shown = f"{value:.3f}" if value < 10 else f"{value:,.1f}"
+        table.add_row(COUNTER_LABELS.get(key, key), shown)
     return table
 
 
@@ -237,6 +253,7 @@ def as_json(result: Result) -> dict[str, Any]:
             "ops": spec.ops,
             "file": spec.file,
             "flusher_period": spec.flusher_period,
+            "reclaim": spec.reclaim,
             "image": spec.image,
         },
         "elapsed_seconds": result.elapsed,

@@ -13,11 +13,14 @@ processes' mappings of the same pages, and the scheduler interleave.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
 
 from pagemap.hw.memory import PGSIZE, parse_size
+from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
+from pagemap.options import format_size
 
 MiB = 1 << 20
 
@@ -38,6 +41,7 @@ class Spec:
     ops: int = 20_000
     file: str | None = None
     flusher_period: float = 0.01
+    reclaim: str = KERNEL_DEFAULT
     image: str | None = None
 
     @staticmethod
@@ -51,6 +55,7 @@ class Spec:
         ops: int = 20_000,
         file: str | None = None,
         flusher_period: float = 0.01,
+        reclaim: str = KERNEL_DEFAULT,
         image: str | None = None,
     ) -> Spec:
         """A checked Spec; ValueError with a sentence for anything off."""
@@ -62,15 +67,43 @@ class Spec:
             raise ValueError(f"--procs must be at least 1, not {procs}")
         if ops < 0:
             raise ValueError(f"--ops cannot be negative ({ops})")
-        if flusher_period <= 0:
-            raise ValueError(f"the flusher period must be positive, not {flusher_period}")
+        if not math.isfinite(flusher_period) or not flusher_period > 0:
+            raise ValueError(
+                "--flusher-period must be a finite positive number of seconds, "
+                f"not {flusher_period}"
+            )
+        if reclaim not in POLICIES:
+            raise ValueError(f"--reclaim {reclaim!r} is not one of {', '.join(POLICIES)}")
         mem = parse_size(memory)
         if mem < 64 * PGSIZE:
             raise ValueError(f"--memory of {mem} bytes is too small: give at least 256KiB")
+        frames = mem // PGSIZE - 1
+        pinned, private = procs * LOCKED_PAGES, procs * PRIVATE_PAGES
+        if pinned + private + 2 * procs > frames:
+            # Reclaim can free neither: MAP_LOCKED pages stay, and a private
+            # copy is anonymous memory with no swap to go to.
+            raise ValueError(
+                f"{procs} processes pin {pinned} pages (MAP_LOCKED), may keep {private} "
+                f"private copies (MAP_PRIVATE: no swap, so never reclaimed) and need 2 more "
+                f"each at once: more than the {frames} frames of --memory {format_size(mem)}; give "
+                "more memory or fewer processes"
+            )
         if file is not None and image is not None:
             raise ValueError("--file and --image cannot both be given: the job runs on one file")
         size = parse_size(file_size) if file is None else regular_file_size(file)
-        spec = Spec(executor, seed, cores, mem, size, procs, ops, file, flusher_period, image)
+        spec = Spec(
+            executor,
+            seed,
+            cores,
+            mem,
+            size,
+            procs,
+            ops,
+            file,
+            flusher_period,
+            reclaim=reclaim,
+            image=image,
+        )
         spec.layout()  # raises if the file is too small for the processes
         return spec
 

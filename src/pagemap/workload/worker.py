@@ -58,6 +58,7 @@ class Worker:
         self.private_base = 0
         self.private_off = layout.private_window(wid)
         self.private_shadow = bytearray()
+        self.locked_loaded: list[int] = []  # pages MAP_LOCKED brought in
         self.counts: dict[str, int] = {}
 
     # -- set-up --------------------------------------------------------------------
@@ -67,6 +68,9 @@ class Worker:
         self.locked_base = self.proc.mmap(
             LOCKED_PAGES * PGSIZE, PROT_RW, MAP_SHARED | MAP_LOCKED, self.file, self.lo
         )
+        first = self.lo // PGSIZE
+        tree = self.file.mapping.tree
+        self.locked_loaded = [first + i for i in range(LOCKED_PAGES) if tree.lookup(first + i)]
         length = PRIVATE_PAGES * PGSIZE
         self.private_base = self.proc.mmap(
             length, PROT_RW, MAP_PRIVATE, self.file, self.private_off
@@ -110,6 +114,12 @@ class Worker:
         return cells(off, length, self.writer, self.seq)
 
     def _expect(self, what: str, off: int, got: bytes, want: bytes | bytearray) -> None:
+        if len(got) != len(want):
+            self.problems.append(
+                f"short count: worker {self.wid} {what} at file offset {off:#x} returned "
+                f"{len(got)} of {len(want)} bytes, inside the file"
+            )
+            return
         if got != want:
             first = (
                 next(i for i in range(min(len(got), len(want))) if got[i] != want[i])
@@ -141,8 +151,13 @@ class Worker:
     def pwrite(self) -> None:
         off, length = self._span(self.lo, self.hi, 2048)
         data = self._data(off, length)
-        self.file.pwrite(data, off)
-        self._remember(off, data)
+        done = self.file.pwrite(data, off)
+        self._remember(off, data[:done])  # what the kernel says it wrote, no more
+        if done != length:
+            self.problems.append(
+                f"short count: worker {self.wid} pwrite of {length} bytes at {off:#x} wrote "
+                f"{done}, with no I/O error and memory reclaim could free"
+            )
 
     def load_mapped(self) -> None:
         off, length = self._span(self.lo, self.hi, 1024)

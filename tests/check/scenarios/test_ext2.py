@@ -17,7 +17,12 @@ from pagemap.check.strategies import FollowChooser
 from pagemap.cli import main
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 
-SCENARIOS = ["ext2-store-remove", "ext2-append-truncate"]
+SCENARIOS = [
+    "ext2-store-remove",
+    "ext2-append-truncate",
+    "ext2-unlink-reuse",
+    "ext2-indirect-truncate",
+]
 
 
 truncate_frees_first = lookup_mutant("ext2-frees-first").patches["truncate"]

@@ -22,11 +22,8 @@ from pagemap.kernel.slot import decode_slot
 
 def cached_page_bytes(pm: PageMap, index: int) -> tuple[bytes, bool] | None:
     """(bytes, dirty) of the page cached at `index`, or None; at quiescence only."""
-    slot = pm.tree.lookup_slot(index)
-    if slot is None:
-        return None
-    ppn = decode_slot(slot.value).ppn
-    if not ppn:
+    ppn = pm.tree.lookup(index)
+    if not ppn or not decode_slot(pm.slots.value(ppn)).ppn:
         return None
     page = pm.allocator.pages[ppn]
     return bytes(page.data), bool(page.flags.value & PG_DIRTY)

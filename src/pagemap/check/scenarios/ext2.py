@@ -14,6 +14,14 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
   the end the files hold their bytes, and the bitmaps and counts agree with the maps (a small
   fsck: every named block marked used, every used block named or metadata,
   the descriptors' free counts, each inode's i_blocks).
+- ext2-indirect-truncate: one file grows past its direct blocks (allocating
+  an indirect block) while another is truncated inside its indirect block,
+  then to nothing (freeing the indirect block and what it names); the same
+  small fsck.
+- ext2-unlink-reuse: an open file with a dirty page is unlinked (an orphan
+  until its last close) while its page is written back and it is closed, and
+  another task creates a file that may be given the blocks it frees; the
+  same small fsck, and the new file must hold its bytes.
 """
 
 from __future__ import annotations
@@ -34,13 +42,17 @@ from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.balloc import test_bit
+from pagemap.kernel.fs.ext2.fs import Ext2File
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
+from pagemap.kernel.fs.ext2.layout import RESIZE_INO
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.machine import Machine
 
 BS = 1024
 A_SIZE, B_SIZE = 1000, 3000  # /a one block, /b three
 GROW = 600  # each writer's append crosses into a new block
+I_SIZE = 12 * BS  # /i fills its direct blocks: one more needs the indirect block
+J_SIZE = 14 * BS  # /j has an indirect block naming two
 
 
 @functools.cache
@@ -51,11 +63,13 @@ def _image() -> bytes:
         src.mkdir()
         (src / "a").write_bytes(b"A" * A_SIZE)
         (src / "b").write_bytes(b"B" * B_SIZE)
+        (src / "i").write_bytes(b"I" * I_SIZE)
+        (src / "j").write_bytes(b"J" * J_SIZE)
         with open(src / "m", "wb") as f:
             f.write(initial_bytes(1))
             f.truncate(2 * PGSIZE)  # page 1 is a hole
         image = Path(tmp) / "fs.img"
-        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=16)
+        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=32)
         return image.read_bytes()
 
 
@@ -161,9 +175,11 @@ def _store_remove(ctx: RunContext, p: Params) -> None:
 
 
 def _named_blocks(inode: Ext2Inode) -> list[int]:
-    """The direct blocks an inode's map names right now (the scenario's files
-    are small enough to need no others); plain reads, no scheduling point."""
-    return [b for b in inode.bmap.i_block[:12] if b]
+    """The blocks an inode names in itself right now: its direct blocks and its
+    top indirect blocks (the entries inside an indirect block are device
+    reads, with scheduling points, so the fsck at the end checks those);
+    plain reads, no scheduling point."""
+    return [b for b in inode.bmap.i_block if b]
 
 
 def _no_block_named_twice(ctx: RunContext, inodes: list[Ext2Inode]) -> Callable[[], None]:
@@ -182,7 +198,9 @@ def _no_block_named_twice(ctx: RunContext, inodes: list[Ext2Inode]) -> Callable[
     return check
 
 
-def _fsck_lite(machine: Machine, image: str, want: dict[str, bytes]) -> list[Violation]:
+def _fsck_lite(
+    machine: Machine, image: str, want: dict[str, bytes], names: tuple[str, ...]
+) -> list[Violation]:
     """After the schedule, a fresh read-only mount: the files hold what they
     must, and the bitmaps and counts agree with the inodes' maps (e2fsck's
     pass 5, for this image's one group)."""
@@ -193,19 +211,25 @@ def _fsck_lite(machine: Machine, image: str, want: dict[str, bytes]) -> list[Vio
             for name, data in want.items()
             if fs.read_file(name) != data
         ]
-        return problems + _fsck_checks(fs)
+        return problems + _fsck_checks(fs, names)
     finally:
         fs.unmount()
 
 
-def _fsck_checks(fs: Ext2FS) -> list[Violation]:
+FILES = ("/", "/lost+found", "/a", "/b", "/m", "/i", "/j")
+
+
+def _fsck_checks(fs: Ext2FS, names: tuple[str, ...]) -> list[Violation]:
     vol = fs.vol
     geo = vol.geo
     group = vol.groups[0]
     named: dict[int, str] = {}
     problems: list[str] = []
-    for name in ("/", "/lost+found", "/a", "/b", "/m"):
-        inode = fs.iget(fs.stat(name).ino)
+    # The resize inode (7) owns the blocks reserved for growing the group
+    # descriptors: named like a file's, so that a leak anywhere is seen.
+    owners = [(name, fs.stat(name).ino) for name in names] + [("the resize inode", RESIZE_INO)]
+    for name, ino in owners:
+        inode = fs.iget(ino)
         data, indirect = inode.bmap.all_blocks()
         for blk in data + indirect:
             if blk in named:
@@ -224,7 +248,7 @@ def _fsck_checks(fs: Ext2FS) -> list[Violation]:
             free += not used
             if blk in named and not used:
                 problems.append(f"block {blk} of {named[blk]} is free in the bitmap")
-            if used and blk not in named and not group.is_metadata(geo, blk) and blk >= 100:
+            if used and blk not in named and not group.is_metadata(geo, blk):
                 problems.append(f"block {blk} is used in the bitmap but nobody names it (leaked)")
     finally:
         vol.dev.put_buffer(bh)
@@ -233,6 +257,29 @@ def _fsck_checks(fs: Ext2FS) -> list[Violation]:
             f"the bitmap has {free} free blocks, the descriptor says {group.desc.free_blocks_count}"
         )
     return [Violation(ACCOUNTING, p) for p in problems]
+
+
+def _fsck_at_end(
+    ctx: RunContext,
+    fs: Ext2FS,
+    image: str,
+    files: list[Ext2File],
+    want: dict[str, bytes],
+    names: tuple[str, ...] = FILES,
+) -> None:
+    """The end of a scenario that changes blocks: accounting at quiescence, the
+    files closed and the image unmounted, no frame leaked, then the small fsck."""
+
+    def unmount() -> list[Violation]:
+        for f in files:
+            f.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want, names))
 
 
 def _append_truncate(ctx: RunContext, p: Params) -> None:
@@ -256,16 +303,66 @@ def _append_truncate(ctx: RunContext, p: Params) -> None:
 
     want = {"/a": b"A" * A_SIZE + b"a" * GROW, "/b": b"B" * cut + b"b" * GROW}
 
-    def unmount() -> list[Violation]:
-        fa.close()
-        fb.close()
-        fs.unmount()
-        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+    _fsck_at_end(ctx, fs, image, [fa, fb], want)
 
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(unmount)
-    ctx.at_end(lambda: no_leak(ctx.machine))
-    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, want))
+
+# -- ext2-unlink-reuse -----------------------------------------------------------------
+
+
+def _unlink_reuse(ctx: RunContext, p: Params) -> None:
+    # /a is unlinked while still open with a dirty page: an orphan, whose
+    # blocks stay its own until its last close.  It grows by a block, its
+    # pages are written back (removal) and it is closed while another task
+    # creates /c, whose blocks may be the ones /a frees: blocks freed before
+    # the last close would be lost to a deleted inode or written into /c.
+    image, fs = _mount(ctx)
+    fa = fs.open("/a", "r+")
+    fa.pwrite(b"x" * GROW, 0)  # dirty and cached before the race
+    size_c = p["c_bytes"]
+
+    def unlink_and_create() -> None:
+        fs.unlink("/a")
+        with fs.create("/c") as fc:
+            fc.pwrite(b"c" * size_c, 0)
+
+    def write_back_and_close() -> None:
+        fa.pwrite(b"y" * GROW, A_SIZE)  # an orphan may still grow: a block for it
+        fa.mapping.remove_contig(0, 1)
+        fa.close()
+
+    ctx.machine.spawn(unlink_and_create, name="unlink-create")
+    ctx.machine.spawn(write_back_and_close, name="writeback-close")
+
+    want = {"/b": b"B" * B_SIZE, "/c": b"c" * size_c}
+    _fsck_at_end(ctx, fs, image, [], want, (*(n for n in FILES if n != "/a"), "/c"))
+
+
+# -- ext2-indirect-truncate ---------------------------------------------------------------
+
+
+def _indirect_truncate(ctx: RunContext, p: Params) -> None:
+    # /i grows past its twelve direct blocks (an indirect block, then a data
+    # block named in it) while /j is cut twice: inside its indirect block
+    # (one entry dropped), then to `truncate_to` (by default nothing: its
+    # indirect block goes too).  /j's blocks follow /i's on the image, so
+    # they are the ones /i's allocation looks at first, in either role.
+    image, fs = _mount(ctx)
+    fi, fj = fs.open("/i", "r+"), fs.open("/j", "r+")
+    fi.pread(1, 0)
+    fj.pread(1, J_SIZE - 1)  # /j's last page cached, read through its indirect block
+    cut = p["truncate_to"]
+    ctx.every_step(_no_block_named_twice(ctx, [fi.inode, fj.inode]))
+    ctx.machine.spawn(fi.pwrite, b"i" * GROW, I_SIZE, name="append-i")
+
+    def truncate_j() -> None:
+        fj.truncate(J_SIZE - BS)  # inside the indirect block: it is cut, not freed
+        fj.truncate(cut)  # the rest, the indirect block with it
+
+    ctx.machine.spawn(truncate_j, name="truncate-j")
+
+    want = {"/i": b"I" * I_SIZE + b"i" * GROW, "/j": b"J" * cut}
+
+    _fsck_at_end(ctx, fs, image, [fi, fj], want)
 
 
 SCENARIOS = (
@@ -284,6 +381,23 @@ SCENARIOS = (
         {"truncate_to": 1000},
         frames=24,
         limits={"truncate_to": (0, B_SIZE)},
+    ),
+    Scenario(
+        "ext2-unlink-reuse",
+        "an open file is unlinked with a dirty page; its writeback and last close race "
+        "the creation of a file that may reuse its blocks",
+        _unlink_reuse,
+        {"c_bytes": 1500},
+        frames=24,
+        limits={"c_bytes": (1, 8 * BS)},
+    ),
+    Scenario(
+        "ext2-indirect-truncate",
+        "one ext2 file grows into its indirect block while another's indirect block is freed",
+        _indirect_truncate,
+        {"truncate_to": 0},
+        frames=24,
+        limits={"truncate_to": (0, J_SIZE - BS)},
     ),
 )
 

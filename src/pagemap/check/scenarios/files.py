@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import COHERENCE
+from pagemap.check.oracles import COHERENCE, CRASH
 from pagemap.check.oracles.accounting import no_leak, quiescent
+from pagemap.check.oracles.coherence import describe
 from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.errors import BusError
+from pagemap.kernel.errors import BusError, IOFailure
+from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.sync.core import WRITE
 
@@ -33,6 +36,44 @@ def _pwrite_remove(ctx: RunContext, p: Params) -> None:
         f.pm.remove_contig(0, 1)
         f.no_stale_translation()
 
+    ctx.machine.spawn(pwriter, name="pwrite")
+    ctx.machine.spawn(remover, name="remover")
+    f.end_checks()
+
+
+def _read_run_remove(ctx: RunContext, p: Params) -> None:
+    # Two cached pages; one pread of both takes them as one run
+    # (PageMap.find_run), while a pwrite writes slot 0 of the second page
+    # and a remover evicts the file.
+    pages = 2
+    f = ShadowFile(ctx, pages)
+    f.file.pread(pages * PGSIZE, 0)  # cached, so the reader's pread finds a run
+    middle = PGSIZE
+
+    def reader() -> None:
+        got = f.file.pread(pages * PGSIZE, 0)
+        now = f.shadow.expect(0, pages * PGSIZE)
+        # Every slot but the one being written is what the file held all
+        # along; that one is a version its writer wrote, or the first.
+        seen = got[middle : middle + SLOT]
+        if got[:middle] + got[middle + SLOT :] != now[:middle] + now[middle + SLOT :] or (
+            seen not in {initial_bytes(pages)[middle : middle + SLOT], *f.written}
+        ):
+            bad = next(i for i in range(len(got)) if got[i] != now[i]) // SLOT * SLOT
+            ctx.fail(
+                COHERENCE,
+                f"{ctx.who()} read {describe(got[bad : bad + SLOT])} at offset {bad} in one "
+                f"pread of {pages} pages, but the file held {describe(now[bad : bad + SLOT])}",
+            )
+
+    def pwriter() -> None:
+        for _ in range(p["rounds"]):
+            f.pwrite(middle)
+
+    def remover() -> None:
+        f.pm.remove_contig(0, pages)
+
+    ctx.machine.spawn(reader, name="reader")
     ctx.machine.spawn(pwriter, name="pwrite")
     ctx.machine.spawn(remover, name="remover")
     f.end_checks()
@@ -67,6 +108,9 @@ def _truncate_store(ctx: RunContext, p: Params) -> None:
     def user() -> None:
         f.store(proc, base)  # page 0 survives the truncate
         with contextlib.suppress(BusError):  # page 1 may be gone: a bus error
+            f.store(proc, base + PGSIZE)
+        f.file.fsync()  # writepage's (size, pwrite) against truncate's (size, ftruncate)
+        with contextlib.suppress(BusError):  # page 1 may be gone: a bus error
             f.load(proc, base + PGSIZE + SLOT)
         f.load(proc, base)
 
@@ -75,6 +119,33 @@ def _truncate_store(ctx: RunContext, p: Params) -> None:
 
     ctx.machine.spawn(user, name="user")
     ctx.machine.spawn(truncater, name="truncate")
+    f.end_checks()
+
+
+def _eio_fsync(ctx: RunContext, p: Params) -> None:
+    # Over a host file whose next write fails: two fsyncs race a store.  The
+    # failed page stays dirty and cached, so the fsync that does not fail (or
+    # the end) writes it; an fsync reports EIO, never loses the bytes.
+    f = ShadowFile(ctx, 2, host=True)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, PROT_READ | PROT_WRITE, MAP_SHARED)
+    f.store(proc, base)  # dirty through the mapping before the race
+    assert isinstance(f.file, HostFile)
+    f.file.faults.fail("write", 1)
+
+    def syncer() -> None:
+        try:
+            f.file.fsync()
+        except IOFailure as exc:
+            if exc.errno != errno.EIO:
+                ctx.fail(CRASH, f"a failed host write gave errno {exc.errno}, not EIO")
+
+    def writer() -> None:
+        f.store(proc, base + PGSIZE)
+        syncer()
+
+    ctx.machine.spawn(syncer, name="fsync")
+    ctx.machine.spawn(writer, name="store-fsync")
     f.end_checks()
 
 
@@ -130,11 +201,24 @@ def _blockdev_remove(ctx: RunContext, p: Params) -> None:
 
 SCENARIOS = (
     Scenario(
+        "eio-fsync",
+        "a host file's write fails once while two fsyncs race a store: EIO, nothing lost",
+        _eio_fsync,
+    ),
+    Scenario(
         "pwrite-remove",
         "pwrite races removal of a page dirty through a mapping; read() sees both",
         _pwrite_remove,
         {"rounds": 2},
         limits={"rounds": (1, 8)},
+    ),
+    Scenario(
+        "read-run-remove",
+        "one pread takes two cached pages as a run while a pwrite and a remover race it",
+        _read_run_remove,
+        {"rounds": 1},
+        cores=3,
+        limits={"rounds": (1, 4)},
     ),
     Scenario(
         "pwrite-store",
@@ -143,7 +227,7 @@ SCENARIOS = (
     ),
     Scenario(
         "truncate-store",
-        "truncate cuts a mapped file while a store and loads race it",
+        "truncate cuts a host file while stores, an fsync and loads race it",
         _truncate_store,
     ),
     Scenario(

@@ -173,6 +173,30 @@ def _offsets_remove(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _reclaim_store(ctx: RunContext, p: Params) -> None:
+    # Two usable frames, both holding mapped pages; a read of a third page
+    # finds no free frame and reclaims in its own task, racing a store (and,
+    # with remover=1, a user's remove_contig of the whole file).
+    f = ShadowFile(ctx, 3)
+    proc = ctx.machine.process()
+    base = f.map(proc, 3, RW, MAP_SHARED)
+    f.load(proc, base)
+    f.load(proc, base + PGSIZE)
+
+    def storer() -> None:
+        f.store(proc, base + SLOT)  # page 0, through the mapping
+        f.load(proc, base + PGSIZE)  # page 1: may fault back in
+
+    def reader() -> None:
+        f.pread(2 * PGSIZE)  # page 2: direct reclaim
+
+    ctx.machine.spawn(storer, name="storer")
+    ctx.machine.spawn(reader, name="reader")
+    if p["remover"]:
+        _remover(ctx, f, 0, 3)
+    f.end_checks()
+
+
 def _fault_fault(ctx: RunContext, p: Params) -> None:
     f = ShadowFile(ctx, 1)
     proc = ctx.machine.process()
@@ -250,6 +274,16 @@ SCENARIOS = (
         "offsets-remove",
         "two processes map the file at different offsets; removal covers both",
         _offsets_remove,
+    ),
+    Scenario(
+        "reclaim-store",
+        "an allocation reclaims a mapped page (harvesting its A bit, shooting down, "
+        "writing back) while a store dirties it and, optionally, a remover evicts the file",
+        _reclaim_store,
+        {"remover": 0},
+        cores=3,
+        frames=3,
+        limits={"remover": (0, 1)},
     ),
     Scenario(
         "fault-fault",

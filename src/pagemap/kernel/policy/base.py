@@ -25,7 +25,9 @@ The calls, in the life of one page:
 - `removed(key)` when the page left the cache, whether it was a victim the
   kernel freed or a resident page that left another way (truncation);
 - `kept(key)` when the kernel could not free a victim (somebody took a
-  reference meanwhile): it goes back where it was, then counts as used.
+  reference meanwhile, or a MAP_LOCKED region pins it): it goes back where
+  it was, then counts as used; FIFO, which records no use, puts it at the
+  back instead, or it would be the next victim again at once.
 
 `evictable` is called with nothing else of the policy running and must not
 call the policy.  If it raises, the policy is left as if that `victims` call
@@ -37,7 +39,7 @@ key that is not in flight) is a kernel bug and raises KernelBug.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar
 
 from pagemap.kernel.errors import InvalidArgument, KernelBug
@@ -87,6 +89,13 @@ class Policy:
         elif not self._drop(key):
             raise KernelBug(f"{self.name}: removed() of {key!r}, which is not cached")
 
+    def discard_many(self, keys: Sequence[Key]) -> None:
+        """removed(key) for each key the policy holds; the others are passed
+        over (the kernel's frees of a removal at scale)."""
+        for key in keys:
+            if key in self:
+                self.removed(key)
+
     def kept(self, key: Key) -> None:
         """The kernel could not free victim `key`: it stays, as just used."""
         origin = self._pending.pop(key, -1)
@@ -102,6 +111,10 @@ class Policy:
 
     def __contains__(self, key: object) -> bool:
         return key in self._pending or self._resident(key)
+
+    def is_in_flight(self, key: Key) -> bool:
+        """Whether `key` is a victim handed out and not yet removed or kept."""
+        return key in self._pending
 
     def in_flight(self) -> list[Key]:
         """Victims handed out and not yet removed or kept, oldest first."""

@@ -1,4 +1,5 @@
-"""FIFO: pages leave in the order they came in; use changes nothing.
+"""FIFO: pages leave in the order they came in; use changes nothing.  A
+victim the kernel could not free goes to the back.
 
 One OrderedDict, oldest first.  Callers hold the kernel's reclaim lock (see
 base.py); every call is O(1) but `victims`, which walks past the keys it
@@ -61,6 +62,9 @@ class FIFO(Policy):
         return self._q.pop(key, self) is not self
 
     def _restore(self, key: Key, origin: int) -> None:
-        # Back to the front, where victims() found it: the oldest evictable page.
+        # A victim the kernel could not free (kept) goes to the back, as Linux
+        # puts back a page it failed to reclaim: FIFO has no use to record, so
+        # at the front it would be the next victim, again and again (a page of
+        # a MAP_LOCKED region, which removal never frees, would starve reclaim:
+        # pagemap run --reclaim fifo once ran out of memory that way).
         self._q[key] = None
-        self._q.move_to_end(key, last=False)

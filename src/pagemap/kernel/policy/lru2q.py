@@ -23,7 +23,10 @@ Callers hold the kernel's reclaim lock (see base.py).
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
+from typing import cast
 
 from pagemap.kernel.errors import InvalidArgument, KernelBug
 from pagemap.kernel.policy.base import Evictable, Key, Policy, always, check_count
@@ -117,3 +120,198 @@ class LRU2Q(Policy):
     def _restore(self, key: Key, origin: int) -> None:
         self._inactive[key] = None
         self._inactive.move_to_end(key, last=False)
+
+
+class FrameLRU2Q(Policy):
+    """LRU2Q over frame numbers, for the kernel: the same lists, choices and
+    calls as LRU2Q, kept as two doubly linked lists threaded through arrays
+    indexed by frame (9 bytes a frame: two 32-bit links and a list tag),
+    where LRU2Q's OrderedDicts cost about a hundred bytes a page.  Keys are
+    ints in [0, capacity); tests/kernel/policy/test_policy.py holds it to
+    LRU2Q's choices, call for call.
+    """
+
+    __slots__ = ("_count", "_next", "_prev", "_where", "active_ratio", "capacity")
+
+    name = "lru2q"
+
+    def __init__(self, capacity: int, active_ratio: float = 1.0) -> None:
+        if active_ratio < 0:
+            raise InvalidArgument(f"lru2q: active_ratio cannot be negative ({active_ratio})")
+        if capacity < 1:
+            raise InvalidArgument(f"lru2q: capacity must be positive, not {capacity}")
+        super().__init__()
+        self.capacity = capacity
+        self.active_ratio = active_ratio
+        # Nodes 0..capacity-1 are frames; capacity and capacity+1 the heads of
+        # the inactive and active lists (a head's next is its list's front,
+        # oldest first; its prev the back).
+        heads = [capacity, capacity + 1]
+        self._next = array("i", range(capacity + 2))
+        self._prev = array("i", range(capacity + 2))
+        self._where = bytearray(capacity)  # 0 absent, INACTIVE, ACTIVE or PENDING
+        self._count = [0, 0]  # inactive, active
+        for h in heads:
+            self._next[h] = self._prev[h] = h
+
+    # -- list primitives ----------------------------------------------------------------
+    def _link_back(self, lst: int, k: int) -> None:
+        h = self.capacity + lst
+        nxt, prv = self._next, self._prev
+        p = prv[h]
+        nxt[p] = k
+        prv[k] = p
+        nxt[k] = h
+        prv[h] = k
+        self._count[lst] += 1
+
+    def _link_front(self, lst: int, k: int) -> None:
+        h = self.capacity + lst
+        nxt, prv = self._next, self._prev
+        n = nxt[h]
+        nxt[h] = k
+        prv[k] = h
+        nxt[k] = n
+        prv[n] = k
+        self._count[lst] += 1
+
+    def _unlink(self, lst: int, k: int) -> None:
+        nxt, prv = self._next, self._prev
+        p, n = prv[k], nxt[k]
+        nxt[p] = n
+        prv[n] = p
+        self._count[lst] -= 1
+
+    def _front(self, lst: int) -> int:
+        """The oldest key of a list, or -1."""
+        h = self.capacity + lst
+        k = self._next[h]
+        return -1 if k == h else k
+
+    def _check_key(self, key: Key) -> int:
+        if not isinstance(key, int) or not 0 <= key < self.capacity:
+            raise KernelBug(f"{self.name}: key {key!r} is not a frame in 0..{self.capacity - 1}")
+        return key
+
+    # -- the calls ------------------------------------------------------------------------
+    def insert(self, key: Key) -> None:
+        k = self._check_key(key)
+        if self._where[k]:
+            raise KernelBug(f"{self.name}: insert() of {key!r}, which is already cached")
+        self._where[k] = _INACTIVE
+        self._link_back(_IN, k)
+
+    def referenced(self, key: Key) -> None:
+        if not isinstance(key, int) or not 0 <= key < self.capacity:
+            return
+        where = self._where[key]
+        if where == _ACTIVE:
+            self._unlink(_ACT, key)
+            self._link_back(_ACT, key)
+        elif where == _INACTIVE:
+            self._unlink(_IN, key)
+            self._where[key] = _ACTIVE
+            self._link_back(_ACT, key)
+
+    def victims(self, n: int, evictable: Evictable = always) -> list[Key]:
+        if n < 1:
+            check_count(n)
+            return []
+        out: list[Key] = []
+        met: list[int] = []
+        where, pending, count = self._where, self._pending, self._count
+        try:
+            while len(out) < n and (count[_IN] or count[_ACT]):
+                self._trim()
+                k = self._front(_IN)
+                go = evictable(k)
+                self._unlink(_IN, k)
+                where[k] = _PENDING
+                met.append(k)
+                if go:
+                    pending[k] = 0
+                    out.append(k)
+        except BaseException:
+            for key in out:
+                del pending[key]
+            out = []
+            raise
+        finally:
+            if len(met) > len(out):
+                handed = set(out)
+                for k in reversed(met):  # back to the inactive front, in their order
+                    if k not in handed:
+                        where[k] = _INACTIVE
+                        self._link_front(_IN, k)
+        return out
+
+    def discard_many(self, keys: Sequence[Key]) -> None:
+        # Policy.discard_many, written out: a removal at scale frees many.
+        where, pending, count = self._where, self._pending, self._count
+        nxt, prv = self._next, self._prev
+        for k in cast(Sequence[int], keys):
+            tag = where[k]
+            if not tag:
+                continue
+            if tag == _PENDING:
+                del pending[k]
+            else:
+                p, n = prv[k], nxt[k]
+                nxt[p] = n
+                prv[n] = p
+                count[_IN if tag == _INACTIVE else _ACT] -= 1
+            where[k] = 0
+
+    def _trim(self) -> None:
+        count, limit = self._count, self.active_ratio
+        while count[_ACT] and (count[_ACT] > limit * count[_IN] or not count[_IN]):
+            k = self._front(_ACT)
+            self._unlink(_ACT, k)
+            self._where[k] = _INACTIVE
+            self._link_back(_IN, k)
+
+    def lists(self) -> dict[str, list[tuple[Key, int]]]:
+        return {
+            "inactive": [(k, 0) for k in self._walk(_IN)],
+            "active": [(k, 1) for k in self._walk(_ACT)],
+        }
+
+    def _walk(self, lst: int) -> list[int]:
+        h = self.capacity + lst
+        out, k = [], self._next[h]
+        while k != h:
+            out.append(k)
+            k = self._next[k]
+        return out
+
+    # -- hooks ----------------------------------------------------------------------------
+    def _nr_resident(self) -> int:
+        return self._count[_IN] + self._count[_ACT]
+
+    def _resident(self, key: object) -> bool:
+        return (
+            isinstance(key, int)
+            and 0 <= key < self.capacity
+            and self._where[key] in (_INACTIVE, _ACTIVE)
+        )
+
+    def _drop(self, key: Key) -> bool:
+        if not self._resident(key):
+            return False
+        k = cast(int, key)
+        self._unlink(_IN if self._where[k] == _INACTIVE else _ACT, k)
+        self._where[k] = 0
+        return True
+
+    def _restore(self, key: Key, origin: int) -> None:
+        k = cast(int, key)
+        self._where[k] = _INACTIVE
+        self._link_front(_IN, k)
+
+    def _forget(self, key: Key, origin: int) -> None:
+        self._where[cast(int, key)] = 0
+
+
+# FrameLRU2Q's list numbers and frame tags.
+_IN, _ACT = 0, 1
+_INACTIVE, _ACTIVE, _PENDING = 1, 2, 3

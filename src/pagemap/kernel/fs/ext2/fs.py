@@ -237,7 +237,7 @@ class Ext2FS:
         """Free an inode whose last link went, if nobody has it open or mapped."""
         if inode.links or inode.deleted:
             return
-        if inode.open_count.load() or inode.mapping.vmrs:
+        if self._in_use(inode):
             return  # an orphan until its last close, or unmount
         inode.lock.down()
         try:
@@ -250,6 +250,12 @@ class Ext2FS:
         self.vol.alloc.free_inode(inode.ino, inode.is_dir())
         inode.deleted = True
         self.inodes.pop(inode.ino, None)
+
+    @staticmethod
+    def _in_use(inode: Ext2Inode) -> bool:
+        """Open or mapped: its blocks are still its own (ext2-unlink-reuse;
+        mutant ext2-frees-open-file)."""
+        return bool(inode.open_count.load() or inode.mapping.vmrs)
 
     def closed(self, inode: Ext2Inode) -> None:
         """A File was closed: free its inode if that was the last user of an
