@@ -16,7 +16,7 @@ $(RUN_STAMP): pyproject.toml
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
 run: $(RUN_STAMP)
@@ -65,7 +65,7 @@ e2fsprogs:
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster,bench]'
 	$(BIN)/python -m bench
 
 # Every scenario: the portfolio (PCT, then DPOR) with up to 3 preemptions, to the end.

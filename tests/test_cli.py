@@ -122,7 +122,7 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
     assert any(line.rstrip().endswith("-e .") for line in installs), installs
     assert not any("[dev]" in line or "dev]" in line for line in installs), installs
     assert f"{venv}/bin/pagemap run" in done.stdout
-    # The test target does install the dev extra.
+    # The test target does install the dev extra, and the cluster extra its tests need.
     test = subprocess.run(
         ["make", "-n", "-C", str(ROOT), "unit", f"VENV={venv}"],
         capture_output=True,
@@ -130,4 +130,4 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert "'.[dev]'" in test.stdout
+    assert "'.[dev,cluster]'" in test.stdout

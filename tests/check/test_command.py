@@ -106,7 +106,7 @@ def test_output_paths_are_checked_before_any_work(
         raise AssertionError("the exploration started before its output paths were checked")
 
     monkeypatch.setattr(command, "run_serial", explored)
-    monkeypatch.setattr(command, "run_local", explored)
+    monkeypatch.setattr(command, "explore", explored)
     afile = tmp_path / "afile"
     afile.write_text("")
     args = [a.format(file=afile) for a in argv]

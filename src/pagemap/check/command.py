@@ -4,8 +4,10 @@ check explores every named scenario (or those given).  By default it is a
 portfolio, in the manner of Coyote's: a short PCT pass over every scenario,
 interleaved, which finds most bugs in seconds, then DPOR with at most two
 preemptions over every scenario to the end, which proves the rest.  The whole
-run is one queue of units of work (check/fanout), run in this process or in
-`--jobs` worker processes.  On the first violation it shrinks the
+run is a plan of units of work (check/fanout), run in this process, in
+`--jobs` worker processes, or on a Dask cluster (`--scheduler`), with the
+same answer from each.  Ctrl-C or SIGTERM stops it within a second, prints
+what was explored, and exits 130 (143).  On the first violation it shrinks the
 counterexample, writes its JSON trace, prints the replay table and the one
 command that replays it, and exits 1.
 
@@ -34,13 +36,22 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pagemap import __version__
 from pagemap import options as opt
 from pagemap.check.counterexample import renderable, replay_command, timeline_of, write_page
-from pagemap.check.fanout import Unit, merge, run_local, run_serial
+from pagemap.check.fanout import (
+    SPLIT,
+    Explored,
+    Stop,
+    Unit,
+    explore,
+    make_engine,
+    merge,
+    run_serial,
+)
+from pagemap.check.fanout.display import Display
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
 from pagemap.check.scenarios import lookup, registry
@@ -51,6 +62,8 @@ from pagemap.check.trace import Trace, TraceError
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
 PCT_CHUNK = 20  # PCT schedules per unit: small, so every scenario is looked at early
+CHUNK = 100  # random and PCT schedules per unit outside the portfolio
+UNIT_TIMEOUT = 600.0  # seconds a unit may run before it is given up as timed out
 
 OK, VIOLATION, BAD_INPUT, NO_LONGER_FITS = 0, 1, 2, 3
 CHECK_SCHEMA = 1  # the version of check.schema.json that `check --json` follows
@@ -106,7 +119,32 @@ def register(sub: Any) -> None:
         "--depth", type=opt.whole(1, 1000), default=3, help="PCT bug depth (default 3)"
     )
     check.add_argument(
-        "--jobs", type=opt.whole(1, 1024), default=1, help="worker processes (default 1)"
+        "--jobs",
+        type=opt.whole(1, 1024),
+        default=1,
+        help="worker processes (default 1: this process); with --scheduler local, Dask workers",
+    )
+    check.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the units on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://host:8786), or 'local' for a cluster of --jobs workers on 127.0.0.1; "
+        "needs pip install 'pagemap[cluster]'",
+    )
+    check.add_argument(
+        "--split",
+        type=opt.whole(1, 10**9),
+        default=SPLIT,
+        metavar="N",
+        help=f"dfs and dpor: schedules a unit of work runs before it hands the rest of its "
+        f"subtree back as new units (default {SPLIT})",
+    )
+    check.add_argument(
+        "--unit-timeout",
+        type=opt.seconds(0.001, 10**7),
+        default=UNIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up a unit of work that runs longer, and report it (default {UNIT_TIMEOUT:g})",
     )
     check.add_argument(
         "--param",
@@ -193,8 +231,12 @@ def _replay_output_options(rep: argparse.ArgumentParser) -> None:
 
 
 def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
-    """The queue of units: the portfolio, or one strategy over every scenario."""
+    """The plan: the portfolio, or one strategy over every scenario.  It
+    depends on the options, never on the number of workers (but for --time,
+    where each worker gets a stream of schedules of its own)."""
     units: list[Unit] = []
+    split = getattr(args, "split", SPLIT)
+    timeout = getattr(args, "unit_timeout", UNIT_TIMEOUT)
 
     def unit(name: str, strategy: str, first: int, budget: int | None, phase: str) -> Unit:
         bound = args.preemptions
@@ -212,6 +254,8 @@ def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
             budget,
             args.time,
             phase,
+            split=split if strategy in EXHAUSTIVE and args.time is None else None,
+            timeout=timeout,
         )
 
     names = list(models)
@@ -228,9 +272,8 @@ def plan(args: argparse.Namespace, models: Mapping[str, Model]) -> list[Unit]:
             unit(n, args.strategy, j * 10**9, None, "") for n in names for j in range(args.jobs)
         ]
     budget = args.budget or DEFAULT_BUDGET
-    size = max(1, min(PCT_CHUNK * 5, -(-budget // max(args.jobs * 2, 1))))
-    for first in range(0, budget, size):
-        units += [unit(n, args.strategy, first, min(size, budget - first), "") for n in names]
+    for first in range(0, budget, CHUNK):
+        units += [unit(n, args.strategy, first, min(CHUNK, budget - first), "") for n in names]
     return units
 
 
@@ -262,29 +305,12 @@ def run_check(args: argparse.Namespace) -> int:
         raise ValueError("--mutant selects mutants for --mutants")
     if args.coverage:
         return _coverage(console, units)
-    _say(console, banner(args, names, len(units)))
     t0 = time.perf_counter()
-    with _progress(console) as progress:
-        bar = progress.add_task("exploring", total=len(units), schedules=0, scenarios="")
-        seen: dict[Unit, int] = {}
-
-        def advance(unit: Unit, summary: Summary, done: bool) -> None:
-            before = seen.get(unit, 0)
-            seen[unit] = summary.schedules
-            progress.update(bar, advance=1 if done else 0)
-            progress.update(
-                bar,
-                schedules=progress.tasks[0].fields["schedules"] + summary.schedules - before,
-                scenarios=f"{unit.scenario} ({unit.strategy})",
-            )
-
-        if args.jobs == 1:
-            results = run_serial(units, advance)
-        else:
-            results = run_local(units, args.jobs, advance)
-    summaries = _by_scenario(names, units, results)
+    explored = _explore(console, args, names, units)
+    summaries = _by_scenario(names, units, explored.summaries)
     seconds = time.perf_counter() - t0
-    return conclude(console, args, models, summaries, seconds)
+    stopped = None if explored.stopped is None else explored.stopped.exit_code
+    return conclude(console, args, models, summaries, seconds, stopped)
 
 
 def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
@@ -388,8 +414,11 @@ def _console(args: argparse.Namespace | None = None) -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def banner(args: argparse.Namespace, names: Sequence[str], units: int) -> str:
-    """One line: what is explored, how, and by how many processes."""
+def banner(
+    args: argparse.Namespace, names: Sequence[str], units: int, where: str | None = None
+) -> str:
+    """One line: what is explored, how, and where (`where`: the engine's name,
+    "in this process", "in 2 worker processes", "on the Dask cluster at ...")."""
     bound = args.preemptions if args.preemptions is not None else DEFAULT_BOUND
     strategy = args.strategy
     if strategy is None:
@@ -409,7 +438,7 @@ def banner(args: argparse.Namespace, names: Sequence[str], units: int) -> str:
             if args.time is not None
             else f"{args.budget:,} schedules each"
         )
-    jobs = f"{args.jobs} worker processes" if args.jobs > 1 else "in this process"
+    jobs = where or (f"in {args.jobs} worker processes" if args.jobs > 1 else "in this process")
     plural = "s" if len(names) != 1 else ""
     return (
         f"pagemap check: {len(names)} scenario{plural}, {how}; {units} units of work "
@@ -417,16 +446,28 @@ def banner(args: argparse.Namespace, names: Sequence[str], units: int) -> str:
     )
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("units · {task.fields[schedules]:,} schedules · {task.fields[scenarios]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+def _explore(
+    console: Console, args: argparse.Namespace, names: Sequence[str], units: list[Unit]
+) -> Explored:
+    """Run the plan on the engine the options name, under the progress display;
+    the banner once the engine is up.  Ctrl-C and SIGTERM stop it, from the
+    engine's start on (the answer then holds what was explored)."""
+    stop = Stop()
+    with stop.on_signals():
+        engine = make_engine(args.jobs, args.scheduler)
+        _say(console, banner(args, names, len(units), engine.name))
+        with Display(console) as display:
+            return explore(units, engine, display.update, stop)
+
+
+def _print_timeouts(console: Console, summaries: Sequence[Summary]) -> None:
+    for s in summaries:
+        if s.timed_out:
+            console.print(
+                f"[yellow]{s.scenario}: {s.timed_out} unit(s) of work timed out[/yellow] "
+                "(--unit-timeout); what they would have explored was not",
+                soft_wrap=True,
+            )
 
 
 def _print_summary(console: Console, summaries: Sequence[Summary]) -> None:
@@ -477,6 +518,7 @@ def conclude(
     `stopped`: the run was cut short by a signal, whose exit code this is (130 for
     Ctrl-C, 143 for SIGTERM): what was explored is said, and nothing is written."""
     _print_summary(console, summaries)
+    _print_timeouts(console, summaries)
     if stopped is not None:
         if args.json:
             doc = check_document(args, summaries, [], seconds)
@@ -576,6 +618,9 @@ def check_document(
             "depth": args.depth,
             "jobs": args.jobs,
             "max_steps": args.max_steps,
+            "scheduler": getattr(args, "scheduler", None),
+            "split": getattr(args, "split", SPLIT),
+            "unit_timeout": getattr(args, "unit_timeout", UNIT_TIMEOUT),
         },
         "scenarios": [_scenario_json(s) for s in summaries],
         "counterexamples": [_found_json(f) for f in found],
@@ -592,6 +637,7 @@ def _scenario_json(s: Summary) -> dict[str, Any]:
         "schedules": s.schedules,
         "distinct": s.distinct,
         "redundant": s.redundant,
+        "timed_out_units": s.timed_out,
         "exhaustive": s.exhaustive,
         "steps": s.steps,
         "seconds": round(s.seconds, 3),

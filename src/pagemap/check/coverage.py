@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -96,7 +96,7 @@ cov = coverage.Coverage(data_file=None, branch=True, source=%r, concurrency=["gr
 cov.start()
 from pagemap.check.fanout import Unit, run_serial
 raw = json.load(open(sys.argv[1]))
-units = [Unit(**{**u, "params": tuple(map(tuple, u["params"]))}) for u in raw]
+units = [Unit.from_json(u) for u in raw]
 found = [s.trace.message for s in run_serial(units) if s.trace is not None]
 cov.stop()
 cov.json_report(outfile=sys.argv[2])
@@ -108,7 +108,7 @@ def measure(units: Sequence[Unit], exclusions: dict[str, dict[str, str]]) -> Cov
     """Run `units` under branch coverage of kernel/ and hw/, and report."""
     with tempfile.TemporaryDirectory(prefix="pagemap-coverage-") as tmp:
         plan, out, found = (os.path.join(tmp, n) for n in ("units.json", "cov.json", "found.json"))
-        Path(plan).write_text(json.dumps([asdict(u) for u in units]))
+        Path(plan).write_text(json.dumps([u.to_json() for u in units]))
         child = subprocess.run(
             [sys.executable, "-c", _CHILD % (list(MEASURED),), plan, out, found],
             capture_output=True,

@@ -182,6 +182,7 @@ class Summary:
     trace: Trace | None = None
     races: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    timed_out: int = 0  # units of work that ran past the unit timeout (check/fanout)
 
     @property
     def steps_per_second(self) -> float:

@@ -1,159 +1,63 @@
-"""Exploration as a queue of units of work, run here or in other processes.
+"""Exploration as units of work, run here, in worker processes, or on a Dask cluster.
 
-A *unit* names everything a worker needs to run part of an exploration on
-its own, from a scenario name and parameters alone (never pickled code): the
-scenario, the strategy and its settings, and which schedules (random and PCT
-split by schedule numbers, since schedule i depends only on the seed and i;
-DPOR and DFS run a whole scenario).  `pagemap check` turns its plan into one
-queue of units; `run_serial` interleaves them in slices in this process,
-`run_local` hands them to worker processes.  Either way the results are
-merged in the queue's order, so the summary and the first counterexample do
-not depend on how many workers there were.
+`pagemap check` turns its plan into units (unit.py): each names a model (a
+scenario, or functions by import path), a strategy and its settings, and a
+part of the exploration, from names and numbers alone, never code:
+
+- random and PCT split by schedule numbers, since schedule i depends only
+  on the seed and i;
+- DFS and DPOR split by schedule prefixes: a unit is a subtree of the search
+  (check/strategies/subtree.py).  The plan has one unit per scenario, the
+  whole tree; a unit that has run `split` schedules without reaching the end
+  of its subtree hands back what is left as new units, one per node of its
+  stack with alternatives left, and a race that wants an alternative above a
+  unit's subtree makes a unit for it.  So the driver explores until the tree
+  yields enough subtrees, and a large subtree splits again, whoever runs it.
+
+Engines run the units (serial.py, local.py, cluster.py); the driver
+(driver.py) reads what they report in one fixed order (ledger.py), so the
+summary and the first counterexample are the same for 1, 2 or 16 workers
+and for every engine.  Ctrl-C and SIGTERM stop it (stop.py); the display
+(display.py) shows units done, schedules, rate and time left.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from pagemap.check.runner import DEFAULT_WATCHDOG, Exploration, Summary
-from pagemap.check.scenarios import lookup
-from pagemap.sync.watchdog import Watchdog
+from pagemap.check.fanout.driver import Engine, Explored, Progress, Status, explore
+from pagemap.check.fanout.errors import ClusterUnavailable, FanoutError, UnitFailed, WorkerLost
+from pagemap.check.fanout.serial import SerialEngine
+from pagemap.check.fanout.stop import Stop
+from pagemap.check.fanout.unit import ModelRef, Unit
+from pagemap.check.runner import Summary
 
-SLICE = 25  # schedules a serial queue runs of one unit before moving to the next
+SPLIT = 200  # DFS and DPOR schedules a unit runs before it hands back the rest
 
 
-@dataclass(frozen=True)
-class Unit:
-    """Part of an exploration a worker can run from names and numbers alone."""
+def make_engine(jobs: int = 1, scheduler: str | None = None) -> Engine:
+    """The engine `pagemap check` options name: a Dask cluster (`scheduler`:
+    an address, or "local" for `jobs` workers here), `jobs` worker processes,
+    or this process."""
+    if scheduler is not None:
+        from pagemap.check.fanout.cluster import DaskEngine
 
-    scenario: str
-    params: tuple[tuple[str, int], ...]
-    strategy: str
-    seed: int
-    bound: int | None
-    depth: int
-    max_steps: int
-    first: int = 0
-    budget: int | None = None
-    time_limit: float | None = None
-    phase: str = ""  # "pct" for the portfolio's first pass, "" otherwise
+        return DaskEngine(scheduler, jobs)
+    if jobs > 1:
+        from pagemap.check.fanout.local import LocalEngine
 
-    def exploration(self, dog: Watchdog | None) -> Exploration:
-        model = lookup(self.scenario).model(dict(self.params))
-        return Exploration(
-            model,
-            self.strategy,
-            self.seed,
-            self.bound,
-            self.depth,
-            self.max_steps,
-            self.first,
-            self.budget,
-            dog,
-        )
-
-
-Progress = Callable[[Unit, Summary, bool], None]  # (unit, its summary so far, unit done)
+        return LocalEngine(jobs)
+    return SerialEngine()
 
 
 def run_serial(units: Sequence[Unit], progress: Progress | None = None) -> list[Summary]:
-    """Run the units here, interleaved: a slice of each unit of a phase in
-    turn, so that every scenario gets an early look before any is explored
-    to the end.  Stops at the first violation."""
-    results: list[Summary | None] = [None] * len(units)
-    with Watchdog(DEFAULT_WATCHDOG) as dog:
-        for phase in dict.fromkeys(u.phase for u in units):
-            live = [(i, u, u.exploration(dog)) for i, u in enumerate(units) if u.phase == phase]
-            while live:
-                still = []
-                for i, unit, run in live:
-                    done = run.run(SLICE, unit.time_limit)
-                    results[i] = run.summary
-                    if progress is not None:
-                        progress(unit, run.summary, done)
-                    if run.summary.trace is not None:
-                        return [r for r in results if r is not None]
-                    if not done and not _out_of_time(unit, run.summary):
-                        still.append((i, unit, run))
-                live = still
-    return [r for r in results if r is not None]
-
-
-def _out_of_time(unit: Unit, summary: Summary) -> bool:
-    return unit.time_limit is not None and summary.seconds >= unit.time_limit
-
-
-def run_unit(unit: Unit) -> Summary:
-    """A worker's whole job: one unit, to its end."""
-    with Watchdog(DEFAULT_WATCHDOG) as dog:
-        run = unit.exploration(dog)
-        run.run(None, unit.time_limit)
-        return run.summary
-
-
-def _worker_init() -> None:
-    # Ctrl-C goes to the whole process group; the parent decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def run_local(units: Sequence[Unit], jobs: int, progress: Progress | None = None) -> list[Summary]:
-    """Run the units in `jobs` worker processes; on the first violation, the
-    units queued after it are cancelled and the running ones are stopped.
-    The results come back in queue order."""
-    results: dict[int, Summary] = {}
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
-    futures: dict[Future[Summary], int] = {}
-    finished = False
-    try:
-        for i, unit in enumerate(units):
-            futures[pool.submit(run_unit, unit)] = i
-        pending = set(futures)
-        stop = False
-        while pending and not stop:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                if fut.cancelled():
-                    continue
-                i = futures[fut]
-                summary = fut.result()
-                results[i] = summary
-                if progress is not None:
-                    progress(units[i], summary, True)
-                if summary.trace is not None:
-                    stop = True
-        if stop:
-            # A unit earlier in the queue may still find its own violation; the
-            # first in queue order is the one reported, so wait for those only.
-            first_bad = min(i for i, s in results.items() if s.trace is not None)
-            for fut in pending:
-                if futures[fut] > first_bad:
-                    fut.cancel()
-            for fut in pending:
-                if not fut.cancelled() and futures[fut] < first_bad:
-                    results[futures[fut]] = fut.result()
-        finished = not stop
-    finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            # Stopped early (a violation, Ctrl-C): workers still running a
-            # unit nobody waits for are ended, not waited for.
-            workers = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in workers:
-                if proc.is_alive():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-    return [results[i] for i in sorted(results)]
+    """Run the units in this process; the summaries in the fixed order."""
+    return explore(units, SerialEngine(), progress).summaries
 
 
 def merge(parts: Sequence[Summary]) -> Summary:
-    """One summary of several units of the same scenario, in queue order."""
+    """One summary of a scenario's phases, in order (the portfolio's PCT pass,
+    then its DPOR): the last phase's settings, every phase's counts."""
     first = parts[0]
     main = parts[-1]  # the last phase's settings (the exhaustive pass, if any)
     out = Summary(first.scenario, first.params, main.strategy, main.seed, main.bound)
@@ -164,6 +68,7 @@ def merge(parts: Sequence[Summary]) -> Summary:
         out.seconds += p.seconds
         out.redundant += p.redundant
         out.races += p.races
+        out.timed_out += p.timed_out
         out.exhaustive = out.exhaustive or p.exhaustive
         if out.trace is None and p.trace is not None:
             out.trace = p.trace
@@ -175,4 +80,22 @@ def merge(parts: Sequence[Summary]) -> Summary:
     return out
 
 
-__all__ = ["SLICE", "Unit", "merge", "run_local", "run_serial", "run_unit"]
+__all__ = [
+    "SPLIT",
+    "ClusterUnavailable",
+    "Engine",
+    "Explored",
+    "FanoutError",
+    "ModelRef",
+    "Progress",
+    "SerialEngine",
+    "Status",
+    "Stop",
+    "Unit",
+    "UnitFailed",
+    "WorkerLost",
+    "explore",
+    "make_engine",
+    "merge",
+    "run_serial",
+]

@@ -45,10 +45,17 @@ locks, that DPOR reaches exactly the final states DFS reaches, bounded and
 not, with no more schedules.  Without a bound DPOR keeps its sleep sets and
 counts each schedule it runs to the end as one Mazurkiewicz trace; under a
 bound `distinct` counts schedules (some may share a trace).
+
+**Subtrees.**  `restrict(part)` confines a search to one subtree
+(check/strategies/subtree.py): the nodes of its prefix and its root are
+frozen, a race that wants an alternative at one of them becomes a `Request`,
+and `frontier()` hands back the work left as subtrees.  check/fanout cuts
+an exploration into units of work that way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -62,6 +69,7 @@ from pagemap.check.strategies.base import (
     Nondeterminism,
     SleepBlocked,
 )
+from pagemap.check.strategies.subtree import Frozen, Request, Subtree
 from pagemap.sync.core import RELAX, Task
 from pagemap.sync.sim import EventLog, SimExecutor
 
@@ -152,9 +160,13 @@ class SearchChooser(Chooser):
                     return self._chose(t, current, kind)
             raise AssertionError("unreachable: the node's choice is among its candidates")
         node = self.search.new_node(self, alts, current, kind)
-        nxt = self._default(node, alts, current, kind)
-        node.tid = nxt.tid
-        node.backtrack |= 1 << nxt.tid
+        if k <= self.search.root:
+            node.tid = self.search.enter(self, node, k)
+            nxt = next(t for t in alts if t.tid == node.tid)
+        else:
+            nxt = self._default(node, alts, current, kind)
+            node.tid = nxt.tid
+            node.backtrack |= 1 << nxt.tid
         stack.append(node)
         return self._chose(nxt, current, kind)
 
@@ -195,6 +207,57 @@ class Search(Explorer):
         self.races = 0
         self._started = False
         self._traces: set[int] = set()
+        self.last_trace: int | None = None  # the last schedule's trace key (DPOR), if run whole
+        # A subtree (restrict): the depth of its root node, -1 for the whole tree.
+        self.part = Subtree()
+        self.root = -1
+        self.requests: list[Request] = []  # asked of frozen nodes, since last taken
+        self.last_log: EventLog | None = None  # the last schedule's steps (DPOR)
+        self._asked: set[Request] = set()
+
+    # -- a subtree ----------------------------------------------------------------
+    def restrict(self, part: Subtree) -> None:
+        """Explore only `part`: replay its prefix, try its alternatives at its root."""
+        assert not self._started, "restrict a search before its first schedule"
+        self.part = part
+        self.root = part.root
+        self.branch = max(self.root, 0)
+
+    def enter(self, chooser: SearchChooser, node: Node, k: int) -> int:
+        """The choice at frozen node `k` (the prefix's, or the root's first
+        alternative within the bound), with the root's sleep set."""
+        part = self.part
+        if k < self.root:
+            want = 1 << part.prefix[k]
+        else:
+            want = part.alts
+            node.sleep = dict(part.sleep)
+            node.conservative = part.conservative & want
+        if node.enabled & want != want:
+            chooser._fail(
+                Nondeterminism(
+                    f"choice point {k} offered tasks {_tids(node.enabled)} on replay, "
+                    f"but the subtree asks for {_tids(want)}"
+                )
+            )
+        node.backtrack = want
+        for tid in node.order:
+            if want >> tid & 1 and (k < self.root or self._within(node, tid)):
+                return tid
+        raise ValueError(f"no alternative of the subtree at depth {k} is within the bound")
+
+    def _within(self, node: Node, tid: int) -> bool:
+        return self.bound is None or node.cost(tid) <= self.bound
+
+    def _ask(self, depth: int, tid: int, conservative: bool) -> None:
+        req = Request(depth, tid, conservative)
+        if req not in self._asked:
+            self._asked.add(req)
+            self.requests.append(req)
+
+    def take_requests(self) -> list[Request]:
+        out, self.requests = self.requests, []
+        return out
 
     # -- schedules --------------------------------------------------------------
     def chooser(self, index: int) -> Chooser | None:
@@ -276,64 +339,76 @@ class Search(Explorer):
         # A run cut short made fewer choices than the stack may hold.
         del self.stack[chooser.k :]
         log = outcome.log
+        self.last_log = log
+        self.last_trace = None
         if self.reduce and log is not None:
             hb = HappensBefore(log, release_races=self.bound is not None)
             if not cut:
                 # Its Mazurkiewicz trace, named by its normal form: under a
-                # bound two schedules may share one.
-                self._traces.add(hash(hb.signature()))
+                # bound two schedules may share one.  The key is the same in
+                # every process, so that check/fanout counts traces across
+                # units of work.
+                self.last_trace = trace_key(hb.signature())
+                self._traces.add(self.last_trace)
                 self.distinct = len(self._traces)
             self._add_backtracks(log, hb)
         self._advance(log)
 
     def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
-        at = {node.event: node for node in self.stack}
+        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
         # Context switches: the first choice, and every choice that ran a task
         # other than the one that took the step before it.
         switches = [
-            n for n in self.stack if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
+            (d, n)
+            for d, n in enumerate(self.stack)
+            if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
         ]
         for i, j in hb.races(max(start, 0)):
-            node = at.get(i)
-            if node is None:
+            found = at.get(i)
+            if found is None:
                 continue  # step i was no choice: nothing else could go there
+            depth, node = found
             self.races += 1
             initials = [t for t in sorted(hb.initials(i, j)) if node.enabled >> t & 1]
             if not initials:
                 continue  # nobody in the race could go first: not reversible
             want = log.tids[j] if log.tids[j] in initials else initials[0]
             if not any(node.backtrack >> t & 1 for t in initials):
-                node.backtrack |= 1 << want
+                if depth <= self.root:
+                    self._ask(depth, want, False)
+                else:
+                    node.backtrack |= 1 << want
             if self.bound is not None:
                 self._conservative(node, want, switches)
 
-    @staticmethod
-    def _conservative(node: Node, tid: int, switches: list[Node]) -> None:
+    def _conservative(self, node: Node, tid: int, switches: list[tuple[int, Node]]) -> None:
         """BPOR: also try `tid` at the last context switch before `node`,
         where it may cost no new preemption; explored with no sleep set."""
-        for n in reversed(switches):
+        for depth, n in reversed(switches):
             if n.event < node.event:
                 bit = 1 << tid
                 if n.enabled & bit and not n.done & bit:
-                    n.backtrack |= bit
-                    n.conservative |= bit
+                    if depth <= self.root and not n.backtrack & bit:
+                        self._ask(depth, tid, True)
+                    elif depth >= self.root:
+                        n.backtrack |= bit
+                        n.conservative |= bit
                 return
 
     def _advance(self, log: EventLog | None) -> None:
         """Mark what was just run as done, deepest node first, and set up the
         next alternative; exhausted when none is left."""
         stack = self.stack
-        while stack:
+        floor = max(self.root, 0)  # frozen nodes above a subtree's root are not revisited
+        while len(stack) > floor:
             node = stack[-1]
             bit = 1 << node.tid
             if not node.done & bit:
                 node.done |= bit
                 if self.reduce and log is not None and node.event < len(log.tids):
                     node.done_fp[node.tid] = footprint(log, node.event)
-            todo = (node.enabled if not self.reduce else node.backtrack) & ~node.done
-            if self.reduce:
-                todo &= ~node.sleep_mask() | node.conservative
+            todo = self._todo(node, len(stack) - 1)
             for tid in node.order:
                 if not todo >> tid & 1:
                     continue
@@ -345,6 +420,81 @@ class Search(Explorer):
                 return
             stack.pop()
         self.exhausted = True
+
+    def _todo(self, node: Node, depth: int) -> int:
+        """Candidates not yet tried at `node`: DFS every one, DPOR those its
+        races asked for and not asleep; at a subtree's root, its own only."""
+        todo = (node.enabled if not self.reduce else node.backtrack) & ~node.done
+        if self.reduce:
+            todo &= ~node.sleep_mask() | node.conservative
+        if depth == self.root:
+            todo &= self.part.alts
+        return todo
+
+    # -- handing back the work left -------------------------------------------------
+    def frontier(self, log: EventLog | None) -> tuple[list[Subtree], list[Frozen]]:
+        """The work left after the last schedule, as subtrees (deepest first,
+        the next schedule's own first), and the nodes they freeze.  `log`:
+        the last schedule's steps (DPOR), for the sleep sets the subtrees
+        keep.  The search is over afterwards."""
+        parts: list[Subtree] = []
+        frozen: list[Frozen] = []
+        stack, floor = self.stack, max(self.root, 0)
+        prefix = tuple(n.tid for n in stack)
+        for depth in range(floor, self.branch + 1) if not self.exhausted else ():
+            node = stack[depth]
+            nxt = depth == self.branch  # node.tid is the next to run, not one in progress
+            left = self._left(node, depth) & ~(0 if nxt else 1 << node.tid)
+            sleep = self._carried(node, log, nxt)
+            if depth > self.root:
+                claimed = node.done | 1 << node.tid | left
+                frozen.append(
+                    Frozen(
+                        prefix[:depth],
+                        node.enabled,
+                        node.current,
+                        node.relax,
+                        node.preemptions,
+                        node.sleep_mask(),
+                        claimed,
+                        sleep,
+                    )
+                )
+            if left:
+                parts.append(Subtree(prefix[:depth], left, sleep, node.conservative & left))
+        self.exhausted = True
+        parts.reverse()
+        return parts, frozen
+
+    def _left(self, node: Node, depth: int) -> int:
+        """The alternatives still to try at `node`, within the bound."""
+        todo = self._todo(node, depth)
+        left = 0
+        for tid in node.order:
+            if todo >> tid & 1 and self._within(node, tid):
+                left |= 1 << tid
+        return left
+
+    def _carried(
+        self, node: Node, log: EventLog | None, nxt: bool
+    ) -> tuple[tuple[int, Footprint], ...]:
+        """The sleep set a subtree of `node` starts with: the node's own and
+        the alternatives explored there (done, or in progress below it), each
+        with its step's footprint: all explored before the subtree's, so a
+        strict order, as sleep sets need."""
+        if not self.sleep_sets:
+            return ()
+        asleep = dict(node.sleep)
+        asleep.update(node.done_fp)
+        if not nxt and log is not None and node.event < len(log.tids):
+            asleep[node.tid] = footprint(log, node.event)
+        return tuple(sorted(asleep.items(), key=lambda kv: kv[0]))
+
+
+def trace_key(signature: Sequence[int]) -> int:
+    """A 64-bit name for a trace's normal form, the same on every machine."""
+    raw = b"".join(t.to_bytes(4, "little") for t in signature)
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
 def _tids(mask: int) -> list[int]:
