@@ -38,6 +38,7 @@ read is AlreadyClosed (EBADF); put_page still gives back what was taken.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 from pagemap.kernel.errors import (
@@ -471,22 +472,7 @@ class PageMap(Removal, ReverseMap):
         lo, hi = self._check_range(index, nr_pages)
         with self.lock:
             indices = [i for i, _ in self.tree.items(lo, hi)]
-        written = 0
-        first_error: BaseException | None = None
-        for i in indices:
-            page = self._find_page(i)
-            if page is None:
-                continue
-            try:
-                if self._writeback_page(page):
-                    written += 1
-            except OSError as exc:
-                first_error = first_error or exc
-            finally:
-                self.put_page(page)
-        if first_error is not None:
-            raise first_error
-        return written
+        return self._each_cached(indices, self._writeback_page)
 
     def nr_dirty_hint(self) -> int:
         """How many cached pages are dirty, as a hint for writeback: each
@@ -509,6 +495,22 @@ class PageMap(Removal, ReverseMap):
         flags = self.flags
         with self.lock:
             indices = [i for i, ppn in self.tree.items() if flags.load(ppn) & PG_DIRTY]
+
+        def expire(page: Page) -> bool:
+            old = flags.load(page.ppn)
+            if old & PG_DIRTY and (everything or old & PG_AGED):
+                return self._writeback_page(page)
+            if old & PG_DIRTY:
+                flags.fetch_or(page.ppn, PG_AGED)
+            return False
+
+        return self._each_cached(indices, expire)
+
+    def _each_cached(self, indices: list[int], write: Callable[[Page], bool]) -> int:
+        """Run `write` on each page still cached at `indices`, holding a
+        reference; how many it wrote.  A page whose write fails stays dirty
+        (_writeback_page's rule); the rest are still tried, and the first
+        error is raised at the end."""
         written = 0
         first_error: OSError | None = None
         for i in indices:
@@ -516,11 +518,7 @@ class PageMap(Removal, ReverseMap):
             if page is None:
                 continue
             try:
-                old = flags.load(page.ppn)
-                if old & PG_DIRTY and (everything or old & PG_AGED):
-                    written += self._writeback_page(page)
-                elif old & PG_DIRTY:
-                    flags.fetch_or(page.ppn, PG_AGED)
+                written += write(page)
             except OSError as exc:
                 first_error = first_error or exc
             finally:
