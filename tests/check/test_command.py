@@ -174,3 +174,21 @@ def test_check_report_writes_a_page_per_counterexample(
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "http:" not in html and "https:" not in html
     assert f"pagemap replay {trace}" in html
+
+
+def test_a_parameter_no_scenario_takes_is_refused_when_none_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in -p must not run the default job with the parameter dropped."""
+    from pagemap.check import command
+
+    def explored(*args: object) -> None:
+        raise AssertionError("the exploration started with a parameter no scenario takes")
+
+    monkeypatch.setattr(command, "run_serial", explored)
+    monkeypatch.setattr(command, "explore", explored)
+    assert main(["check", "-p", "laoders=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "'laoders'" in err and "loaders" in err.replace("'laoders'", "")
+    assert "pages" in err and "truncate_to" in err  # the parameters there are, every one

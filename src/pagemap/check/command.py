@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +294,8 @@ def run_check(args: argparse.Namespace) -> int:
     for name in names:
         lookup(name)  # unknown names: one line, exit 2
     overrides = dict(args.param)
+    if not args.scenarios:
+        _taken_by_some(scenarios.values(), overrides)
     models: dict[str, Model] = {
         n: scenarios[n].model(overrides if args.scenarios else _known(scenarios[n], overrides))
         for n in names
@@ -392,6 +394,18 @@ def _by_scenario(names: list[str], units: list[Unit], results: list[Summary]) ->
     for s in results:
         parts[s.scenario].append(s)
     return [merge(parts[n]) for n in names if parts[n]]
+
+
+def _taken_by_some(scenarios: Iterable[Any], overrides: Mapping[str, int]) -> None:
+    """With no scenario named, a parameter applies where it is taken; one that no
+    scenario takes is a typo, and must not run the whole job without it."""
+    taken = sorted({k for s in scenarios for k in s.defaults})
+    for key in overrides:
+        if key not in taken:
+            raise ValueError(
+                f"no scenario takes parameter {key!r} (the scenarios' parameters: "
+                f"{', '.join(taken)})"
+            )
 
 
 def _known(scenario: Any, overrides: dict[str, int]) -> dict[str, int]:
