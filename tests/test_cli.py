@@ -3,10 +3,12 @@ for every failure, `python -m pagemap`, and what `make run` installs."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,72 @@ def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
         check=False,
     )
     assert "'.[dev,cluster]'" in test.stdout
+
+
+def test_ctrl_c_while_the_entry_point_imports_pagemap_is_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import builtins
+
+    import _pagemap_cli
+
+    real_import = builtins.__import__
+
+    def interrupted(name: str, *args: Any, **kw: Any) -> Any:
+        if name == "pagemap.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert _pagemap_cli.main(["check", "--list"]) == 130
+    assert capsys.readouterr().err == "pagemap: interrupted\n"
+
+
+# Run in the child before the entry point: the import of pagemap's kernel (inside
+# `import pagemap`, the slowest part of start-up) says so in a file, then waits.
+SLOW_IMPORT = """
+import importlib.abc, pathlib, sys, time
+
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pagemap.kernel":
+            pathlib.Path(sys.argv[1]).write_text("importing")
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Slow())
+"""
+
+
+def test_ctrl_c_during_the_imports_is_exit_130_and_no_traceback(tmp_path: Path) -> None:
+    """SIGINT while the console script (as pyproject.toml names it) imports pagemap."""
+    import signal
+    import time
+    import tomllib
+
+    script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = script["pagemap"].partition(":")
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    marker = tmp_path / "importing"
+    code = f"import sys, slow_import; from {module} import {function}; sys.exit({function}())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(marker)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never reached the import"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) <= 1, err
