@@ -5,6 +5,7 @@ memory, MAP_LOCKED, and truncate under a mapping."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -346,6 +347,64 @@ def test_msync_writes_back_without_evicting_and_catches_later_stores(
     assert pte_of(p, a + PGSIZE) & PTE_D
     p.msync(a + PGSIZE, 1)
     assert host_bytes(file)[PGSIZE : PGSIZE + 3] == b"two"
+
+
+def test_msync_makes_what_it_wrote_durable_with_a_host_fsync(
+    machine: Machine, file: HostFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MS_SYNC: the bytes reach the host's disk, not just its page cache, as
+    Linux's msync reaches the disk through vfs_fsync_range: a host fsync of
+    the file after the pwrite that wrote them, and none for a range with
+    nothing shared in it."""
+    calls: list[tuple[str, int]] = []
+    real_pwrite, real_fsync = os.pwrite, os.fsync
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        calls.append(("pwrite", fd))
+        return real_pwrite(fd, data, offset)
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", fd))
+        real_fsync(fd)
+
+    monkeypatch.setattr("pagemap.kernel.hostio.os.pwrite", pwrite)
+    monkeypatch.setattr("pagemap.kernel.hostio.os.fsync", fsync)
+    fd = file.inode.io.fd
+    p = machine.process()
+    a = p.mmap(2 * PGSIZE, RW, MAP_SHARED, file)
+    b = p.mmap(PGSIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS, addr=a + 2 * PGSIZE)
+    p.store(a + PGSIZE, b"durable")
+    p.msync(a, 2 * PGSIZE)
+    assert calls == [("pwrite", fd), ("fsync", fd)]
+    calls.clear()
+    p.msync(b, PGSIZE)  # anonymous memory: nothing of a file to make durable
+    assert calls == []
+
+
+def test_msync_whose_writeback_fails_does_not_sync_and_keeps_the_page_dirty(
+    machine: Machine, file: HostFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write is msync's error (EIO), with no fsync claiming the
+    bytes durable; the page stays dirty and the next msync writes and syncs."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr("pagemap.kernel.hostio.os.fsync", fsync)
+    p = machine.process()
+    a = p.mmap(PGSIZE, RW, MAP_SHARED, file)
+    p.store(a, b"retry")
+    file.faults.fail("write")
+    with pytest.raises(OSError) as exc:
+        p.msync(a, PGSIZE)
+    assert exc.value.errno == errno.EIO
+    assert fsyncs == [] and no_locks_held(p)
+    p.msync(a, PGSIZE)
+    assert fsyncs == [file.inode.io.fd]
+    assert host_bytes(file)[:5] == b"retry"
 
 
 def test_msync_ignores_private_and_anonymous_memory(machine: Machine, file: HostFile) -> None:

@@ -42,7 +42,6 @@ from pagemap.kernel.mman import (
     PROT_WRITE,
 )
 from pagemap.kernel.owner import as_int, check_alive, check_machine, check_open, check_type
-from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import RADIX_MAX_INDEX
 from pagemap.kernel.vfs import File
 from pagemap.kernel.vmr import (
@@ -312,17 +311,24 @@ class Mappings(FaultHandler):
     # -- msync -----------------------------------------------------------------------
     def msync(self, addr: int, length: int) -> None:
         """Write back the dirty file pages of the shared mappings in
-        [addr, addr + length), evicting none (MS_SYNC).  ENOMEM, after the
-        rest is written, if part of the range is unmapped, as on Linux."""
+        [addr, addr + length), evicting none, and make them durable (MS_SYNC:
+        Linux's vfs_fsync_range, here the file's sync_backing, a host fsync).
+        ENOMEM, after the rest is written, if part of the range is unmapped,
+        as on Linux."""
         lo, hi = self._check_range("msync", addr, length)
         if lo == hi:
             return
         with self.vmr_lock:
             work, hole = self._harvest(lo, hi)
         first_error: OSError | None = None
-        for mapping, first, count in work:
+        for file, ranges in work:
             try:
-                mapping.writeback(first, count)
+                for first, count in ranges:
+                    file.mapping.writeback(first, count)
+                # Only once the pages are written: what the backing store makes
+                # durable must include them (a file whose writeback failed is
+                # not synced, as vfs_fsync_range returns that error first).
+                file.sync_backing()
             except OSError as exc:
                 first_error = first_error or exc
         if first_error is not None:
@@ -330,20 +336,26 @@ class Mappings(FaultHandler):
         if hole is not None:
             raise NotMapped(f"msync: nothing is mapped at {hole:#x}")
 
-    def _harvest(self, lo: int, hi: int) -> tuple[list[tuple[PageMap, int, int]], int | None]:
+    def _harvest(
+        self, lo: int, hi: int
+    ) -> tuple[list[tuple[MappedFile, list[tuple[int, int]]]], int | None]:
         """Move D bits to PG_DIRTY in every shared file mapping in [lo, hi);
-        the page ranges to write back, and the first unmapped address."""
-        work: list[tuple[PageMap, int, int]] = []
+        each file with its page ranges to write back (a file once, so it is
+        synced once), and the first unmapped address."""
+        work: list[tuple[MappedFile, list[tuple[int, int]]]] = []
         hole: int | None = None
         pos = lo
         for v in overlapping(self.vmrs, lo, hi):
             if v.base > pos and hole is None:
                 hole = pos
             a, b = max(lo, v.base), min(hi, v.end)
-            mapping = v.mapping
-            if mapping is not None and v.shared:
+            if v.file is not None and v.shared:
                 self.collect_dirty(a, b)
-                work.append((mapping, v.index_of(a), (b - a) >> PGSHIFT))
+                ranges = next((r for f, r in work if f is v.file), None)
+                if ranges is None:
+                    ranges = []
+                    work.append((v.file, ranges))
+                ranges.append((v.index_of(a), (b - a) >> PGSHIFT))
             pos = b
         if pos < hi and hole is None:
             hole = pos

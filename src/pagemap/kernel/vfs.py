@@ -437,6 +437,12 @@ class File:
         self._check_open("fsync")
         self.inode.fsync()
 
+    def sync_backing(self) -> None:
+        """Make what writeback wrote of this file durable, without writing
+        anything back: msync's MS_SYNC, after it wrote its range.  Works on a
+        closed file, as msync does through a mapping that outlived its fd."""
+        self.inode.sync_backing()
+
     def close(self) -> None:
         """Close this file; closing twice is harmless.  As on Linux, the inode
         and its cached pages stay: close writes nothing back."""

@@ -37,6 +37,9 @@ class MappedFile(Protocol):
     @property
     def writable(self) -> bool: ...
 
+    def sync_backing(self) -> None:
+        """Make what writeback wrote durable (msync's MS_SYNC)."""
+
 
 def prot_allows(prot: int, write: bool) -> bool:
     """Whether `prot` lets a load (or store) through.  As on x86, anything
