@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -22,12 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pagemap import __version__
+from pagemap import __version__, e2fsprogs
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
 from pagemap.options import format_size, host_memory, seconds, size, whole
 from pagemap.workload.runner import Result, run_workload
 from pagemap.workload.spec import Spec
+from pagemap.workload.target import IMAGE_FILE
 
 RUN_SCHEMA = 1  # the version of run.schema.json that `--json` follows
 TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
@@ -175,7 +177,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def _run_with_display(spec: Spec) -> int:
     console = Console()
-    console.print(banner(spec), soft_wrap=True)
+    console.print(banner(spec, _size_in_image(spec)), soft_wrap=True)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -196,15 +198,35 @@ def _run_with_display(spec: Spec) -> int:
     return 1
 
 
-def banner(spec: Spec) -> str:
+def banner(spec: Spec, in_image: int | None = None) -> str:
     """One line saying what runs, with the sizes as they are (a user's file is
-    counted at its own size)."""
-    source = f"a copy of {spec.file}" if spec.file is not None else "a generated file"
+    counted at its own size; `in_image`: the size of the file the image holds,
+    None if it holds none and one of --file-size is made there)."""
+    size = format_size(spec.file_size)
+    if spec.image is not None and in_image is not None:
+        source = f"{IMAGE_FILE} of {format_size(in_image)} in a copy of {spec.image}"
+    elif spec.image is not None:
+        source = f"a generated file of {size}, made as {IMAGE_FILE} in a copy of {spec.image}"
+    elif spec.file is not None:
+        source = f"a copy of {spec.file} of {size}"
+    else:
+        source = f"a generated file of {size}"
     return (
         f"pagemap run: {spec.procs} processes, {spec.ops:,} operations, {spec.cores} cores, "
-        f"{format_size(spec.memory)} of frames, {source} of {format_size(spec.file_size)}, "
+        f"{format_size(spec.memory)} of frames, {source}, "
         f"executor {spec.executor}, seed {spec.seed}, reclaim policy {spec.reclaim}"
     )
+
+
+def _size_in_image(spec: Spec) -> int | None:
+    """The size of the job's file in --image's image, read (with debugfs, which
+    only reads) before the copy is made; None without an image or that file.
+    Only a regular file is read here: on a FIFO or a device debugfs would wait
+    or read without end."""
+    if spec.image is None or not os.path.isfile(spec.image):
+        return None
+    name = IMAGE_FILE.lstrip("/")
+    return next((e.size for e in e2fsprogs.ls(spec.image, "/") if e.name == name), None)
 
 
 def counters_table(result: Result) -> Table:
