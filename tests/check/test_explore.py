@@ -9,7 +9,6 @@ import pytest
 
 from pagemap.check import CounterexampleFound, Trace, explore, model, replay_model
 from pagemap.check.mutants import MUTANTS
-from pagemap.check.oracles import LIVENESS
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
@@ -22,6 +21,7 @@ from pagemap.check.strategies import (
 )
 from pagemap.check.trace import TraceError
 from pagemap.machine import Machine
+from pagemap.oracles import LIVENESS
 from pagemap.sync.atomic import AtomicWord
 
 # -- a tiny model: two tasks, two atomic steps each ---------------------------------

@@ -14,11 +14,11 @@ import tempfile
 from collections.abc import Callable
 from typing import NoReturn
 
-from pagemap.check.oracles import Violation
-from pagemap.check.oracles.memory import MemorySafety
 from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.machine import Machine
+from pagemap.oracles import Violation
+from pagemap.oracles.memory import MemorySafety
 from pagemap.sync.core import Task
 from pagemap.sync.sim import SimExecutor
 

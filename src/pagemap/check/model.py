@@ -30,11 +30,11 @@ from pagemap.check import knobs as settings
 from pagemap.check.context import RunContext
 from pagemap.check.database import Database
 from pagemap.check.knobs import FROM_ENV, Knobs
-from pagemap.check.oracles import ACCOUNTING, Violation
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
 from pagemap.check.trace import Trace
 from pagemap.hw.memory import parse_size
+from pagemap.oracles import ACCOUNTING, Violation
 
 S = TypeVar("S")
 

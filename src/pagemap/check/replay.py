@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import LIVENESS, Violation
 from pagemap.check.recorder import Recorder
 from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Trace
+from pagemap.oracles import LIVENESS, Violation
 from pagemap.sync.watchdog import Watchdog
 
 MAX_PERIOD = 400  # the longest livelock cycle looked for, in steps

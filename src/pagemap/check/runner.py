@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import ASSERTION, CRASH, LIVENESS, Violation
 from pagemap.check.path import Path
 from pagemap.check.strategies import (
     BoundExceeded,
@@ -29,6 +28,7 @@ from pagemap.check.strategies import (
 )
 from pagemap.check.trace import Trace
 from pagemap.machine import Machine
+from pagemap.oracles import ASSERTION, CRASH, LIVENESS, Violation
 from pagemap.sync.core import Deadlock, StepBudgetExceeded, TaskStuck
 from pagemap.sync.sim import EventLog, SimExecutor
 from pagemap.sync.watchdog import Watchdog

@@ -4,7 +4,7 @@
 (check/memdisk.py's MemInode) by default, or a real host file (in the
 exploration's scratch directory, rewritten each schedule) for scenarios about
 host files.  Pages come from the Machine's real page map.  It keeps the
-file's shadow (check/oracles/coherence.py) and installs the Machine's access
+file's shadow (oracles/coherence.py) and installs the Machine's access
 hook, so that for every user load and store, just before its bytes land (no
 scheduling point in between):
 
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 
 from pagemap.check.context import RunContext
 from pagemap.check.memdisk import MemInode
-from pagemap.check.oracles import COHERENCE, DURABILITY, Violation
-from pagemap.check.oracles.accounting import no_leak, quiescent
-from pagemap.check.oracles.coherence import SLOT, Shadow, describe, stamp
-from pagemap.check.oracles.durability import nothing_lost
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.mman import MAP_PRIVATE
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
+from pagemap.oracles import COHERENCE, DURABILITY, Violation
+from pagemap.oracles.accounting import no_leak, quiescent
+from pagemap.oracles.coherence import SLOT, Shadow, describe, stamp
+from pagemap.oracles.durability import nothing_lost
 
 __all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pagemap.check.oracles import LIVENESS
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, Outcome, run_schedule
 from pagemap.check.strategies import FollowChooser, Search, SwitchChooser
 from pagemap.check.trace import Trace
+from pagemap.oracles import LIVENESS
 from pagemap.sync.watchdog import Watchdog
 
 Key = tuple[int, int, int]

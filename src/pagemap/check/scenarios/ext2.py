@@ -34,9 +34,6 @@ from pathlib import Path
 
 from pagemap import e2fsprogs
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import ACCOUNTING, DURABILITY, MEMORY_SAFETY, Violation
-from pagemap.check.oracles.accounting import no_leak, quiescent
-from pagemap.check.oracles.coherence import Shadow
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
@@ -47,6 +44,9 @@ from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import RESIZE_INO
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.machine import Machine
+from pagemap.oracles import ACCOUNTING, DURABILITY, MEMORY_SAFETY, Violation
+from pagemap.oracles.accounting import no_leak, quiescent
+from pagemap.oracles.coherence import Shadow
 
 BS = 1024
 A_SIZE, B_SIZE = 1000, 3000  # /a one block, /b three

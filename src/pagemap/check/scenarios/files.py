@@ -7,16 +7,16 @@ import errno
 import os
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import COHERENCE, CRASH
-from pagemap.check.oracles.accounting import no_leak, quiescent
-from pagemap.check.oracles.coherence import describe
-from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import BusError, IOFailure
 from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
+from pagemap.oracles import COHERENCE, CRASH
+from pagemap.oracles.accounting import no_leak, quiescent
+from pagemap.oracles.coherence import describe
+from pagemap.oracles.durability import nothing_lost
 from pagemap.sync.core import WRITE
 
 

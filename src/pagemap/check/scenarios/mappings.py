@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import ACCOUNTING
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import SegmentationFault
 from pagemap.kernel.mman import MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
+from pagemap.oracles import ACCOUNTING
 
 
 def _remover(ctx: RunContext, f: ShadowFile, lo: int, n: int) -> None:

@@ -12,13 +12,13 @@ import errno
 
 from pagemap.check.context import RunContext
 from pagemap.check.memdisk import MemDisk, page_bytes
-from pagemap.check.oracles import COHERENCE, CRASH, MEMORY_SAFETY, Violation
-from pagemap.check.oracles.accounting import no_leak, quiescent
-from pagemap.check.oracles.durability import nothing_lost
 from pagemap.check.scenario import Params, Scenario
 from pagemap.kernel.errors import IOFailure
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
+from pagemap.oracles import COHERENCE, CRASH, MEMORY_SAFETY, Violation
+from pagemap.oracles.accounting import no_leak, quiescent
+from pagemap.oracles.durability import nothing_lost
 from pagemap.sync.core import READ, WRITE
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 
 from pagemap.check.context import RunContext
-from pagemap.check.oracles import COHERENCE, DURABILITY, Violation
-from pagemap.check.oracles.accounting import no_leak, quiescent
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
@@ -32,6 +30,8 @@ from pagemap.kernel.mman import (
 )
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.kernel.proc import Proc
+from pagemap.oracles import COHERENCE, DURABILITY, Violation
+from pagemap.oracles.accounting import no_leak, quiescent
 
 
 def _stamp(who: int, n: int) -> bytes:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pagemap.check.oracles import DURABILITY, Violation
-from pagemap.check.oracles.coherence import SLOT, describe
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.page import PG_DIRTY
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.slot import decode_slot
+from pagemap.oracles import DURABILITY, Violation
+from pagemap.oracles.coherence import SLOT, describe
 
 
 def cached_page_bytes(pm: PageMap, index: int) -> tuple[bytes, bool] | None:

@@ -24,11 +24,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
-from pagemap.check.oracles import MEMORY_SAFETY
 from pagemap.hw.memory import PGSHIFT
 from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.slot import decode_slot
+from pagemap.oracles import MEMORY_SAFETY
 
 if TYPE_CHECKING:
     from pagemap.machine import Machine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pagemap.check.oracles import ACCOUNTING, Violation
+from pagemap.oracles import ACCOUNTING, Violation
 
 if TYPE_CHECKING:
     from pagemap.machine import Machine
