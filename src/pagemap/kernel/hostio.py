@@ -5,13 +5,16 @@ files (kernel/hostfs.py) read and write their pages through one, and so does
 a block device (kernel/blockdev.py) its disk image.  Every host call goes
 through HostIO, which makes it a scheduling point ("host_read", "host_write",
 "host_truncate", "host_sync"), lets tests make the next few calls fail
-(HostFaults), and turns any host error into EIO.
+(HostFaults), and turns any host error into a KernelError that keeps the
+host's errno (a full host disk is ENOSPC to the caller, as Linux reports
+it, not EIO).
 
 Rules: a HostIO takes no kernel lock, so it may be called with any held
 (writepage calls it under the page lock and the host file's host_lock).  A
-failed call raises IOFailure (EIO) and is not retried; what stays undone is
-the caller's to keep (a failed writepage leaves its page dirty).  The
-descriptor is closed by close(), or when the HostIO is collected.
+failed call raises a KernelError and is not retried; what stays undone is
+the caller's to keep (a failed writepage leaves its page dirty).  A host
+write that makes no progress (os.pwrite returning 0) is ENOSPC, never a
+loop.  The descriptor is closed by close(), or when the HostIO is collected.
 """
 
 from __future__ import annotations
@@ -29,25 +32,47 @@ from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 FAULT_KINDS = ("read", "write", "truncate", "sync")
+# What an injected fault looks like to the host call: an error with this
+# errno, a write the host cuts short, or a write that makes no progress.
+FAULT_EFFECTS = ("eio", "enospc", "short", "zero")
 
 
 class HostFaults:
     """Makes the next N host calls of a kind fail with EIO, as a failing disk
-    would: `faults.fail("write", 2)`.  Kinds: read, write, truncate, sync."""
+    would: `faults.fail("write", 2)`.  Kinds: read, write, truncate, sync.
+
+    `faults.fail("write", 1, "enospc")` fails with ENOSPC instead (a full
+    host disk); "short" makes the host write take only part of the bytes
+    before it fails with ENOSPC, and "zero" makes os.pwrite return 0 (no
+    progress): the two ways a real write stops short."""
 
     def __init__(self, executor: Executor, name: str) -> None:
         self._pending: dict[str, AtomicWord] = {
             kind: executor.atomic(0, f"{name}.faults.{kind}") for kind in FAULT_KINDS
         }
+        # The effect of the faults of each kind, as set by the last fail();
+        # read only by the host call that takes a fault.
+        self._effect: dict[str, str] = dict.fromkeys(FAULT_KINDS, "eio")
 
-    def fail(self, kind: str, count: int = 1) -> None:
-        """Make the next `count` host calls of `kind` fail.  Not a system call
-        but a test's setting: a bad kind or count is a ValueError."""
+    def fail(self, kind: str, count: int = 1, effect: str = "eio") -> None:
+        """Make the next `count` host calls of `kind` fail (with `effect`, one
+        of FAULT_EFFECTS; "short" and "zero" only for writes).  Not a system
+        call but a test's setting: a bad kind, count or effect is a ValueError."""
         word = self._word(kind, "fail")
         count = as_int(count, "faults.fail", "the count")
         if count < 0:
             raise ValueError(f"faults.fail: cannot fail {count} host calls: the count is negative")
+        if effect not in FAULT_EFFECTS or (effect in ("short", "zero") and kind != "write"):
+            raise ValueError(
+                f"faults.fail: no effect {effect!r} for {kind} calls; the effects are "
+                f"eio and enospc, and short and zero for writes"
+            )
+        self._effect[kind] = effect
         word.fetch_add(count)
+
+    def effect(self, kind: str) -> str:
+        """How a fault of `kind` shows itself (see fail)."""
+        return self._effect[kind]
 
     def pending(self, kind: str) -> int:
         """How many host calls of `kind` are still to fail."""
@@ -103,15 +128,30 @@ class HostIO:
     def close(self) -> None:
         self._finalizer()
 
-    def _enter(self, kind: str, what: str) -> None:
+    def _enter(self, kind: str, what: str) -> str:
+        """The scheduling point of a host call; the effect of an injected
+        fault if this call takes one ("" if not).  Errors are raised here;
+        "short" and "zero" are the write's to act out."""
         self.executor.point(f"host_{kind}", self, READ if kind == "read" else WRITE)
-        if self.faults.take(kind):
+        effect = self.faults.effect(kind) if self.faults.take(kind) else ""
+        if effect == "eio":
             raise IOFailure(f"{self.name}: {what} failed (injected host I/O error)")
+        if effect == "enospc":
+            raise KernelError(
+                f"{self.name}: {what} failed (injected: no space left on the host's device)",
+                errno=errno.ENOSPC,
+            )
         if self.closed:
             raise AlreadyClosed(f"{self.name}: {what} after its machine was closed")
+        return effect
 
-    def _failed(self, what: str, exc: OSError) -> IOFailure:
-        return IOFailure(f"{self.name}: {what} failed on the host: {exc.strerror or exc}")
+    def _failed(self, what: str, exc: OSError) -> KernelError:
+        """A host error as the kernel reports it: the host's own errno (ENOSPC
+        stays ENOSPC, EDQUOT stays EDQUOT), EIO only when it has none."""
+        code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
+        return KernelError(
+            f"{self.name}: {what} failed on the host: {exc.strerror or exc}", errno=code
+        )
 
     def pread(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`; fewer only at the host file's end."""
@@ -134,11 +174,28 @@ class HostIO:
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         src = memoryview(data).cast("B")
         what = f"write of {len(src)} bytes at {offset}"
-        self._enter("write", what)
+        effect = self._enter("write", what)
         done = 0
         try:
             while done < len(src):
-                done += os.pwrite(self.fd, src[done:], offset + done)
+                if effect == "short":
+                    # The host takes half, then the next call finds no room.
+                    done += os.pwrite(self.fd, src[: max(1, len(src) // 2)], offset)
+                    effect = "enospc"
+                    continue
+                wrote = 0 if effect else os.pwrite(self.fd, src[done:], offset + done)
+                if not wrote:
+                    # No progress: asking again would loop forever.  Linux's
+                    # write(2) returns 0 only when the device has no room for
+                    # another byte, which it reports as ENOSPC.
+                    raise KernelError(
+                        f"{self.name}: {what} failed on the host: the write made no progress "
+                        f"after {done} bytes (no space left on the host's device)",
+                        errno=errno.ENOSPC,
+                    )
+                done += wrote
+        except KernelError:
+            raise
         except OSError as exc:
             raise self._failed(what, exc) from exc
         self.nr_writes.fetch_add(1)
