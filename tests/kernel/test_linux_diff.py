@@ -53,7 +53,8 @@ REGION = 0x1000_0000_0000  # far below Linux's own mmap area, inside ours
 REGION_PAGES = 12
 FILE_PAGES = 6
 MS_SYNC = 4
-MAP_FAILED = (1 << 64) - 1
+WORD = 1 << 64  # lengths are size_t: an end at or past this wraps
+MAP_FAILED = WORD - 1
 RW = PROT_READ | PROT_WRITE
 PROTS = (RW, PROT_READ, PROT_NONE)  # no PROT_WRITE alone: x86 reads it, /proc/self/maps says "-w-"
 
@@ -369,6 +370,14 @@ def apply(side: Linux | Ours, op: Op) -> object:
         pg, n, prot = a
         assert isinstance(pg, int) and isinstance(n, int) and isinstance(prot, int)
         return side.mprotect(addr_of(pg), n * PGSIZE, prot)
+    if op.kind == "mprotect_bytes":  # a length in bytes, any size_t
+        pg, length, prot = a
+        assert isinstance(pg, int) and isinstance(length, int) and isinstance(prot, int)
+        return side.mprotect(addr_of(pg), length, prot)
+    if op.kind == "msync_bytes":
+        pg, length = a
+        assert isinstance(pg, int) and isinstance(length, int)
+        return side.msync(addr_of(pg), length)
     if op.kind == "load":
         pg, off, n = a
         assert isinstance(pg, int) and isinstance(off, int) and isinstance(n, int)
@@ -447,6 +456,25 @@ HAND_PICKED = {
         Op("mprotect", (0, 3, RW)),
         Op("store", (0, 0, b"x")),
         Op("store", (2, 0, b"x")),
+    ],
+    "mprotect whose end wraps past 2**64 changes nothing; msync's wraps": [
+        Op("mmap", (0, 2, RW, MAP_SHARED, False, 0)),
+        Op("store", (0, 0, b"x")),
+        Op("mprotect_bytes", (0, WORD - addr_of(0), PROT_READ)),
+        Op("store", (0, 1, b"x")),
+        Op("mprotect_bytes", (0, WORD - 1, PROT_READ)),
+        Op("store", (1, 0, b"x")),
+        Op("mprotect_bytes", (0, WORD - PGSIZE, PROT_NONE)),
+        Op("store", (1, 1, b"x")),
+        Op("msync_bytes", (0, WORD - addr_of(0))),
+        Op("msync_bytes", (0, WORD - PGSIZE)),
+        Op("msync_bytes", (0, WORD - 1)),
+        Op("msync_bytes", (0, WORD - PGSIZE + 1)),
+        Op("pread", (0, 2)),
+        # An end past the top of user space that does not wrap: the region
+        # below it changes, then ENOMEM.
+        Op("mprotect_bytes", (0, 1 << 63, PROT_READ)),
+        Op("store", (0, 0, b"x")),
     ],
     "a store past the end in the last page, then the file grows": [
         Op("mmap", (0, 6, RW, MAP_SHARED, False, 0)),

@@ -31,6 +31,7 @@ from pagemap import (
 )
 from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.mm import USER_MIN, USER_TOP
+from pagemap.kernel.mmap import page_round_up
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -184,6 +185,54 @@ def test_mprotect_over_a_hole_changes_what_comes_before_it_then_fails_enomem(
     call = lambda: proc.mprotect(a, 3 * PGSIZE, PROT_READ)  # noqa: E731
     fails(call, errno.ENOMEM, NotMapped, proc)
     assert proc.vmrs[0].prot == PROT_READ
+
+
+# Lengths that take the end of the range past 2**64, where Linux's unsigned
+# end wraps: one that ends exactly at 2**64 (the end wraps to 0), one that is
+# the largest size_t (rounded up to whole pages it is 2**64, so it wraps to 0
+# pages), and one a page short of that.
+WRAPS: list[Callable[[int], int]] = [
+    lambda a: (1 << 64) - a,
+    lambda a: (1 << 64) - 1,
+    lambda a: (1 << 64) - PGSIZE,
+]
+
+
+@pytest.mark.parametrize("wrap", range(len(WRAPS)))
+def test_mprotect_whose_end_wraps_past_2_64_is_enomem_and_changes_nothing(
+    machine: Machine, proc: Proc, rw_file: HostFile, wrap: int
+) -> None:
+    """Linux checks the end before it looks at any region (end <= start:
+    ENOMEM); a range that merely passes the top of user space changes the
+    regions below it first (the test above)."""
+    a = proc.mmap(2 * PGSIZE, RW, MAP_SHARED, rw_file)
+    proc.store(a, b"x")
+    ptes = [proc.page_table.lookup(a >> 12)]
+    before = [w.value if w is not None else 0 for w in ptes]
+    call = lambda: proc.mprotect(a, WRAPS[wrap](a), PROT_READ)  # noqa: E731
+    msg = fails(call, errno.ENOMEM, NotMapped, proc)
+    assert "2**64" in msg
+    assert [(v.base, v.end, v.prot) for v in proc.vmrs] == [(a, a + 2 * PGSIZE, RW)]
+    assert [w.value if w is not None else 0 for w in ptes] == before
+    proc.store(a, b"y")  # still writable, with no fault to make it so
+    assert machine.check_quiescent() == []
+
+
+@pytest.mark.parametrize("wrap", range(len(WRAPS)))
+def test_msync_whose_end_wraps_past_2_64_writes_nothing(
+    proc: Proc, rw_file: HostFile, wrap: int
+) -> None:
+    """Linux's msync: ENOMEM for an end that wraps, but a length whose round
+    up to whole pages wraps to 0 is an empty range, and succeeds; either
+    way, nothing is written."""
+    a = proc.mmap(PGSIZE, RW, MAP_SHARED, rw_file)
+    proc.store(a, b"not yet")
+    length = WRAPS[wrap](a)
+    if page_round_up(length) == 1 << 64:
+        proc.msync(a, length)
+    else:
+        fails(lambda: proc.msync(a, length), errno.ENOMEM, NotMapped, proc)
+    assert Path(rw_file.path).read_bytes()[:7] == bytes(7)
 
 
 def test_mprotect_einval_cases_and_length_zero(proc: Proc) -> None:

@@ -59,6 +59,9 @@ from pagemap.kernel.vmr import (
     vmr_base,
 )
 
+# Linux's addresses and lengths are unsigned longs: an end at or past this wraps.
+ADDRESS_WRAP = 1 << 64
+
 
 def page_round_up(n: int) -> int:
     return (n + PGMASK) & ~PGMASK
@@ -266,7 +269,8 @@ class Mappings(FaultHandler):
         """Change the protection of [addr, addr + length), as Linux's
         mprotect(2): ENOMEM if part of the range is unmapped, EACCES for
         PROT_WRITE on a shared mapping of a file not open for writing; as on
-        Linux, regions before the offending one keep their new protection."""
+        Linux, regions before the offending one keep their new protection.
+        A range whose end wraps past 2**64 is ENOMEM before anything changes."""
         check_alive(self.exited, "mprotect", self.pid)
         prot = as_int(prot, "mprotect", "prot")
         if prot & ~PROT_ALL:
@@ -274,6 +278,11 @@ class Mappings(FaultHandler):
         lo, hi = self._check_range("mprotect", addr, length)
         if lo == hi:
             return
+        if hi >= ADDRESS_WRAP:
+            # Linux's end <= start, checked before any region is looked at:
+            # nothing changes (a length whose round up is 2**64 wraps to 0,
+            # so its end is its start, and counts here too).
+            raise NotMapped(f"mprotect: {addr:#x}+{length:#x} wraps past 2**64")
         with self.vmr_lock:
             try:
                 self._protect_locked(lo, hi, prot)
@@ -316,8 +325,10 @@ class Mappings(FaultHandler):
         ENOMEM, after the rest is written, if part of the range is unmapped,
         as on Linux."""
         lo, hi = self._check_range("msync", addr, length)
-        if lo == hi:
-            return
+        if lo == hi or hi - lo == ADDRESS_WRAP:
+            return  # Linux rounds the length up in an unsigned long: 2**64 is 0
+        if hi >= ADDRESS_WRAP:
+            raise NotMapped(f"msync: {addr:#x}+{length:#x} wraps past 2**64")  # end < start
         with self.vmr_lock:
             work, hole = self._harvest(lo, hi)
         first_error: OSError | None = None
