@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -147,13 +148,15 @@ def _run(args: argparse.Namespace) -> int:
         reclaim=args.reclaim,
         image=args.image,
     )
+    in_image = _size_in_image(spec)
+    _check_room_for_image(spec, in_image)
     try:
         with _sigterm_unwinds():
             if args.json:
                 result = run_workload(spec)
                 print(json.dumps(as_json(result), indent=2))
                 return 0 if result.ok else 1
-            return _run_with_display(spec)
+            return _run_with_display(spec, in_image)
     except Terminated:
         print("pagemap run: terminated (SIGTERM); its temp files are removed", file=sys.stderr)
         return TERMINATED
@@ -175,9 +178,9 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_with_display(spec: Spec) -> int:
+def _run_with_display(spec: Spec, in_image: int | None) -> int:
     console = Console()
-    console.print(banner(spec, _size_in_image(spec)), soft_wrap=True)
+    console.print(banner(spec, in_image), soft_wrap=True)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -227,6 +230,26 @@ def _size_in_image(spec: Spec) -> int | None:
         return None
     name = IMAGE_FILE.lstrip("/")
     return next((e.size for e in e2fsprogs.ls(spec.image, "/") if e.name == name), None)
+
+
+def _check_room_for_image(spec: Spec, in_image: int | None) -> None:
+    """ValueError, before the copy, if the temp directory's filesystem cannot
+    hold the copy of --image: its allocated blocks (holes stay holes) and the
+    job's file, which the run may fill (or make), up to the image's own size.
+    Else the copy or the run would fail on ENOSPC part way, naming the copy."""
+    if spec.image is None or not os.path.isfile(spec.image):
+        return
+    st = os.stat(spec.image)
+    file_size = in_image if in_image is not None else spec.file_size
+    need = min(st.st_size, st.st_blocks * 512 + file_size)
+    tmp = tempfile.gettempdir()
+    fs = os.statvfs(tmp)
+    free = fs.f_bavail * fs.f_frsize
+    if need > free:
+        raise ValueError(
+            f"--image {spec.image}: its copy may need {format_size(need)} in {tmp}, which "
+            f"has {format_size(free)} free; free some, or set TMPDIR to a roomier directory"
+        )
 
 
 def counters_table(result: Result) -> Table:
