@@ -168,6 +168,56 @@ class HappensBefore:
         vc = self.vc
         return all(q in (via, i) or vc[q][ti] <= li for q in self.preds[j])
 
+    def pending_races(self, pending: dict[int, Footprint]) -> list[tuple[int, int]]:
+        """Races with a task's *next* step, as Flanagan and Godefroid's DPOR
+        (POPL 2005) finds them: at every state of the run, for every task p,
+        the latest step i of another task that is dependent with p's pending
+        step and does not happen before it.  Pairs (i, p).
+
+        A task's pending step at the states between two of its steps is the
+        later one, so each executed step j of p stands for the states from
+        p's previous step up to j; `pending` adds the step each unfinished
+        task was about to take when the run stopped (blocked, or cut short).
+        This is what bounded DPOR needs beyond `races`: the race that would
+        reverse an acquisition may only be direct in a schedule past the
+        bound, and then only the blocked task's pending step shows it
+        (../findings: a lock taken twice by one task, once by another)."""
+        log = self.log
+        tids = log.tids
+        n = len(tids)
+        history: dict[object, list[tuple[int, int]]] = {}  # object -> (step, access)
+        last_of: dict[int, int] = {}
+        out: set[tuple[int, int]] = set()
+
+        def look(p: int, prev: int, fp: Footprint, end: int) -> None:
+            # Steps of other tasks before `end` dependent with fp, not before prev.
+            for obj, acc in fp:
+                steps = history.get(obj)
+                if not steps:
+                    continue
+                for k in range(len(steps) - 1, -1, -1):
+                    i, a = steps[k]
+                    if i >= end:
+                        continue
+                    if tids[i] == p or not (a | acc) & WRITE:
+                        continue
+                    if prev >= 0 and self.vc[prev][tids[i]] > self.local[i]:
+                        continue  # i happens before p's previous step
+                    out.add((i, p))
+                    if i < prev:
+                        break  # the latest one before p's previous step is enough
+
+        for j in range(n):
+            p = tids[j]
+            fp = footprint(log, j)
+            look(p, last_of.get(p, -1), fp, j)
+            for obj, acc in fp:
+                history.setdefault(obj, []).append((j, acc))
+            last_of[p] = j
+        for p, fp in pending.items():
+            look(p, last_of.get(p, -1), fp, n)
+        return sorted(out)
+
     def initials(self, i: int, j: int) -> set[int]:
         """The tasks whose first step in notdep(i).j depends on no other step
         of that sequence: the tasks DPOR may schedule before step i to

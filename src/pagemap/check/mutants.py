@@ -408,9 +408,9 @@ def _zap_drops_dirty(self: Proc, lo: int, hi: int, free_owned: bool) -> list[Pag
     with self.pte_lock:
         for _vpn, word in self.page_table.ptes(vpn_lo, vpn_hi):
             word.swap(0)  # BUG: the D bit goes with the PTE
-        freed = self._drop_owned(vpn_lo, vpn_hi) if free_owned else []
+        owned = self._owned_vpns(vpn_lo, vpn_hi) if free_owned else []
         self.tlb_shootdown()
-    return freed
+    return [self.anon.pop(v) for v in owned]
 
 
 def _keeps_nothing(old: int) -> int:
@@ -565,6 +565,16 @@ def _copies_kept(self: Proc, va_lo: int, va_hi: int) -> None:
     """BUG: truncate leaves private copies past the new end mapped."""
 
 
+def _disown_then_flush(self: Proc, vpns: list[int]) -> list[Page]:
+    # BUG: the private copies are freed before the shootdown, while a store
+    # translated on another core may still land in them.
+    for vpn in vpns:
+        self.allocator.decref(self.anon.pop(vpn))
+    if vpns:
+        self.tlb_shootdown()
+    return []
+
+
 def _mappings_not_collected(self: PageMap, index: int, nr_pages: int) -> None:
     """BUG: fsync writes back without the D bits of shared mappings."""
 
@@ -600,6 +610,14 @@ PROCESS_MUTANTS = (
         "truncate-private",
         {"drop_private_copies": _copies_kept},
         budget=20,
+        target=Proc,
+    ),
+    Mutant(
+        "truncate-frees-before-flush",
+        "truncate frees the private copies it unmapped before the TLB shootdown",
+        "truncate-private",
+        {"_flush_then_disown": _disown_then_flush},
+        budget=200,
         target=Proc,
     ),
     Mutant(

@@ -111,11 +111,23 @@ class MM:
                 word = self.page_table.lookup(vpn)
                 if word is not None:
                     word.swap(0)  # an anonymous page: no D bit anyone needs
-            copies = [self.anon.pop(v) for v in vpns]
-            if copies:
-                self.tlb_shootdown()
+            copies = self._flush_then_disown(vpns)
         for page in copies:
             self.allocator.decref(page)
+
+    def _flush_then_disown(self, vpns: list[int]) -> list[Page]:
+        """Shoot down, then take our pages at `vpns` out of self.anon, to be
+        freed by the caller; PTEs already cleared, pte_lock held.
+
+        In that order, as Linux's zap frees its pages only in tlb_finish_mmu,
+        after the flush: a store another core translated before the PTE was
+        cleared may land in the page until the shootdown has reached that
+        core, and the page must still be ours then (truncate-private: the
+        user's store is in flight while truncate clears its PTE; the mutant
+        "truncate frees private copies before the flush" is caught)."""
+        if vpns:
+            self.tlb_shootdown()
+        return [self.anon.pop(v) for v in vpns]
 
     # -- PTEs over a range ----------------------------------------------------------
     def _clear_ptes(self, lo: int, hi: int, bits: int, free_owned: bool = False) -> list[Page]:
@@ -149,10 +161,11 @@ class MM:
                     page = self.allocator.pages[pte_ppn(old)]
                     if page is not self.anon.get(vpn):
                         dirty.append(page)
-            freed = self._drop_owned(vpn_lo, vpn_hi) if free_owned else []
-            if changed or freed:
+            owned = self._owned_vpns(vpn_lo, vpn_hi) if free_owned else []
+            if changed or owned:
                 self._settle_dirty(dirty)
-        return freed
+            # Ours until after the shootdown (_flush_then_disown says why).
+            return [self.anon.pop(v) for v in owned]
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
@@ -177,9 +190,6 @@ class MM:
         if vpn_hi - vpn_lo <= len(self.anon):
             return [v for v in range(vpn_lo, vpn_hi) if v in self.anon]
         return sorted(v for v in self.anon if vpn_lo <= v < vpn_hi)
-
-    def _drop_owned(self, vpn_lo: int, vpn_hi: int) -> list[Page]:
-        return [self.anon.pop(v) for v in self._owned_vpns(vpn_lo, vpn_hi)]
 
     # -- the VMR list, as tests and oracles name it --------------------------------------
     # The kernel calls kernel/vmr.py directly; these are the names that

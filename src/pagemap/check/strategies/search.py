@@ -38,7 +38,14 @@ for a trace may cost more preemptions than another of the same trace
   bound;
 - there are no sleep sets: a task asleep (its next step explored from an
   ancestor) may be the very task whose blocking gives that free switch, and
-  the ancestor's exploration of it may have been cut by the bound.
+  the ancestor's exploration of it may have been cut by the bound;
+- races are also taken with every task's *pending* step, at every state of
+  the run, as Flanagan and Godefroid's DPOR does (hb.py `pending_races`):
+  the task if it can go at the racing step, every task that can otherwise,
+  and the same again at the last context switch before it.  BPOR is built on
+  that algorithm, and needs it: a race reversing an acquisition may be
+  direct only in a schedule past the bound, while a task blocked on the lock
+  shows it at once (test_dpor_soundness.py's ACQUIRE_TWICE).
 
 tests/check/test_dpor_soundness.py checks, over generated programs with
 locks, that DPOR reaches exactly the final states DFS reaches, bounded and
@@ -352,7 +359,56 @@ class Search(Explorer):
                 self._traces.add(self.last_trace)
                 self.distinct = len(self._traces)
             self._add_backtracks(log, hb)
+            if self.bound is not None:
+                self._add_pending_backtracks(log, hb, self._pending(chooser, log))
         self._advance(log)
+
+    @staticmethod
+    def _pending(chooser: SearchChooser, log: EventLog) -> dict[int, Footprint]:
+        """The step each unfinished task was about to take when the run stopped."""
+        sched = chooser.sched
+        out: dict[int, Footprint] = {}
+        if not isinstance(sched, SimExecutor):
+            return out
+        for task in sched.tasks:
+            if not task.done and task.access and task.obj is not None:
+                out[task.tid] = ((log.key(task.obj), task.access),)
+        return out
+
+    def _add_pending_backtracks(
+        self, log: EventLog, hb: HappensBefore, pending: dict[int, Footprint]
+    ) -> None:
+        """Bounded DPOR: Flanagan and Godefroid's races with pending steps
+        (hb.pending_races), each asking for its task at the racing step, or
+        for every task that can go there when it cannot (a persistent set),
+        and again at the last context switch before it (BPOR)."""
+        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
+        switches = [
+            (d, n)
+            for d, n in enumerate(self.stack)
+            if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
+        ]
+        for i, p in hb.pending_races(pending):
+            found = at.get(i)
+            if found is None:
+                continue
+            depth, node = found
+            want = 1 << p if node.enabled >> p & 1 else node.enabled
+            if depth <= self.root:
+                for t in _tids(want & ~node.backtrack):
+                    self._ask(depth, t, False)
+            else:
+                node.backtrack |= want
+            for d, n in reversed(switches):
+                if n.event < node.event:
+                    bits = 1 << p if n.enabled >> p & 1 else n.enabled
+                    if d <= self.root:
+                        for t in _tids(bits & ~n.backtrack & ~n.done):
+                            self._ask(d, t, True)
+                    else:
+                        n.backtrack |= bits
+                        n.conservative |= bits
+                    break
 
     def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
