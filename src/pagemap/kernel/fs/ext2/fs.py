@@ -65,6 +65,7 @@ from pagemap.kernel.fs.ext2.layout import (
 from pagemap.kernel.fs.ext2.super import check_superblock, read_groups, read_superblock
 from pagemap.kernel.fs.ext2.volume import Clock, Volume
 from pagemap.kernel.hostfs import parse_mode
+from pagemap.kernel.owner import as_int
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.vfs import Buffer, File, PageMapFactory
 from pagemap.sync.executor import Executor
@@ -325,11 +326,16 @@ class Ext2FS:
             raise NotADirectory(f"{path}: not a directory")
         return inode
 
-    def _parent(self, path: str) -> tuple[Ext2Inode, bytes, bool]:
-        """(the directory that holds the last component, its name, trailing slash)."""
+    def _parent(self, path: str, root: type[KernelError] = Busy) -> tuple[Ext2Inode, bytes, bool]:
+        """(the directory that holds the last component, its name, trailing slash).
+
+        A path that is the root itself has no last component; each call
+        refuses it with Linux's errno for that call (`root`): mkdir, link,
+        symlink and an exclusive create EEXIST, unlink and open EISDIR,
+        rmdir and rename EBUSY (test_the_root_gives_linux_errnos)."""
         parts, slash = self._components(path)
         if not parts:
-            raise Busy(f"{path!r}: the root directory")
+            raise root(f"{path!r}: the root directory")
         parent = self._walk(self.root, parts[:-1], True, path)
         if not parent.is_dir():
             raise NotADirectory(f"{path}: a component on the way is not a directory")
@@ -440,7 +446,7 @@ class Ext2FS:
 
     def _open_inode(self, path: str, create: bool) -> Ext2Inode:
         for _ in range(MAX_SYMLINKS):
-            parent, name, slash = self._parent(path)
+            parent, name, slash = self._parent(path, IsADirectory)
             child = self._child(parent, name)
             if child is not None and child.is_symlink():
                 target = child.read_link()
@@ -493,7 +499,7 @@ class Ext2FS:
         """Create a new regular file (EEXIST if the name is taken) and open it "r+"."""
         self.vol.check_writable(f"create {path!r}")
         with self._ns("create"):
-            parent, name, slash = self._parent(path)
+            parent, name, slash = self._parent(path, Exists)
             if self._child(parent, name) is not None or name == b"..":
                 raise Exists(f"{path}: already exists")
             if slash:
@@ -514,6 +520,7 @@ class Ext2FS:
         return inode
 
     def truncate(self, path: str, size: int) -> None:
+        size = as_int(size, f"truncate {path!r}", "the size")
         self.vol.check_writable(f"truncate {path!r}")
         with self._ns("truncate"):
             inode = self._lookup(path, follow=True)
@@ -538,7 +545,7 @@ class Ext2FS:
     def mkdir(self, path: str, perm: int = 0o755) -> None:
         self.vol.check_writable(f"mkdir {path!r}")
         with self._ns("mkdir"):
-            parent, name, _ = self._parent(path)
+            parent, name, _ = self._parent(path, Exists)
             if self._child(parent, name) is not None or name == b"..":
                 raise Exists(f"{path}: already exists")
             if parent.links >= LINK_MAX:
@@ -581,7 +588,7 @@ class Ext2FS:
     def unlink(self, path: str) -> None:
         self.vol.check_writable(f"unlink {path!r}")
         with self._ns("unlink"):
-            parent, name, slash = self._parent(path)
+            parent, name, slash = self._parent(path, IsADirectory)
             child = self._child(parent, name)
             if child is None:
                 raise NotFound(f"{path}: no such file or directory")
@@ -601,7 +608,7 @@ class Ext2FS:
         self.vol.check_writable(f"link {new!r}")
         with self._ns("link"):
             inode = self._lookup(old, follow=False)
-            parent, name, slash = self._parent(new)
+            parent, name, slash = self._parent(new, Exists)
             if self._child(parent, name) is not None or name == b"..":
                 raise Exists(f"{new}: already exists")
             if inode.is_dir():
@@ -631,7 +638,7 @@ class Ext2FS:
         if len(raw) + 1 > bs:
             raise NameTooLong(f"{path}: a target of {len(raw)} bytes does not fit in a block")
         with self._ns("symlink"):
-            parent, name, _ = self._parent(path)
+            parent, name, _ = self._parent(path, Exists)
             if self._child(parent, name) is not None or name == b"..":
                 raise Exists(f"{path}: already exists")
             inode = self._new_inode(parent, S_IFLNK | 0o777)

@@ -48,6 +48,7 @@ from pagemap.kernel.fs.ext2.layout import (
 )
 from pagemap.kernel.fs.ext2.volume import Volume
 from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
+from pagemap.kernel.owner import as_int
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.vfs import Inode, PageMapFactory, pages_spanned
 from pagemap.sync.core import READ, WRITE
@@ -289,6 +290,7 @@ class Ext2Inode(Inode):
         block being freed, and so its bytes past the end are zeroed (and made
         dirty, so the disk gets the zeros too) before anybody sees them.
         """
+        size = as_int(size, f"{self.name}: truncate", "the size")
         self.vol.check_writable(f"truncate of inode {self.ino}")
         if not self.is_reg():
             raise IsADirectory(f"{self.name}: truncate of something that is not a regular file")
