@@ -47,8 +47,8 @@ from pagemap.kernel.fs.ext2.layout import (
     u32,
 )
 from pagemap.kernel.fs.ext2.volume import Volume
-from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.owner import as_int
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.vfs import Inode, PageMapFactory, pages_spanned
 from pagemap.sync.core import READ, WRITE
