@@ -4,7 +4,8 @@ Rules: a setting the caller passes wins; one left out is read from the
 environment when `explore()` runs (never cached, so a test run can set them); one
 set nowhere takes `pagemap check`'s default (DPOR with at most 2 preemptions, to
 the end of the space).  A variable that does not parse is a ValueError naming it
-and saying what it takes, before any schedule runs.
+and saying what it takes, before any schedule runs; under pytest the plugin
+checks them all as the session starts (one line, exit 2).
 
     PAGEMAP_STRATEGY      dpor | dfs | pct | random
     PAGEMAP_BUDGET        schedules (random and PCT need one: 1000 if unset)
@@ -52,6 +53,9 @@ def resolve(
     env: Mapping[str, str] | None = None,
 ) -> Knobs:
     """The settings, from the caller's arguments, then `env` (os.environ)."""
+    # A bad variable is the caller's mistake: pytest shows it at the caller's line,
+    # not in these frames, whose arguments would print the whole environment.
+    __tracebackhide__ = True
     env = os.environ if env is None else env
     if strategy is None:
         strategy = _read(env, "PAGEMAP_STRATEGY", _strategy, DEFAULT_STRATEGY)
@@ -76,7 +80,16 @@ def resolve(
     )
 
 
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """ValueError, in one line, if a PAGEMAP_* variable does not parse: what a
+    test session runs first, so that no test runs under a setting that was meant
+    and not taken."""
+    __tracebackhide__ = True
+    resolve(None, None, FROM_ENV, None, None, env)
+
+
 def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    __tracebackhide__ = True
     text = env.get(name, "").strip()
     if not text:
         return default
@@ -101,4 +114,4 @@ def _bound(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{exc} (or none, for no bound)") from None
 
 
-__all__ = ["DEFAULT_BUDGET", "FROM_ENV", "Knobs", "resolve"]
+__all__ = ["DEFAULT_BUDGET", "FROM_ENV", "Knobs", "check_environment", "resolve"]

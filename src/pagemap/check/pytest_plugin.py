@@ -12,9 +12,11 @@
 less the marker.  Precedence: the call's arguments, the marker's, PAGEMAP_*
 (check/knobs.py), `pagemap check`'s defaults.
 
-Rules: the plugin sets PAGEMAP_DATABASE for the session (when it is not set
-already) to the `pagemap_database` ini option, `.pagemap` under the root of the
-project by default, or "off"; it puts back what was there when the session ends.
+Rules: a PAGEMAP_* variable that does not parse ends the session before any
+test runs, in one line, exit 2.  The plugin sets PAGEMAP_DATABASE for the
+session (when it is not set already) to the `pagemap_database` ini option,
+`.pagemap` under the root of the project by default, or "off"; it puts back what
+was there when the session ends.
 Failing schedules are stored there by test id and replayed first on the next run
 (check/database.py).  A failure's traceback ends at the test's own line (explore
 and its helpers hide their frames), and its message ends with the line that
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 
 from pagemap.check.database import OFF
+from pagemap.check.knobs import check_environment
 from pagemap.check.model import explore
 from pagemap.check.runner import Summary
 
@@ -48,6 +51,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    try:
+        check_environment()
+    except ValueError as exc:
+        pytest.exit(f"pagemap: {exc}", returncode=2)
     config.addinivalue_line(
         "markers",
         "pagemap(**settings): defaults for pagemap_explore in this test "
