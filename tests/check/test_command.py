@@ -192,3 +192,32 @@ def test_a_parameter_no_scenario_takes_is_refused_when_none_is_named(
     assert err.count("\n") == 1
     assert "'laoders'" in err and "loaders" in err.replace("'laoders'", "")
     assert "pages" in err and "truncate_to" in err  # the parameters there are, every one
+
+
+@pytest.mark.parametrize("option", ["--traces", "--report"])
+def test_a_directory_nothing_can_be_written_in_is_refused_before_any_work(
+    option: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/proc refuses every new file, even root's, whom its permission bits let in:
+    the check makes something there, rather than read the bits."""
+    from pagemap.check import command
+
+    def explored(*args: object) -> None:
+        raise AssertionError("the exploration started before its output paths were checked")
+
+    monkeypatch.setattr(command, "run_serial", explored)
+    monkeypatch.setattr(command, "explore", explored)
+    assert main(["check", "load-remove", option, "/proc/x/y"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} /proc/x/y: nothing can be written in /proc" in err
+
+
+def test_the_output_path_check_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "there").mkdir()
+    argv = ["check", "load-remove", "--strategy", "pct", "--budget", "5"]
+    assert main([*argv, "--traces", str(tmp_path / "new" / "deep")]) == 0
+    assert main([*argv, "--traces", str(tmp_path / "there")]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["there"]

@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -416,8 +417,31 @@ def _known(scenario: Any, overrides: dict[str, int]) -> dict[str, int]:
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output path that cannot be written."""
     opt.check_output_dir("--traces", args.traces)
+    _try_writing("--traces", args.traces)
     if args.report is not None:
         opt.check_output_dir("--report", args.report)
+        _try_writing("--report", args.report)
+
+
+def _try_writing(option: str, path: str) -> None:
+    """Make a file in directory `path`, or (if it is not there yet) a directory
+    where it would be made, and remove it again: permission bits do not say
+    everything (root passes them, yet /proc and read-only mounts refuse), and a
+    counterexample found after an hour must not be lost for want of a place."""
+    probe = Path(path)
+    while not probe.is_dir() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if probe == Path(path):
+            fd, made = tempfile.mkstemp(prefix=".pagemap-probe-", dir=probe)
+            os.close(fd)
+            os.unlink(made)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".pagemap-probe-", dir=probe))
+    except OSError as exc:
+        raise ValueError(
+            f"{option} {path}: nothing can be written in {probe} ({exc.strerror or exc})"
+        ) from None
 
 
 def _console(args: argparse.Namespace | None = None) -> Console:
