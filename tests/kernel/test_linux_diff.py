@@ -132,7 +132,9 @@ class Linux:
         os.close(self.ro_fd)
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, ro: bool, off: int) -> int:
-        fd = -1 if flags & MAP_ANONYMOUS else (self.ro_fd if ro else self.fd)
+        # The fd even with MAP_ANONYMOUS, which Linux ignores (as the Machine
+        # ignores the file).
+        fd = self.ro_fd if ro else self.fd
         ctypes.set_errno(0)
         ret = self.libc.mmap(addr, length, prot, flags | MAP_FIXED, fd, off)
         return _errno_of(ret, MAP_FAILED)
@@ -496,20 +498,95 @@ HAND_PICKED = {
 }
 
 
-@pytest.mark.parametrize("name", list(HAND_PICKED))
-def test_hand_picked_sequences_agree_with_linux(workdir: Path, name: str) -> None:
-    theirs_path, ours_path = workdir / f"{name[:8]}.linux", workdir / f"{name[:8]}.ours"
+def agree(workdir: Path, label: str, ops: list[Op]) -> None:
+    """Run `ops` on both sides over fresh copies of the file: every answer and
+    the final bytes must agree."""
+    theirs_path, ours_path = workdir / f"{label}.linux", workdir / f"{label}.ours"
     theirs_path.write_bytes(initial_bytes())
     ours_path.write_bytes(initial_bytes())
     linux, ours = Linux(theirs_path), Ours(ours_path)
     try:
-        for step, op in enumerate(HAND_PICKED[name]):
+        for step, op in enumerate(ops):
             want, got = apply(linux, op), apply(ours, op)
             assert got == want, f"step {step}, {op!r}: Linux gave {want!r}, the Machine {got!r}"
     finally:
         linux.close()
     ours.close()
     assert ours_path.read_bytes() == theirs_path.read_bytes(), "the files differ at the end"
+
+
+@pytest.mark.parametrize("name", list(HAND_PICKED))
+def test_hand_picked_sequences_agree_with_linux(workdir: Path, name: str) -> None:
+    agree(workdir, f"hand{list(HAND_PICKED).index(name)}", HAND_PICKED[name])
+
+
+# mmap's bad input on a regular file (and a few near misses Linux accepts):
+# name -> (prot, flags, read-only file).  The host is asked through libc's
+# mmap with the raw flags, never through Python's mmap module, which would
+# check them itself.
+MAP_SHARED_VALIDATE = MAP_SHARED | MAP_PRIVATE
+MAP_GROWSDOWN, MAP_HUGETLB, MAP_SYNC, MAP_FIXED_NOREPLACE = 0x100, 0x40000, 0x80000, 0x100000
+BAD_MMAPS: dict[str, tuple[int, int, bool]] = {
+    "MAP_SHARED|MAP_PRIVATE is MAP_SHARED_VALIDATE": (RW, MAP_SHARED_VALIDATE, False),
+    "MAP_SHARED_VALIDATE, PROT_READ of a read-only file": (PROT_READ, MAP_SHARED_VALIDATE, True),
+    "MAP_SHARED_VALIDATE, PROT_WRITE on a read-only file": (RW, MAP_SHARED_VALIDATE, True),
+    "MAP_SHARED, PROT_WRITE on a read-only file": (RW, MAP_SHARED, True),
+    "MAP_PRIVATE, PROT_WRITE on a read-only file": (RW, MAP_PRIVATE, True),
+    "neither MAP_SHARED nor MAP_PRIVATE": (RW, 0, False),
+    "neither, on a read-only file": (PROT_READ, 0, True),
+    "map type 4": (RW, 0x4, False),
+    "MAP_SHARED with map type bit 4": (RW, MAP_SHARED | 0x4, False),
+    "MAP_PRIVATE with map type bit 4": (RW, MAP_PRIVATE | 0x4, False),
+    "map type 8 (MAP_DROPPABLE) of a file": (RW, 0x8, False),
+    "map type 0xf": (RW, 0xF, False),
+    "MAP_SHARED_VALIDATE with unknown flag 0x200": (RW, MAP_SHARED_VALIDATE | 0x200, False),
+    "MAP_SHARED_VALIDATE with unknown flag 0x200000": (RW, MAP_SHARED_VALIDATE | 0x200000, False),
+    "MAP_SHARED_VALIDATE with flag bit 31": (RW, MAP_SHARED_VALIDATE | 0x8000_0000, False),
+    "MAP_SHARED_VALIDATE|MAP_SYNC, no DAX": (RW, MAP_SHARED_VALIDATE | MAP_SYNC, False),
+    "MAP_SHARED_VALIDATE|MAP_FIXED_NOREPLACE": (
+        RW,
+        MAP_SHARED_VALIDATE | MAP_FIXED_NOREPLACE,
+        False,
+    ),
+    "MAP_SHARED_VALIDATE with known flags": (RW, MAP_SHARED_VALIDATE | 0x4000 | 0x8000, False),
+    "MAP_SHARED ignores unknown flags": (RW, MAP_SHARED | 0x200 | 0x200000, False),
+    "MAP_SHARED_VALIDATE, unknown flag, read-only file": (RW, MAP_SHARED_VALIDATE | 0x200, True),
+    "MAP_HUGETLB of a regular file, shared": (RW, MAP_SHARED | MAP_HUGETLB, False),
+    "MAP_HUGETLB of a regular file, private": (PROT_READ, MAP_PRIVATE | MAP_HUGETLB, True),
+    "MAP_GROWSDOWN of a file, shared": (RW, MAP_SHARED | MAP_GROWSDOWN, False),
+    "MAP_GROWSDOWN of a file, private": (RW, MAP_PRIVATE | MAP_GROWSDOWN, False),
+    "MAP_GROWSDOWN, anonymous shared": (RW, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN, False),
+    "MAP_GROWSDOWN, anonymous private": (RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, False),
+    "MAP_SHARED_VALIDATE, anonymous": (RW, MAP_SHARED_VALIDATE | MAP_ANONYMOUS, False),
+    "neither, anonymous": (RW, MAP_ANONYMOUS, False),
+    "MAP_ANONYMOUS ignores the file": (RW, MAP_SHARED | MAP_ANONYMOUS, True),
+    "unknown prot bits with a file": (PROT_READ | 0x80 | 0x8, MAP_SHARED, False),
+    "PROT_GROWSDOWN and PROT_GROWSUP in mmap's prot": (PROT_READ | 0x0300_0000, MAP_SHARED, True),
+    "MAP_FIXED_NOREPLACE over a mapping": (RW, MAP_SHARED | MAP_FIXED_NOREPLACE, False),
+    "MAP_FIXED_NOREPLACE, private": (RW, MAP_PRIVATE | MAP_FIXED_NOREPLACE, False),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MMAPS))
+def test_mmap_flag_and_mode_combinations_agree_with_linux(workdir: Path, name: str) -> None:
+    """The same errno, or the same mapping: a second mmap over half of the
+    first (MAP_FIXED_NOREPLACE refuses it), then accesses that tell shared
+    from private and read-only from writable."""
+    prot, flags, ro = BAD_MMAPS[name]
+    agree(
+        workdir,
+        f"bad{list(BAD_MMAPS).index(name)}",
+        [
+            Op("mmap", (0, 2, prot, flags, ro, 0)),
+            Op("mmap", (1, 2, prot, flags, ro, PGSIZE)),
+            Op("load", (0, 0, 4)),
+            Op("store", (0, 0, b"mine")),
+            Op("store", (1, 0, b"half")),
+            Op("pread", (0, 4)),
+            Op("pread", (PGSIZE, 4)),
+            Op("load", (2, 0, 4)),
+        ],
+    )
 
 
 def test_the_region_is_clean_after_the_differential_test() -> None:

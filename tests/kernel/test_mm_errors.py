@@ -21,6 +21,7 @@ from pagemap import (
     PROT_READ,
     PROT_WRITE,
     AccessDenied,
+    AlreadyExists,
     BusError,
     InvalidArgument,
     KernelError,
@@ -31,6 +32,15 @@ from pagemap import (
 )
 from pagemap.kernel.hostfs import HostFile
 from pagemap.kernel.mm import USER_MIN, USER_TOP
+from pagemap.kernel.mman import (
+    MAP_FIXED_NOREPLACE,
+    MAP_GROWSDOWN,
+    MAP_HUGETLB,
+    MAP_LOCKED,
+    MAP_SHARED_VALIDATE,
+    MAP_SYNC,
+    MAP_TYPE,
+)
 from pagemap.kernel.mmap import page_round_up
 
 RW = PROT_READ | PROT_WRITE
@@ -102,17 +112,93 @@ def test_mmap_at_an_unaligned_file_offset_is_einval(
     assert rw_file.mapping.vmrs == []
 
 
-@pytest.mark.parametrize("anonymous", [False, True])
-@pytest.mark.parametrize("kind", [0, MAP_SHARED | MAP_PRIVATE])
-def test_flags_with_neither_or_both_of_shared_and_private_are_einval(
-    machine: Machine, proc: Proc, rw_file: HostFile, kind: int, anonymous: bool
+@pytest.mark.parametrize(
+    "flags",
+    [0, MAP_ANONYMOUS, MAP_SHARED_VALIDATE | MAP_ANONYMOUS, 0x4, MAP_SHARED | 0x4, 0x8, 0xF],
+)
+def test_flags_with_neither_or_other_mapping_types_are_einval(
+    machine: Machine, proc: Proc, rw_file: HostFile, flags: int
 ) -> None:
-    flags = kind | (MAP_ANONYMOUS if anonymous else 0)
+    """Every bit of Linux's MAP_TYPE counts, not only MAP_SHARED and MAP_PRIVATE."""
     call = lambda: proc.mmap(PGSIZE, RW, flags, rw_file)  # noqa: E731
     msg = fails(call, errno.EINVAL, InvalidArgument, proc)
     assert "MAP_SHARED" in msg and "MAP_PRIVATE" in msg
     unchanged(machine, proc)
     assert rw_file.mapping.vmrs == []
+
+
+def test_both_shared_and_private_of_a_file_is_map_shared_validate(
+    machine: Machine, proc: Proc, rw_file: HostFile, ro_file: HostFile
+) -> None:
+    """As on Linux: a shared mapping (the VMR keeps MAP_SHARED alone), which
+    refuses flags it does not know and PROT_WRITE of a read-only file."""
+    a = proc.mmap(PGSIZE, RW, MAP_SHARED_VALIDATE | MAP_LOCKED, rw_file)
+    assert proc.vmrs[0].flags & MAP_TYPE == MAP_SHARED
+    proc.store(a, b"shared")
+    rw_file.fsync()
+    assert Path(rw_file.path).read_bytes()[:6] == b"shared"
+    assert len(proc.anon) == 0  # MAP_LOCKED did not take it for private
+    proc.munmap(a, PGSIZE)
+    for unknown in (0x200, MAP_SYNC, 0x400000, 0x8000_0000):
+        call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED_VALIDATE | unknown, rw_file)  # noqa: E731
+        msg = fails(call, errno.EOPNOTSUPP, KernelError, proc)
+        assert f"{unknown:#x}" in msg
+    call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED_VALIDATE, ro_file)  # noqa: E731
+    fails(call, errno.EACCES, AccessDenied, proc)
+    assert proc.vmrs == [] and rw_file.mapping.vmrs == [] and ro_file.mapping.vmrs == []
+    # Plain MAP_SHARED ignores what it does not know.
+    proc.mmap(PGSIZE, RW, MAP_SHARED | 0x200 | 0x200000, rw_file)
+
+
+@pytest.mark.parametrize("kind", [MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE])
+@pytest.mark.parametrize("flag", [MAP_HUGETLB, MAP_GROWSDOWN])
+def test_map_hugetlb_and_map_growsdown_of_a_file_are_einval(
+    machine: Machine, proc: Proc, rw_file: HostFile, kind: int, flag: int
+) -> None:
+    call = lambda: proc.mmap(PGSIZE, PROT_READ, kind | flag, rw_file)  # noqa: E731
+    fails(call, errno.EINVAL, InvalidArgument, proc)
+    unchanged(machine, proc)
+    assert rw_file.mapping.vmrs == []
+
+
+def test_map_growsdown_of_anonymous_memory_is_einval_only_when_shared(
+    machine: Machine, proc: Proc
+) -> None:
+    call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN)  # noqa: E731
+    fails(call, errno.EINVAL, InvalidArgument, proc)
+    unchanged(machine, proc)
+    proc.mmap(PGSIZE, RW, ANON | MAP_GROWSDOWN)
+
+
+def test_map_fixed_noreplace_over_a_mapping_is_eexist_and_changes_nothing(
+    machine: Machine, proc: Proc, rw_file: HostFile
+) -> None:
+    a = proc.mmap(2 * PGSIZE, RW, MAP_SHARED, rw_file)
+    proc.store(a + PGSIZE, b"kept")
+    before = [(v.base, v.end, v.prot, v.flags, v.foff) for v in proc.vmrs]
+    call = lambda: proc.mmap(  # noqa: E731
+        PGSIZE, PROT_READ, ANON | MAP_FIXED_NOREPLACE, addr=a + PGSIZE
+    )
+    fails(call, errno.EEXIST, AlreadyExists, proc)
+    assert [(v.base, v.end, v.prot, v.flags, v.foff) for v in proc.vmrs] == before
+    assert proc.load(a + PGSIZE, 4) == b"kept"
+    # Where nothing is mapped it maps exactly there; unaligned is EINVAL.
+    assert proc.mmap(PGSIZE, RW, ANON | MAP_FIXED_NOREPLACE, addr=a + 2 * PGSIZE) == a + 2 * PGSIZE
+    call = lambda: proc.mmap(PGSIZE, RW, ANON | MAP_FIXED_NOREPLACE, addr=a + 8)  # noqa: E731
+    fails(call, errno.EINVAL, InvalidArgument, proc)
+
+
+def test_mmap_finds_its_address_before_it_checks_the_mapping_type(
+    proc: Proc, ro_file: HostFile
+) -> None:
+    """Linux's order: ENOMEM (no room) and EPERM before EINVAL for the
+    type, EOPNOTSUPP and EACCES."""
+    top = USER_TOP - PGSIZE
+    for flags, file in ((MAP_FIXED, ro_file), (MAP_SHARED_VALIDATE | 0x200 | MAP_FIXED, ro_file)):
+        call = lambda: proc.mmap(2 * PGSIZE, RW, flags, file, addr=top)  # noqa: E731
+        fails(call, errno.ENOMEM, NotMapped, proc)
+    call = lambda: proc.mmap(PGSIZE, RW, MAP_SHARED | MAP_FIXED, ro_file, addr=PGSIZE)  # noqa: E731
+    fails(call, errno.EPERM, KernelError, proc)
 
 
 def test_unknown_protection_bits_are_ignored_by_mmap_and_einval_for_mprotect(

@@ -2,12 +2,12 @@
 
 Part of Proc (kernel/proc.py).  Rules: each call checks its arguments as
 Linux does before it touches anything (_check_range for the calls that take
-a range, _check_mmap for mmap's own), then works under vmr_lock, following
-the rules of kernel/vmr.py (new VMRs are registered before the old ones
-leave their page maps) and kernel/mm.py (PTE bits are cleared, and their D
-bits settled, by MM._clear_ptes alone).  A call that fails part way leaves
-what Linux leaves: the regions it already changed stay changed, every lock
-is released and every page it took is freed.
+a range; _check_mmap, then _check_kind once it has room, for mmap's own),
+then works under vmr_lock, following the rules of kernel/vmr.py (new VMRs
+are registered before the old ones leave their page maps) and kernel/mm.py
+(PTE bits are cleared, and their D bits settled, by MM._clear_ptes alone).
+A call that fails part way leaves what Linux leaves: the regions it already
+changed stay changed, every lock is released and every page it took is freed.
 
 Before Linux's checks come the Python API's (kernel/owner.py): an argument
 of the wrong type is TypeError, a file of another machine WrongMachine, a
@@ -22,6 +22,7 @@ from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_D, PTE_W
 from pagemap.kernel.errors import (
     AccessDenied,
+    AlreadyExists,
     BusError,
     InvalidArgument,
     IOFailure,
@@ -33,11 +34,17 @@ from pagemap.kernel.errors import (
 from pagemap.kernel.fault import FaultHandler
 from pagemap.kernel.mm import MMAP_BASE, USER_MIN, USER_TOP
 from pagemap.kernel.mman import (
+    LEGACY_MAP_MASK,
     MAP_ANONYMOUS,
     MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_GROWSDOWN,
+    MAP_HUGETLB,
     MAP_LOCKED,
     MAP_PRIVATE,
     MAP_SHARED,
+    MAP_SHARED_VALIDATE,
+    MAP_TYPE,
     PROT_ALL,
     PROT_WRITE,
 )
@@ -94,12 +101,15 @@ class Mappings(FaultHandler):
     ) -> int:
         """Map `length` bytes and return the address, as Linux's mmap(2).
 
-        MAP_SHARED or MAP_PRIVATE (exactly one); MAP_ANONYMOUS ignores `file`
-        and `offset`, as Linux ignores the fd; MAP_FIXED maps exactly at
-        `addr`, replacing what was there; otherwise `addr` is a hint.
-        MAP_LOCKED faults every page in now (up to the end of the file) and
-        keeps them from removal.  Unlike Linux, MAP_SHARED|MAP_PRIVATE (which
-        Linux reads as MAP_SHARED_VALIDATE for a file) is always EINVAL.
+        MAP_SHARED or MAP_PRIVATE (for a file, both together are
+        MAP_SHARED_VALIDATE: MAP_SHARED that refuses, EOPNOTSUPP, the flags
+        it does not know); MAP_ANONYMOUS ignores `file` and `offset`, as
+        Linux ignores the fd; MAP_FIXED maps exactly at `addr`, replacing
+        what was there, MAP_FIXED_NOREPLACE likewise but EEXIST over a
+        mapping; otherwise `addr` is a hint.  MAP_LOCKED faults every page in
+        now (up to the end of the file) and keeps them from removal.  Other
+        flags are ignored, but as on Linux MAP_HUGETLB and MAP_GROWSDOWN of a
+        regular file are EINVAL.
         """
         check_alive(self.exited, "mmap", self.pid)
         length, prot, flags, offset = (
@@ -111,12 +121,15 @@ class Mappings(FaultHandler):
         addr = None if addr is None else as_int(addr, "mmap", "the address")
         if file is not None:
             check_type(file, File, "mmap", "the file")
-        length = self._check_mmap(length, prot, flags, file, offset, addr)
+        length = self._check_mmap(length, flags, file, offset, addr)
         prot &= PROT_ALL  # as Linux's mmap (not its mprotect), unknown bits are ignored
         if flags & MAP_ANONYMOUS:
             file, offset = None, 0
         with self.vmr_lock:
+            # Linux finds the address (EPERM, ENOMEM, EEXIST) before it looks
+            # at the mapping type and the file's mode.
             base = self._place(addr, length, flags)
+            flags = self._check_kind(prot, flags, file)
             if flags & MAP_FIXED:
                 self._unmap_locked(base, base + length)
             vmr = VMR(self, base, base + length, prot, flags, file, offset)
@@ -130,20 +143,21 @@ class Mappings(FaultHandler):
     def _check_mmap(
         self,
         length: int,
-        prot: int,
         flags: int,
         file: MappedFile | None,
         offset: int,
         addr: int | None,
     ) -> int:
-        """Validate as Linux does, in its order (the offset, the fd, the
-        length, the address, then the mapping type and the file's mode);
-        the length rounded up to whole pages."""
+        """Validate as Linux does before it looks for room, in its order (the
+        offset, the fd and MAP_HUGETLB of it, the length, the address); the
+        length rounded up to whole pages."""
         anonymous = bool(flags & MAP_ANONYMOUS)
         if offset < 0 or offset & PGMASK:
             raise InvalidArgument(f"mmap: offset {offset} is not a page-aligned file offset")
         if not anonymous:
             self._check_file(file)
+            if flags & MAP_HUGETLB:
+                raise InvalidArgument("mmap: MAP_HUGETLB of a file not on hugetlbfs")
         if length <= 0:
             raise InvalidArgument(f"mmap: length {length} must be positive")
         rounded = page_round_up(length)
@@ -154,22 +168,44 @@ class Mappings(FaultHandler):
                 f"mmap: offset {offset} plus length {length} passes the largest file page",
                 errno=errno.EOVERFLOW,
             )
-        if flags & MAP_FIXED and (addr is None or addr & PGMASK):
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) and (addr is None or addr & PGMASK):
             raise InvalidArgument(f"mmap: MAP_FIXED address {addr} is not page aligned")
-        if flags & (MAP_SHARED | MAP_PRIVATE) not in (MAP_SHARED, MAP_PRIVATE):
+        return rounded
+
+    def _check_kind(self, prot: int, flags: int, file: MappedFile | None) -> int:
+        """Check the mapping type and the file's mode as Linux's do_mmap does
+        once it has found room (`file` None: anonymous); the flags the VMR
+        keeps, MAP_SHARED_VALIDATE become MAP_SHARED.  Nothing is changed yet."""
+        kind = flags & MAP_TYPE
+        if file is None:
+            if kind not in (MAP_SHARED, MAP_PRIVATE):
+                raise InvalidArgument(
+                    f"mmap: flags {flags:#x} must have exactly one of MAP_SHARED and "
+                    "MAP_PRIVATE for anonymous memory"
+                )
+            if kind == MAP_SHARED and flags & MAP_GROWSDOWN:
+                raise InvalidArgument("mmap: shared anonymous memory cannot be MAP_GROWSDOWN")
+            return flags
+        if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
             raise InvalidArgument(
-                f"mmap: flags {flags:#x} must have exactly one of MAP_SHARED and MAP_PRIVATE"
+                f"mmap: flags {flags:#x} must have exactly one of MAP_SHARED and MAP_PRIVATE, "
+                "or both (MAP_SHARED_VALIDATE), and no other mapping type bits"
             )
-        if anonymous:
-            return rounded
-        assert file is not None
-        if flags & MAP_SHARED and prot & PROT_WRITE and not file.writable:
+        if kind == MAP_SHARED_VALIDATE and flags & ~LEGACY_MAP_MASK:
+            raise KernelError(
+                f"mmap: MAP_SHARED_VALIDATE with flags {flags & ~LEGACY_MAP_MASK:#x} that "
+                "this file does not support",
+                errno=errno.EOPNOTSUPP,
+            )
+        if kind != MAP_PRIVATE and prot & PROT_WRITE and not file.writable:
             raise AccessDenied(
                 "mmap: PROT_WRITE on a MAP_SHARED mapping of a file not open for writing"
             )
         if not file.readable:
             raise AccessDenied("mmap: the file is not open for reading")
-        return rounded
+        if flags & MAP_GROWSDOWN:
+            raise InvalidArgument("mmap: a mapping of a file cannot be MAP_GROWSDOWN")
+        return flags & ~MAP_TYPE | (MAP_PRIVATE if kind == MAP_PRIVATE else MAP_SHARED)
 
     def _check_file(self, file: MappedFile | None) -> None:
         """EBADF for no file or a closed one, WrongMachine for another machine's."""
@@ -182,7 +218,7 @@ class Mappings(FaultHandler):
 
     def _place(self, addr: int | None, length: int, flags: int) -> int:
         """Where to map; vmr_lock held."""
-        if flags & MAP_FIXED:
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
             assert addr is not None
             if addr < USER_MIN:
                 raise KernelError(
@@ -192,6 +228,10 @@ class Mappings(FaultHandler):
                 )
             if addr + length > USER_TOP:
                 raise NotMapped(f"mmap: {addr:#x}+{length:#x} passes the top of user space")
+            if flags & MAP_FIXED_NOREPLACE and not is_free(self.vmrs, addr, addr + length):
+                raise AlreadyExists(
+                    f"mmap: MAP_FIXED_NOREPLACE at {addr:#x}+{length:#x}, where something is mapped"
+                )
             return addr
         if addr is not None:
             hint = max(addr & ~PGMASK, USER_MIN)
