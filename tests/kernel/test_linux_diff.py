@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from pagemap import (
     MAP_ANONYMOUS,
     MAP_FIXED,
+    MAP_LOCKED,
     MAP_PRIVATE,
     MAP_SHARED,
     PGSIZE,
@@ -477,6 +478,21 @@ HAND_PICKED = {
         # below it changes, then ENOMEM.
         Op("mprotect_bytes", (0, 1 << 63, PROT_READ)),
         Op("store", (0, 0, b"x")),
+    ],
+    "mprotect writable of a locked private mapping copies its pages then": [
+        Op("mmap", (0, 3, PROT_READ, MAP_PRIVATE | MAP_LOCKED, False, 0)),
+        Op("mmap", (4, 2, PROT_NONE, MAP_PRIVATE | MAP_LOCKED, False, 0)),
+        Op("mprotect", (0, 2, RW)),
+        Op("mprotect", (4, 2, RW)),
+        Op("pwrite", (0, b"after mprotect")),
+        Op("pwrite", (PGSIZE + 8, b"after mprotect")),
+        Op("pwrite", (2 * PGSIZE, b"after mprotect")),
+        Op("load", (0, 0, 14)),
+        Op("load", (1, 8, 14)),
+        Op("load", (2, 0, 14)),
+        Op("load", (4, 0, 14)),
+        Op("load", (5, 8, 14)),
+        Op("store", (1, 0, b"private")),
     ],
     "a store past the end in the last page, then the file grows": [
         Op("mmap", (0, 6, RW, MAP_SHARED, False, 0)),

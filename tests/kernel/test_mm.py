@@ -456,6 +456,56 @@ def test_map_locked_private_writable_pages_get_their_copies_up_front(
     assert p.load(a + PGSIZE, 2) == pattern(1)[:2]
 
 
+@pytest.mark.parametrize("before", [PROT_READ, PROT_NONE])
+def test_mprotect_writable_of_a_locked_private_mapping_copies_its_pages_then(
+    machine: Machine, file: HostFile, before: int
+) -> None:
+    """As Linux's mprotect_fixup (a private VM_LOCKED region becoming
+    writable is populated for writing): every page gets its private copy at
+    mprotect, so a later store does not fault, and a later pwrite of the
+    file is no longer seen through the mapping."""
+    p = machine.process()
+    a = p.mmap(3 * PGSIZE, before, MAP_PRIVATE | MAP_LOCKED, file)
+    assert p.anon == {}
+    p.mprotect(a, 2 * PGSIZE, RW)  # the third page stays as it was
+    assert sorted(p.anon) == [a >> 12, (a >> 12) + 1]
+    assert all(pte_of(p, a + i * PGSIZE) & PTE_W for i in range(2))
+    faults = int(p.faults)
+    p.store(a + PGSIZE, b"private")
+    assert int(p.faults) == faults
+    file.pwrite(b"newer", 0)
+    assert p.load(a, 5) == pattern(0)[:5]
+    file.fsync()
+    assert host_bytes(file)[PGSIZE : 2 * PGSIZE] == pattern(1)
+    assert host_bytes(file)[:5] == b"newer"
+    assert machine.check_quiescent() == []
+
+
+def test_mprotect_that_fails_at_a_hole_still_copies_the_locked_region_it_changed(
+    machine: Machine, file: HostFile
+) -> None:
+    """Linux populates each region as it changes it, so the region before
+    the hole is writable and copied when ENOMEM comes back."""
+    p = machine.process()
+    a = p.mmap(PGSIZE, PROT_READ, MAP_PRIVATE | MAP_LOCKED, file)
+    with pytest.raises(OSError) as exc:
+        p.mprotect(a, 2 * PGSIZE, RW)
+    assert exc.value.errno == errno.ENOMEM and no_locks_held(p)
+    assert p.vmrs[0].prot == RW and sorted(p.anon) == [a >> 12]
+
+
+def test_mprotect_writable_copies_nothing_for_shared_or_unlocked_mappings(
+    machine: Machine, file: HostFile
+) -> None:
+    p = machine.process()
+    shared = p.mmap(PGSIZE, PROT_READ, MAP_SHARED | MAP_LOCKED, file)
+    unlocked = p.mmap(PGSIZE, PROT_READ, MAP_PRIVATE, file)
+    p.load(unlocked, 1)
+    p.mprotect(shared, PGSIZE, RW)
+    p.mprotect(unlocked, PGSIZE, RW)
+    assert p.anon == {}
+
+
 def test_map_locked_stops_populating_at_the_end_of_the_file(
     machine: Machine, file: HostFile
 ) -> None:

@@ -310,7 +310,9 @@ class Mappings(FaultHandler):
         mprotect(2): ENOMEM if part of the range is unmapped, EACCES for
         PROT_WRITE on a shared mapping of a file not open for writing; as on
         Linux, regions before the offending one keep their new protection.
-        A range whose end wraps past 2**64 is ENOMEM before anything changes."""
+        A range whose end wraps past 2**64 is ENOMEM before anything changes.
+        A private MAP_LOCKED region made writable gets its private copies
+        now, as MAP_LOCKED gives them at mmap."""
         check_alive(self.exited, "mprotect", self.pid)
         prot = as_int(prot, "mprotect", "prot")
         if prot & ~PROT_ALL:
@@ -323,13 +325,27 @@ class Mappings(FaultHandler):
             # nothing changes (a length whose round up is 2**64 wraps to 0,
             # so its end is its start, and counts here too).
             raise NotMapped(f"mprotect: {addr:#x}+{length:#x} wraps past 2**64")
-        with self.vmr_lock:
-            try:
-                self._protect_locked(lo, hi, prot)
-            finally:
-                merge_around(self.vmrs, lo, hi)
+        populate: list[tuple[int, int]] = []
+        try:
+            with self.vmr_lock:
+                try:
+                    self._protect_locked(lo, hi, prot, populate)
+                finally:
+                    merge_around(self.vmrs, lo, hi)
+        finally:
+            # Outside vmr_lock, which a fault takes (and may sleep reading the
+            # page in); what changed before a failure is populated too, as
+            # Linux populates each region as it changes it.
+            for a, b in populate:
+                self._populate(a, b, prot, MAP_PRIVATE)
 
-    def _protect_locked(self, lo: int, hi: int, prot: int) -> None:
+    def _protect_locked(self, lo: int, hi: int, prot: int, populate: list[tuple[int, int]]) -> None:
+        """Change the regions in [lo, hi) one by one; vmr_lock held.  Adds to
+        `populate` the ranges of private MAP_LOCKED regions made writable:
+        Linux's mprotect_fixup populates them for writing there and then, so
+        that their pages get their private copies now (a locked region takes
+        no copy-on-write fault later) and a later change to the file is no
+        longer seen through them."""
         pos = lo
         while pos < hi:
             vmr = find_vmr(self.vmrs, pos)
@@ -343,6 +359,8 @@ class Mappings(FaultHandler):
             end = min(hi, vmr.end)
             if vmr.prot != prot:
                 self._reprotect(vmr, pos, end, prot)
+                if vmr.flags & MAP_LOCKED and not vmr.shared and prot & ~vmr.prot & PROT_WRITE:
+                    populate.append((pos, end))
             pos = end
 
     def _reprotect(self, vmr: VMR, lo: int, hi: int, prot: int) -> None:
