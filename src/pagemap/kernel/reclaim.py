@@ -28,6 +28,17 @@ allocation fails with OutOfMemory, only when the policy has offered every
 cached page (twice, so that a referenced page gets its second look) and
 none could be freed: all pinned, in use, or locked.
 
+Direct reclaim never waits on itself.  Writing a victim back may allocate:
+a page stored into a hole of an ext2 file through a shared mapping gets its
+block at writepage, and reading that block's bitmap or indirect block into
+the device's cache needs a frame.  With none free that allocation comes back
+here, in the task that holds `mutex`; waiting on the mutex would wait
+forever (a hang under threads, a deadlock under the sim).  As Linux's
+PF_MEMALLOC keeps a reclaiming task out of reclaim, a nested call answers
+False at once: that allocation fails with ENOMEM, the writepage fails, and
+its page stays dirty and cached while reclaim moves on to other victims
+(test_direct_reclaim_writing_back_into_a_hole_never_waits_on_itself_*).
+
 Rules.  `lock` guards the policy and is innermost: the page map calls
 `inserted` and `removed` with its map lock held, and nothing takes another
 lock while holding `lock` (`_evictable` only loads words).  So a page enters
@@ -38,6 +49,7 @@ removal under it sleeps in writeback, never allocates.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -66,6 +78,7 @@ class ReclaimStats:
     reclaimed: int = 0  # pages freed by reclaim
     direct: int = 0  # direct reclaims (allocations that found no free frame)
     failed: int = 0  # direct reclaims that found nothing to free
+    nested: int = 0  # allocations made by reclaim itself that found no free frame
 
 
 class Reclaim:
@@ -84,6 +97,9 @@ class Reclaim:
         self.policy = policy
         self.lock = executor.spinlock("reclaim.lock")
         self.mutex = executor.semaphore(1, "reclaim.mutex")
+        # Who holds `mutex` (task, thread), or None: read only to ask "is it
+        # me?", which only the holder can answer yes to, so it needs no lock.
+        self.holder: tuple[object, int] | None = None
         self.stats = ReclaimStats()
         self.refused = 0  # victims passed over as in use, in the current pass
         # Woken when free frames fall under the low watermark (kswapd's kick);
@@ -119,9 +135,18 @@ class Reclaim:
         first: memory is moving, not exhausted (the reclaim-store scenario
         with a remover finds that schedule).
         """
+        me = (self.executor.current_task(), threading.get_ident())
+        holder = self.holder
+        if holder is not None and holder[0] is me[0] and holder[1] == me[1]:
+            # An allocation made by our own round (a writepage's buffer): see
+            # the module's docstring.  Waiting for the mutex would be waiting
+            # for ourselves.
+            self.stats.nested += 1
+            return False
         self.stats.direct += 1
         frees = self.allocator.frees
         self.mutex.down()
+        self.holder = me
         try:
             for _ in range(RETRIES):
                 if self.allocator.free_frames():
@@ -137,14 +162,17 @@ class Reclaim:
                     return True
                 if not self.refused:
                     break  # nothing in use to wait for: all pinned, or nothing cached
+                self.holder = None
                 self.mutex.up()
                 try:
                     self.executor.relax()
                 finally:
                     self.mutex.down()
+                    self.holder = me
             self.stats.failed += 1
             return False
         finally:
+            self.holder = None
             self.mutex.up()
 
     def _wait_for_removals(self) -> None:

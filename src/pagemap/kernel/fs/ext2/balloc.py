@@ -128,6 +128,12 @@ class Allocator:
         finally:
             self.dev.put_buffer(bh)
 
+    def hold_bitmap(self, g: int) -> BufferHead:
+        """Group g's block bitmap, read if need be and held (put_buffer it):
+        a caller that must not fail half way through its frees holds every
+        bitmap they touch first, and free_blocks then finds them cached."""
+        return self._bitmap(self.groups[g].desc.block_bitmap)
+
     def free_blocks(self, blocks: Iterable[int], where: str) -> None:
         """Return blocks to their groups.  Each is checked first (a pointer at
         metadata or outside the filesystem is corruption), and freeing a free

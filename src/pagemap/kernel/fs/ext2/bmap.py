@@ -19,9 +19,11 @@ flusher's writepage can always take it (see balloc.py for why that matters).
   writepage of the same file, Linux's "verify the chain" case): then the new
   blocks are freed and it walks again.  A branch is all or nothing: on
   ENOSPC the blocks it got are freed and nothing was spliced.
-- truncate zeroes the words past the new end under the lock, and only then
-  frees the blocks they named; an indirect block it frees is forgotten by the
-  device cache (forget_buffer) before it can be reused for file data.
+- truncate first reads all it needs and holds the buffers it will change
+  (changing nothing, so a failure there leaves the map whole), then zeroes
+  the words past the new end under the lock, and only then frees the blocks
+  they named; an indirect block it frees is forgotten by the device cache
+  (forget_buffer) before it can be reused for file data.
 
 `fresh` holds data blocks allocated but not yet written: their bytes on disk
 are some old file's, so readpage must give zeros for them, and the inode
@@ -36,6 +38,21 @@ from pagemap.kernel.fs.ext2.errors import Corrupt, NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import N_BLOCKS, NDIR_BLOCKS, put_u32, u32
 from pagemap.kernel.fs.ext2.super import Geometry
 from pagemap.sync.locks import SpinLock
+
+
+class _Plan:
+    """What a truncate will change: i_block slots to zero, (indirect block
+    buffer, first entry to zero) pairs, and the data and indirect blocks to
+    free."""
+
+    def __init__(self) -> None:
+        self.slots: list[int] = []
+        self.edits: list[tuple[BufferHead, int]] = []
+        self.data: list[int] = []
+        self.indirect: dict[int, None] = {}  # ordered, and a quick "seen before?"
+
+    def freed(self) -> list[int]:
+        return self.data + list(self.indirect)
 
 
 def block_path(n: int, apb: int) -> list[int]:
@@ -233,42 +250,104 @@ class BlockMap:
 
     # -- truncation ---------------------------------------------------------------------
     def truncate(self, keep: int) -> int:
-        """Free every block mapping file blocks >= keep; the blocks freed."""
-        data: list[int] = []
-        indirect: dict[int, None] = {}  # ordered, and a quick "seen before?"
+        """Free every block mapping file blocks >= keep; the blocks freed.
+
+        All or nothing, in two phases.  The first reads what must be read
+        (every indirect block of the branches to free, each group bitmap
+        they touch) and holds the buffers it will change, changing nothing:
+        a failure there (no frame, a read error, a corrupt pointer) leaves
+        the map, i_blocks and the bitmaps as they were, for the caller to
+        try again later (inode.py's trim).  The second cannot fail for want
+        of memory or I/O: it zeroes the words under the map lock, then
+        frees the blocks through the buffers still held.  Freeing part of a
+        branch and failing on the rest would leave blocks that no map names
+        but the bitmap still holds, and an i_blocks that counts them
+        (test_a_shrinking_truncate_that_fails_part_way_leaks_nothing).
+        """
+        held: list[BufferHead] = []
+        try:
+            plan = self._plan(keep, held)
+            if plan is None:
+                return 0
+            return self._apply(plan)
+        finally:
+            for bh in held:
+                self.dev.put_buffer(bh)
+
+    def _plan(self, keep: int, held: list[BufferHead]) -> _Plan | None:
+        """Phase one of truncate: what to zero and free; None if nothing."""
         apb = self.geo.addr_per_block
-        trees: list[tuple[int, int, int, bool]] = []  # (top block, level, first n, whole)
-        spb = self.geo.sectors_per_block
-        with self.lock:
-            for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
-                if self.i_block[k]:
-                    data.append(self.i_block[k])
-                    self.i_block[k] = 0
-            self._uncount(len(data) * spb)
-            self.fresh.difference_update(data)
-            direct = len(data)
-            base = NDIR_BLOCKS
-            for level, slot in ((1, 12), (2, 13), (3, 14)):
-                top = self.i_block[slot]
-                if top and keep < base + apb**level:
-                    trees.append((top, level, base, keep <= base))
-                    if keep <= base:
-                        self.i_block[slot] = 0
-                base += apb**level
-        for top, level, base, whole in trees:
-            if whole:
-                self._collect(top, level, base, data, indirect)
-            else:
-                self._cut(top, level, base, keep - base, data, indirect)
-        freed = data + list(indirect)
+        plan = _Plan()
+        for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
+            if self.i_block[k]:
+                plan.data.append(self.i_block[k])
+                plan.slots.append(k)
+        base = NDIR_BLOCKS
+        for level, slot in ((1, 12), (2, 13), (3, 14)):
+            top = self.i_block[slot]
+            if top and keep < base + apb**level:
+                if keep <= base:
+                    plan.slots.append(slot)
+                    self._collect(top, level, base, plan.data, plan.indirect)
+                else:
+                    self._plan_cut(top, level, base, keep - base, plan, held)
+            base += apb**level
+        freed = plan.freed()
         if not freed:
-            return 0
-        for blk in freed if self.cached_data else indirect:
+            return None
+        where = f"{self.name}: truncate"
+        for blk in freed:
+            self.alloc.check_data_block(blk, where)
+        # The bitmaps the frees will change, read now and held until they are
+        # done: free_blocks then finds every one cached.
+        for g in sorted({self.geo.group_of(blk) for blk in freed}):
+            held.append(self.alloc.hold_bitmap(g))
+        return plan
+
+    def _plan_cut(
+        self, blk: int, level: int, first_n: int, keep_rel: int, plan: _Plan, held: list[BufferHead]
+    ) -> None:
+        """In indirect block `blk` (covering file blocks from first_n), every
+        entry past keep_rel is to be dropped, and the entry keep_rel falls in
+        cut in turn; the block's buffer is held for phase two."""
+        apb = self.geo.addr_per_block
+        child_span = apb ** (level - 1)
+        whole_from = (keep_rel + child_span - 1) // child_span
+        bh = self._indirect(blk, first_n)
+        held.append(bh)
+        raw = bytes(bh.data)
+        dropped = [(i, u32(raw, i * 4)) for i in range(whole_from, apb) if u32(raw, i * 4)]
+        if dropped:
+            plan.edits.append((bh, whole_from))
+        for i, child in dropped:
+            if level == 1:
+                plan.data.append(child)
+            else:
+                self._collect(child, level - 1, first_n + i * child_span, plan.data, plan.indirect)
+        partial = u32(raw, (keep_rel // child_span) * 4) if keep_rel % child_span else 0
+        if partial and level > 1:
+            self._plan_cut(
+                partial,
+                level - 1,
+                first_n + (keep_rel // child_span) * child_span,
+                keep_rel % child_span,
+                plan,
+                held,
+            )
+
+    def _apply(self, plan: _Plan) -> int:
+        """Phase two of truncate: nothing here allocates or reads."""
+        freed = plan.freed()
+        with self.lock:
+            for slot in plan.slots:
+                self.i_block[slot] = 0
+            for bh, first in plan.edits:
+                bh.data[first * 4 :] = bytes(len(bh.data) - first * 4)
+                self.dev.dirty_buffer(bh)
+            self._uncount(len(freed) * self.geo.sectors_per_block)
+            self.fresh.difference_update(plan.data)
+        for blk in freed if self.cached_data else plan.indirect:
             self.dev.forget_buffer(blk, self.geo.block_size)
-        if len(freed) > direct:
-            with self.lock:
-                self._uncount((len(freed) - direct) * spb)
-                self.fresh.difference_update(data[direct:])
         # Only now, with no map naming them, may the bitmap hand them out
         # again: freed any earlier, a concurrent allocator could give a block
         # to another file while this one still names it (the
@@ -293,7 +372,7 @@ class BlockMap:
     def _collect(
         self, blk: int, level: int, first_n: int, data: list[int], indirect: dict[int, None]
     ) -> None:
-        """Every block of the (detached) subtree under indirect block `blk`.
+        """Every block of the subtree under indirect block `blk`.
 
         An indirect block met twice is corruption: a walk that trusted such a
         map could visit the same subtree a billion times."""
@@ -308,49 +387,6 @@ class BlockMap:
             else:
                 self._collect(child, level - 1, first_n + i * apb ** (level - 1), data, indirect)
         indirect[blk] = None
-
-    def _cut(
-        self,
-        blk: int,
-        level: int,
-        first_n: int,
-        keep_rel: int,
-        data: list[int],
-        indirect: dict[int, None],
-    ) -> None:
-        """In indirect block `blk` (covering file blocks from first_n), drop
-        every entry past keep_rel, and cut the entry keep_rel falls in."""
-        apb = self.geo.addr_per_block
-        child_span = apb ** (level - 1)
-        whole_from = (keep_rel + child_span - 1) // child_span
-        bh = self._indirect(blk, first_n)
-        try:
-            dropped: list[tuple[int, int]] = []
-            with self.lock:
-                for i in range(whole_from, apb):
-                    child = u32(bh.data, i * 4)
-                    if child:
-                        dropped.append((i, child))
-                        bh.data[i * 4 : i * 4 + 4] = bytes(4)
-                if dropped:
-                    self.dev.dirty_buffer(bh)
-            partial = u32(bh.data, (keep_rel // child_span) * 4) if keep_rel % child_span else 0
-        finally:
-            self.dev.put_buffer(bh)
-        for i, child in dropped:
-            if level == 1:
-                data.append(child)
-            else:
-                self._collect(child, level - 1, first_n + i * child_span, data, indirect)
-        if partial and level > 1:
-            self._cut(
-                partial,
-                level - 1,
-                first_n + (keep_rel // child_span) * child_span,
-                keep_rel % child_span,
-                data,
-                indirect,
-            )
 
     def all_blocks(self) -> tuple[list[int], list[int]]:
         """(data blocks, indirect blocks) of the whole map, for checks."""

@@ -228,11 +228,22 @@ class Ext2FS:
         return inode
 
     def _discard_new(self, inode: Ext2Inode) -> None:
-        """Undo _new_inode after a later step failed (nothing names it)."""
-        with contextlib.suppress(KernelError):
-            inode.bmap.truncate(0)
-        self.inodes.pop(inode.ino, None)
-        self.vol.alloc.free_inode(inode.ino, inode.is_dir())
+        """Undo _new_inode after a later step failed (nothing names it): free
+        its blocks, stamp it deleted and give its number back, as Linux's
+        ext2 does with an inode whose creation failed (iput of a new inode
+        with no links).
+
+        If that fails too (no frame for a bitmap's buffer), it stays cached
+        as an orphan with no links, and unmount (or the next namespace call
+        that frees it) finishes the job: the bitmap never names an inode
+        that is not written as in use, nor the other way round
+        (test_mkdir_on_a_full_image_leaves_no_inode_behind)."""
+        inode.disk.links_count = 0
+        try:
+            self._maybe_free(inode)
+        except OSError:
+            if inode.deleted:
+                raise
 
     def _maybe_free(self, inode: Ext2Inode) -> None:
         """Free an inode whose last link went, if nobody has it open or mapped."""
