@@ -4,8 +4,10 @@ test file; PAGEMAP_* and the `pagemap` marker set what explore() does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.database import Database, current_test
-from pagemap.check.runner import Summary
+from pagemap.check.model import model
+from pagemap.check.runner import Summary, explore_model
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
 
@@ -46,6 +49,7 @@ def test_lost_update():
 def test_with_the_fixture(pagemap_explore):
     pagemap_explore(Counter, bump, bump, check=lambda c: c.word.value == 2)
 """
+ROOT = Path(__file__).resolve().parents[2]  # the project: where `tests` is a package
 RACY = "v = c.word.load()\n    c.word.store(v + 1)"
 FIXED = "with c.lock:\n        c.word.store(c.word.load() + 1)"
 
@@ -104,7 +108,20 @@ def test_a_failing_model_is_stored_replayed_first_and_dropped_once_fixed(
     assert set(db) == {"test_model.py::test_lost_update", "test_model.py::test_with_the_fixture"}
     assert all(len(traces) == 1 for traces in db.values())
     (lost,) = db["test_model.py::test_lost_update"]
-    assert f"or: pagemap replay {lost}" in out
+    how = f"or: pagemap replay {lost} --model-path ."
+    assert how in out
+    # It works from the root of the project, in a process of its own.
+    by_hand = subprocess.run(
+        [sys.executable, "-m", "pagemap", *shlex.split(how)[2:]],
+        cwd=project,
+        env=os.environ | {"SETUPS": str(project / "setups.txt"), "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert by_hand.returncode == 1, by_hand.stderr
+    assert "VIOLATION check: the check returned False" in by_hand.stdout
     assert explored > 4  # exploring ran many schedules
     # 2. The next run replays each stored schedule before exploring: one schedule each.
     rc, out, replayed = pytest_run(project, RACY)
@@ -142,6 +159,7 @@ def both(c: Counter) -> bool:
 def test_the_environment_sets_what_the_caller_leaves_out(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(ROOT)  # where the replay line is run from
     monkeypatch.setenv("PAGEMAP_STRATEGY", "pct")
     monkeypatch.setenv("PAGEMAP_BUDGET", "7")
     monkeypatch.setenv("PAGEMAP_SEED", "3")
@@ -162,7 +180,31 @@ def test_the_environment_sets_what_the_caller_leaves_out(
         explore(Counter, racy_bump, racy_bump, check=both)
     assert info.value.summary.bound is None
     (trace,) = (tmp_path / "traces").glob("*.json")
-    assert info.value.replay_lines == [f"replay it: pagemap replay {trace}"]
+    assert info.value.replay_lines == [f"replay it: pagemap replay {trace} --model-path ."]
+
+
+def test_a_stored_schedule_runs_on_the_tests_own_functions_whatever_the_file_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("PAGEMAP_DATABASE", str(tmp_path))
+    m = model(Counter, racy_bump, racy_bump, check=both)
+    found = explore_model(m).trace
+    assert found is not None
+    # A database checked into a repository, its file crafted to name the shell.
+    found.model = {"name": "m", "setup": "os:system", "tasks": ["os:system"], "check": None}
+    db = Database.for_current_test()
+    assert db is not None
+    db.save(m, found)
+    shell: list[object] = []
+    monkeypatch.setattr(os, "system", lambda *a: shell.append(a))
+    with pytest.raises(CounterexampleFound, match="fails again") as info:
+        explore(Counter, racy_bump, racy_bump, check=both)
+    assert shell == []
+    # Stored again naming the test's own functions, which its replay line can load.
+    stored = json.loads(db.path(m).read_text())["model"]
+    assert stored["setup"] == f"{__name__}:Counter" and "os:system" not in str(stored)
+    assert info.value.replay_lines[-1] == f"or: pagemap replay {db.path(m)} --model-path ."
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ command that replays it, and exits 1.
 
 replay re-runs a trace step by step.  Exit codes: 0 every oracle holds (or
 the replayed schedule no longer fails), 1 a violation, 2 bad input, 3 the
-trace no longer fits the code (it could not be followed, or fails otherwise).
+trace no longer fits the code (it could not be followed, or fails otherwise) or
+names code replay may not import: a model of your own is loaded only from a
+`--model-path DIR` (check/modelpath.py).
 
 Output: a counterexample prints as a timeline of its steps (check/counterexample.py,
 narrow from 80 columns); `--report DIR` (check) and `--html FILE` (replay) write it
@@ -25,9 +27,9 @@ output path is checked before any work starts.  check ends with one verdict line
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -53,6 +55,7 @@ from pagemap.check.fanout import (
     run_serial,
 )
 from pagemap.check.fanout.display import Display
+from pagemap.check.modelpath import ModelPath, Refused
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
 from pagemap.check.scenarios import lookup, registry
@@ -194,9 +197,18 @@ def register(sub: Any) -> None:
         "the settings it records, and print one row per step: the core, task, operation, "
         "the slot word as refcount|removal|ppn, PTE bits, and where in the code.  Exit 1 if "
         "the violation reproduces, 0 if the schedule runs and no longer fails, 2 if TRACE is "
-        "not a trace, 3 if the schedule no longer fits the code.",
+        "not a trace, 3 if the schedule no longer fits the code or the trace names code "
+        "replay may not import.",
     )
     rep.add_argument("trace", metavar="TRACE", help="a JSON trace written by pagemap check")
+    rep.add_argument(
+        "--model-path",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="modules found under DIR may be imported: where a trace of a model of your own "
+        "may load its functions from (repeatable; a trace naming any other code is refused)",
+    )
     _replay_output_options(rep)
     rep.set_defaults(func=run_replay)
 
@@ -705,18 +717,30 @@ def run_replay(args: argparse.Namespace) -> int:
     console = _console(args)
     if args.html is not None:
         opt.check_output_file("--html", args.html)
+    allowed = ModelPath.of(args.model_path)
     try:
         trace = Trace.load(args.trace)
     except TraceError as exc:
         raise ValueError(str(exc)) from None
-    model, differs = model_of(trace)
-    if differs:
-        print(f"pagemap replay: {differs}", file=sys.stderr)
-        if args.json:
-            print(json.dumps(replay_document(args.trace, trace, None, differs), indent=1))
-        return NO_LONGER_FITS
-    result = replay(model, trace, states=args.html is not None or args.json)
-    timeline = timeline_of(trace, result, replay_command(args.trace), "replayed")
+    with allowed.on_sys_path():
+        try:
+            model, differs = model_of(trace, allowed)
+        except Refused as exc:
+            print(f"pagemap replay: {exc}", file=sys.stderr)
+            if args.json:
+                doc = replay_document(args.trace, trace, None, str(exc), refused=True)
+                print(json.dumps(doc, indent=1))
+            return NO_LONGER_FITS
+        if differs:
+            print(f"pagemap replay: {differs}", file=sys.stderr)
+            if args.json:
+                print(json.dumps(replay_document(args.trace, trace, None, differs), indent=1))
+            return NO_LONGER_FITS
+        result = replay(model, trace, states=args.html is not None or args.json)
+    command = replay_command(args.trace) + "".join(
+        f" --model-path {shlex.quote(str(d))}" for d in args.model_path
+    )
+    timeline = timeline_of(trace, result, command, "replayed")
     console.print(renderable(timeline, console.width))
     _print_verdict(console, trace, result)
     code, reason = replay_verdict(trace, result)
@@ -726,7 +750,8 @@ def run_replay(args: argparse.Namespace) -> int:
         page = write_page(timeline, Path(args.html))
         _say(console, f"timeline page written to {page}")
     if args.json:
-        print(json.dumps(replay_document(args.trace, trace, result, reason), indent=1))
+        doc = replay_document(args.trace, trace, result, reason, command)
+        print(json.dumps(doc, indent=1))
     return code
 
 
@@ -748,17 +773,25 @@ def replay_verdict(trace: Trace, result: Replay) -> tuple[int, str]:
     return VIOLATION, ""
 
 
-def replay_document(path: str, trace: Trace, result: Replay | None, reason: str) -> dict[str, Any]:
+def replay_document(
+    path: str,
+    trace: Trace,
+    result: Replay | None,
+    reason: str,
+    command: str = "",
+    refused: bool = False,
+) -> dict[str, Any]:
     """`replay --json`: the replay as replay.schema.json describes it."""
     if result is None:
-        code, verdict = NO_LONGER_FITS, "no_longer_fits"
+        code, verdict = NO_LONGER_FITS, "refused" if refused else "no_longer_fits"
     else:
         code, _ = replay_verdict(trace, result)
         verdict = {OK: "holds", VIOLATION: "violation"}.get(code, "no_longer_fits")
     v = None if result is None else result.violation
     timeline = None
     if result is not None:
-        timeline = timeline_of(trace, result, replay_command(path), "replayed").to_dict()
+        how = command or replay_command(path)
+        timeline = timeline_of(trace, result, how, "replayed").to_dict()
     return {
         "schema": REPLAY_SCHEMA,
         "command": "replay",
@@ -782,13 +815,14 @@ def result_where(result: Replay, trace: Trace) -> str:
     return f"the run made different choices than the {len(trace.schedule)} recorded"
 
 
-def model_of(trace: Trace) -> tuple[Model, str]:
+def model_of(trace: Trace, allowed: ModelPath | None = None) -> tuple[Model, str]:
     """The model a trace names, and a sentence saying what differs from the
-    settings it records ("" if nothing)."""
+    settings it records ("" if nothing).  A model of your own is imported only
+    from the directories `allowed` (check/modelpath.py; Refused otherwise)."""
     if "scenario" in trace.model:
         model: Model = lookup(trace.model["scenario"]).model(trace.params)
     else:
-        model = _function_model(trace)
+        model = _function_model(trace, allowed or ModelPath())
     for what, recorded, now in (
         ("cores", trace.cores, model.cores),
         ("memory", trace.memory, model.memory),
@@ -801,25 +835,8 @@ def model_of(trace: Trace) -> tuple[Model, str]:
     return model, ""
 
 
-def _in_this_project(path: str) -> None:
-    """Refuse, before importing anything, a model whose module does not live
-    under the current directory: a trace is data, and must not choose which
-    installed code (os, subprocess, ...) replay imports and calls."""
-    top = path.partition(":")[0].split(".")[0]
-    spec = importlib.util.find_spec(top)
-    where = spec.origin if spec is not None else None
-    if spec is not None and where is None and spec.submodule_search_locations:
-        where = next(iter(spec.submodule_search_locations), None)
-    here = os.path.realpath(os.getcwd())
-    if where is None or not os.path.realpath(where).startswith(here + os.sep):
-        raise ValueError(
-            f"the trace names {path}, whose module {top!r} is not under the current "
-            f"directory ({here}): replay models from the project that holds them"
-        )
-
-
-def _function_model(trace: Trace) -> Model:
-    from pagemap.check.model import FunctionModel, resolve
+def _function_model(trace: Trace, allowed: ModelPath) -> Model:
+    from pagemap.check.model import FunctionModel
 
     desc = trace.model
     if "setup" not in desc:
@@ -827,19 +844,14 @@ def _function_model(trace: Trace) -> Model:
             f"the trace's model {trace.scenario!r} cannot be replayed from the command line: "
             f"{desc.get('unreplayable', 'it names no import path')}"
         )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # models in the user's tests, as pytest finds them
-    names = [desc["setup"], *desc["tasks"]] + ([desc["check"]] if desc.get("check") else [])
-    for name in names:
-        _in_this_project(name)
-    setup = resolve(desc["setup"])
-    tasks = tuple(resolve(t) for t in desc["tasks"])
-    check = resolve(desc["check"]) if desc.get("check") else None
+    check = [desc["check"]] if desc.get("check") else []
+    setup, *functions = allowed.resolve([desc["setup"], *desc["tasks"], *check])
+    tasks = functions[: len(desc["tasks"])]
     return FunctionModel(
         str(desc.get("name", "model")),
         setup,
-        tasks,
-        check,
+        tuple(tasks),
+        functions[len(desc["tasks"])] if check else None,
         trace.cores,
         trace.memory,
         bool(desc.get("quiescent", True)),

@@ -10,6 +10,10 @@ name, its task and check functions' names, its cores and memory), each a trace
 file that `pagemap replay` reads.  A trace is written whole or not at all (a
 temp file renamed into place), and is removed when it no longer fails: the bug
 was fixed, or the model changed so that its schedule cannot be followed.
+
+A stored trace is data, like any other: replayed first, its schedule runs on the
+functions the test passes to explore(), never on the import paths the file names
+(a database checked into a repository cannot choose what code a test run calls).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from pagemap.check import knobs as settings
 from pagemap.check.context import RunContext
 from pagemap.check.database import Database
 from pagemap.check.knobs import FROM_ENV, Knobs
+from pagemap.check.modelpath import model_path_args
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
 from pagemap.check.trace import Trace
@@ -45,8 +46,8 @@ class CounterexampleFound(AssertionError):
     """An exploration found a schedule that breaks an oracle.
 
     `replay_lines` say how to see it again: the pytest command that replays the
-    stored schedule first, and `pagemap replay` of its trace when the model's
-    functions have import paths."""
+    stored schedule first, and `pagemap replay TRACE --model-path DIR` when the
+    model's functions have import paths (DIR: where their modules were found)."""
 
     def __init__(
         self,
@@ -127,7 +128,10 @@ def import_path(obj: object) -> str | None:
 
 
 def resolve(path: str) -> Any:
-    """The object an import path names (ValueError saying why it cannot)."""
+    """The object an import path names (ValueError saying why it cannot).  Only
+    for import paths this program made itself (a unit of work, check/fanout): a
+    trace's are loaded through check/modelpath.py, which refuses code the user did
+    not allow."""
     module, _, qualname = path.partition(":")
     try:
         found: Any = importlib.import_module(module)
@@ -232,6 +236,9 @@ def _replay_stored(db: Database, m: FunctionModel[Any], knobs: Knobs) -> None:
     trace = db.load(m)
     if trace is None:
         return
+    # The stored file gives the schedule only: it runs on this test's own functions,
+    # and is stored again naming them, whatever model the file named.
+    trace.model = m.describe()
     if (trace.cores, trace.memory) == (m.cores, m.memory):
         result = replay(m, trace)
         if result.followed and result.violation is not None:
@@ -261,10 +268,14 @@ def _found(
     if db is not None:
         how.append(f"replay it: pytest {shlex.quote(db.test)}  (the stored schedule runs first)")
     written = trace.save(knobs.trace_dir) if knobs.trace_dir is not None else None
-    replayable = "setup" in trace.model
+    # replay imports a model only from a directory named on its command line, so the
+    # line names the ones this model's modules were imported from.
+    functions = [m.setup, *m.tasks] + ([m.check] if m.check is not None else [])
+    model_path = model_path_args(functions) if "setup" in trace.model else None
     for path in (written, stored):
-        if path is not None and replayable:
-            how.append(f"{'or' if how else 'replay it'}: pagemap replay {path}")
+        if path is not None and model_path is not None:
+            command = shlex.join(["pagemap", "replay", str(path), *model_path])
+            how.append(f"{'or' if how else 'replay it'}: {command}")
             break
     if result is None:
         result = replay(m, trace)

@@ -18,9 +18,11 @@ session (when it is not set already) to the `pagemap_database` ini option,
 `.pagemap` under the root of the project by default, or "off"; it puts back what
 was there when the session ends.
 Failing schedules are stored there by test id and replayed first on the next run
-(check/database.py).  A failure's traceback ends at the test's own line (explore
-and its helpers hide their frames), and its message ends with the line that
-replays it.
+(check/database.py), on the test's own functions: the file gives the schedule, and
+nothing it names is imported.  A failure's traceback ends at the test's own line
+(explore and its helpers hide their frames), and its message ends with the lines
+that replay it: the pytest command, and `pagemap replay TRACE --model-path DIR`
+with the directory the test module was imported from.
 """
 
 from __future__ import annotations
