@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ast
+import os
+import signal
+import subprocess
+import sys
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pagemap.check import coverage
 from pagemap.check.coverage import _report, _spans, default_exclusions, load_exclusions
-from pagemap.cli import main
+from pagemap.cli import build_parser, main
 
 SOURCE = """\
 def alone(x):
@@ -157,3 +164,100 @@ def test_a_listed_header_lists_its_body_but_not_an_else(tmp_path: Path) -> None:
     assert f.missing_lines == [6]  # the else is not the header's block
     assert f.missing_branches == []  # both leave the listed header
     assert (f.listed_lines, f.listed_branches) == (2, 2)
+
+
+# Two small scenarios, a few schedules each: the plumbing, not the figure.
+SMALL = ["load-race", "load-remove", "--strategy", "dfs", "--budget", "20"]
+
+
+def test_coverage_runs_in_jobs_workers_and_says_how_far_it_is_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+
+    def spy(args: list[str], **kw: Any) -> Any:
+        started.append(args)
+        return popen(args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    assert main(["check", "--coverage", *SMALL, "--jobs", "2"]) == 1  # most is unreached
+    out, err = capsys.readouterr()
+    assert len(started) == 2
+    assert "2 scenarios, 2 units of work under branch coverage in 2 worker processes" in out
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("pagemap check --coverage: ") for line in lines)
+    assert {line.split(": ")[1].split()[0] for line in lines} == {"load-race", "load-remove"}
+    assert "(2 of 2, " in lines[1]
+    assert "not listed as unreachable" in out
+
+
+def test_coverage_in_two_workers_is_coverage_in_one() -> None:
+    from pagemap.check.command import plan
+    from pagemap.check.scenarios import lookup
+
+    args = build_parser().parse_args(["check", *SMALL])
+    units = plan(args, {n: lookup(n).model() for n in ("load-race", "load-remove")})
+    one, two = (coverage.measure(units, default_exclusions(), jobs) for jobs in (1, 2))
+    assert one.reached == two.reached and one.reached[0] > 0
+    assert [(f.path, f.missing_lines, f.missing_branches) for f in one.files] == [
+        (f.path, f.missing_lines, f.missing_branches) for f in two.files
+    ]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "why"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_a_signal_stops_coverage_and_leaves_no_temp_directory_nor_worker(
+    tmp_path: Path, signum: int, code: int, why: str
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    # The portfolio to the end of two scenarios: far longer than it takes to stop it.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pagemap",
+            "check",
+            "--coverage",
+            "write-remove",
+            "load-remove",
+            "--jobs",
+            "2",
+        ],
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("pagemap-coverage-*/errors.1")):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the coverage run never started its workers"
+            time.sleep(0.05)
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == code, err
+    assert list(temp.iterdir()) == []
+    assert out.splitlines()[-1].startswith(f"STOPPED by {why}: "), out
+    assert "Traceback" not in err, err
+    assert not _processes_naming(str(temp)), "a coverage worker outlived the run"
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The processes whose command line holds `text` (a worker names its data file)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(proc.name))
+    return found

@@ -314,12 +314,17 @@ def run_check(args: argparse.Namespace) -> int:
         for n in names
     }
     units = plan(args, models)
+    if (args.mutants or args.coverage) and args.scheduler is not None:
+        raise ValueError(
+            "--scheduler runs an exploration on a cluster; --mutants and --coverage run in "
+            "worker processes here (--jobs)"
+        )
     if args.mutants:
         return _mutants(console, args, units)
     if args.mutant:
         raise ValueError("--mutant selects mutants for --mutants")
     if args.coverage:
-        return _coverage(console, units)
+        return _coverage(console, args, units)
     t0 = time.perf_counter()
     explored = _explore(console, args, names, units)
     summaries = _by_scenario(names, units, explored.summaries)
@@ -366,11 +371,49 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
     return OK
 
 
-def _coverage(console: Console, units: list[Unit]) -> int:
-    from pagemap.check.coverage import default_exclusions, measure
+def _coverage(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
+    """The scenarios under branch coverage, in --jobs worker processes; Ctrl-C and
+    SIGTERM stop it (130, 143) with its temp directory and workers gone."""
+    from pagemap.check.coverage import Stopped, default_exclusions, groups, measure
 
-    with console.status(f"running {len(units)} units of work under branch coverage ..."):
-        report = measure(units, default_exclusions())
+    total = len(groups(units))
+    jobs = min(args.jobs, total)
+    _say(
+        console,
+        f"pagemap check --coverage: {plural(total, 'scenario')}, "
+        f"{plural(len(units), 'unit')} of work under branch coverage in "
+        f"{plural(jobs, 'worker process', 'worker processes')}",
+    )
+    stop = Stop()
+    t0 = time.perf_counter()
+
+    def line(done: int, of: int, name: str) -> str:
+        return f"{name} measured ({done} of {of}, {time.perf_counter() - t0:.1f} s)"
+
+    try:
+        with stop.on_signals():
+            if console.is_terminal:
+                with console.status("running the scenarios under branch coverage ...") as status:
+
+                    def shown(done: int, of: int, name: str) -> None:
+                        status.update(line(done, of, name))
+
+                    report = measure(units, default_exclusions(), jobs, shown, stop)
+            else:
+                # No spinner off a terminal: one plain line a scenario, on stderr, so
+                # that a long run in CI or a pipe says how far it is.
+                def printed(done: int, of: int, name: str) -> None:
+                    print(f"pagemap check --coverage: {line(done, of, name)}", file=sys.stderr)
+
+                report = measure(units, default_exclusions(), jobs, printed, stop)
+    except Stopped as exc:
+        why = "Ctrl-C" if stop.exit_code == 130 else "SIGTERM"
+        _say(
+            console,
+            f"STOPPED by {why}: {exc.done} of {plural(exc.total, 'scenario')} measured in "
+            f"{time.perf_counter() - t0:.1f} s; no coverage reported",
+        )
+        return stop.exit_code
     table = Table(title="scenario coverage of kernel/ and hw/")
     for col in ("file", "lines", "branches", "not reached (line, or line->line)"):
         table.add_column(col, justify="right" if col in ("lines", "branches") else "left")
@@ -400,6 +443,12 @@ def _coverage(console: Console, units: list[Unit]) -> int:
     if report.violations:
         return VIOLATION
     return OK if report.complete else VIOLATION
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`n` and its noun, plural unless `n` is 1 ("1 scenario", "2 scenarios");
+    `nouns` where an s will not do."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def _by_scenario(names: list[str], units: list[Unit], results: list[Summary]) -> list[Summary]:

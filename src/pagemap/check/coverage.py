@@ -4,8 +4,10 @@ What no scenario reaches, no strategy can find a race in.  `pagemap check
 --coverage` runs the scenarios under branch coverage (coverage.py, with its
 greenlet support) and reports, for kernel/ and hw/, the lines and branches
 not reached, less those listed in `unreached.txt` beside this file, each
-with the reason no scenario needs to reach it.  An entry names code by text,
-never by line number, so the list survives edits that move lines:
+with the reason no scenario needs to reach it.  The scenarios run in `--jobs`
+worker processes, one scenario at a time each, and their data are combined.
+An entry names code by text, never by line number, so the list survives edits
+that move lines:
 
     kernel/mm.py: raise InvalidArgument("munmap: length 0")  # one line, by its text
     kernel/mm.py: if self.exited:  # a header lists its block (not an if's else)
@@ -20,17 +22,22 @@ gone) is reported as stale, so the list cannot quietly outgrow its reasons.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
+import selectors
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
-from pagemap.check.fanout import Unit
+import coverage
+
+from pagemap.check.fanout import Stop, Unit
 
 MEASURED = ("pagemap.kernel", "pagemap.hw")
 
@@ -87,41 +94,181 @@ def default_exclusions() -> dict[str, dict[str, str]]:
     return load_exclusions(resources.files("pagemap.check").joinpath("unreached.txt").read_text())
 
 
-# Run in a fresh interpreter, so that coverage starts before any of the
-# kernel is imported (else every def and class line would read as unreached).
-_CHILD = """
+# A worker: a fresh interpreter, so that coverage starts before any of the kernel
+# is imported (else every def and class line would read as unreached).  It reads
+# one group of units (JSON) a line from stdin, runs it, and answers a line: the
+# messages of the violations found.  At the end of stdin it saves its data.
+_WORKER = """
 import json, sys
 import coverage
-cov = coverage.Coverage(data_file=None, branch=True, source=%r, concurrency=["greenlet", "thread"])
+cov = coverage.Coverage(
+    data_file=sys.argv[2], branch=True, source=json.loads(sys.argv[1]),
+    concurrency=["greenlet", "thread"],
+)
 cov.start()
 from pagemap.check.fanout import Unit, run_serial
-raw = json.load(open(sys.argv[1]))
-units = [Unit.from_json(u) for u in raw]
-found = [s.trace.message for s in run_serial(units) if s.trace is not None]
+for line in sys.stdin:
+    units = [Unit.from_json(u) for u in json.loads(line)]
+    found = [s.trace.message for s in run_serial(units) if s.trace is not None]
+    print(json.dumps(found), flush=True)
 cov.stop()
-cov.json_report(outfile=sys.argv[2])
-json.dump(found, open(sys.argv[3], "w"))
+cov.save()
 """
+POLL = 0.2  # seconds between looks at `stop` while the workers run
+
+# measure()'s `progress`: told (groups measured, groups in all, the group's name).
+Progress = Callable[[int, int, str], None]
 
 
-def measure(units: Sequence[Unit], exclusions: dict[str, dict[str, str]]) -> CoverageReport:
-    """Run `units` under branch coverage of kernel/ and hw/, and report."""
+class Stopped(Exception):
+    """The run was stopped (Ctrl-C, SIGTERM) before every group was measured."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"stopped after {done} of {total} scenarios were measured")
+        self.done, self.total = done, total
+
+
+def groups(units: Sequence[Unit]) -> list[tuple[str, list[Unit]]]:
+    """The units by scenario, in the order of their first unit: what one worker
+    runs at a time (a scenario's units stay together, in their planned order)."""
+    by: dict[str, list[Unit]] = {}
+    for u in units:
+        by.setdefault(u.scenario, []).append(u)
+    return list(by.items())
+
+
+def measure(
+    units: Sequence[Unit],
+    exclusions: dict[str, dict[str, str]],
+    jobs: int = 1,
+    progress: Progress | None = None,
+    stop: Stop | None = None,
+) -> CoverageReport:
+    """Run `units` under branch coverage of kernel/ and hw/, in `jobs` worker
+    processes that take one scenario's units at a time, and report on their
+    combined data.  Stopped if `stop` is requested first; the temp directory
+    and the workers are gone however it ends."""
+    todo = groups(units)
+    found: list[list[str]] = [[] for _ in todo]
     with tempfile.TemporaryDirectory(prefix="pagemap-coverage-") as tmp:
-        plan, out, found = (os.path.join(tmp, n) for n in ("units.json", "cov.json", "found.json"))
-        Path(plan).write_text(json.dumps([u.to_json() for u in units]))
-        child = subprocess.run(
-            [sys.executable, "-c", _CHILD % (list(MEASURED),), plan, out, found],
-            capture_output=True,
-            text=True,
+        workers: list[_Worker] = []
+        try:
+            for i in range(max(1, min(jobs, len(todo)))):
+                workers.append(_Worker(tmp, i))
+            _drive(workers, todo, found, progress, stop)
+            data_files = [w.finish() for w in workers]
+        finally:
+            for w in workers:
+                w.kill()
+        out = os.path.join(tmp, "cov.json")
+        combined = coverage.Coverage(
+            data_file=os.path.join(tmp, "combined"), branch=True, source=list(MEASURED)
         )
-        if child.returncode != 0:
-            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the coverage run failed: {last}")
+        combined.combine(data_files)
+        combined.json_report(outfile=out)
         data = json.loads(Path(out).read_text())
-        violations = json.loads(Path(found).read_text())
     report = _report(data, exclusions)
-    report.violations = violations
+    report.violations = [message for messages in found for message in messages]
     return report
+
+
+class _Worker:
+    """One worker process; its errors go to a file, whose last line says why it failed."""
+
+    def __init__(self, tmp: str, index: int) -> None:
+        self.data_file = os.path.join(tmp, f"data.{index}")
+        self.errors = open(os.path.join(tmp, f"errors.{index}"), "w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps(list(MEASURED)), self.data_file],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            # Ctrl-C at the terminal reaches this process alone, which stops the
+            # workers itself: a worker it killed would read as a failed run.
+            start_new_session=True,
+        )
+        self.group: int | None = None  # the index of the group it runs
+
+    def send(self, index: int, units: list[Unit]) -> None:
+        assert self.proc.stdin is not None
+        self.group = index
+        self.proc.stdin.write(json.dumps([u.to_json() for u in units]) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> list[str]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.fail()
+        self.group = None
+        found: list[str] = json.loads(line)
+        return found
+
+    def finish(self) -> str:
+        """Close its input; once it has saved its data, the data file."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            self.fail()
+        return self.data_file
+
+    def fail(self) -> NoReturn:
+        self.proc.wait()
+        self.errors.seek(0)
+        last = (self.errors.read().strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the coverage run failed: {last}")
+
+    def kill(self) -> None:
+        """Gone before the temp directory is removed (it writes there)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self.errors.close()
+
+
+def _drive(
+    workers: list[_Worker],
+    todo: list[tuple[str, list[Unit]]],
+    found: list[list[str]],
+    progress: Progress | None,
+    stop: Stop | None,
+) -> None:
+    """Deal the groups to the workers, the next to whichever answers first."""
+    pending = iter(enumerate(todo))
+    done = 0
+    with selectors.DefaultSelector() as sel:
+        for w in workers:
+            nxt = next(pending, None)
+            if nxt is not None:
+                w.send(nxt[0], nxt[1][1])
+                assert w.proc.stdout is not None
+                sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+        while done < len(todo):
+            if stop is not None and stop.requested:
+                raise Stopped(done, len(todo))
+            for key, _ in sel.select(POLL):
+                w = key.data
+                index = w.group
+                assert index is not None
+                try:
+                    found[index] = w.answer()
+                except RuntimeError:
+                    if stop is not None and stop.requested:
+                        raise Stopped(done, len(todo)) from None
+                    raise
+                done += 1
+                if progress is not None:
+                    progress(done, len(todo), todo[index][0])
+                nxt = next(pending, None)
+                if nxt is not None:
+                    w.send(nxt[0], nxt[1][1])
+                else:
+                    sel.unregister(key.fileobj)
 
 
 def _spans(source: str) -> dict[str, tuple[int, int]]:
@@ -221,4 +368,12 @@ def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> C
     return CoverageReport(files, stale)
 
 
-__all__ = ["CoverageReport", "FileReport", "default_exclusions", "load_exclusions", "measure"]
+__all__ = [
+    "CoverageReport",
+    "FileReport",
+    "Stopped",
+    "default_exclusions",
+    "groups",
+    "load_exclusions",
+    "measure",
+]
