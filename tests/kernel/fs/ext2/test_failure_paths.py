@@ -6,6 +6,7 @@ with a clean unmount, the machine closed, and `e2fsck -fn`."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from pagemap import MAP_SHARED, PGSIZE, PROT_READ, PROT_WRITE, Machine, Page
 from pagemap import e2fsprogs as e2
 from pagemap.kernel.errors import KernelError, OutOfMemory
 from pagemap.kernel.fs.ext2 import Ext2FS
+from pagemap.kernel.fs.ext2.errors import Corrupt
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.radix import ALL_PAGES
 from tests.conftest import CountingOps
@@ -210,3 +212,50 @@ def test_direct_reclaim_writing_back_into_a_hole_never_waits_on_itself_threads(
     unmount_and_check(image, machine, fs)
     data = e2.cat(image, "/sparse")
     assert all(data[i * PGSIZE + 5] == ord("x") for i in range(0, 64, 4))
+
+
+def test_a_second_machine_cannot_mount_an_image_read_write(tmp_path: Path) -> None:
+    """Two Machines writing one image would each trust their own cached
+    bitmaps and overwrite the other's: the second is refused with EBUSY, as
+    Linux refuses a second exclusive open of a block device, until the first
+    unmounts (or its machine closes)."""
+    image = image_of(tmp_path)
+    one, two = Machine(cores=1, memory="2MiB"), Machine(cores=1, memory="2MiB")
+    fs = one.mount(image, "rw")
+    with pytest.raises(KernelError) as info:
+        two.mount(image, "rw")
+    assert info.value.errno == errno.EBUSY
+    assert "already mounted read-write" in str(info.value)
+    fs.create("/a").close()
+    fs.unmount()
+    other = two.mount(image, "rw")  # the lock went with the unmount
+    other.create("/b").close()
+    with pytest.raises(KernelError) as info:
+        one.mount(image, "rw")
+    assert info.value.errno == errno.EBUSY
+    two.close()  # closing the machine lets go too
+    again = one.mount(image, "rw")
+    assert sorted(again.listdir("/")) == ["a", "b", "lost+found"]
+    again.unmount()
+    one.close()
+    result = e2.fsck(image)
+    assert result.clean, result.output
+
+
+def test_a_failed_mount_leaves_the_image_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = image_of(tmp_path)
+    machine = Machine(cores=1, memory="2MiB")
+
+    def bad_root(self: Ext2FS, ino: int) -> object:
+        raise Corrupt(f"inode {ino}: made bad by the test")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Ext2FS, "iget", bad_root)  # fails after the image was locked
+        with pytest.raises(Corrupt):
+            machine.mount(image, "rw")
+    other = Machine(cores=1, memory="2MiB")
+    other.mount(image, "rw").unmount()
+    other.close()
+    machine.close()

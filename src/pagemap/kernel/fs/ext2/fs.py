@@ -806,6 +806,8 @@ class Ext2FS:
             vol.dev.mapping.remove_contig(0, ALL_PAGES)
             vol.mounted = False
             vol.dev.release(self.holder)
+            if not vol.readonly:
+                vol.dev.io.unlock()
 
     def _make_room(self) -> None:
         """Evict what can be evicted before syncing: once nothing is open or
@@ -856,11 +858,20 @@ def mount(
     """Mount the ext2 filesystem on `dev`; every check of super.py first."""
     token = object()
     dev.claim(token)
+    locked = False
     try:
         sb = read_superblock(dev)
         geo = check_superblock(sb, dev.nr_bytes, writable=not readonly)
         if not readonly and not dev.io.writable:
             raise ReadOnly(f"{dev.name}: the image is read-only on the host: mount it read-only")
+        if not readonly:
+            # claim() keeps a second mount of this machine off the device;
+            # the host lock keeps off another Machine's (its own descriptor,
+            # its own cache), whose writes would interleave with ours
+            # (test_a_second_machine_cannot_mount_an_image_read_write).  A
+            # read-only mount takes none: it writes nothing.
+            dev.io.lock_exclusive("mount")
+            locked = True
         dev.set_block_size(geo.block_size)
         groups = read_groups(dev, geo, executor)
         vol = Volume(executor, dev, sb, geo, groups, readonly, clock)
@@ -876,5 +887,7 @@ def mount(
     except BaseException:
         dev.mapping.remove_contig(0, ALL_PAGES)
         dev.release(token)
+        if locked:
+            dev.io.unlock()
         raise
     return fs
