@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +222,35 @@ def test_the_output_path_check_leaves_nothing_behind(
     assert main([*argv, "--traces", str(tmp_path / "there")]) == 0
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["there"]
+
+
+def test_mutants_run_in_jobs_worker_processes_with_the_table_of_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    argv = ["check", "--mutants", "--mutant", "pins-ignored", "--mutant", "no-shootdown"]
+    assert main(argv) == 0
+    serial = capsys.readouterr()
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+
+    def spy(args: list[str], **kw: Any) -> Any:
+        started.append(args)
+        return popen(args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    assert main([*argv, "--jobs", "2"]) == 0
+    parallel = capsys.readouterr()
+    assert len(started) == 2
+
+    def killers(out: str) -> list[tuple[str, str]]:
+        cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()]
+        return [(r[0], r[2]) for r in cells if len(r) == 5]
+
+    assert killers(parallel.out) == killers(serial.out)
+    assert [r[0] for r in killers(serial.out)] == ["pins-ignored", "no-shootdown"]
+    # Off a terminal, each mutant run is a plain line on stderr, in either mode.
+    for err in (serial.err, parallel.err):
+        lines = err.splitlines()
+        assert len(lines) == 2 and all(" run (" in line for line in lines), err

@@ -86,4 +86,4 @@ def test_a_mutant_no_scenario_kills_survives_and_fails_the_run(
     # load-race has no MAP_LOCKED region: nothing there can see pins ignored.
     assert main(["check", "load-race", "--mutants", "--mutant", "pins-ignored"]) == 1
     out = capsys.readouterr().out
-    assert "SURVIVES" in out and "1 of 1 mutant(s) survive" in out
+    assert "SURVIVES" in out and "1 of 1 mutant survives:" in out

@@ -27,19 +27,21 @@ output path is checked before any work starts.  check ends with one verdict line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pagemap import __version__
 from pagemap import options as opt
@@ -62,6 +64,7 @@ from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import DEFAULT_BOUND, EXHAUSTIVE, STRATEGIES
 from pagemap.check.trace import Trace, TraceError
+from pagemap.check.workers import Pool, Progress, Stopped, WorkerFailed
 
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
@@ -334,35 +337,60 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
-    """Every mutant against the planned units: which scenario kills it, how soon."""
+    """Every mutant against the planned units: which scenario kills it, how soon.
+    With --jobs, mutants run in worker processes, one at a time each."""
     from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, lookup_mutant
 
     chosen = [lookup_mutant(n) for n in args.mutant] or list(MUTANTS)
+    jobs = min(args.jobs, len(chosen))
+    t0 = time.perf_counter()
+    stop = Stop()
+    try:
+        with _progress(
+            console, "pagemap check --mutants", "running the scenarios against each mutant ..."
+        ) as say:
+
+            def told(done: int, total: int, index: int) -> None:
+                say(
+                    f"{chosen[index].name} run ({done} of {total}, "
+                    f"{time.perf_counter() - t0:.1f} s)"
+                )
+
+            if jobs == 1:
+                runs = []
+                for i, mutant in enumerate(chosen):
+                    runs.append(run_mutant(mutant.name, units))
+                    told(i + 1, len(chosen), i)
+            else:
+                with stop.on_signals():
+                    runs = _mutants_in_workers(chosen, units, jobs, told, stop)
+    except Stopped as exc:
+        _say(
+            console,
+            f"STOPPED by {_why(stop)}: {exc.done} of {plural(exc.total, 'mutant')} "
+            f"run in {time.perf_counter() - t0:.1f} s; no table, the rest were not run",
+        )
+        return stop.exit_code
     table = Table(title="pagemap check --mutants")
     for col in ("mutant", "the rule it breaks", "killed by", "schedules", "seconds"):
         table.add_column(col, justify="right" if col in ("schedules", "seconds") else "left")
     survivors = []
-    with console.status("running the scenarios against each mutant ..."):
-        for mutant in chosen:
-            with mutant.applied():
-                t0 = time.perf_counter()
-                results = run_serial(units)
-                seconds = time.perf_counter() - t0
-            schedules = sum(r.schedules for r in results)
-            killer = next((r for r in results if r.trace is not None), None)
-            equivalent = mutant in EQUIVALENT_MUTANTS
-            if killer is not None and killer.trace is not None:
-                verdict = f"[green]{killer.scenario}[/green] ({killer.trace.oracle})"
-            elif equivalent:
-                verdict = "[yellow]survives: equivalent (see check/mutants.py)[/yellow]"
-            else:
-                verdict = "[red]SURVIVES[/red]"
-                survivors.append(mutant.name)
-            table.add_row(mutant.name, mutant.broken, verdict, f"{schedules:,}", f"{seconds:.2f}")
+    for mutant, run in zip(chosen, runs, strict=True):
+        if run["scenario"] is not None:
+            verdict = f"[green]{run['scenario']}[/green] ({run['oracle']})"
+        elif mutant in EQUIVALENT_MUTANTS:
+            verdict = "[yellow]survives: equivalent (see check/mutants.py)[/yellow]"
+        else:
+            verdict = "[red]SURVIVES[/red]"
+            survivors.append(mutant.name)
+        table.add_row(
+            mutant.name, mutant.broken, verdict, f"{run['schedules']:,}", f"{run['seconds']:.2f}"
+        )
     console.print(table)
     if survivors:
         console.print(
-            f"[red]{len(survivors)} of {len(chosen)} mutant(s) survive[/red]: "
+            f"[red]{len(survivors)} of {plural(len(chosen), 'mutant')} "
+            f"{'survives' if len(survivors) == 1 else 'survive'}[/red]: "
             f"{', '.join(survivors)}: no scenario run here breaks an oracle under them",
             soft_wrap=True,
         )
@@ -371,10 +399,69 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
     return OK
 
 
+def run_mutant(name: str, units: Sequence[Unit]) -> dict[str, Any]:
+    """Mutant `name` against `units`, in this process: the first scenario (in the
+    plan's fixed order) whose oracle it breaks, and which oracle; the schedules
+    and seconds it took.  JSON, as a --mutants worker answers it."""
+    from pagemap.check.mutants import lookup_mutant
+
+    with lookup_mutant(name).applied():
+        t0 = time.perf_counter()
+        results = run_serial(units)
+        seconds = time.perf_counter() - t0
+    killer = next((r for r in results if r.trace is not None), None)
+    return {
+        "scenario": None if killer is None else killer.scenario,
+        "oracle": None if killer is None or killer.trace is None else killer.trace.oracle,
+        "schedules": sum(r.schedules for r in results),
+        "seconds": seconds,
+    }
+
+
+# A --mutants worker (check/workers.py): each line names a mutant and the units to run.
+_MUTANT_WORKER = """
+from pagemap.check.command import run_mutant
+from pagemap.check.fanout import Unit
+for line in sys.stdin:
+    item = json.loads(line)
+    answer(run_mutant(item["mutant"], [Unit.from_json(u) for u in item["units"]]))
+"""
+
+
+def _mutants_in_workers(
+    chosen: Sequence[Any], units: Sequence[Unit], jobs: int, told: Progress, stop: Stop
+) -> list[dict[str, Any]]:
+    plan = [u.to_json() for u in units]
+    with Pool(_MUTANT_WORKER, [[] for _ in range(jobs)]) as pool:
+        try:
+            runs: list[dict[str, Any]] = pool.map(
+                [{"mutant": m.name, "units": plan} for m in chosen], told, stop
+            )
+            pool.finish()
+        except WorkerFailed as exc:
+            raise RuntimeError(f"the mutants run failed: {exc}") from None
+    return runs
+
+
+@contextlib.contextmanager
+def _progress(console: Console, command: str, first: str) -> Iterator[Callable[[str], None]]:
+    """Where a long run says how far it is: on a terminal, a spinner's text; off
+    one (CI, a pipe), one plain line each on stderr, as a spinner shows nothing there."""
+    if console.is_terminal:
+        with console.status(first) as status:
+            yield lambda text: status.update(Text(text))
+    else:
+        yield lambda text: print(f"{command}: {text}", file=sys.stderr)
+
+
+def _why(stop: Stop) -> str:
+    return "Ctrl-C" if stop.exit_code == 130 else "SIGTERM"
+
+
 def _coverage(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
     """The scenarios under branch coverage, in --jobs worker processes; Ctrl-C and
     SIGTERM stop it (130, 143) with its temp directory and workers gone."""
-    from pagemap.check.coverage import Stopped, default_exclusions, groups, measure
+    from pagemap.check.coverage import default_exclusions, groups, measure
 
     total = len(groups(units))
     jobs = min(args.jobs, total)
@@ -386,32 +473,23 @@ def _coverage(console: Console, args: argparse.Namespace, units: list[Unit]) -> 
     )
     stop = Stop()
     t0 = time.perf_counter()
-
-    def line(done: int, of: int, name: str) -> str:
-        return f"{name} measured ({done} of {of}, {time.perf_counter() - t0:.1f} s)"
-
     try:
-        with stop.on_signals():
-            if console.is_terminal:
-                with console.status("running the scenarios under branch coverage ...") as status:
+        with (
+            stop.on_signals(),
+            _progress(
+                console, "pagemap check --coverage", "running the scenarios under coverage ..."
+            ) as say,
+        ):
 
-                    def shown(done: int, of: int, name: str) -> None:
-                        status.update(line(done, of, name))
+            def told(done: int, total: int, name: str) -> None:
+                say(f"{name} measured ({done} of {total}, {time.perf_counter() - t0:.1f} s)")
 
-                    report = measure(units, default_exclusions(), jobs, shown, stop)
-            else:
-                # No spinner off a terminal: one plain line a scenario, on stderr, so
-                # that a long run in CI or a pipe says how far it is.
-                def printed(done: int, of: int, name: str) -> None:
-                    print(f"pagemap check --coverage: {line(done, of, name)}", file=sys.stderr)
-
-                report = measure(units, default_exclusions(), jobs, printed, stop)
+            report = measure(units, default_exclusions(), jobs, told, stop)
     except Stopped as exc:
-        why = "Ctrl-C" if stop.exit_code == 130 else "SIGTERM"
         _say(
             console,
-            f"STOPPED by {why}: {exc.done} of {plural(exc.total, 'scenario')} measured in "
-            f"{time.perf_counter() - t0:.1f} s; no coverage reported",
+            f"STOPPED by {_why(stop)}: {exc.done} of {plural(exc.total, 'scenario')} measured "
+            f"in {time.perf_counter() - t0:.1f} s; no coverage reported",
         )
         return stop.exit_code
     table = Table(title="scenario coverage of kernel/ and hw/")

@@ -22,22 +22,18 @@ gone) is reported as stale, so the list cannot quietly outgrow its reasons.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
-import selectors
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn
 
 import coverage
 
 from pagemap.check.fanout import Stop, Unit
+from pagemap.check.workers import Pool, Stopped, WorkerFailed
 
 MEASURED = ("pagemap.kernel", "pagemap.hw")
 
@@ -94,12 +90,11 @@ def default_exclusions() -> dict[str, dict[str, str]]:
     return load_exclusions(resources.files("pagemap.check").joinpath("unreached.txt").read_text())
 
 
-# A worker: a fresh interpreter, so that coverage starts before any of the kernel
-# is imported (else every def and class line would read as unreached).  It reads
-# one group of units (JSON) a line from stdin, runs it, and answers a line: the
-# messages of the violations found.  At the end of stdin it saves its data.
+# A worker (check/workers.py): a fresh interpreter, so that coverage starts
+# before any of the kernel is imported (else every def and class line would read
+# as unreached).  It answers each group of units with the messages of the
+# violations found; at the end of its input it saves its data.
 _WORKER = """
-import json, sys
 import coverage
 cov = coverage.Coverage(
     data_file=sys.argv[2], branch=True, source=json.loads(sys.argv[1]),
@@ -109,23 +104,13 @@ cov.start()
 from pagemap.check.fanout import Unit, run_serial
 for line in sys.stdin:
     units = [Unit.from_json(u) for u in json.loads(line)]
-    found = [s.trace.message for s in run_serial(units) if s.trace is not None]
-    print(json.dumps(found), flush=True)
+    answer([s.trace.message for s in run_serial(units) if s.trace is not None])
 cov.stop()
 cov.save()
 """
-POLL = 0.2  # seconds between looks at `stop` while the workers run
 
-# measure()'s `progress`: told (groups measured, groups in all, the group's name).
+# measure()'s `progress`: told (scenarios measured, scenarios in all, the one just measured).
 Progress = Callable[[int, int, str], None]
-
-
-class Stopped(Exception):
-    """The run was stopped (Ctrl-C, SIGTERM) before every group was measured."""
-
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"stopped after {done} of {total} scenarios were measured")
-        self.done, self.total = done, total
 
 
 def groups(units: Sequence[Unit]) -> list[tuple[str, list[Unit]]]:
@@ -146,20 +131,23 @@ def measure(
 ) -> CoverageReport:
     """Run `units` under branch coverage of kernel/ and hw/, in `jobs` worker
     processes that take one scenario's units at a time, and report on their
-    combined data.  Stopped if `stop` is requested first; the temp directory
-    and the workers are gone however it ends."""
+    combined data.  Stopped (check/workers.py) if `stop` is requested first;
+    the temp directory and the workers are gone however it ends."""
     todo = groups(units)
-    found: list[list[str]] = [[] for _ in todo]
+
+    def told(done: int, total: int, index: int) -> None:
+        if progress is not None:
+            progress(done, total, todo[index][0])
+
     with tempfile.TemporaryDirectory(prefix="pagemap-coverage-") as tmp:
-        workers: list[_Worker] = []
-        try:
-            for i in range(max(1, min(jobs, len(todo)))):
-                workers.append(_Worker(tmp, i))
-            _drive(workers, todo, found, progress, stop)
-            data_files = [w.finish() for w in workers]
-        finally:
-            for w in workers:
-                w.kill()
+        data_files = [os.path.join(tmp, f"data.{i}") for i in range(max(1, min(jobs, len(todo))))]
+        source = json.dumps(list(MEASURED))
+        with Pool(_WORKER, [[source, data] for data in data_files]) as pool:
+            try:
+                found = pool.map([[u.to_json() for u in us] for _, us in todo], told, stop)
+                pool.finish()
+            except WorkerFailed as exc:
+                raise RuntimeError(f"the coverage run failed: {exc}") from None
         out = os.path.join(tmp, "cov.json")
         combined = coverage.Coverage(
             data_file=os.path.join(tmp, "combined"), branch=True, source=list(MEASURED)
@@ -170,105 +158,6 @@ def measure(
     report = _report(data, exclusions)
     report.violations = [message for messages in found for message in messages]
     return report
-
-
-class _Worker:
-    """One worker process; its errors go to a file, whose last line says why it failed."""
-
-    def __init__(self, tmp: str, index: int) -> None:
-        self.data_file = os.path.join(tmp, f"data.{index}")
-        self.errors = open(os.path.join(tmp, f"errors.{index}"), "w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, json.dumps(list(MEASURED)), self.data_file],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            text=True,
-            # Ctrl-C at the terminal reaches this process alone, which stops the
-            # workers itself: a worker it killed would read as a failed run.
-            start_new_session=True,
-        )
-        self.group: int | None = None  # the index of the group it runs
-
-    def send(self, index: int, units: list[Unit]) -> None:
-        assert self.proc.stdin is not None
-        self.group = index
-        self.proc.stdin.write(json.dumps([u.to_json() for u in units]) + "\n")
-        self.proc.stdin.flush()
-
-    def answer(self) -> list[str]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.fail()
-        self.group = None
-        found: list[str] = json.loads(line)
-        return found
-
-    def finish(self) -> str:
-        """Close its input; once it has saved its data, the data file."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        if self.proc.wait() != 0:
-            self.fail()
-        return self.data_file
-
-    def fail(self) -> NoReturn:
-        self.proc.wait()
-        self.errors.seek(0)
-        last = (self.errors.read().strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the coverage run failed: {last}")
-
-    def kill(self) -> None:
-        """Gone before the temp directory is removed (it writes there)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        self.errors.close()
-
-
-def _drive(
-    workers: list[_Worker],
-    todo: list[tuple[str, list[Unit]]],
-    found: list[list[str]],
-    progress: Progress | None,
-    stop: Stop | None,
-) -> None:
-    """Deal the groups to the workers, the next to whichever answers first."""
-    pending = iter(enumerate(todo))
-    done = 0
-    with selectors.DefaultSelector() as sel:
-        for w in workers:
-            nxt = next(pending, None)
-            if nxt is not None:
-                w.send(nxt[0], nxt[1][1])
-                assert w.proc.stdout is not None
-                sel.register(w.proc.stdout, selectors.EVENT_READ, w)
-        while done < len(todo):
-            if stop is not None and stop.requested:
-                raise Stopped(done, len(todo))
-            for key, _ in sel.select(POLL):
-                w = key.data
-                index = w.group
-                assert index is not None
-                try:
-                    found[index] = w.answer()
-                except RuntimeError:
-                    if stop is not None and stop.requested:
-                        raise Stopped(done, len(todo)) from None
-                    raise
-                done += 1
-                if progress is not None:
-                    progress(done, len(todo), todo[index][0])
-                nxt = next(pending, None)
-                if nxt is not None:
-                    w.send(nxt[0], nxt[1][1])
-                else:
-                    sel.unregister(key.fileobj)
 
 
 def _spans(source: str) -> dict[str, tuple[int, int]]:
