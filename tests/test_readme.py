@@ -51,7 +51,7 @@ def test_the_machine_example_runs(tmp_path: Path) -> None:
 
 
 def test_the_explore_example_finds_the_lost_update() -> None:
-    with pytest.raises(CounterexampleFound, match="1 preemptions"):
+    with pytest.raises(CounterexampleFound, match="4 steps, 1 preemption:"):
         exec(compile(python_blocks()[1], "README.md", "exec"), {})
 
 

@@ -600,26 +600,25 @@ def banner(
     strategy = args.strategy
     if strategy is None:
         how = (
-            f"a PCT pass of {PORTFOLIO_PCT} schedules each, then DPOR with at most {bound} "
-            "preemptions to the end"
+            f"a PCT pass of {plural(PORTFOLIO_PCT, 'schedule')} each, then DPOR with at most "
+            f"{plural(bound, 'preemption')} to the end"
         )
     elif strategy in EXHAUSTIVE:
-        how = f"{strategy.upper()} with at most {bound} preemptions " + (
+        how = f"{strategy.upper()} with at most {plural(bound, 'preemption')} " + (
             f"for {args.time:g} s each"
             if args.time is not None
-            else f"to the end (at most {args.budget or DEFAULT_CAP:,} schedules each)"
+            else f"to the end (at most {plural(args.budget or DEFAULT_CAP, 'schedule')} each)"
         )
     else:
         how = f"{strategy.upper()}, " + (
             f"for {args.time:g} s each"
             if args.time is not None
-            else f"{args.budget:,} schedules each"
+            else f"{plural(args.budget, 'schedule')} each"
         )
     jobs = where or (f"in {args.jobs} worker processes" if args.jobs > 1 else "in this process")
-    plural = "s" if len(names) != 1 else ""
     return (
-        f"pagemap check: {len(names)} scenario{plural}, {how}; {units} units of work "
-        f"{jobs}, seed {args.seed}"
+        f"pagemap check: {plural(len(names), 'scenario')}, {how}; {plural(units, 'unit')} of "
+        f"work {jobs}, seed {args.seed}"
     )
 
 
@@ -641,7 +640,7 @@ def _print_timeouts(console: Console, summaries: Sequence[Summary]) -> None:
     for s in summaries:
         if s.timed_out:
             console.print(
-                f"[yellow]{s.scenario}: {s.timed_out} unit(s) of work timed out[/yellow] "
+                f"[yellow]{s.scenario}: {plural(s.timed_out, 'unit')} of work timed out[/yellow] "
                 "(--unit-timeout); what they would have explored was not",
                 soft_wrap=True,
             )
@@ -748,7 +747,7 @@ def verdict_line(summaries: Sequence[Summary], found: Sequence[Found], seconds: 
     """The last line of `pagemap check`, as `pagemap run` ends with one."""
     schedules = sum(s.schedules for s in summaries)
     n = len(summaries)
-    explored = f"{schedules:,} schedules of {n} scenario{'s' if n != 1 else ''} in {seconds:.1f} s"
+    explored = f"{plural(schedules, 'schedule')} of {plural(n, 'scenario')} in {seconds:.1f} s"
     if not found:
         covered = sum(s.exhaustive for s in summaries)
         return f"OK: every oracle holds: {explored}; {covered} of {n} covered to the end"
@@ -765,8 +764,8 @@ def stopped_line(summaries: Sequence[Summary], seconds: float, code: int) -> str
     schedules = sum(s.schedules for s in summaries)
     why = "Ctrl-C" if code == 130 else "SIGTERM" if code == 143 else "a signal"
     return (
-        f"STOPPED by {why}: {schedules:,} schedules of {len(summaries)} scenario"
-        f"{'s' if len(summaries) != 1 else ''} explored in {seconds:.1f} s, no violation "
+        f"STOPPED by {why}: {plural(schedules, 'schedule')} of "
+        f"{plural(len(summaries), 'scenario')} explored in {seconds:.1f} s, no violation "
         "among them; the rest was not explored"
     )
 

@@ -37,20 +37,29 @@ def summary_of(trace: Trace, result: Replay) -> str:
     """How the schedule was found and how long it is, in one line."""
     parts = [
         f"Found by {trace.strategy} seed {trace.seed}, schedule {trace.schedule_index}"
-        + (f", at most {trace.preemption_bound} preemptions" if trace.preemption_bound else "")
+        + (
+            f", at most {_count(trace.preemption_bound, 'preemption')}"
+            if trace.preemption_bound
+            else ""
+        )
     ]
     if trace.shrunk_from:
         parts.append(
-            f"shrunk from {trace.shrunk_from.get('steps')} steps and "
-            f"{trace.shrunk_from.get('preemptions')} preemptions"
+            f"shrunk from {_count(trace.shrunk_from.get('steps', 0), 'step')} and "
+            f"{_count(trace.shrunk_from.get('preemptions', 0), 'preemption')}"
         )
     if result.cycle is not None:
         prefix, period = result.cycle
+        repeat = "step repeats" if period == 1 else f"{period} steps repeat"
         parts.append(
-            f"a livelock: after step {prefix} the same {period} steps repeat until the budget "
-            f"of {trace.max_steps:,} steps runs out; shown to the end of one turn"
+            f"a livelock: after step {prefix} the same {repeat} until the budget "
+            f"of {_count(trace.max_steps, 'step')} runs out; shown to the end of one turn"
         )
     return "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
 
 
 def timeline_of(

@@ -42,6 +42,10 @@ S = TypeVar("S")
 CHECK = "check"
 
 
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
 class CounterexampleFound(AssertionError):
     """An exploration found a schedule that breaks an oracle.
 
@@ -61,12 +65,14 @@ class CounterexampleFound(AssertionError):
         self.trace = trace
         self.replay_lines = list(replay_lines or [])
         how = note or (
-            f"after {summary.schedules} schedule(s) ({trace.strategy}, seed {trace.seed})"
+            f"after {summary.schedules} schedule{_s(summary.schedules)} ({trace.strategy}, "
+            f"seed {trace.seed})"
         )
         tail = "".join(f"\n{line}" for line in self.replay_lines)
         super().__init__(
             f"{trace.oracle}: {trace.message}\n"
-            f"{how}; {trace.steps} steps, {trace.preemptions} preemptions:\n{table}{tail}"
+            f"{how}; {trace.steps} step{_s(trace.steps)}, {trace.preemptions} "
+            f"preemption{_s(trace.preemptions)}:\n{table}{tail}"
         )
 
 

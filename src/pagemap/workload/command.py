@@ -215,10 +215,15 @@ def banner(spec: Spec, in_image: int | None = None) -> str:
     else:
         source = f"a generated file of {size}"
     return (
-        f"pagemap run: {spec.procs} processes, {spec.ops:,} operations, {spec.cores} cores, "
+        f"pagemap run: {_count(spec.procs, 'process', 'processes')}, "
+        f"{_count(spec.ops, 'operation')}, {_count(spec.cores, 'core')}, "
         f"{format_size(spec.memory)} of frames, {source}, "
         f"executor {spec.executor}, seed {spec.seed}, reclaim policy {spec.reclaim}"
     )
+
+
+def _count(n: int, noun: str, nouns: str | None = None) -> str:
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def _size_in_image(spec: Spec) -> int | None:

@@ -25,7 +25,7 @@ def describe(status: Status) -> str:
     """One line: "12/40 units · 3,400 schedules · 1,234/s · ≥0:00:12 left"."""
     parts = [
         f"{status.units_done}/{status.units} units",
-        f"{status.schedules:,} schedules",
+        f"{status.schedules:,} schedule{'' if status.schedules == 1 else 's'}",
         f"{status.rate:,.0f}/s",
     ]
     eta = status.eta()
