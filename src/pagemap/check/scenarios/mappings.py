@@ -14,12 +14,12 @@ import contextlib
 
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
-from pagemap.check.shadow import SLOT, ShadowFile
+from pagemap.check.shadow import SLOT, Region, ShadowFile
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import SegmentationFault
-from pagemap.kernel.mman import MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ
+from pagemap.kernel.mman import MAP_FIXED, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
-from pagemap.oracles import ACCOUNTING
+from pagemap.oracles import ACCOUNTING, DURABILITY
 
 
 def _remover(ctx: RunContext, f: ShadowFile, lo: int, n: int) -> None:
@@ -231,6 +231,126 @@ def _munmap_fault(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _msync_remove(ctx: RunContext, p: Params) -> None:
+    # msync writes back the pages of its range while a remover evicts them:
+    # msync harvests the D bits and writes the pages with the map lock
+    # dropped, removal unmaps, gathers the same D bits and writes the same
+    # pages.  Whichever takes a D bit, its store reaches the file; once msync
+    # returns, what was stored before it began is in the file; no PTE or TLB
+    # entry outlives the frame removal frees.
+    f = ShadowFile(ctx, 2)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+    f.store(proc, base)  # dirty through the PTE only, before the race
+    f.store(proc, base + PGSIZE)
+
+    def syncer() -> None:
+        proc.msync(base, 2 * PGSIZE)
+        for i in range(2):
+            want, got = f.shadow.expect(i * PGSIZE, SLOT), f.backing(i)[:SLOT]
+            if got != want:
+                ctx.fail(
+                    DURABILITY,
+                    f"msync returned, yet page {i} of the file holds {got.hex()} at slot 0, "
+                    f"not {want.hex()}, stored through the mapping before msync began",
+                )
+        f.store(proc, base + SLOT)  # page 0 again: refaulted if removal took it
+
+    ctx.machine.spawn(syncer, name="msync")
+    _remover(ctx, f, 0, 2)
+    f.end_checks()
+
+
+def _fixed_remap_store(ctx: RunContext, p: Params) -> None:
+    # MAP_FIXED maps page 1 of the file again over page 1 of a shared mapping
+    # of pages 0-1, while another core stores to both pages.  The kernel
+    # unmaps the old page 1 (splitting the region, zapping the PTE, passing
+    # its D bit on) and maps the new region beside what is left of the old
+    # (not merged with it: the new region's flags keep MAP_FIXED).
+    # A store lands through the old PTE before the zap, or faults and finds
+    # the new region: either way the same file page, so the shadow's region
+    # stays true throughout.  No D bit may be dropped by the zap, no fault
+    # that began in the old region may install into it once it is gone, and
+    # no translation may outlive the unmap.
+    f = ShadowFile(ctx, 2)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+    f.store(proc, base + PGSIZE)  # page 1 mapped and dirty in its PTE before the race
+
+    def storer() -> None:
+        f.store(proc, base + PGSIZE + SLOT)  # through the old PTE, or a fault in the new region
+        f.store(proc, base)  # page 0: the region split and merged around it
+        f.load(proc, base + PGSIZE)
+
+    def remapper() -> None:
+        got = proc.mmap(
+            PGSIZE, RW, MAP_SHARED | MAP_FIXED, file=f.file, offset=PGSIZE, addr=base + PGSIZE
+        )
+        if got != base + PGSIZE:
+            ctx.fail(ACCOUNTING, f"MAP_FIXED at {base + PGSIZE:#x} mapped at {got:#x}")
+        f.load(proc, base + PGSIZE + 2 * SLOT)
+
+    ctx.machine.spawn(storer, name="store")
+    ctx.machine.spawn(remapper, name="map-fixed")
+    f.end_checks()
+
+
+def _merge_fault_remove(ctx: RunContext, p: Params) -> None:
+    # Pages 0 and 1 of the file are mapped by two mmaps side by side, the
+    # second made in the race: its region joins the first (same file,
+    # consecutive offsets, same protection), registering the joined region
+    # on the page map before the two it replaces leave it.  Meanwhile the
+    # other core faults on page 0 (looking its region up around the merge)
+    # and then evicts both pages, finding their PTEs through whichever
+    # region is on the map.  Nothing may be left mapped where removal freed,
+    # no store lost.
+    f = ShadowFile(ctx, 2)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+    proc.munmap(base + PGSIZE, PGSIZE)  # room for the second mmap, right after the first
+    f.unmapped(proc, base)
+    f.regions.append(Region(proc, base, base + PGSIZE, 0, False))
+
+    def mapper() -> None:
+        got = proc.mmap(PGSIZE, RW, MAP_SHARED, file=f.file, offset=PGSIZE, addr=base + PGSIZE)
+        f.regions.append(Region(proc, got, got + PGSIZE, PGSIZE, False))
+        f.store(proc, got)  # page 1, through the joined region
+
+    def fault_and_remove() -> None:
+        f.store(proc, base + SLOT)  # page 0: a fault, around the merge
+        f.pm.remove_contig(0, 2)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(mapper, name="mmap-merge")
+    ctx.machine.spawn(fault_and_remove, name="fault-remove")
+    f.end_checks()
+
+
+def _alias_remove(ctx: RunContext, p: Params) -> None:
+    # One process maps page 0 of the file twice, at two addresses (two
+    # regions, two PTEs, one page), and stores through both while a remover
+    # evicts the page.  Removal must unmap both PTEs and gather both D bits
+    # before it writes the page and frees its frame: a store through either
+    # alias reaches the file, none lands in a free frame, and each is seen
+    # through the other alias.
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    one = f.map(proc, 1, RW, MAP_SHARED)
+    two = f.map(proc, 1, RW, MAP_SHARED)
+    f.load(proc, one)  # both PTEs in place before the race
+    f.load(proc, two)
+
+    def writer() -> None:
+        f.store(proc, one + SLOT)
+        f.store(proc, two + 2 * SLOT)
+        f.load(proc, two + SLOT)  # each store, seen through the other alias
+        f.load(proc, one + 2 * SLOT)
+
+    ctx.machine.spawn(writer, name="store-both")
+    _remover(ctx, f, 0, 1)
+    f.end_checks()
+
+
 SCENARIOS = (
     Scenario(
         "store-remove",
@@ -294,5 +414,25 @@ SCENARIOS = (
         "munmap-fault",
         "munmap races a fault on its region: no PTE is left where nothing is mapped",
         _munmap_fault,
+    ),
+    Scenario(
+        "msync-remove",
+        "msync writes back the pages a remover evicts; a store after it refaults",
+        _msync_remove,
+    ),
+    Scenario(
+        "fixed-remap-store",
+        "MAP_FIXED maps a file page again over its own shared mapping while a core stores to it",
+        _fixed_remap_store,
+    ),
+    Scenario(
+        "merge-fault-remove",
+        "a second mmap joins the file region beside it while a fault and a remover race the merge",
+        _merge_fault_remove,
+    ),
+    Scenario(
+        "alias-remove",
+        "one page mapped at two addresses of one process; stores through both race removal",
+        _alias_remove,
     ),
 )

@@ -16,7 +16,7 @@ import contextlib
 
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
-from pagemap.check.shadow import SLOT, ShadowFile
+from pagemap.check.shadow import SLOT, Region, ShadowFile
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import BusError, SegmentationFault
 from pagemap.kernel.mman import (
@@ -30,7 +30,7 @@ from pagemap.kernel.mman import (
 )
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.kernel.proc import Proc
-from pagemap.oracles import COHERENCE, DURABILITY, Violation
+from pagemap.oracles import COHERENCE, DURABILITY, MEMORY_SAFETY, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 
 
@@ -214,6 +214,89 @@ def _fsync_store(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _mprotect_store(ctx: RunContext, p: Params) -> None:
+    # One core stores to a page of a shared file mapping, twice (the second
+    # through a TLB entry with D set), while another core of the same process
+    # makes the page read-only.  mprotect clears W and D in the PTE and shoots
+    # down every core's TLB: a store lands before that (its D bit is passed
+    # to the page, not dropped) or faults with SIGSEGV after; once mprotect
+    # has returned, no store may land through a writable entry left cached
+    # on the storing core.
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+    f.load(proc, base)  # mapped (clean) before the race
+    done = [False]  # mprotect returned: set in the step it returns in
+    hook = ctx.machine.on_access
+
+    def on_access(owner: object, va: int, ppn: int, write: bool) -> None:
+        if write and done[0] and owner is proc and base <= va < base + PGSIZE:
+            ctx.fail(
+                MEMORY_SAFETY,
+                f"{ctx.who()} stored at {va:#x} after mprotect(PROT_READ) of it returned "
+                "(a writable translation outlived mprotect)",
+            )
+        if hook is not None:
+            hook(owner, va, ppn, write)
+
+    ctx.machine.on_access = on_access
+
+    def storer() -> None:
+        for _ in range(p["rounds"]):
+            with contextlib.suppress(SegmentationFault):  # read-only by now
+                f.store(proc, base + SLOT)
+        f.load(proc, base + SLOT)
+
+    def protector() -> None:
+        proc.mprotect(base, PGSIZE, PROT_READ)
+        done[0] = True
+        f.load(proc, base + SLOT)
+
+    ctx.machine.spawn(storer, name="store")
+    ctx.machine.spawn(protector, name="mprotect")
+    f.end_checks()
+
+
+def _truncate_vm(ctx: RunContext, p: Params) -> None:
+    # truncate cuts the file to one page while the process changes its
+    # mappings of the page cut off: mprotect of it to read-only, munmap of
+    # it, then a new mmap of the whole file and a load past the new end.
+    # truncate unmaps page 1 from every region on the page map while regions
+    # are split (mprotect), taken off the map (munmap) and added (mmap): a
+    # PTE left for the dropped page, in a region being split or made, is a
+    # translation to a freed frame; a load past the end after truncate
+    # returned is a bus error, never bytes.
+    f = ShadowFile(ctx, 2)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+    f.store(proc, base + PGSIZE)  # page 1 mapped and dirty before the race
+    cut = [False]
+
+    def vm() -> None:
+        proc.mprotect(base + PGSIZE, PGSIZE, PROT_READ)
+        with contextlib.suppress(BusError):  # gone already: a bus error
+            f.load(proc, base + PGSIZE)
+        proc.munmap(base + PGSIZE, PGSIZE)
+        f.unmapped(proc, base)
+        f.regions.append(Region(proc, base, base + PGSIZE, 0, False))
+        again = f.map(proc, 2, RW, MAP_SHARED)
+        try:
+            f.load(proc, again + PGSIZE)
+        except BusError:
+            return
+        if cut[0]:
+            ctx.fail(COHERENCE, "a load past the end of a truncated file returned bytes")
+
+    def truncater() -> None:
+        f.truncate(PGSIZE)
+        cut[0] = True
+        f.no_stale_translation()
+
+    ctx.machine.spawn(vm, name="mprotect-munmap-mmap")
+    ctx.machine.spawn(truncater, name="truncate")
+    f.end_checks()
+
+
 def _end(ctx: RunContext) -> None:
     """Anonymous memory: exit the processes, then nothing may be left behind."""
 
@@ -262,5 +345,18 @@ SCENARIOS = (
         "fsync-store",
         "fsync collects the D bits of shared mappings while stores race it",
         _fsync_store,
+    ),
+    Scenario(
+        "mprotect-store",
+        "a store on one core races mprotect to read-only on another: no D bit dropped, "
+        "no store through a writable TLB entry once mprotect returns",
+        _mprotect_store,
+        {"rounds": 2},
+        limits={"rounds": (1, 4)},
+    ),
+    Scenario(
+        "truncate-vm",
+        "truncate races mprotect, munmap and mmap of the range it cuts off",
+        _truncate_vm,
     ),
 )
