@@ -3,9 +3,10 @@ seed in SIM_SEEDS.
 
 The fault handler looks its file page up with no lock held, so the file may
 shrink below the page meanwhile.  It checks the size again once it holds the
-page, and installs its PTE before it drops its slot reference, while
-truncate_pages goes round again as long as a slot reference is held: however
-the race goes, the access either sees the old byte or is a bus error, no
+page, and once more under its pte_lock as it installs its PTE, which it
+does before it drops its slot reference; truncate_pages drops even a page
+a fault holds, after unmapping it under that same pte_lock: however the
+race goes, the access either sees the old byte or is a bus error, no
 PTE is left past the new end of the file, and no cached page there holds an
 old byte.  Two faults that race to give one private page its copy install
 one copy; the loser frees its own."""
@@ -37,9 +38,9 @@ def test_a_fault_racing_truncate_unmaps_what_it_installed(
 ) -> None:
     looked_up: list[Task | None] = []  # the tasks that have been through lookup
     rechecks = 0  # bus errors raised by the size check after the lookup
-    rounds: list[int] = []  # truncate_pages rounds, per truncate
+    held_drops = 0  # pages truncate took out of the map while a fault held them
 
-    lookup, check_eof, mark = PageMap.lookup, Proc._check_eof, PageMap._mark_for_removal
+    lookup, check_eof, drop_held = PageMap.lookup, Proc._check_eof, PageMap._drop_held
 
     def looking_up(self: PageMap, index: int, load: bool = True) -> object:
         found = lookup(self, index, load)
@@ -55,14 +56,15 @@ def test_a_fault_racing_truncate_unmaps_what_it_installed(
             rechecks += task is not None and task in looked_up
             raise
 
-    def marking(self: PageMap, lo: int, hi: int, respect_pins: bool = True) -> None:
-        if not respect_pins:  # a round of truncate_pages
-            rounds[-1] += 1
-        mark(self, lo, hi, respect_pins)
+    def dropping_held(self: PageMap, page: Page) -> int:
+        nonlocal held_drops
+        dropped = drop_held(self, page)
+        held_drops += dropped
+        return dropped
 
     monkeypatch.setattr(PageMap, "lookup", looking_up)
     monkeypatch.setattr(Proc, "_check_eof", checking)
-    monkeypatch.setattr(PageMap, "_mark_for_removal", marking)
+    monkeypatch.setattr(PageMap, "_drop_held", dropping_held)
     outcomes = set()
     for seed in SIM_SEEDS:
         machine = sim(seed, cores=2)
@@ -73,7 +75,6 @@ def test_a_fault_racing_truncate_unmaps_what_it_installed(
         base = p.mmap(3 * PGSIZE, PROT_READ, MAP_SHARED, f)
         got: list[bytes] = []
         looked_up.clear()
-        rounds.append(0)
 
         def toucher() -> None:
             try:
@@ -107,7 +108,7 @@ def test_a_fault_racing_truncate_unmaps_what_it_installed(
     # Both ways the race can go, and both defences, were exercised.
     assert outcomes == {b"c", b"SIGBUS"}
     assert rechecks > 0, "no fault found the file shrunk after its lookup"
-    assert max(rounds) > 1, "truncate never had to wait for a fault's reference"
+    assert held_drops > 0, "truncate never met a page a fault held"
 
 
 def test_two_faults_racing_to_copy_one_private_page_keep_one_copy(

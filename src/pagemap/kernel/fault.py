@@ -83,6 +83,11 @@ class FaultHandler(MM):
                 f"page {index} of a file of {size} bytes, past its end"
             )
 
+    @staticmethod
+    def _past_eof(vmr: VMR, va: int) -> bool:
+        assert vmr.file is not None
+        return vmr.index_of(va) >= (vmr.file.size + PGMASK) >> PGSHIFT
+
     def _fault_anonymous(self, vmr: VMR, va: int, owned: Page | None) -> None:
         if owned is not None:
             self._install(vmr, va, owned, True, owned=True)
@@ -103,9 +108,11 @@ class FaultHandler(MM):
             page.flags.fetch_or(PG_FAULTED)
         try:
             # The file may have shrunk while we slept in lookup: truncate
-            # stores the size before it drops pages, and goes round again
-            # while our slot reference is held, so checking again here (and
-            # installing before put_page) leaves it no PTE to miss
+            # stores the size before it drops pages, even pages held as this
+            # one is, so we check again here, and once more as we install,
+            # under the pte_lock that truncate's unmap pass takes after the
+            # size changed: either our PTE is in place before that pass, which
+            # clears it, or we see the new size and install nothing
             # (test_a_fault_racing_truncate_unmaps_what_it_installed; a
             # handler that puts the page before installing it is caught).
             self._check_eof(vmr, va, write)
@@ -144,6 +151,8 @@ class FaultHandler(MM):
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
+                if vmr.file is not None and self._past_eof(vmr, va):
+                    return False  # truncated meanwhile: the retried access is a bus error
                 if not self._claim_slot(vpn, page, owned):
                     return False
                 replaced = self._set_pte(va, page, bits, write)

@@ -44,19 +44,23 @@ the frame whose slot it is.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pagemap.hw.mmu import PTE_D, PTE_P, pte_ppn
-from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.errors import InvalidArgument, KernelError
 from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import (
     PG_DIRTY,
     PG_LOCKED,
+    PG_PAGEMAP,
     PG_REMOVAL,
     Page,
     PageAllocator,
+    lock_page,
+    unlock_page,
 )
 from pagemap.kernel.radix import ALL_PAGES, RADIX_FANOUT, RadixTree
 from pagemap.kernel.rmap import (
@@ -69,6 +73,7 @@ from pagemap.kernel.rmap import (
 )
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
+    PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
     PM_REMOVAL,
     slot_check_removal,
@@ -117,6 +122,8 @@ class Removal:
     if TYPE_CHECKING:
 
         def _writeback_page(self, page: Page) -> bool: ...
+
+        def put_page(self, page: Page) -> None: ...
 
     def _slot_get_page(self, slot_val: int) -> Page | None:
         """pm_slot_get_page: the page a slot word names, or None."""
@@ -525,25 +532,86 @@ class Removal:
         bytes are past the end of the file, so they are dropped dirty or not,
         pinned or not, and unmapped from every region (an access there is now a
         bus error).  It runs the removal protocol without the writeback pass,
-        as the only remover, and goes round again while some page still has a
-        slot reference: its user (a fault or a read that looked before the size
-        shrank, a writeback) is about to put it, and nobody new can find a page
-        past the end.  Exercised by test_truncate_racing_writeback_never_resurrects
-        (two to five rounds in about a fifth of its seeds) and, with a fault
-        holding the page, by test_a_fault_racing_truncate_unmaps_what_it_installed.
+        as the only remover.  A page somebody holds a slot reference to is
+        dropped too, as Linux's truncate drops a page from the cache whatever
+        its count: it leaves the map, and its frame is freed when its last
+        reference is put (`_drop_held`).  Waiting for the reference instead
+        would wait forever for a holder that is not going to put it soon (a
+        caller of the public PageMap.load_page;
+        test_truncate_with_a_page_held_drops_it_and_frees_it_at_the_last_put).
+        A fault that looked the page up before the size shrank cannot map it
+        after we unmapped it: it checks the size again under its pte_lock as
+        it installs (fault.py; test_a_fault_racing_truncate_unmaps_what_it_installed).
         """
         lo, hi = self._check_range(first_index, ALL_PAGES)
-        while self.removal.swap(1):
-            self.executor.relax()  # another remover is mid-protocol; let it finish
         dropped = 0
-        try:
-            while True:
+        while True:
+            # The only remover for a round, which runs whole under the map
+            # lock; not while we sleep on a held page's lock below, so that a
+            # writepage we wait for may reclaim from this map meanwhile.
+            while self.removal.swap(1):
+                self.executor.relax()  # another remover is mid-protocol; let it finish
+            try:
                 with self.lock:
                     if next(self.tree.items(lo, hi), None) is None:
                         return dropped
                     self._mark_for_removal(lo, hi, respect_pins=False)
+                    held = self._hold_referenced(lo, hi)
                     self._unmap_marked(lo, hi, include_pinned=True)
                     dropped += self._free_marked(lo, hi)
-                self.executor.relax()
+            finally:
+                self.removal.store(0)
+            for page in held:
+                dropped += self._drop_held(page)
+
+    def _hold_referenced(self, lo: int, hi: int) -> list[Page]:
+        """The pages of [lo, hi) that pass 1 left unmarked because somebody
+        holds them, each with one more slot reference, ours, and PG_REMOVAL
+        set so that the PTE passes unmap them (pass 5 spares them, as it
+        spares any page whose slot lacks REMOVAL, and clears that bit).  The
+        map lock held."""
+        slots, flags = self.slots, self.flags
+        held: list[Page] = []
+        for _, ppn in self.tree.entries(lo, hi):
+            while True:
+                old = slots.load(ppn)
+                if not old & PM_PPN_MASK or old & PM_REMOVAL:
+                    break
+                if slots.cas(ppn, old, old + PM_REFCNT_ONE):
+                    flags.fetch_or(ppn, PG_REMOVAL)
+                    held.append(self.allocator.pages[ppn])
+                    break
+        return held
+
+    def _drop_held(self, page: Page) -> int:
+        """Take a held page past the end out of the map; 1 if we did.
+
+        The page lock first, as Linux's truncate locks each page: a readpage
+        or a writepage in flight finishes before the page goes, so no
+        writepage that read the old size writes its bytes after the blocks
+        under it are freed (ext2).  Its dirty bit goes (its bytes are past
+        the end), it leaves the tree, the policy and the count, and it is
+        marked detached (page.error): whoever puts the last reference, us or
+        its holder, frees the frame (PageMap.put_page)."""
+        lock_page(page)
+        dropped = 0
+        try:
+            with self.lock:
+                if self.tree.lookup(page.index) == page.ppn:
+                    self.tree.delete(page.index)
+                    self.num_pages -= 1
+                    if self.lru is not None:
+                        self.lru.removed(page)
+                    self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_REMOVAL | PG_PAGEMAP))
+                    page.error = KernelError(
+                        f"{self.name}: page {page.index} was dropped by truncate while held",
+                        errno=errno.ENXIO,
+                    )
+                    dropped = 1
+                else:
+                    # A failed read took it out already; that loader's mark stays.
+                    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
         finally:
-            self.removal.store(0)
+            unlock_page(page)
+        self.put_page(page)
+        return dropped
