@@ -62,7 +62,7 @@ from pagemap.kernel.slot import (
     slot_set_removal,
 )
 from pagemap.kernel.vfs import Inode, pages_spanned
-from pagemap.kernel.vmr import VMR
+from pagemap.kernel.vmr import VMR, among, split_outside, vmr_base
 from pagemap.kernel.vmr import register as vmr_register
 from pagemap.kernel.vmr import unregister as vmr_unregister
 from pagemap.sync.core import READ
@@ -499,14 +499,12 @@ def _unmap_leaving_the_map_first(self: Proc, lo: int, hi: int) -> None:
     victims = [v for v in self.vmrs if v.base < hi and v.end > lo]
     if not victims:
         return
-    keep = [p for v in victims for p in self._outside(v, lo, hi)]
+    keep = [p for v in victims for p in split_outside(v, lo, hi)]
     for piece in keep:
-        self._register(piece)
-    self.vmrs = sorted(
-        [v for v in self.vmrs if not self._among(v, victims)] + keep, key=lambda v: v.base
-    )
+        vmr_register(piece)
+    self.vmrs = sorted([v for v in self.vmrs if not among(v, victims)] + keep, key=vmr_base)
     for v in victims:
-        self._unregister(v)  # BUG: before the PTEs are zeroed, removal cannot see them
+        vmr_unregister(v)  # BUG: before the PTEs are zeroed, removal cannot see them
     for page in self._zap(lo, hi, free_owned=True):
         self.allocator.decref(page)
 
