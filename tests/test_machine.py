@@ -29,6 +29,7 @@ from pagemap import (
     Machine,
     NoSuchProcess,
 )
+from pagemap.sync.core import TaskStuck
 from tests.conftest import CountingOps
 
 RW = PROT_READ | PROT_WRITE
@@ -172,3 +173,27 @@ def test_many_machines_closed_hold_no_descriptors(tmp_path: Path) -> None:
     finally:
         gc.enable()
     assert data.read_bytes()[:2] == (299).to_bytes(2, "little")
+
+
+def test_a_sim_task_that_never_reaches_a_point_is_reported_not_hung() -> None:
+    """A loop with no scheduling point in it (an mprotect that never advances,
+    say) would hang the run; the watchdog ends it with the task's stack."""
+    m = Machine(cores=1, memory="64KiB", executor="sim", watchdog=0.2)
+    spins = [0]
+
+    def spin() -> None:
+        while True:
+            spins[0] += 1
+
+    m.spawn(spin, name="spinner")
+    with pytest.raises(TaskStuck) as caught:
+        m.run()
+    assert caught.value.task == "spinner"
+    assert "test_machine.py" in caught.value.stack and "spin" in caught.value.stack
+    assert spins[0] > 0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "5", True])
+def test_a_watchdog_that_is_not_a_positive_number_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="watchdog"):
+        Machine(cores=1, memory="64KiB", executor="sim", watchdog=bad)  # type: ignore[arg-type]

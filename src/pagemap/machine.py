@@ -59,9 +59,17 @@ MAX_CORES = 1024
 # host's RAM is refused (ENOMEM) rather than swapping, or being killed, while
 # it is built.
 HOST_BYTES_PER_FRAME = 2 * PGSIZE
+# Seconds a task of a "sim" Machine may run without reaching a scheduling point
+# before the run ends with TaskStuck, naming where it loops, instead of hanging.
+SIM_WATCHDOG = 30.0
 
 
-def make_executor(executor: str | Executor, seed: int | None, max_steps: int | None) -> Executor:
+def make_executor(
+    executor: str | Executor,
+    seed: int | None,
+    max_steps: int | None,
+    watchdog: float | None = SIM_WATCHDOG,
+) -> Executor:
     if isinstance(executor, Executor):
         return executor
     if not isinstance(executor, str):
@@ -72,7 +80,7 @@ def make_executor(executor: str | Executor, seed: int | None, max_steps: int | N
     if executor == "threads":
         return ThreadExecutor()
     if executor == "sim":
-        return SimExecutor(SeededRandom(0 if seed is None else seed), max_steps)
+        return SimExecutor(SeededRandom(0 if seed is None else seed), max_steps, watchdog=watchdog)
     raise ValueError(f"unknown executor {executor!r}: choose 'threads' or 'sim'")
 
 
@@ -115,6 +123,9 @@ class Machine:
     Executor built by the caller (the checker passes its own strategies).
     `reclaim` names the replacement policy that chooses what to evict when
     frames run short (kernel/policy/: fifo, lru, clock, lru2q, s3fifo).
+    `watchdog`: under "sim", the seconds a task may run without reaching a
+    scheduling point before run() raises TaskStuck with the task's stack
+    (None: wait forever).
     A bad argument is a TypeError or ValueError, more frames than the host can
     hold OutOfMemory.  See the module docstring for sync(), close() and `with`.
     """
@@ -127,6 +138,7 @@ class Machine:
         seed: int | None = None,
         max_steps: int | None = None,
         reclaim: str = KERNEL_DEFAULT,
+        watchdog: float | None = SIM_WATCHDOG,
     ) -> None:
         cores, nbytes = check_machine_args(cores, memory, seed, max_steps)
         if not isinstance(reclaim, str):
@@ -136,7 +148,13 @@ class Machine:
         make_policy(reclaim)  # an unknown name is refused before any frame is made
         self.nr_cores = cores
         self.seed = seed
-        self.executor = make_executor(executor, seed, max_steps)
+        if watchdog is not None and (
+            isinstance(watchdog, bool) or not isinstance(watchdog, int | float) or not watchdog > 0
+        ):
+            raise ValueError(
+                f"Machine: watchdog {watchdog!r} must be a positive number of seconds (or None)"
+            )
+        self.executor = make_executor(executor, seed, max_steps, watchdog)
         try:
             self.memory = PhysicalMemory(nbytes)
         except MemoryError:

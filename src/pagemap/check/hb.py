@@ -32,6 +32,8 @@ the reads since that write.  From those:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pagemap.sync.core import ACQUIRE, WRITE
 from pagemap.sync.locks import SpinLock
 from pagemap.sync.sim import EventLog
@@ -73,6 +75,7 @@ class HappensBefore:
         self.vc: list[list[int]] = [[]] * n
         self.preds: list[list[int]] = [[]] * n
         self.prev: list[int] = [-1] * n  # the task's previous step
+        self.fps: list[list[tuple[object, int]]] = [[]] * n  # each step's footprint
         # For an acquisition: (the previous acquisition by another task, the
         # release it follows), the race DPOR must consider instead of release->acquire.
         self.acquired_after: dict[int, tuple[int, int]] = {}
@@ -123,6 +126,7 @@ class HappensBefore:
             vcs[i] = clock
             preds_of[i] = preds
             last_of[t] = i
+            self.fps[i] = fp
             for k, a in fp:
                 if a & WRITE:
                     last_write[k] = i
@@ -189,33 +193,38 @@ class HappensBefore:
         last_of: dict[int, int] = {}
         out: set[tuple[int, int]] = set()
 
-        def look(p: int, prev: int, fp: Footprint, end: int) -> None:
-            # Steps of other tasks before `end` dependent with fp, not before prev.
+        vc, local = self.vc, self.local
+
+        def look(p: int, prev: int, fp: Sequence[tuple[object, int]]) -> None:
+            # The steps of other tasks dependent with fp that do not happen
+            # before p's previous step: all since it, and the latest before it.
+            seen_by_p = vc[prev] if prev >= 0 else None
             for obj, acc in fp:
                 steps = history.get(obj)
                 if not steps:
                     continue
                 for k in range(len(steps) - 1, -1, -1):
                     i, a = steps[k]
-                    if i >= end:
+                    t = tids[i]
+                    if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
+                        if a & WRITE:
+                            break  # every older step on obj happens before this write
                         continue
-                    if tids[i] == p or not (a | acc) & WRITE:
+                    if not (a | acc) & WRITE:
                         continue
-                    if prev >= 0 and self.vc[prev][tids[i]] > self.local[i]:
-                        continue  # i happens before p's previous step
                     out.add((i, p))
                     if i < prev:
                         break  # the latest one before p's previous step is enough
 
+        fps = self.fps
         for j in range(n):
             p = tids[j]
-            fp = footprint(log, j)
-            look(p, last_of.get(p, -1), fp, j)
-            for obj, acc in fp:
+            look(p, last_of.get(p, -1), fps[j])
+            for obj, acc in fps[j]:
                 history.setdefault(obj, []).append((j, acc))
             last_of[p] = j
-        for p, fp in pending.items():
-            look(p, last_of.get(p, -1), fp, n)
+        for p, pending_fp in pending.items():
+            look(p, last_of.get(p, -1), pending_fp)
         return sorted(out)
 
     def initials(self, i: int, j: int) -> set[int]:

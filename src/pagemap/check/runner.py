@@ -10,12 +10,14 @@ it, as partial-order reduction requires.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pagemap.check.context import RunContext
+from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV, FootprintValidator
 from pagemap.check.path import Path
 from pagemap.check.strategies import (
     BoundExceeded,
@@ -86,6 +88,7 @@ def run_schedule(
     watchdog: Watchdog | float | None = None,
     observe: Callable[[RunContext], None] | None = None,
     keep_objects: bool = False,
+    validate: bool | None = None,
 ) -> Outcome:
     """Build the model on a fresh Machine and run it under `chooser`.
 
@@ -94,13 +97,20 @@ def run_schedule(
     runs (replay uses it to watch the steps).  `watchdog`: seconds a task may
     go without a point (or a Watchdog shared by an exploration's runs).
     `keep_objects`: the log keeps every object the run makes (replay reads the
-    machine's state from them)."""
+    machine's state from them).  `validate`: compare every step's effect
+    with its footprint (check/footprints.py), a violation when a step changed
+    what it did not declare; None: as PAGEMAP_VALIDATE=1 says."""
+    if validate is None:
+        validate = os.environ.get(VALIDATE_ENV, "") == "1"
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
-    log = EventLog(keep_objects) if record else None
+    log = EventLog(keep_objects or validate) if record or validate else None
     sched.record(log)
     machine = Machine(cores=model.cores, memory=model.memory, executor=sched)
     ctx = RunContext(machine, sched)
     chooser.start(sched)
+    validator = FootprintValidator(sched, machine.memory.view) if validate else None
+    if validator is not None:
+        observe = _validating(validator, observe)
     stopped: BaseException | None = None
     try:
         violation: Violation | None
@@ -108,6 +118,10 @@ def run_schedule(
             violation = _run(ctx, model, observe)
         except (SleepBlocked, BoundExceeded) as exc:
             violation, stopped = None, exc
+        if validator is not None and (violation is None or violation.oracle != FOOTPRINT):
+            validator.finish()
+            if validator.problems:
+                violation = Violation(FOOTPRINT, str(validator.problems[0]))
         if violation is None and stopped is None:
             violation = _end_checks(ctx)
     finally:
@@ -117,6 +131,28 @@ def run_schedule(
     path.steps = sched.steps
     path.log = log
     return Outcome(violation, path, sched.steps, log, stopped)
+
+
+def _validating(
+    validator: FootprintValidator, observe: Callable[[RunContext], None] | None
+) -> Callable[[RunContext], None]:
+    """`observe`, and the validator's start once the model is built: its first
+    state is the one the tasks start from."""
+
+    def start(ctx: RunContext) -> None:
+        if observe is not None:
+            observe(ctx)
+        validator.start()
+        chained = ctx.sched.on_event
+
+        def event(i: int) -> None:
+            validator.event(i)
+            if chained is not None:
+                chained(i)
+
+        ctx.sched.on_event = event
+
+    return start
 
 
 def _run(

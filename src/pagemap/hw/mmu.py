@@ -154,6 +154,9 @@ class TLB:
         return self._entries.get((asid << _ASID_SHIFT) | vpn)
 
     def fill(self, asid: int, vpn: int, pte: int) -> None:
+        if self.points:
+            # Part of the walk's step, whose point is the PTE: name the TLB too.
+            self.executor.touch(self, WRITE)
         entries = self._entries
         key = (asid << _ASID_SHIFT) | vpn
         if len(entries) >= TLB_ENTRIES and key not in entries:
@@ -161,6 +164,8 @@ class TLB:
         entries[key] = pte
 
     def invalidate(self, asid: int, vpn: int) -> None:
+        if self.points:
+            self.executor.touch(self, WRITE)
         self._entries.pop((asid << _ASID_SHIFT) | vpn, None)
 
     def flush(self, asid: int) -> None:

@@ -59,7 +59,7 @@ def valid_block_size(size: int) -> bool:
 class BufferHead:
     """struct buffer_head: one block of a device, inside a cached page."""
 
-    __slots__ = ("blk_num", "blk_size", "data", "flags", "next", "page")
+    __slots__ = ("_data", "blk_num", "blk_size", "flags", "next", "page")
 
     def __init__(
         self, page: Page, blk_num: int, blk_size: int, data: memoryview, flags: AtomicWord
@@ -67,9 +67,18 @@ class BufferHead:
         self.page = page
         self.blk_num = blk_num
         self.blk_size = blk_size
-        self.data = data  # the block's bytes, in the page's frame
+        self._data = data  # the block's bytes, in the page's frame
         self.flags = flags
         self.next: BufferHead | None = None
+
+    @property
+    def data(self) -> memoryview:
+        """The block's bytes; the step that takes them names the frame, as
+        Page.data does (a filesystem's metadata races the device's writeback)."""
+        touch = self.page._frames.touch
+        if touch is not None:
+            touch(self.page.ppn, WRITE)
+        return self._data
 
     def __repr__(self) -> str:
         return f"BufferHead(block {self.blk_num} of {self.blk_size}, flags={self.flags.value:#x})"

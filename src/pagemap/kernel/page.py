@@ -80,9 +80,18 @@ class Page:
 
     @property
     def data(self) -> memoryview:
-        """The frame's PGSIZE bytes, writable in place (a view made now)."""
+        """The frame's PGSIZE bytes, writable in place (a view made now).
+
+        The step that takes the view names the frame in its footprint, as a
+        write, since what it does with the bytes is not seen: a pwrite
+        copying in, a readpage filling, ext2 setting a bitmap bit all race
+        the stores and loads other cores make through mappings
+        (check/footprints.py finds the step that forgets)."""
+        frames = self._frames
+        if frames.touch is not None:
+            frames.touch(self.ppn, WRITE)
         start = self.ppn << PGSHIFT
-        return self._frames.view[start : start + PGSIZE]
+        return frames.view[start : start + PGSIZE]
 
     @property
     def flags(self) -> Word:
@@ -140,11 +149,13 @@ class Page:
 class FrameTable:
     """The per-frame words behind every Page of one machine."""
 
-    __slots__ = ("buffers", "errors", "flags", "index", "kref", "locks", "slots", "view")
+    __slots__ = ("buffers", "errors", "flags", "index", "kref", "locks", "slots", "touch", "view")
 
     def __init__(self, memory: PhysicalMemory, executor: Executor) -> None:
         n = memory.nr_frames
         self.view = memory.view
+        # Under the sim, how a step names a frame it uses (Page.data).
+        self.touch = executor.touch if executor.has_points else None
         self.flags = executor.atomic_array(n, "page.flags")
         self.kref = executor.atomic_array(n, "page.kref")
         # The page map's slot word of the page in each frame (kernel/slot.py):
@@ -249,6 +260,10 @@ class PageAllocator:
             # to it and to its page's words (sync/core.py, footprints).
             if self._points:
                 self._touch_frame(ppn)
+        # And so does the step after the release, in which the caller
+        # initialises the page's words before its next point.
+        if self._points:
+            self._touch_frame(ppn)
         self.frames.kref.reset(ppn, 1)
         if self.on_alloc is not None:
             self.on_alloc(left)
@@ -260,6 +275,7 @@ class PageAllocator:
         ex.touch(("page.flags", ppn), WRITE)
         ex.touch(("pm.slot", ppn), WRITE)
         ex.touch(("page.kref", ppn), WRITE)
+        ex.touch(("page.lock", ppn), WRITE)
 
     def incref(self, page: Page) -> None:
         kref = self.frames.kref

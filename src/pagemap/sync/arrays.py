@@ -257,6 +257,18 @@ class SimAtomicArray(AtomicArray):
         self._sched.point("load", (self.name, i), READ)
         return self.words[i]
 
+    def reset(self, i: int, v: int) -> None:
+        # No point, but a footprint: the word may be new to other tasks, yet
+        # one holding a stale page of the frame could still reach it.
+        self._sched.touch((self.name, i), WRITE)
+        super().reset(i, v)
+
+    def reset_many(self, indices: list[int], v: int) -> None:
+        touch, name = self._sched.touch, self.name
+        for i in indices:
+            touch((name, i), WRITE)
+        super().reset_many(indices, v)
+
     def _write(self, kind: str, i: int, new: int) -> int:
         sched = self._sched
         sched.point(kind, (self.name, i), WRITE)
@@ -390,6 +402,16 @@ class SimLockTable(LockTable):
         self._sched = sched
         self._waiting: dict[int, list[Task]] = {}
         sched.register_keyed(name, self)
+
+    def reset(self, i: int, count: int) -> None:
+        self._sched.touch((self.name, i), WRITE)  # see SimAtomicArray.reset
+        self.counts[i] = count
+
+    def reset_many(self, indices: list[int], count: int) -> None:
+        touch, name = self._sched.touch, self.name
+        for i in indices:
+            touch((name, i), WRITE)
+        super().reset_many(indices, count)
 
     def sim_blocked_at(self, i: int) -> bool:
         return not self.counts[i]

@@ -204,6 +204,11 @@ class SimAtomicWord(AtomicWord):
         self._sched = sched
         self.sid = 0  # its stable identity in a recorded run (sync/sim.py EventLog)
 
+    def reset(self, value: int) -> None:
+        # No point, but a footprint: see SimAtomicArray.reset.
+        self._sched.touch(self, WRITE)
+        self.value = value & MASK64
+
     def load(self) -> int:
         self._sched.point("load", self, READ)
         return self.value

@@ -1,0 +1,109 @@
+"""Footprints checked, not trusted: every scenario under validation, and planted
+mistakes that validation must catch (check/footprints.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV
+from pagemap.check.model import FunctionModel
+from pagemap.check.runner import run_schedule
+from pagemap.check.scenarios import lookup, registry
+from pagemap.check.strategies import Chooser, make_explorer
+from pagemap.machine import Machine
+from pagemap.sync.arrays import AtomicArray, SimAtomicArray
+from pagemap.sync.atomic import AtomicWord
+from pagemap.sync.locks import SpinLock
+
+# Schedules per scenario: random ones (each a different path through the
+# kernel) and the first of a bounded DPOR search (the schedules that differ
+# from the default by one preemption, where races are).
+RANDOM_SCHEDULES = 12
+DPOR_SCHEDULES = 12
+
+
+def _explore(name: str, strategy: str, count: int) -> list[str]:
+    model = lookup(name).model()
+    explorer = make_explorer(strategy, 1, 1)
+    problems = []
+    for i in range(count):
+        chooser = explorer.chooser(i)
+        if chooser is None:
+            break
+        outcome = run_schedule(model, chooser, validate=True)
+        explorer.finished(chooser, outcome)
+        if outcome.violation is not None:
+            problems.append(str(outcome.violation))
+    return problems
+
+
+@pytest.mark.parametrize("name", list(registry()))
+def test_every_step_of_the_scenario_declares_what_it_changes(name: str) -> None:
+    assert _explore(name, "random", RANDOM_SCHEDULES) == []
+    assert _explore(name, "dpor", DPOR_SCHEDULES) == []
+
+
+def test_a_reset_that_names_nothing_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the mistake the kernel once had: a per-frame word set with no
+    point and no footprint (a fresh page's slot word).  DPOR would treat it as
+    independent of a stale reader of that word."""
+    monkeypatch.setattr(SimAtomicArray, "reset", AtomicArray.reset)
+    outcome = run_schedule(lookup("store-remove").model(), _first(), validate=True)
+    assert outcome.violation is not None
+    assert outcome.violation.oracle == FOOTPRINT
+    message = outcome.violation.message
+    assert "which its footprint does not name" in message
+    assert "pm.slot[" in message or "page[" in message  # the object, by name
+    assert "kernel/" in message  # and where the step was
+
+
+@dataclass
+class Shared:
+    lock: SpinLock
+    word: AtomicWord
+
+
+def _setup(machine: Machine) -> Shared:
+    ex = machine.executor
+    return Shared(ex.spinlock("L"), ex.atomic(0, "w"))
+
+
+def _sneaky(s: Shared) -> None:
+    with s.lock:
+        s.word.value += 1  # no point: a write its step does not declare
+
+
+def _honest(s: Shared) -> None:
+    with s.lock:
+        s.word.store(s.word.load() + 1)
+
+
+def test_a_model_writing_a_word_without_a_point_is_caught() -> None:
+    model = FunctionModel("sneaky", _setup, (_sneaky, _honest), None, cores=2, memory=8 * 4096)
+    outcome = run_schedule(model, _first(), validate=True)
+    assert outcome.violation is not None and outcome.violation.oracle == FOOTPRINT
+    assert "changed w," in outcome.violation.message
+    assert "test_footprints.py" in outcome.violation.message
+    assert "_sneaky" in outcome.violation.message
+
+
+def test_an_honest_model_passes_validation() -> None:
+    model = FunctionModel("honest", _setup, (_honest, _honest), None, cores=2, memory=8 * 4096)
+    assert run_schedule(model, _first(), validate=True).violation is None
+
+
+def test_validation_is_on_with_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = FunctionModel("sneaky", _setup, (_sneaky, _honest), None, cores=2, memory=8 * 4096)
+    monkeypatch.setenv(VALIDATE_ENV, "1")
+    outcome = run_schedule(model, _first())
+    assert outcome.violation is not None and outcome.violation.oracle == FOOTPRINT
+    monkeypatch.setenv(VALIDATE_ENV, "0")
+    assert run_schedule(model, _first()).violation is None
+
+
+def _first() -> Chooser:
+    chooser = make_explorer("dfs", 0, 0).chooser(0)
+    assert chooser is not None
+    return chooser
