@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -65,6 +65,9 @@ from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import DEFAULT_BOUND, EXHAUSTIVE, STRATEGIES
 from pagemap.check.trace import Trace, TraceError
 from pagemap.check.workers import Pool, Progress, Stopped, WorkerFailed
+
+if TYPE_CHECKING:
+    from pagemap.check.coverage import CoverageReport
 
 DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
@@ -458,6 +461,31 @@ def _why(stop: Stop) -> str:
     return "Ctrl-C" if stop.exit_code == 130 else "SIGTERM"
 
 
+def _race_table(console: Console, report: CoverageReport) -> None:
+    """Per kernel function that takes points: its steps, the races it was in."""
+    census = report.races
+    table = Table(title="races reached (DPOR, 1 preemption, every scenario)")
+    for col in ("function", "steps", "races", "verdict"):
+        table.add_column(col, justify="right" if col in ("steps", "races") else "left")
+    for f in sorted(census.steps):
+        raced = census.raced[f]
+        if raced:
+            verdict = "raced"
+        elif f in report.race_listed:
+            verdict = f"[yellow]not raced[/yellow]: {report.race_listed[f]}"
+        else:
+            verdict = "[red]NOT RACED[/red]"
+        table.add_row(f, f"{census.steps[f]:,}", f"{raced:,}", verdict)
+    console.print(table)
+    raced = sum(1 for f in census.steps if census.raced[f])
+    console.print(
+        f"scenarios race {raced} of {plural(len(census.steps), 'kernel function')} that take "
+        f"scheduling points; {plural(len(report.unraced), 'function')} not raced and not "
+        "listed in unreached.txt",
+        soft_wrap=True,
+    )
+
+
 def _coverage(console: Console, args: argparse.Namespace, units: list[Unit]) -> int:
     """The scenarios under branch coverage, in --jobs worker processes; Ctrl-C and
     SIGTERM stop it (130, 143) with its temp directory and workers gone."""
@@ -516,6 +544,7 @@ def _coverage(console: Console, args: argparse.Namespace, units: list[Unit]) -> 
         f"({100 * reached / max(total, 1):.1f}%) not listed as unreachable",
         soft_wrap=True,
     )
+    _race_table(console, report)
     for message in report.violations:
         console.print(f"[red]VIOLATION[/red] {message} (run pagemap check for the trace)")
     if report.violations:

@@ -17,6 +17,14 @@ that move lines:
 
 An entry that matches nothing left unreached (the code is reached now, or is
 gone) is reported as stale, so the list cannot quietly outgrow its reasons.
+
+Races too: each worker also takes a census of the races its scenario reaches
+(check/races.py), and the report lists the kernel functions that take points
+but that no scenario races, less the entries
+
+    kernel/page.py: race PageAllocator.decref  # why no scenario need race it
+
+(stale, too, once the function is raced or takes no point).
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ from pathlib import Path
 import coverage
 
 from pagemap.check.fanout import Stop, Unit
+from pagemap.check.races import Census
 from pagemap.check.workers import Pool, Stopped, WorkerFailed
 
 MEASURED = ("pagemap.kernel", "pagemap.hw")
+# An unreached.txt entry about a race, not a line: "FILE: race QUALNAME  # reason".
+RACE = "race "
 
 
 @dataclass
@@ -54,6 +65,13 @@ class CoverageReport:
     files: list[FileReport]
     stale: list[str]  # entries of unreached.txt that match no line
     violations: list[str] = field(default_factory=list)  # found on the way
+    races: Census = field(default_factory=Census)  # every scenario's, added up
+    race_listed: dict[str, str] = field(default_factory=dict)  # function -> reason
+
+    @property
+    def unraced(self) -> list[str]:
+        """Functions that take points, that no scenario races, not listed."""
+        return [f for f in self.races.unraced() if f not in self.race_listed]
 
     @property
     def reached(self) -> tuple[int, int]:
@@ -66,7 +84,8 @@ class CoverageReport:
 
     @property
     def complete(self) -> bool:
-        return all(not f.missing_lines and not f.missing_branches for f in self.files)
+        lines = all(not f.missing_lines and not f.missing_branches for f in self.files)
+        return lines and not self.unraced
 
 
 def load_exclusions(text: str) -> dict[str, dict[str, str]]:
@@ -102,9 +121,11 @@ cov = coverage.Coverage(
 )
 cov.start()
 from pagemap.check.fanout import Unit, run_serial
+from pagemap.check.races import census
 for line in sys.stdin:
     units = [Unit.from_json(u) for u in json.loads(line)]
-    answer([s.trace.message for s in run_serial(units) if s.trace is not None])
+    found = [s.trace.message for s in run_serial(units) if s.trace is not None]
+    answer({"violations": found, "census": census(units[0].model()).to_json()})
 cov.stop()
 cov.save()
 """
@@ -156,8 +177,28 @@ def measure(
         combined.json_report(outfile=out)
         data = json.loads(Path(out).read_text())
     report = _report(data, exclusions)
-    report.violations = [message for messages in found for message in messages]
+    for doc in found:
+        report.violations.extend(doc["violations"])
+        report.races.add(Census.from_json(doc["census"]))
+    report.race_listed = race_exclusions(exclusions)
+    seen = set(report.races.steps)
+    report.stale += [
+        f"{f.split(': ', 1)[0]}: race {f.split(': ', 1)[1]}"
+        for f in report.race_listed
+        if f not in seen or report.races.raced[f]
+    ]
     return report
+
+
+def race_exclusions(exclusions: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The functions unreached.txt says no scenario need race, as check/races.py
+    names them ("kernel/x.py: Class.method"), with the reasons."""
+    return {
+        f"{path}: {code[len(RACE) :]}": reason
+        for path, codes in exclusions.items()
+        for code, reason in codes.items()
+        if code.startswith(RACE)
+    }
 
 
 def _spans(source: str) -> dict[str, tuple[int, int]]:
@@ -231,7 +272,8 @@ def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> C
     for filename, info in sorted(raw_files.items()):
         cut = filename.rfind("pagemap/")
         rel = filename[cut + len("pagemap/") :] if cut >= 0 else filename
-        listing = _Listing(exclusions.get(rel, {}), Path(filename).read_text())
+        lines = {c: r for c, r in exclusions.get(rel, {}).items() if not c.startswith(RACE)}
+        listing = _Listing(lines, Path(filename).read_text())
         summary = info["summary"]
         report = FileReport(rel, summary["num_statements"], summary.get("num_branches", 0))
         for lineno in info["missing_lines"]:
@@ -252,7 +294,7 @@ def _report(data: dict[str, object], exclusions: dict[str, dict[str, str]]) -> C
         f"{path}: {code}"
         for path, codes in exclusions.items()
         for code in codes
-        if (path, code) not in used
+        if (path, code) not in used and not code.startswith(RACE)
     ]
     return CoverageReport(files, stale)
 

@@ -32,7 +32,7 @@ from pagemap.check.trace import Trace
 from pagemap.machine import Machine
 from pagemap.oracles import ASSERTION, CRASH, LIVENESS, Violation
 from pagemap.sync.core import Deadlock, StepBudgetExceeded, TaskStuck
-from pagemap.sync.sim import EventLog, SimExecutor
+from pagemap.sync.sim import EventLog, SimExecutor, Site
 from pagemap.sync.watchdog import Watchdog
 
 DEFAULT_MAX_STEPS = 20_000
@@ -89,6 +89,7 @@ def run_schedule(
     observe: Callable[[RunContext], None] | None = None,
     keep_objects: bool = False,
     validate: bool | None = None,
+    sites: Site | None = None,
 ) -> Outcome:
     """Build the model on a fresh Machine and run it under `chooser`.
 
@@ -99,11 +100,12 @@ def run_schedule(
     `keep_objects`: the log keeps every object the run makes (replay reads the
     machine's state from them).  `validate`: compare every step's effect
     with its footprint (check/footprints.py), a violation when a step changed
-    what it did not declare; None: as PAGEMAP_VALIDATE=1 says."""
+    what it did not declare; None: as PAGEMAP_VALIDATE=1 says.  `sites`: the
+    log names the code of each step's point (check/races.py)."""
     if validate is None:
         validate = os.environ.get(VALIDATE_ENV, "") == "1"
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
-    log = EventLog(keep_objects or validate) if record or validate else None
+    log = EventLog(keep_objects or validate, sites) if record or validate else None
     sched.record(log)
     machine = Machine(cores=model.cores, memory=model.memory, executor=sched)
     ctx = RunContext(machine, sched)

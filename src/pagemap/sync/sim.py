@@ -39,6 +39,7 @@ import heapq
 import random
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import greenlet
 
@@ -61,6 +62,8 @@ from pagemap.sync.locks import Semaphore, SimSemaphore, SimSpinLock, SpinLock
 from pagemap.sync.watchdog import Watchdog, WatchdogInterrupt
 
 StepHook = Callable[[Task], None]
+# Names the code a step's point was taken in, from the frame that logs it.
+Site = Callable[[FrameType], str]
 
 CLOCKS = ("steps", "idle")
 
@@ -77,9 +80,20 @@ class EventLog:
     since it keeps the run's objects alive as long as the log.
     """
 
-    __slots__ = ("accs", "enabled", "extra", "kinds", "made", "objects", "objs", "tids")
+    __slots__ = (
+        "_site",
+        "accs",
+        "enabled",
+        "extra",
+        "kinds",
+        "made",
+        "objects",
+        "objs",
+        "sites",
+        "tids",
+    )
 
-    def __init__(self, keep_objects: bool = False) -> None:
+    def __init__(self, keep_objects: bool = False, sites: Site | None = None) -> None:
         self.tids: list[int] = []
         self.kinds: list[str] = []
         self.objs: list[object] = []
@@ -91,6 +105,9 @@ class EventLog:
         # the same way (frames are ints >= 0, keys are tuples).
         self.made = 0
         self.objects: list[object] | None = [] if keep_objects else None
+        # With `sites`, where each step's point was taken, as sites(frame) names it.
+        self.sites: list[str] | None = [] if sites is not None else None
+        self._site = sites
 
     def key(self, obj: object) -> object:
         """The stable identity of a footprint object."""
@@ -327,6 +344,9 @@ class SimExecutor(Executor):
         log.accs.append(cur.access)
         log.enabled.append(self._mask or 1 << cur.tid)
         self._mask = 0
+        if log.sites is not None:
+            assert log._site is not None
+            log.sites.append(log._site(sys._getframe(1)))
         if self.on_event is not None:
             self.on_event(len(log.tids) - 1)
 
@@ -555,4 +575,4 @@ class SimExecutor(Executor):
         self._hub = None
 
 
-__all__ = ["CLOCKS", "EventLog", "SeededRandom", "SimExecutor", "StepHook"]
+__all__ = ["CLOCKS", "EventLog", "SeededRandom", "SimExecutor", "Site", "StepHook"]
