@@ -18,6 +18,7 @@ from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.machine import Machine
 from pagemap.oracles import Violation
+from pagemap.oracles.faults import FaultsReported
 from pagemap.oracles.memory import MemorySafety
 from pagemap.sync.core import Task
 from pagemap.sync.sim import SimExecutor
@@ -33,6 +34,7 @@ class RunContext:
         self.machine = machine
         self.sched = sched
         self.memory = MemorySafety(machine, self.fail, self.who)
+        self.faults = FaultsReported()  # fed by host files whose faults a scenario injects
         machine.allocator.on_free = self.memory.freed
         self.step_checks: list[StepCheck] = []
         self.end_checks: list[EndCheck] = []
@@ -57,6 +59,11 @@ class RunContext:
     def drop(self, page: Page) -> None:
         """Call just before `put_page`: the page may go once the reference does."""
         self.memory.drop(self.tid(), page)
+
+    def caught(self, exc: BaseException) -> None:
+        """A task caught `exc` from the kernel: the error reached a caller
+        (oracles/faults.py matches it with the fault that caused it)."""
+        self.faults.reported(exc)
 
     def every_step(self, check: StepCheck) -> None:
         """Run `check` at every scheduling point (keep it cheap)."""

@@ -38,7 +38,7 @@ from pagemap.kernel.vfs import File
 from pagemap.oracles import COHERENCE, DURABILITY, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.coherence import SLOT, Shadow, describe, stamp
-from pagemap.oracles.durability import nothing_lost
+from pagemap.oracles.durability import cached_page_bytes, nothing_lost
 
 __all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]
 
@@ -72,6 +72,10 @@ class ShadowFile:
             io = getattr(self.file.inode, "io", None)
             if io is not None:
                 ctx.cleanup(io.close)
+                # Every fault a task injects must reach a caller or stay pending
+                # on a dirty page; judged before any end check writes back.
+                io.faults.on_take = ctx.faults.took
+                ctx.at_end(lambda: ctx.faults.verdict(self._dirty_at))
         else:
             machine = ctx.machine
             inode = MemInode(machine.executor, machine.page_map, name, data)
@@ -88,6 +92,10 @@ class ShadowFile:
         self._store: dict[int, tuple[int, bytes]] = {}
         self._expect: dict[int, bytes] = {}
         ctx.machine.on_access = self._on_access
+
+    def _dirty_at(self, offset: int) -> bool:
+        cached = cached_page_bytes(self.pm, offset // PGSIZE)
+        return cached is not None and cached[1]
 
     # -- task side ----------------------------------------------------------------
     def map(self, proc: Proc, pages: int, prot: int, flags: int, first: int = 0) -> int:

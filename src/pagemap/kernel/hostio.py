@@ -26,6 +26,7 @@ import os
 import resource
 import stat
 import weakref
+from collections.abc import Callable
 
 from pagemap.kernel.errors import AlreadyClosed, InvalidArgument, IOFailure, KernelError
 from pagemap.kernel.owner import as_int
@@ -55,6 +56,9 @@ class HostFaults:
         # The effect of the faults of each kind, as set by the last fail();
         # read only by the host call that takes a fault.
         self._effect: dict[str, str] = dict.fromkeys(FAULT_KINDS, "eio")
+        # Told (kind, effect, file offset or -1) as a host call takes a fault:
+        # the checker's oracle that every fault reaches a caller (oracles/faults.py).
+        self.on_take: Callable[[str, str, int], None] | None = None
 
     def fail(self, kind: str, count: int = 1, effect: str = "eio") -> None:
         """Make the next `count` host calls of `kind` fail (with `effect`, one
@@ -130,12 +134,15 @@ class HostIO:
     def close(self) -> None:
         self._finalizer()
 
-    def _enter(self, kind: str, what: str) -> str:
+    def _enter(self, kind: str, what: str, offset: int = -1) -> str:
         """The scheduling point of a host call; the effect of an injected
         fault if this call takes one ("" if not).  Errors are raised here;
         "short" and "zero" are the write's to act out."""
         self.executor.point(f"host_{kind}", self, READ if kind == "read" else WRITE)
-        effect = self.faults.effect(kind) if self.faults.take(kind) else ""
+        faults = self.faults
+        effect = faults.effect(kind) if faults.take(kind) else ""
+        if effect and faults.on_take is not None:
+            faults.on_take(kind, effect, offset)
         if effect == "eio":
             raise IOFailure(f"{self.name}: {what} failed (injected host I/O error)")
         if effect == "enospc":
@@ -158,7 +165,7 @@ class HostIO:
     def pread(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`; fewer only at the host file's end."""
         what = f"read of {nbytes} bytes at {offset}"
-        self._enter("read", what)
+        self._enter("read", what, offset)
         parts: list[bytes] = []
         got = 0
         try:
@@ -176,7 +183,7 @@ class HostIO:
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         src = memoryview(data).cast("B")
         what = f"write of {len(src)} bytes at {offset}"
-        effect = self._enter("write", what)
+        effect = self._enter("write", what, offset)
         done = 0
         try:
             while done < len(src):

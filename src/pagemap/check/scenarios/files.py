@@ -137,6 +137,7 @@ def _eio_fsync(ctx: RunContext, p: Params) -> None:
         try:
             f.file.fsync()
         except IOFailure as exc:
+            ctx.caught(exc)
             if exc.errno != errno.EIO:
                 ctx.fail(CRASH, f"a failed host write gave errno {exc.errno}, not EIO")
 
@@ -172,6 +173,7 @@ def _flusher_pwrite(ctx: RunContext, p: Params) -> None:
 
 def _errno_of(ctx: RunContext, seen: list[int], exc: OSError, kind: str) -> None:
     """Record an injected host fault as a caller saw it: EIO, and nothing else."""
+    ctx.caught(exc)
     seen.append(exc.errno if isinstance(exc.errno, int) else 0)
     if exc.errno != errno.EIO:
         ctx.fail(CRASH, f"a failed host {kind} reached {ctx.who()} as errno {exc.errno}, not EIO")
