@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit chromium bench check soak ext2-soak e2fsprogs clean
+.PHONY: run test lint typecheck unit chromium bench check soak run-soak ext2-soak e2fsprogs clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,12 @@ soak: $(STAMP)
 	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
 	$(BIN)/pagemap run --ops 200000
 	$(BIN)/pagemap run --executor sim --ops 100000 --seed 7
+
+# The main job on files of any size: `pagemap run` over 100 random file sizes from
+# 1 byte to 1 GiB (log-uniform; the two ends always), each under both executors
+# with 200 operations; every run must end OK.  Minutes, not part of `make test`.
+run-soak: $(RUN_STAMP)
+	$(BIN)/python -m tests.workload.soak --runs 100 --ops 200
 
 # The ext2 driver at length: the hypothesis state machine against a host
 # directory with many more examples, and the ext2 scenarios under PCT and

@@ -38,6 +38,7 @@ from typing import cast
 from unittest import mock
 
 from bench.harness import Report
+from pagemap.kernel.errors import BusError
 from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.mman import MAP_PRIVATE
 from pagemap.kernel.pagemap import PageMap
@@ -45,6 +46,7 @@ from pagemap.kernel.proc import Proc
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.reclaim import Reclaim
 from pagemap.kernel.vfs import File
+from pagemap.oracles.coherence import Shadow
 from pagemap.workload import data
 from pagemap.workload.runner import run_workload
 from pagemap.workload.spec import Spec
@@ -98,11 +100,18 @@ class LinuxProc:
         if addr is not None:
             return addr  # a MAP_FIXED remap of a window: the map is still there
         access = pymmap.ACCESS_COPY if flags & MAP_PRIVATE else pymmap.ACCESS_WRITE
+        # Linux maps past the end of a file (an access there is SIGBUS, which the
+        # Worker tries); Python's mmap refuses to, so the map stops at the end of
+        # the file (whole pages here) and _at answers BusError past it.
+        length = min(length, file.size - offset)
         self.maps.append(pymmap.mmap(file.fd, length, access=access, offset=offset))
         return len(self.maps) << 40
 
     def _at(self, addr: int) -> tuple[pymmap.mmap, int]:
-        return self.maps[(addr >> 40) - 1], addr & ((1 << 40) - 1)
+        m, off = self.maps[(addr >> 40) - 1], addr & ((1 << 40) - 1)
+        if off >= len(m):
+            raise BusError(f"SIGBUS: {addr:#x} maps no page of the file")
+        return m, off
 
     def load(self, addr: int, n: int) -> bytes:
         m, off = self._at(addr)
@@ -128,9 +137,9 @@ class LinuxProc:
 def linux_ops_per_second(spec: Spec) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.bin")
-        data.generate(path, spec.file_size)
-        with open(path, "rb") as f:
-            shadow = bytearray(f.read())
+        generated = data.Generated(spec.file_size)
+        generated.write_to(path)
+        shadow = Shadow.of(spec.file_size, generated.read)
         fd = os.open(path, os.O_RDWR)
         try:
             file = LinuxFile(fd, spec.file_size)

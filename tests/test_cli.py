@@ -24,7 +24,7 @@ NUMERIC = [
     ("run", "--procs", ["0", "-2", "1025"]),
     ("run", "--ops", ["-5", "1.5"]),
     ("run", "--memory", ["4KiB", "64TiB", "lots"]),
-    ("run", "--file-size", ["100", "64TiB", "big"]),
+    ("run", "--file-size", ["0", "64TiB", "big"]),
     ("run", "--flusher-period", ["0", "-1", "99999", "soon"]),
     ("check", "--budget", ["0", "-2", "x"]),
     ("check", "--time", ["0", "-1", "nan", "x"]),

@@ -140,7 +140,7 @@ def test_a_users_file_is_copied_never_modified(
         (["--memory", "lots"], "size"),
         (["--memory", "4KiB"], "from 256 KiB"),
         (["--memory", "256KiB"], "pin 32 pages (MAP_LOCKED), may keep 64 private copies"),
-        (["--file-size", "64KiB"], "too small"),
+        (["--file-size", "0"], "from 1 byte"),
         (["--file", "/nonexistent/file.bin"], "No such file"),
         (["--file", "/dev/zero"], "not a regular file"),
         (["--flusher-period", "0"], "--flusher-period"),

@@ -96,7 +96,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--file-size",
-        type=size(PGSIZE, memory, "this machine's memory"),
+        type=size(1, memory, "this machine's memory"),
         default="96MiB",
         help="size of the generated file (default 96MiB, more than --memory)",
     )

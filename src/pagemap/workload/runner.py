@@ -1,5 +1,12 @@
 """The main job: processes write and read a file while the flusher evicts it,
-and at the end every oracle of the design gets its verdict."""
+and at the end every oracle of the design gets its verdict.
+
+The verdicts are the oracle library's (oracles/): memory safety judges every
+user access as it lands, from the mappings the workers made (the Machine's
+access hook); coherence is the file's shadow, which every worker checks its
+reads against; accounting and durability are asked once every process has
+exited and the file is fsynced.  Only "locked pages" is this job's own: the
+pages MAP_LOCKED brought in are still cached at the end."""
 
 from __future__ import annotations
 
@@ -10,13 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pagemap.hw.memory import PGSIZE
+from pagemap.hw.memory import PGMASK, PGSHIFT
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.vfs import File
 from pagemap.machine import Machine
+from pagemap.oracles import Violation
+from pagemap.oracles.accounting import no_leak, quiescent
+from pagemap.oracles.coherence import Shadow
+from pagemap.oracles.durability import nothing_lost_in_runs, size_kept
+from pagemap.oracles.memory import MemorySafety
 from pagemap.sync.core import Deadlock, StepBudgetExceeded
 from pagemap.workload import data
-from pagemap.workload.spec import LOCKED_PAGES, Spec
+from pagemap.workload.spec import Spec
 from pagemap.workload.target import (
     HostTarget,
     ImageTarget,
@@ -38,6 +50,7 @@ ORACLES = {
     "filesystem": "filesystem (e2fsck)",  # an ext2 image's own oracle (--image)
 }
 EXTRA_ORACLES = ("filesystem",)  # only where the target asks for them
+KEYS = {label: key for key, label in ORACLES.items()}  # an oracle family's key
 
 
 @dataclass
@@ -78,6 +91,14 @@ class Checks:
         if len(found) < self.LIMIT:
             found.append(problem)
 
+    def report(self, family: str, problem: str) -> None:
+        """A problem an oracle of the library found (`family` as oracles/ names it)."""
+        self.add(KEYS[family], problem)
+
+    def violations(self, found: list[Violation]) -> None:
+        for v in found:
+            self.report(v.oracle, v.message)
+
     def verdicts(self) -> list[Verdict]:
         return [
             Verdict(name, not problems, "; ".join(problems) if problems else "holds")
@@ -94,10 +115,14 @@ def run_workload(spec: Spec, progress: Callable[[int], None] = lambda n: None) -
         if spec.file is not None:
             size = data.copy(spec.file, path)
             spec = Spec.build(**{**spec.__dict__, "file_size": size})
+            with open(path, "rb") as f:
+                shadow = Shadow(f.read())
         else:
-            data.generate(path, spec.file_size)
-        with open(path, "rb") as f:
-            shadow = bytearray(f.read())
+            # Computed, not held: a generated file of a gibibyte costs the
+            # pages the run writes.
+            generated = data.Generated(spec.file_size)
+            generated.write_to(path)
+            shadow = Shadow.of(spec.file_size, generated.read)
         machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed, reclaim=spec.reclaim)
         return _run(spec, machine, HostTarget(machine, path), shadow, progress)
 
@@ -114,14 +139,14 @@ def _run_on_image(spec: Spec, tmp: str, progress: Callable[[int], None]) -> Resu
         existing = create_in_image(image, spec.file_size, spec.memory)
     machine = Machine(spec.cores, spec.memory, spec.executor, spec.seed, reclaim=spec.reclaim)
     fs = machine.mount(image, "rw")
-    return _run(spec, machine, ImageTarget(machine, image, fs), bytearray(existing), progress)
+    return _run(spec, machine, ImageTarget(machine, image, fs), Shadow(existing), progress)
 
 
 def _run(
     spec: Spec,
     machine: Machine,
     target: Target,
-    shadow: bytearray,
+    shadow: Shadow,
     progress: Callable[[int], None],
 ) -> Result:
     result = Result(spec)
@@ -130,6 +155,7 @@ def _run(
     layout = spec.layout()
     procs = [machine.process() for _ in range(spec.procs)]
     flusher = machine.start_flusher(spec.flusher_period)
+    memory = MemorySafety(machine, checks.report, lambda: _who(machine))
     coherence: list[str] = []
     per_worker = spec.ops // spec.procs
     workers = [
@@ -143,10 +169,11 @@ def _run(
             per_worker + (w < spec.ops % spec.procs),
             progress,
             coherence,
+            memory.mappings,
         )
         for w in range(spec.procs)
     ]
-    machine.on_access = _memory_safety_hook(machine, file, workers, checks)
+    machine.on_access = memory.access
     for w in workers:
         machine.spawn(w.run, core=w.wid % spec.cores, name=f"p{w.proc.pid}.worker")
     t0 = time.perf_counter()
@@ -169,42 +196,9 @@ def _run(
     return result
 
 
-def _memory_safety_hook(
-    machine: Machine, file: File, workers: list[Worker], checks: Checks
-) -> Callable[[object, int, int, bool], None]:
-    """Every user access must land in a live frame that caches the page the
-    address maps: never a free frame, never another page's."""
-    alloc = machine.allocator
-    pm = file.mapping
-    size = file.size
-    shared = {id(w.proc): w.base for w in workers}
-    locked = {id(w.proc): (w.locked_base, w.lo) for w in workers}
-
-    def hook(proc: object, va: int, ppn: int, write: bool) -> None:
-        if alloc.is_free(ppn):
-            checks.add(
-                "memory_safety", f"{'store' if write else 'load'} at {va:#x} hit free frame {ppn}"
-            )
-            return
-        base = shared.get(id(proc))
-        if base is None:
-            return
-        if base <= va < base + size:
-            index = (va - base) // PGSIZE
-        else:
-            lbase, lo = locked[id(proc)]
-            if not lbase <= va < lbase + LOCKED_PAGES * PGSIZE:
-                return  # the private window: a private copy, or the cached page
-            index = (va - lbase + lo) // PGSIZE
-        page = alloc.pages[ppn]
-        if page.mapping is not pm or page.index != index:
-            checks.add(
-                "memory_safety",
-                f"{'store' if write else 'load'} at {va:#x} (page {index}) landed in frame {ppn}, "
-                f"which caches page {page.index} of {page.mapping}",
-            )
-
-    return hook
+def _who(machine: Machine) -> str:
+    task = machine.current_task()
+    return task.name if task is not None else "the job"
 
 
 def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
@@ -217,10 +211,11 @@ def _check_locked(file: File, workers: list[Worker], checks: Checks) -> None:
 
 
 def _finish(
-    machine: Machine, procs: list[Proc], target: Target, shadow: bytearray, checks: Checks
+    machine: Machine, procs: list[Proc], target: Target, shadow: Shadow, checks: Checks
 ) -> None:
-    """Unmap everything (passing on dirty bits), fsync, check the accounting,
-    close, and compare what the backing store holds with the shadow."""
+    """Unmap everything (passing on dirty bits), fsync, ask the accounting
+    oracles, close, and ask the durability oracle of what the backing store
+    holds against the shadow."""
     file = target.file
     try:
         for proc in procs:
@@ -230,29 +225,27 @@ def _finish(
     except OSError as exc:
         checks.add("durability", f"writing back at the end failed: {exc}")
         return
-    for problem in machine.check_quiescent():
-        checks.add("accounting", problem)
-    cached = sum(pm.nr_pages for pm in machine.page_maps)
-    if machine.allocator.nr_free + cached != machine.allocator.nr_frames - 1:
-        checks.add(
-            "accounting",
-            f"{machine.allocator.nr_frames - 1 - machine.allocator.nr_free - cached}"
-            " frames are neither free nor cached after every process exited",
-        )
+    checks.violations(quiescent(machine))
+    checks.violations(no_leak(machine))
     file.close()
-    host = target.read_back(checks.found)
-    if host is None:
+    stored = target.read_back(checks.found)
+    if stored is None:
         return
-    if host != bytes(shadow):
-        if len(host) != len(shadow):
-            checks.add("durability", f"the file has {len(host)} bytes, {len(shadow)} were written")
-        else:
-            bad = next(i for i in range(len(host)) if host[i] != shadow[i])
-            checks.add(
-                "durability",
-                f"after fsync the file differs from every write applied in "
-                f"order, first at offset {bad:#x}",
-            )
+    name, size = file.mapping.name, shadow.size
+    checks.violations(size_kept(name, stored.size, size))
+    pages = (size + PGMASK) >> PGSHIFT
+    checks.violations(
+        nothing_lost_in_runs(
+            name,
+            file.mapping,
+            pages,
+            stored.pages,
+            lambda first, n: shadow.expect(first << PGSHIFT, n << PGSHIFT).ljust(
+                n << PGSHIFT, b"\0"
+            ),
+            size,
+        )
+    )
 
 
 def _counters(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pagemap.hw.memory import PGSIZE, parse_size
 from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES
 from pagemap.options import format_size
+from pagemap.workload.data import CELL
 
 MiB = 1 << 20
 
@@ -104,7 +105,7 @@ class Spec:
             reclaim=reclaim,
             image=image,
         )
-        spec.layout()  # raises if the file is too small for the processes
+        spec.layout()  # raises for an empty file
         return spec
 
     def layout(self) -> Layout:
@@ -126,27 +127,37 @@ def regular_file_size(path: str) -> int:
 
 @dataclass(frozen=True)
 class Layout:
+    """Who writes what: [0, ro_end) is read-only, and worker w alone writes
+    [bounds[w], bounds[w + 1]); the last worker's region runs to the end of
+    the file, a last partial page included.
+
+    A file with room for it gets whole pages per region, at least
+    2 * LOCKED_PAGES each, and PRIVATE_PAGES or more read-only; a smaller one
+    (down to a single byte) is split by cells, and regions then share pages.
+    mmap offsets stay page-aligned either way (see Worker.map)."""
+
     file_size: int
-    ro_end: int  # [0, ro_end) is read-only
-    region: int  # bytes per worker region, a whole number of pages
+    ro_end: int
+    bounds: tuple[int, ...]
 
     @staticmethod
     def of(file_size: int, procs: int) -> Layout:
+        if file_size < 1:
+            raise ValueError("a file of 0 bytes has nothing to map: give at least 1 byte")
         pages = file_size // PGSIZE
         per_worker = pages // (2 * procs)
-        if per_worker < 2 * LOCKED_PAGES or pages - per_worker * procs < PRIVATE_PAGES:
-            need = (2 * LOCKED_PAGES * procs * 2 + PRIVATE_PAGES) * PGSIZE
-            raise ValueError(
-                f"a file of {file_size} bytes is too small for {procs} processes "
-                f"(need at least {need} bytes)"
-            )
-        region = per_worker * PGSIZE
-        return Layout(file_size, file_size - region * procs, region)
+        if per_worker >= 2 * LOCKED_PAGES and pages - per_worker * procs >= PRIVATE_PAGES:
+            ro_end, unit = (pages - per_worker * procs) * PGSIZE, per_worker * PGSIZE
+        else:
+            whole = file_size // CELL
+            ro_end = whole // 2 * CELL
+            unit = (whole - whole // 2) // procs * CELL
+        bounds = (*(ro_end + w * unit for w in range(procs)), file_size)
+        return Layout(file_size, ro_end, bounds)
 
     def worker_region(self, wid: int) -> tuple[int, int]:
         """[lo, hi) of worker `wid` (0-based)."""
-        lo = self.ro_end + wid * self.region
-        return lo, lo + self.region
+        return self.bounds[wid], self.bounds[wid + 1]
 
     def private_window(self, wid: int) -> int:
         """Offset of the read-only pages worker `wid` maps privately."""

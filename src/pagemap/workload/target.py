@@ -4,7 +4,8 @@ or a file inside a copy of an ext2 image (--image).
 A target opens the job's file on the run's Machine and knows the bytes it
 starts with (the shadow the oracles compare against), and, once the run is
 over and the file closed, reads back what its backing store holds, by means
-independent of the page cache: the host file itself, or debugfs on the
+independent of the page cache: the host file itself (read as it is asked
+for, so a file of a gibibyte is never held whole), or debugfs on the
 unmounted image, after `e2fsck -fn` has had its say (the "filesystem"
 oracle).
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from pagemap import e2fsprogs
+from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.vfs import File
@@ -31,6 +35,20 @@ IMAGE_FILE = "/data.bin"
 _CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a backing store holds: its size, and `read(offset, n)`, fewer
+    bytes at its end."""
+
+    size: int
+    read: Callable[[int, int], bytes]
+
+    def pages(self, first: int, n: int) -> bytes:
+        """n pages from page `first`, zeros past the end."""
+        got = self.read(first * PGSIZE, n * PGSIZE)
+        return got if len(got) == n * PGSIZE else got + bytes(n * PGSIZE - len(got))
+
+
 class Target(Protocol):
     file: File
     oracles: tuple[str, ...]  # oracles beyond the job's own
@@ -39,9 +57,9 @@ class Target(Protocol):
         """Called once every process has exited, before the final fsync."""
         ...
 
-    def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
-        """The file's bytes on its backing store, after the file is closed;
-        problems found on the way go under their oracle's name."""
+    def read_back(self, problems: dict[str, list[str]]) -> Stored | None:
+        """The file on its backing store, after the file is closed; problems
+        found on the way go under their oracle's name."""
         ...
 
 
@@ -55,9 +73,14 @@ class HostTarget:
     def settle(self) -> None:
         pass
 
-    def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
-        with open(self.path, "rb") as f:
-            return f.read()
+    def read_back(self, problems: dict[str, list[str]]) -> Stored | None:
+        path = self.path
+
+        def read(offset: int, n: int) -> bytes:
+            with open(path, "rb") as f:
+                return os.pread(f.fileno(), n, offset)
+
+        return Stored(os.path.getsize(path), read)
 
 
 class ImageTarget:
@@ -78,7 +101,7 @@ class ImageTarget:
             with contextlib.suppress(OSError):
                 pm.remove_contig(0, ALL_PAGES)
 
-    def read_back(self, problems: dict[str, list[str]]) -> bytes | None:
+    def read_back(self, problems: dict[str, list[str]]) -> Stored | None:
         try:
             self.fs.unmount()
         except OSError as exc:
@@ -90,7 +113,8 @@ class ImageTarget:
             problems["filesystem"].append(
                 f"e2fsck -fn exited {result.returncode} on the image: {' / '.join(last)}"
             )
-        return e2fsprogs.cat(self.image, IMAGE_FILE)
+        held = e2fsprogs.cat(self.image, IMAGE_FILE)
+        return Stored(len(held), lambda offset, n: held[offset : offset + n])
 
 
 def copy_image(src: str, dst: str) -> None:
@@ -121,12 +145,13 @@ def create_in_image(image: str, size: int, memory: int) -> bytes:
     machine = Machine(cores=1, memory=memory, executor="threads")
     fs = machine.mount(image, "rw")
     out = bytearray()
+    generated = data.Generated(size)
 
     def write() -> None:
         with fs.create(IMAGE_FILE) as f:
             for off in range(0, size, _CHUNK):
                 n = min(_CHUNK, size - off)
-                chunk = data.cells(off, n - n % data.CELL, 0, 0) + bytes(n % data.CELL)
+                chunk = generated.read(off, n)
                 done = 0
                 while done < n:  # a short write (no frame free for a moment): go on
                     done += f.pwrite(chunk[done:], off + done)
