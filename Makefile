@@ -88,10 +88,13 @@ run-soak: $(RUN_STAMP)
 	$(BIN)/python -m tests.workload.soak --runs 100 --ops 200
 
 # The ext2 driver at length: the hypothesis state machine against a host
-# directory with many more examples, and the ext2 scenarios under PCT and
-# random schedules by the thousand.  Minutes, not part of `make test`.
+# directory with many more examples, the fault soak over 500 images (host
+# faults and frame exhaustion; `make test` runs 50), and the ext2 scenarios
+# under PCT and random schedules by the thousand.  Minutes, not part of
+# `make test`.
 ext2-soak: $(STAMP) e2fsprogs
-	PAGEMAP_EXT2_EXAMPLES=500 $(BIN)/pytest -n 2 tests/test_ext2_stateful.py
+	PAGEMAP_EXT2_EXAMPLES=500 $(BIN)/pytest -n 2 tests/kernel/fs/ext2/test_stateful.py
+	PAGEMAP_EXT2_SOAK=500 $(BIN)/pytest -n 2 tests/kernel/fs/ext2/test_soak.py
 	$(BIN)/pagemap check ext2-store-remove ext2-append-truncate --strategy pct --budget 5000 --jobs 2
 	$(BIN)/pagemap check ext2-store-remove ext2-append-truncate --strategy random --budget 5000 --jobs 2
 

@@ -259,3 +259,24 @@ def test_a_failed_mount_leaves_the_image_unlocked(
     other.mount(image, "rw").unmount()
     other.close()
     machine.close()
+
+
+def test_an_inode_whose_table_block_cannot_be_read_stays_dirty(tmp_path: Path) -> None:
+    """write_inode that cannot get its inode-table buffer (a read error, no
+    frame) leaves the inode dirty, so the next sync writes it; once it
+    forgot it, the new blocks of its map were never written down (found by
+    the fault soak)."""
+    image = image_of(tmp_path)
+    machine = Machine(cores=1, memory="2MiB")
+    fs = machine.mount(image, "rw")
+    with fs.create("/f") as f:
+        f.pwrite(os.urandom(30_000), 0)
+        inode = f.inode
+        fs.vol.dev.mapping.remove_contig(0, ALL_PAGES)
+        fs.vol.dev.faults.fail("read", 1)
+        with pytest.raises(KernelError) as info:
+            inode.write_inode()
+        assert info.value.errno == errno.EIO
+        assert inode.dirty
+    unmount_and_check(image, machine, fs)
+    assert len(e2.cat(image, "/f")) == 30_000

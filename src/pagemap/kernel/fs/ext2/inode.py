@@ -128,23 +128,27 @@ class Ext2Inode(Inode):
         if vol.readonly or self.deleted or not vol.mounted:
             return
         d = self.disk
-        size = self.size_word.load()
-        if (
-            self.is_reg()
-            and size >= 1 << 31
-            and not vol.sb.feature_ro_compat & (RO_COMPAT_LARGE_FILE)
-        ):
-            vol.set_ro_compat(RO_COMPAT_LARGE_FILE)
-        with self.bmap.lock:
-            d.size_lo = size & 0xFFFFFFFF
-            d.size_high = size >> 32 if self.is_reg() else d.size_high
-            d.blocks = self.bmap.blocks512
-            if not self.fast_symlink:
-                d.block = tuple(self.bmap.i_block)
-        self.dirty = False
+        # The buffer first: if it cannot be had (no frame, a read error) the
+        # inode stays dirty, for the next sync to write.  Clearing `dirty`
+        # before that, as this once did, lost a map's new blocks for good
+        # (the ext2 fault soak: bitmap bits no inode named).
         blk, off = locate_inode(vol, self.ino)
         bh = vol.dev.get_buffer(blk, vol.geo.block_size)
         try:
+            self.dirty = False  # before the fields are read: a change after re-dirties
+            size = self.size_word.load()
+            if (
+                self.is_reg()
+                and size >= 1 << 31
+                and not vol.sb.feature_ro_compat & (RO_COMPAT_LARGE_FILE)
+            ):
+                vol.set_ro_compat(RO_COMPAT_LARGE_FILE)
+            with self.bmap.lock:
+                d.size_lo = size & 0xFFFFFFFF
+                d.size_high = size >> 32 if self.is_reg() else d.size_high
+                d.blocks = self.bmap.blocks512
+                if not self.fast_symlink:
+                    d.block = tuple(self.bmap.i_block)
             raw = bytearray(GOOD_OLD_INODE_SIZE)
             d.pack_into(raw)
             new = bytes(raw) + self.extra
@@ -153,6 +157,19 @@ class Ext2Inode(Inode):
                 vol.dev.dirty_buffer(bh)
         finally:
             vol.dev.put_buffer(bh)
+
+    def mark_dirty(self) -> None:
+        """After a namespace change (Linux's mark_inode_dirty): into the
+        inode table's buffer now if that buffer can be had, else left dirty
+        for the next sync or the unmount to write.  The change has happened
+        either way; a failure to read the table block must not make mkdir or
+        unlink report an error for what they did."""
+        try:
+            self.write_inode()
+        except Corrupt:
+            raise
+        except OSError:
+            self.dirty = True
 
     # -- the page map's ops -------------------------------------------------------------------
     def _span(self, page: Page) -> tuple[int, int, int]:
