@@ -181,6 +181,7 @@ class FaultHandler(MM):
             return False
         if owned:
             self.anon[vpn] = page
+            self._owner_changed(page)
         return True
 
     def _set_pte(self, va: int, page: Page, bits: int, write: bool) -> bool:

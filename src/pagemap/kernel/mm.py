@@ -34,6 +34,7 @@ from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
 from pagemap.kernel.vmr import VMR, among, find_vmr, register, split_outside, unregister
 from pagemap.sync.atomic import AtomicWord, StatCounter
+from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
 
 # Lowest address mmap hands out or accepts (Linux's default mmap_min_addr).
@@ -127,7 +128,7 @@ class MM:
         "truncate frees private copies before the flush" is caught)."""
         if vpns:
             self.tlb_shootdown()
-        return [self.anon.pop(v) for v in vpns]
+        return self._disown(vpns)
 
     # -- PTEs over a range ----------------------------------------------------------
     def _clear_ptes(self, lo: int, hi: int, bits: int, free_owned: bool = False) -> list[Page]:
@@ -165,7 +166,7 @@ class MM:
             if changed or owned:
                 self._settle_dirty(dirty)
             # Ours until after the shootdown (_flush_then_disown says why).
-            return [self.anon.pop(v) for v in owned]
+            return self._disown(owned)
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
@@ -185,6 +186,21 @@ class MM:
         self.tlb_shootdown()
         for page in dirty:
             page.flags.fetch_or(PG_DIRTY)
+
+    def _disown(self, vpns: list[int]) -> list[Page]:
+        """Take our pages at `vpns` out of self.anon; pte_lock held."""
+        pages = [self.anon.pop(v) for v in vpns]
+        for page in pages:
+            self._owner_changed(page)
+        return pages
+
+    def _owner_changed(self, page: Page) -> None:
+        """A page became, or stopped being, one of our own: name its frame in
+        this step's footprint.  The memory-safety oracle judges an access to
+        the frame by who owns it, so an access racing the change is a
+        dependence DPOR reorders (truncate-private; check/footprints.py sees
+        only the machine's words and frames, not this dict)."""
+        self.executor.touch(page.ppn, WRITE)
 
     def _owned_vpns(self, vpn_lo: int, vpn_hi: int) -> list[int]:
         if vpn_hi - vpn_lo <= len(self.anon):
