@@ -22,6 +22,18 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
   until its last close) while its page is written back and it is closed, and
   another task creates a file that may be given the blocks it frees; the
   same small fsck, and the new file must hold its bytes.
+- ext2-hole-race: two allocators race for one block of a hole (a pwrite in
+  write(), a mapped store's writeback in writepage); the ShadowFile oracles,
+  the file read back, and e2fsck.
+- ext2-namespace-writeback: create (filling the root's directory block),
+  rename and unlink race the device cache's writeback and removal of the
+  pages they change; e2fsck, and the names a fresh mount lists.
+- ext2-dindirect-truncate: a file grows into its double (or triple) indirect
+  block while another's double (or triple) indirect subtree is freed;
+  e2fsck, and the bytes written read back.
+
+The scenarios that end with e2fsck (`e2fsck -fn`, exit 0) stamp changes with
+a fixed time that is neither zero (a deleted inode's dtime) nor in the future.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.balloc import test_bit
 from pagemap.kernel.fs.ext2.fs import Ext2File
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
-from pagemap.kernel.fs.ext2.layout import RESIZE_INO
+from pagemap.kernel.fs.ext2.layout import RESIZE_INO, ROOT_INO
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.machine import Machine
 from pagemap.oracles import ACCOUNTING, DURABILITY, MEMORY_SAFETY, Violation
@@ -107,6 +119,7 @@ class Ext2ShadowFile(ShadowFile):
         self.file = fs.open(name, "r+")
         self.pm = self.file.mapping
         self.shadow = Shadow(shadow)
+        self.written = []
         self.private = {}
         self.copied = set()
         self.regions = []
@@ -169,6 +182,41 @@ def _store_remove(ctx: RunContext, p: Params) -> None:
     ctx.machine.spawn(storer, name="store")
     ctx.machine.spawn(remover, name="remover")
     f.end_checks()
+
+
+# -- ext2-hole-race -------------------------------------------------------------------------
+
+
+def _hole_race(ctx: RunContext, p: Params) -> None:
+    # Two allocators race for one file block: a store through a shared
+    # mapping into the hole of /m (page 1) is written back, and writepage
+    # allocates the block under it (without the inode lock, which only
+    # write() and truncate take), while a pwrite into the same block
+    # allocates it in write().  Each walks the map, finds the slot empty,
+    # takes a block from the bitmap, and splices it in under the map lock if
+    # the slot is still empty; the loser gives its block back and walks
+    # again, finding the winner's.  Both writes must land in the one block,
+    # no block may leak or be named twice: at the end, unmounted, the file
+    # reads back as the shadow says and e2fsck finds nothing.
+    image, fs = _mount(ctx)
+    f = Ext2ShadowFile(ctx, fs, image, "/m", initial_bytes(1) + bytes(PGSIZE))
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, PROT_READ | PROT_WRITE, MAP_SHARED)
+    f.load(proc, base + PGSIZE)  # the hole, mapped (as zeros) before the race
+
+    def store_and_write_back() -> None:
+        f.store(proc, base + PGSIZE + SLOT)  # into the hole's first block
+        f.pm.collect_mapped_dirty(1, 1)  # the D bit to the page, as fsync does
+        f.pm.writeback(1, 1)  # writepage allocates the block
+        f.load(proc, base + PGSIZE + SLOT)
+
+    def writer() -> None:
+        f.pwrite(PGSIZE + p["slot"] * SLOT)  # the same block: write() allocates it
+
+    ctx.machine.spawn(store_and_write_back, name="store-writeback")
+    ctx.machine.spawn(writer, name="pwrite")
+    f.end_checks()
+    ctx.at_end(lambda: _e2fsck_clean(image))
 
 
 # -- ext2-append-truncate ------------------------------------------------------------------
@@ -365,6 +413,216 @@ def _indirect_truncate(ctx: RunContext, p: Params) -> None:
     _fsck_at_end(ctx, fs, image, [fi, fj], want)
 
 
+# -- ext2-namespace-writeback --------------------------------------------------------------
+
+LONG = 200  # a name this long takes a 208-byte directory record
+# Four long names leave 136 bytes of the root's one block: the next long name
+# needs a second block, a 100-byte one still fits.
+FILLERS = tuple(ch * LONG for ch in "pqrs")
+NEW_NAME, RENAMED = "x" * LONG, "y" * 100
+NOW = 1_600_000_000  # every change is stamped with this time (2020: never in the future)
+CREATE, RENAME, UNLINK = 1, 2, 4  # ext2-namespace-writeback's `ops`, a mask
+DIR_PAGES = 5  # device pages that hold the root's directory blocks, first to last
+
+
+@functools.cache
+def _ns_image() -> bytes:
+    """An image whose root directory's one block is nearly full."""
+    with tempfile.TemporaryDirectory(prefix="pagemap-ext2-scenario-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        (src / "a").write_bytes(b"A" * A_SIZE)
+        for name in FILLERS:
+            (src / name).write_bytes(b"")
+        image = Path(tmp) / "fs.img"
+        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=32)
+        return image.read_bytes()
+
+
+def _e2fsck_clean(image: str) -> list[Violation]:
+    result = e2fsprogs.fsck(image)
+    if result.clean:
+        return []
+    lines = [
+        line.strip()
+        for line in result.output.splitlines()[1:]
+        if line.strip() and not line.startswith("Pass ")
+    ]
+    return [Violation(ACCOUNTING, "e2fsck -fn: " + "; ".join(lines[:6]))]
+
+
+def _namespace_writeback(ctx: RunContext, p: Params) -> None:
+    # Namespace operations change directory blocks, inode-table records and
+    # bitmaps through the device's page cache (buffer heads: get_buffer,
+    # change, dirty_buffer, put_buffer) while the device's own writeback and
+    # removal write those pages and evict them.  One task creates a file
+    # whose name no longer fits the root's block (a second directory block is
+    # allocated), renames /a into the gap left in the first, and unlinks a
+    # file whose record then joins its neighbour's; the other writes back and
+    # evicts every cached page of the device.  A buffer changed after its
+    # page was written must leave the page dirty; a page holding a buffer in
+    # use is never freed.  At the end, unmounted: e2fsck finds nothing, and
+    # a fresh mount lists exactly the names the operations left, /a's bytes
+    # under its new name.
+    path = os.path.join(ctx.scratch(), "ext2.img")
+    with open(path, "wb") as img:
+        img.write(_ns_image())
+    # A clock that is not zero: e2fsck takes a deleted inode's dtime of 0 for
+    # a live inode's.
+    fs = ctx.machine.mount(path, "rw", clock=lambda: NOW)
+    ctx.cleanup(fs.vol.dev.io.close)
+    dev = fs.vol.dev
+    fs.listdir("/")  # the root's block cached before the race
+
+    ops = p["ops"]
+
+    def namespace() -> None:
+        if ops & CREATE:
+            with fs.create("/" + NEW_NAME):
+                pass
+        if ops & RENAME:
+            fs.rename("/a", "/" + RENAMED)
+        if ops & UNLINK:
+            fs.unlink("/" + FILLERS[p["unlink"]])
+
+    # The device pages from the root's block to the one its second block gets
+    # (the first free after the image's files): the directory blocks, and the
+    # inode table's last block, which shares the root block's page.
+    first = fs.iget(ROOT_INO).bmap.i_block[0] * BS // PGSIZE
+
+    def device_writeback() -> None:
+        for _ in range(p["rounds"]):
+            dev.mapping.remove_contig(first, DIR_PAGES)
+
+    ctx.machine.spawn(namespace, name="create-rename-unlink")
+    ctx.machine.spawn(device_writeback, name="device-writeback")
+
+    names = {".", "..", "lost+found", "a", *FILLERS}
+    if ops & CREATE:
+        names.add(NEW_NAME)
+    if ops & RENAME:
+        names = names - {"a"} | {RENAMED}
+    if ops & UNLINK:
+        names.discard(FILLERS[p["unlink"]])
+    renamed = "/" + (RENAMED if ops & RENAME else "a")
+
+    def unmount() -> list[Violation]:
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    def read_back() -> list[Violation]:
+        ro = ctx.machine.mount(path, "r", clock=lambda: 0)
+        try:
+            listed = set(ro.listdir("/")) | {".", ".."}
+            problems = []
+            if listed != names:
+                problems.append(
+                    Violation(
+                        DURABILITY,
+                        f"the root lists {sorted(n[:8] for n in listed - names)} it should not "
+                        f"and lacks {sorted(n[:8] for n in names - listed)}",
+                    )
+                )
+            elif ro.read_file(renamed) != b"A" * A_SIZE:
+                problems.append(Violation(DURABILITY, f"{renamed} (once /a) lost its bytes"))
+            return problems
+        finally:
+            ro.unmount()
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _e2fsck_clean(path))
+    ctx.at_end(read_back)
+
+
+# -- ext2-dindirect-truncate --------------------------------------------------------------
+
+APB = BS // 4  # block numbers an indirect block holds
+DIND = 12 + APB  # the first file block under the double indirect block
+TIND = DIND + APB * APB  # the first under the triple indirect block
+
+
+@functools.cache
+def _deep_image() -> bytes:
+    """An image with sparse files that reach past the indirect block: /d, one
+    block and a hole up to the double indirect block's first; /e, a block and
+    two under its double indirect block; /t, a block and one under its triple
+    indirect block."""
+    with tempfile.TemporaryDirectory(prefix="pagemap-ext2-scenario-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        with open(src / "d", "wb") as f:
+            f.write(b"D" * BS)
+            f.truncate(DIND * BS)
+        for name, blocks in (("e", (0, DIND, DIND + 1)), ("t", (0, TIND))):
+            with open(src / name, "wb") as f:
+                for blk in blocks:
+                    f.seek(blk * BS)
+                    f.write(name.upper().encode() * BS)
+        image = Path(tmp) / "fs.img"
+        e2fsprogs.mkfs(image, 256 * 1024, BS, source=src, inodes=32)
+        return image.read_bytes()
+
+
+def _dindirect_truncate(ctx: RunContext, p: Params) -> None:
+    # /d grows past its indirect block's reach: its append allocates a double
+    # indirect block, an indirect block under it and the data block, while /e
+    # is cut to `truncate_to` (by default nothing): its double indirect
+    # subtree is freed, each indirect block forgotten by the device cache
+    # before it can be reused.  With deep=3 the same one level down: /d's
+    # write lands past the double indirect block's reach (a triple indirect
+    # block and three below it) while /t's triple indirect subtree is freed.
+    # Both files' blocks come from the one group, so /d's allocator looks
+    # first at the blocks the truncate frees.  At every step no
+    # block is named by both inodes; at the end, unmounted, e2fsck finds
+    # nothing, and the bytes written are read back.
+    path = os.path.join(ctx.scratch(), "ext2.img")
+    with open(path, "wb") as img:
+        img.write(_deep_image())
+    fs = ctx.machine.mount(path, "rw", clock=lambda: NOW)
+    ctx.cleanup(fs.vol.dev.io.close)
+    deep = p["deep"] == 3
+    cut_name = "/t" if deep else "/e"
+    fd, fe = fs.open("/d", "r+"), fs.open(cut_name, "r+")
+    ctx.every_step(_no_block_named_twice(ctx, [fd.inode, fe.inode]))
+    at = (TIND if deep else DIND) * BS
+    cut = p["truncate_to"]
+    cut_byte = cut_name[1:].upper().encode()
+
+    ctx.machine.spawn(fd.pwrite, b"d" * GROW, at, name="append-d")
+    ctx.machine.spawn(fe.truncate, cut, name=f"truncate-{cut_name[1:]}")
+
+    def unmount() -> list[Violation]:
+        fd.close()
+        fe.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    def read_back() -> list[Violation]:
+        ro = ctx.machine.mount(path, "r", clock=lambda: NOW)
+        try:
+            d, e = ro.open("/d"), ro.open(cut_name)
+            problems = []
+            if d.size != at + GROW or d.pread(GROW, at) != b"d" * GROW:
+                problems.append(Violation(DURABILITY, f"/d lost its append at {at}"))
+            elif d.pread(BS, 0) != b"D" * BS:
+                problems.append(Violation(DURABILITY, "/d lost its first block"))
+            elif e.size != cut or e.pread(BS, 0) != cut_byte * min(BS, cut):
+                problems.append(Violation(DURABILITY, f"{cut_name} is not its first {cut} bytes"))
+            d.close()
+            e.close()
+            return problems
+        finally:
+            ro.unmount()
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _e2fsck_clean(path))
+    ctx.at_end(read_back)
+
+
 SCENARIOS = (
     Scenario(
         "ext2-store-remove",
@@ -398,6 +656,33 @@ SCENARIOS = (
         {"truncate_to": 0},
         frames=24,
         limits={"truncate_to": (0, J_SIZE - BS)},
+    ),
+    Scenario(
+        "ext2-namespace-writeback",
+        "create (filling a directory block), rename and unlink race the device cache's "
+        "writeback and removal of the blocks they change",
+        _namespace_writeback,
+        {"ops": CREATE | RENAME | UNLINK, "unlink": 0, "rounds": 1},
+        frames=24,
+        limits={"ops": (1, 7), "unlink": (0, len(FILLERS) - 1), "rounds": (1, 3)},
+    ),
+    Scenario(
+        "ext2-dindirect-truncate",
+        "an ext2 file grows past its indirect block (into a double, or triple, indirect "
+        "block) while another's double (or triple) indirect subtree is freed",
+        _dindirect_truncate,
+        {"deep": 2, "truncate_to": 0},
+        frames=24,
+        limits={"deep": (2, 3), "truncate_to": (0, BS)},
+    ),
+    Scenario(
+        "ext2-hole-race",
+        "two allocators race for one block of an ext2 hole: a pwrite into it, and the "
+        "writeback of a store through a mapping into it",
+        _hole_race,
+        {"slot": 2},
+        frames=24,
+        limits={"slot": (2, BS // SLOT - 1)},
     ),
 )
 
