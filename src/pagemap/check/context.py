@@ -36,6 +36,9 @@ class RunContext:
         self.memory = MemorySafety(machine, self.fail, self.who)
         self.faults = FaultsReported()  # fed by host files whose faults a scenario injects
         machine.allocator.on_free = self.memory.freed
+        # Every access of every mapping is judged; a scenario that knows what
+        # it mapped where (check/shadow.py) installs a sharper hook.
+        machine.on_access = self.memory.access_anywhere
         self.step_checks: list[StepCheck] = []
         self.end_checks: list[EndCheck] = []
         self.cleanups: list[Callable[[], None]] = []

@@ -205,8 +205,9 @@ class ShadowFile:
         region = self._region(owner, va)
         what = f"{self.ctx.who()} ({'store' if write else 'load'} at {va:#x}, p{owner.pid})"
         if region is None:
-            self.ctx.memory.landed(what, ppn, None, None)
-            return  # not a file region of this scenario
+            # Not a file region of this scenario: anonymous memory, or another file.
+            self.ctx.memory.access_anywhere(owner, va, ppn, write)
+            return
         index = (va - region.base + region.foff) >> PGSHIFT
         own = owner.anon.get(va >> PGSHIFT) if region.private else None
         self.ctx.memory.landed(what, ppn, (self.pm, index), own)

@@ -185,6 +185,27 @@ class MemorySafety:
             op = "store" if write else "load"
             self.fail(MEMORY_SAFETY, f"{self.who()} ({op} at {va:#x}, p{owner.pid}) {problem}")
 
+    def access_anywhere(self, owner: object, va: int, ppn: int, write: bool) -> None:
+        """The checker's access hook wherever no scenario says what is mapped
+        (anonymous memory, a region a scenario maps itself): the frame is not
+        free, and an anonymous page in it is the process's own at `va`, never
+        another process's or one it gave up (truncate-private, anon-fault-remap)."""
+        if not isinstance(owner, MM):
+            return
+        allocator = self.machine.allocator
+        problem = self._misplaced(ppn, None, None)
+        if problem is None:
+            page = allocator.pages[ppn]
+            own = owner.anon.get(va >> PGSHIFT)
+            if page.mapping is None and page is not own:
+                problem = (
+                    f"landed in frame {ppn}, an anonymous page that is not the process's "
+                    "own at that address"
+                )
+        if problem is not None:
+            op = "store" if write else "load"
+            self.fail(MEMORY_SAFETY, f"{self.who()} ({op} at {va:#x}, p{owner.pid}) {problem}")
+
     def landed(
         self, what: str, ppn: int, expect: tuple[PageMap, int] | None, own_copy: Page | None
     ) -> None:
