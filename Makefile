@@ -72,9 +72,11 @@ bench: $(STAMP)
 check: $(RUN_STAMP)
 	$(BIN)/pagemap check --preemptions 3
 
-# Long explorations: PCT and random schedules by the ten thousand, and long runs
+# Long explorations: DFS and DPOR judged by the brute-force reference on 1000
+# generated programs, PCT and random schedules by the ten thousand, and long runs
 # of the main job under both executors.  Minutes, not part of `make test`.
 soak: $(STAMP)
+	REFERENCE_EXAMPLES=1000 $(BIN)/pytest tests/check/test_reference.py
 	$(BIN)/pagemap check --strategy pct --budget 20000 --jobs 2
 	$(BIN)/pagemap check --strategy random --budget 20000 --jobs 2
 	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
