@@ -22,6 +22,9 @@ SCENARIOS = [
     "ext2-append-truncate",
     "ext2-unlink-reuse",
     "ext2-indirect-truncate",
+    "ext2-hole-race",
+    "ext2-dindirect-truncate",
+    "ext2-namespace-writeback",
 ]
 
 
