@@ -30,10 +30,19 @@ from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
 from pagemap.kernel.errors import AlreadyExists, IOFailure, KernelBug
 from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.fs.ext2 import Ext2FS
+from pagemap.kernel.fs.ext2 import dir as dirops
 from pagemap.kernel.fs.ext2.balloc import Allocator, find_zero, set_bit
 from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.fs.ext2.dir import _add_block as dir_add_block
+from pagemap.kernel.fs.ext2.dir import _blocks as dir_blocks
+from pagemap.kernel.fs.ext2.dir import _changed as dir_changed
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
-from pagemap.kernel.fs.ext2.layout import NDIR_BLOCKS
+from pagemap.kernel.fs.ext2.layout import (
+    NDIR_BLOCKS,
+    pack_dirent,
+    rec_len_for,
+    set_rec_len,
+)
 from pagemap.kernel.fs.ext2.super import Group
 from pagemap.kernel.hostfs import HostInode
 from pagemap.kernel.hostio import HostIO
@@ -991,6 +1000,41 @@ EXT2_ROOM_MUTANTS = (
     ),
 )
 
+
+def _dir_add_puts_first(d: Ext2Inode, name: bytes, ino: int, file_type: int) -> None:
+    vol = d.vol
+    geo = vol.geo
+    need = rec_len_for(len(name))
+    ftype = file_type if geo.filetype else 0
+    for _, phys, entries in dir_blocks(d):
+        for e in entries:
+            used = rec_len_for(e.name_len) if e.inode else 0
+            if e.rec_len - used < need:
+                continue
+            bh = vol.dev.get_buffer(phys, geo.block_size)
+            # BUG: the buffer goes back before the block is changed and marked
+            # dirty: the device's removal can write and free its page between.
+            vol.dev.put_buffer(bh)
+            if e.inode:
+                set_rec_len(bh.data, e.offset, used)
+            pack_dirent(bh.data, e.offset + used, ino, e.rec_len - used, name, ftype)
+            vol.dev.dirty_buffer(bh)
+            dir_changed(d)
+            return
+    dir_add_block(d, name, ino, ftype)
+
+
+EXT2_NAMESPACE_MUTANTS = (
+    Mutant(
+        "dir-add-puts-first",
+        "a directory add gives its block's buffer back before it changes the block",
+        "ext2-namespace-writeback",
+        {"add": _dir_add_puts_first},
+        budget=500,
+        target=dirops,
+    ),
+)
+
 # Mutants no scenario can tell from the real kernel, and why.  A fault that
 # re-installs a page drops a D bit only if it finds the PTE not present with
 # D still set: between removal's pass 2 (clear P) and pass 3 (collect D).
@@ -1028,6 +1072,7 @@ MUTANTS = (
     + EXT2_MUTANTS
     + ROOM_MUTANTS
     + EXT2_ROOM_MUTANTS
+    + EXT2_NAMESPACE_MUTANTS
 )
 
 
