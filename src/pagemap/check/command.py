@@ -60,7 +60,7 @@ from pagemap.check.fanout.display import Display
 from pagemap.check.modelpath import ModelPath, Refused
 from pagemap.check.replay import Replay, replay
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS, Model, Summary
-from pagemap.check.scenarios import lookup, registry
+from pagemap.check.scenarios import lookup, registry, zoo
 from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import DEFAULT_BOUND, EXHAUSTIVE, STRATEGIES
 from pagemap.check.trace import Trace, TraceError
@@ -300,7 +300,7 @@ def run_check(args: argparse.Namespace) -> int:
     console = _console(args)
     scenarios = registry()
     if args.list:
-        for s in scenarios.values():
+        for s in [*scenarios.values(), *zoo().values()]:
             params = " ".join(f"{k}={v}" for k, v in s.defaults.items())
             console.print(f"[bold]{s.name}[/bold]  {s.summary}  [dim]{params}[/dim]")
         return OK
@@ -316,7 +316,7 @@ def run_check(args: argparse.Namespace) -> int:
     if not args.scenarios:
         _taken_by_some(scenarios.values(), overrides)
     models: dict[str, Model] = {
-        n: scenarios[n].model(overrides if args.scenarios else _known(scenarios[n], overrides))
+        n: lookup(n).model(overrides if args.scenarios else _known(scenarios[n], overrides))
         for n in names
     }
     units = plan(args, models)

@@ -19,6 +19,10 @@ Slots written with pwrite are checked by their writer after it returns and
 by the durability oracle at the end, since a pwrite's bytes land with no
 hook to time them.
 
+`fsync` and `msync` sync the file and judge, as they return, that every
+store that had landed when they began is in the backing store
+(oracles/synced.py), not only at the end.
+
 At the end: accounting at quiescence; every process exits (passing its dirty
 bits on); no frame leaked; nothing written lost (the durability oracle).
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pagemap.check.context import RunContext
@@ -39,6 +44,7 @@ from pagemap.oracles import COHERENCE, DURABILITY, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.coherence import SLOT, Shadow, describe, stamp
 from pagemap.oracles.durability import cached_page_bytes, nothing_lost
+from pagemap.oracles.synced import synced
 
 __all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]
 
@@ -91,6 +97,9 @@ class ShadowFile:
         # task id -> what its store is about to write, or what its load must see.
         self._store: dict[int, tuple[int, bytes]] = {}
         self._expect: dict[int, bytes] = {}
+        # task id -> the smallest size the file had during that task's msync
+        # or fsync: slots cut meanwhile are not judged when it returns.
+        self._syncing: dict[int, int] = {}
         ctx.machine.on_access = self._on_access
 
     def _dirty_at(self, offset: int) -> bool:
@@ -151,6 +160,55 @@ class ShadowFile:
     def truncate(self, size: int) -> None:
         self.file.truncate(size)
         self.shadow.truncate(size)
+        for tid, cut in self._syncing.items():
+            self._syncing[tid] = min(cut, size)
+
+    def fsync(self) -> None:
+        """fsync the file; as it returns, every store that had landed when it
+        began is in the backing store (oracles/synced.py)."""
+        self._synced("fsync", [(0, self.shadow.size)], self.file.fsync)
+
+    def msync(self, proc: Proc, va: int, length: int) -> None:
+        """msync [va, va + length) of `proc`; as it returns, every store to the
+        file that had landed in the shared regions there when it began is in
+        the backing store (oracles/synced.py)."""
+        spans = [
+            (r.foff + max(va, r.base) - r.base, min(va + length, r.end) - max(va, r.base))
+            for r in self.regions
+            if r.proc is proc and not r.private and r.base < va + length and va < r.end
+        ]
+        self._synced(
+            f"msync of {va:#x}+{length:#x} (p{proc.pid})", spans, lambda: proc.msync(va, length)
+        )
+
+    def _synced(self, call: str, spans: list[tuple[int, int]], sync: Callable[[], None]) -> None:
+        before = [(off, self.shadow.expect(off, n)) for off, n in spans]
+        tid = self.ctx.tid()
+        self._syncing[tid] = self.shadow.size
+        try:
+            sync()
+        finally:
+            cut = self._syncing.pop(tid)
+        # Only a call that returned: one that raised made no promise.
+        for off, data in before:
+            problem = synced(
+                f"{self.ctx.who()}'s {call}",
+                self.name,
+                off,
+                data,
+                self._stored(off, len(data)),
+                cut,
+            )
+            if problem is not None:
+                self.ctx.fail(problem.oracle, problem.message)
+
+    def _stored(self, offset: int, n: int) -> bytes:
+        """The `n` bytes at `offset` of the backing store, as it holds them now."""
+        if self.host_path is not None:
+            with open(self.host_path, "rb") as f:
+                f.seek(offset)
+                return f.read(n)
+        return bytes(self.inode.data[offset : offset + n])
 
     def no_stale_translation(self) -> None:
         self.ctx.memory.no_stale_translation()

@@ -151,7 +151,14 @@ class FaultHandler(MM):
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
-                if vmr.file is not None and self._past_eof(vmr, va):
+                # The recheck is d00806b18315's fix in our terms (the fault
+                # rechecks, under a lock truncate's unmap takes, that its page
+                # is still the file's); check/scenarios/known turns it off.
+                if (
+                    vmr.file is not None
+                    and self.recheck_size_at_install
+                    and self._past_eof(vmr, va)
+                ):
                     return False  # truncated meanwhile: the retried access is a bus error
                 if not self._claim_slot(vpn, page, owned):
                     return False

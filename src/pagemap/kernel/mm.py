@@ -77,6 +77,12 @@ class MM:
         self.major_faults = StatCounter()
         # Set by exit(); every call of the process answers ESRCH after.
         self.exited = False
+        # Published fixes, each on a switch that is on in the kernel as it is;
+        # a scenario of `pagemap check --known` (check/scenarios/known/) turns
+        # one off to put the bug back.  Each is read where its fix lives.
+        self.flush_before_unlock = True  # 1cf35d47712d: _settle_dirty, _clear_ptes
+        self.settle_keeps_dirty = True  # the seed's munmap/mprotect dropping D
+        self.recheck_size_at_install = True  # d00806b18315: fault.py's _install
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -166,7 +172,13 @@ class MM:
             if changed or owned:
                 self._settle_dirty(dirty)
             # Ours until after the shootdown (_flush_then_disown says why).
-            return self._disown(owned)
+            disowned = self._disown(owned)
+        if (changed or owned) and not self.flush_before_unlock:
+            # 1cf35d47712d's bug, for check/scenarios/known: the flush comes
+            # after the lock is dropped, so a writeback may clean the page in
+            # between and a store through another core's stale entry is lost.
+            self.tlb_shootdown()
+        return disowned
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
@@ -183,7 +195,10 @@ class MM:
         ("munmap and mprotect drop D bits" in tests/check/test_mm_mutants.py
         forgets PG_DIRTY here and is caught.)
         """
-        self.tlb_shootdown()
+        if self.flush_before_unlock:
+            self.tlb_shootdown()
+        if not self.settle_keeps_dirty:
+            return  # the seed's munmap and mprotect: the D bits go nowhere
         for page in dirty:
             page.flags.fetch_or(PG_DIRTY)
 

@@ -128,6 +128,10 @@ class PageMap(Removal, ReverseMap):
         self.lru: Reclaim | None = None
         # Set once, by Machine.close(), after it wrote back and dropped every page.
         self.closed = False
+        # Where we fixed the 2014 seed (docs/seed.md), on switches that are on;
+        # a scenario of `pagemap check --known` turns one off to put it back.
+        self.unmap_every_vmr = True  # removal's _unmap_marked
+        self.atomic_pte_clear = True  # removal's _pte_mark_not_present
 
     @property
     def nr_pages(self) -> int:

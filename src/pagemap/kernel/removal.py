@@ -118,6 +118,8 @@ class Removal:
     removal: AtomicWord
     stats: PageMapStats
     lru: Reclaim | None
+    unmap_every_vmr: bool
+    atomic_pte_clear: bool
 
     if TYPE_CHECKING:
 
@@ -307,6 +309,10 @@ class Removal:
         collect the dirty bits of every PTE we clear.  With `indices`, only
         those pages' PTEs are looked at."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
+        if not self.unmap_every_vmr:
+            # The seed's bug, for check/scenarios/known: only the regions that
+            # map the first page of the range were visited.
+            spans = [s for s in spans if vmr_has_page_idx(s.vmr, lo)]
         if not spans:
             return
         procs: list[AddressSpace] = []
@@ -382,6 +388,11 @@ class Removal:
         while True:
             old = pte.load()
             if not old & PTE_P or self._removal_target(old) is None:
+                return
+            if not self.atomic_pte_clear:
+                # The seed's read then write, for check/scenarios/known: a D
+                # bit the MMU sets in between is overwritten.
+                pte.store(old & ~PTE_P)
                 return
             if pte.cas(old, old & ~PTE_P):
                 return

@@ -15,8 +15,17 @@ def registry() -> dict[str, Scenario]:
     return found
 
 
+def zoo() -> dict[str, Scenario]:
+    """Name -> scenario of the known-bug zoo (check/scenarios/known/): a
+    family of its own, outside the default set, run by `pagemap check
+    --known` or by name."""
+    from pagemap.check.scenarios.known import SCENARIOS
+
+    return {scenario.name: scenario for scenario in SCENARIOS}
+
+
 def lookup(name: str) -> Scenario:
-    scenarios = registry()
+    scenarios = {**registry(), **zoo()}
     if name not in scenarios:
         raise ValueError(f"unknown scenario {name!r} (known: {', '.join(scenarios)})")
     return scenarios[name]
