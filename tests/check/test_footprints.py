@@ -9,10 +9,11 @@ import pytest
 
 from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV
 from pagemap.check.model import FunctionModel
-from pagemap.check.runner import run_schedule
+from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.strategies import Chooser, make_explorer
 from pagemap.machine import Machine
+from pagemap.oracles import MEMORY_SAFETY
 from pagemap.sync.arrays import AtomicArray, SimAtomicArray
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.locks import SpinLock
@@ -107,3 +108,16 @@ def _first() -> Chooser:
     chooser = make_explorer("dfs", 0, 0).chooser(0)
     assert chooser is not None
     return chooser
+
+
+def test_a_violation_that_ends_a_step_midway_is_reported_as_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An oracle that ends the schedule inside a step (a load landing in a free
+    frame) unwinds the task, which releases its core's lock with no point: no
+    step's doing, so not a footprint violation."""
+    monkeypatch.setenv(VALIDATE_ENV, "1")
+    model = lookup("known-fault-truncate").model({"fix": 0})
+    summary = explore_model(model, "dpor", bound=2, shrink=False)
+    assert summary.trace is not None
+    assert summary.trace.oracle == MEMORY_SAFETY

@@ -120,9 +120,12 @@ def run_schedule(
             violation = _run(ctx, model, observe)
         except (SleepBlocked, BoundExceeded) as exc:
             violation, stopped = None, exc
-        if validator is not None and (violation is None or violation.oracle != FOOTPRINT):
-            validator.finish()
-            if validator.problems:
+        if validator is not None:
+            if violation is None and stopped is None:
+                # Only a run whose tasks all finished: unwinding a task stopped
+                # mid-step releases its locks with no point, which is no step's.
+                validator.finish()
+            if validator.problems:  # found before anything else went wrong
                 violation = Violation(FOOTPRINT, str(validator.problems[0]))
         if violation is None and stopped is None:
             violation = _end_checks(ctx)

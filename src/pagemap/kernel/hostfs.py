@@ -77,14 +77,15 @@ class HostInode(Inode):
                 self.io.pwrite(page.data[:nbytes], page.index * PGSIZE)
 
     def set_size(self, size: int) -> None:
+        """Cut (or extend) the host file, then publish the size: as a Linux
+        filesystem over a server does its setattr, so that a host ftruncate
+        that fails leaves a size nobody saw change (eio-truncate: a fault or
+        a pread between the size and a failed cut saw a file that was never
+        cut).  Both under host_lock, so writepage never sees the old size
+        with the host file already cut."""
         with self.host_lock:
-            old_size = self.size_word.load()
+            self.io.ftruncate(size)
             self.size_word.store(size)
-            try:
-                self.io.ftruncate(size)
-            except BaseException:
-                self.size_word.store(old_size)
-                raise
 
     def sync_backing(self) -> None:
         self.io.fsync()

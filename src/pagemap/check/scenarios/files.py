@@ -507,22 +507,14 @@ SCENARIOS = (
         "is durable",
         _extend_fsync,
     ),
+    Scenario(
+        "eio-truncate",
+        "a host file's truncate fails while a store, a pread and an fsync of the page it "
+        "would cut race it: EIO, the file whole",
+        _eio_truncate,
+    ),
 )
 
 # Scenarios that fail on today's kernel, kept out of the registry (and so out
 # of `pagemap check`) until the kernel is fixed; each with what it finds.
-PENDING: tuple[tuple[Scenario, str], ...] = (
-    (
-        Scenario(
-            "eio-truncate",
-            "a host file's truncate fails while a store, a pread and an fsync of the page it "
-            "would cut race it: EIO, the file whole",
-            _eio_truncate,
-        ),
-        "HostInode.set_size (kernel/hostfs.py) stores the new, smaller i_size before the "
-        "host ftruncate and puts the old one back when that fails: a fault (its EOF check, "
-        "kernel/fault.py _check_eof) or a read (Inode.read) between the two sees the file "
-        "cut, so a store inside a file whose truncate failed gets SIGBUS and a pread a short "
-        "count (DPOR at bound 2 finds it at schedule 157, PCT at 12)",
-    ),
-)
+PENDING: tuple[tuple[Scenario, str], ...] = ()
