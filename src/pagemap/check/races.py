@@ -39,7 +39,9 @@ def site(frame: FrameType | None) -> str:
         for root in _ROOTS:
             at = filename.find(root)
             if at >= 0:
-                return f"{filename[at + len('/pagemap/') :]}: {frame.f_code.co_qualname}"
+                # A local function or comprehension counts as the function it is in.
+                qualname = frame.f_code.co_qualname.split(".<locals>", 1)[0]
+                return f"{filename[at + len('/pagemap/') :]}: {qualname}"
         frame = frame.f_back
     return ""
 
