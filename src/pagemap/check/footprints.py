@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from types import FrameType
 
 from pagemap.check.decode import name_of
 from pagemap.check.recorder import where
@@ -91,7 +92,7 @@ class FootprintValidator:
 
     def event(self, i: int) -> None:
         """Step i is being logged: everything since the last snapshot was step i-1's."""
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None and "/pagemap/check/" in frame.f_code.co_filename:
             frame = frame.f_back  # the runner's hook, to the step's own point
         self._where.append(where(frame)[0])
