@@ -383,14 +383,11 @@ class Search(Explorer):
         for every task that can go there when it cannot (a persistent set),
         and again at the last context switch before it (BPOR)."""
         at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        switches = [
-            (d, n)
-            for d, n in enumerate(self.stack)
-            if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
-        ]
+        switches = self._switches(log)
         for i, p in hb.pending_races(pending):
             found = at.get(i)
             if found is None:
+                self._before_forced(i, p)
                 continue
             depth, node = found
             want = 1 << p if node.enabled >> p & 1 else node.enabled
@@ -413,17 +410,12 @@ class Search(Explorer):
     def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
         at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        # Context switches: the first choice, and every choice that ran a task
-        # other than the one that took the step before it.
-        switches = [
-            (d, n)
-            for d, n in enumerate(self.stack)
-            if n.event == 0 or log.tids[n.event] != log.tids[n.event - 1]
-        ]
+        switches = self._switches(log)
         for i, j in hb.races(max(start, 0)):
             found = at.get(i)
             if found is None:
-                continue  # step i was no choice: nothing else could go there
+                self._before_forced(i, log.tids[j])
+                continue
             depth, node = found
             self.races += 1
             initials = [t for t in sorted(hb.initials(i, j)) if node.enabled >> t & 1]
@@ -437,6 +429,42 @@ class Search(Explorer):
                     node.backtrack |= 1 << want
             if self.bound is not None:
                 self._conservative(node, want, switches)
+
+    def _switches(self, log: EventLog) -> list[tuple[int, Node]]:
+        """The choices where any task may go at no cost, BPOR's context
+        switches: the first choice, every choice that ran a task other than
+        the one that took the step before it, and every choice made when no
+        task could go on (its task blocked or done) or at a relax.  The last
+        are free whichever task goes, though the log may show the same task
+        on both sides: a task that parks is logged only once it resumes
+        (test_reference.py, timed downs at bound 0)."""
+        tids = log.tids
+        return [
+            (d, n)
+            for d, n in enumerate(self.stack)
+            if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
+        ]
+
+    def _before_forced(self, event: int, tid: int) -> None:
+        """Step `event` was no choice: only one task could go.  Not because of
+        the race: a task that had just relaxed is not offered until another
+        has taken a step (sync/sim.py), so which step a relax forces depends
+        on where the spinner came in.  Ask for `tid` at the latest choice
+        before the step where it could have gone and this schedule chose
+        another, with no sleep set below (programs.RELAX_MISS: the relax
+        forced the very load that races the spinner's store)."""
+        bit = 1 << tid
+        for depth in range(len(self.stack) - 1, -1, -1):
+            node = self.stack[depth]
+            if node.event >= event or not node.enabled & bit or node.tid == tid:
+                continue
+            if not (node.done | node.backtrack) & bit:
+                if depth <= self.root:
+                    self._ask(depth, tid, True)
+                else:
+                    node.backtrack |= bit
+                    node.conservative |= bit
+            return
 
     def _conservative(self, node: Node, tid: int, switches: list[tuple[int, Node]]) -> None:
         """BPOR: also try `tid` at the last context switch before `node`,
