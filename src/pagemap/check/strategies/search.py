@@ -387,7 +387,7 @@ class Search(Explorer):
         for i, p in hb.pending_races(pending):
             found = at.get(i)
             if found is None:
-                self._before_forced(i, p)
+                self._before_forced(log, i, p)
                 continue
             depth, node = found
             want = 1 << p if node.enabled >> p & 1 else node.enabled
@@ -414,7 +414,7 @@ class Search(Explorer):
         for i, j in hb.races(max(start, 0)):
             found = at.get(i)
             if found is None:
-                self._before_forced(i, log.tids[j])
+                self._before_forced(log, i, log.tids[j])
                 continue
             depth, node = found
             self.races += 1
@@ -445,14 +445,20 @@ class Search(Explorer):
             if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
         ]
 
-    def _before_forced(self, event: int, tid: int) -> None:
-        """Step `event` was no choice: only one task could go.  Not because of
-        the race: a task that had just relaxed is not offered until another
-        has taken a step (sync/sim.py), so which step a relax forces depends
-        on where the spinner came in.  Ask for `tid` at the latest choice
-        before the step where it could have gone and this schedule chose
-        another, with no sleep set below (programs.RELAX_MISS: the relax
-        forced the very load that races the spinner's store)."""
+    def _before_forced(self, log: EventLog, event: int, tid: int) -> None:
+        """Step `event` was no choice: only one task could go.  When that is
+        because `tid` had just relaxed (a task that relaxes is not offered
+        until another has taken a step, sync/sim.py), which step the relax
+        forces depends on where the spinner came in: ask for `tid` at the
+        latest choice before the step where it could have gone and this
+        schedule chose another, with no sleep set below (programs.RELAX_MISS:
+        the relax forced the very load that races the spinner's store).  A
+        step forced because the others were blocked is left alone: the races
+        of the steps that blocked them reach further back."""
+        # The relax is logged as the spinner resumes: the step after the forced one.
+        after = event + 1
+        if after >= len(log.tids) or log.tids[after] != tid or log.kinds[after] is not RELAX:
+            return
         bit = 1 << tid
         for depth in range(len(self.stack) - 1, -1, -1):
             node = self.stack[depth]
