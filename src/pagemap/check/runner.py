@@ -237,10 +237,12 @@ class Summary:
 Progress = Callable[[int], None]
 
 
-def pct_length(model: Model, max_steps: int) -> int:
-    """PCT's k: the steps of the schedule that never preempts.  A function of
-    the model alone, so schedule i is the same in every worker process."""
-    return max(run_schedule(model, SwitchChooser({}), max_steps).steps, 1)
+def pct_length(model: Model, max_steps: int) -> tuple[int, Outcome]:
+    """PCT's k: the steps of the schedule that never preempts (a function of
+    the model alone, so schedule i is the same in every worker process), and
+    how that run ended: it is a run like any other, and may fail."""
+    outcome = run_schedule(model, SwitchChooser({}), max_steps)
+    return max(outcome.steps, 1), outcome
 
 
 class Exploration:
@@ -275,7 +277,14 @@ class Exploration:
         self.outcome: Outcome | None = None  # the failing schedule's, once found
         self.done = False
         if isinstance(self.explorer, PCTExplorer):
-            self.explorer.learn_length(pct_length(model, max_steps))
+            length, learned = pct_length(model, max_steps)
+            self.explorer.learn_length(length)
+            if learned.violation is not None and (budget is None or budget > 0):
+                # Its verdict is this exploration's first: a failure seen is
+                # never dropped (test_verdicts.py), whichever run saw it.
+                self.summary.schedules += 1
+                self.summary.steps += learned.steps
+                self._found(learned)
 
     def run(
         self,
@@ -307,17 +316,7 @@ class Exploration:
             if progress is not None:
                 progress(1)
             if outcome.violation is not None:
-                self.outcome = outcome
-                summary.trace = Trace.from_outcome(
-                    self.model,
-                    self.strategy,
-                    summary.seed,
-                    self.index,
-                    summary.bound,
-                    self.max_steps,
-                    outcome,
-                )
-                self.done = True
+                self._found(outcome)
             self.index += 1
         summary.seconds += time.perf_counter() - t0
         summary.exhaustive = explorer.exhausted and summary.trace is None
@@ -325,6 +324,21 @@ class Exploration:
         summary.redundant = explorer.redundant
         summary.races = getattr(explorer, "races", 0)
         return self.done
+
+    def _found(self, outcome: Outcome) -> None:
+        """A counterexample at schedule `index`: the exploration is over."""
+        summary = self.summary
+        self.outcome = outcome
+        summary.trace = Trace.from_outcome(
+            self.model,
+            self.strategy,
+            summary.seed,
+            self.index,
+            summary.bound,
+            self.max_steps,
+            outcome,
+        )
+        self.done = True
 
 
 def explore_model(

@@ -179,4 +179,4 @@ def test_pagemap_check_reports_units_that_timed_out(capsys: pytest.CaptureFixtur
     argv = ["check", "load-remove", "--strategy", "random", "--budget", "150"]
     assert main([*argv, "--unit-timeout", "0.001"]) == 0
     out = capsys.readouterr().out
-    assert "load-remove: 2 unit(s) of work timed out" in out
+    assert "load-remove: 2 units of work timed out" in out
