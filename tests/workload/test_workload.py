@@ -143,6 +143,9 @@ def test_a_users_file_is_copied_never_modified(
         (["--file-size", "0"], "from 1 byte"),
         (["--file", "/nonexistent/file.bin"], "No such file"),
         (["--file", "/dev/zero"], "not a regular file"),
+        # Copied without end, or blocking the copy for ever, once.
+        (["--image", "/dev/zero"], "--image /dev/zero is not a regular file"),
+        (["--image", "/nonexistent/fs.img"], "No such file"),
         (["--flusher-period", "0"], "--flusher-period"),
     ],
 )
@@ -228,3 +231,13 @@ def test_a_fifo_is_refused_before_anything_reads_it(
     assert main(["run", "--file", str(fifo)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a regular file" in err
+
+
+def test_an_image_that_is_a_fifo_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "fs.img"
+    os.mkfifo(fifo)
+    assert main(["run", "--image", str(fifo)]) == 2  # no reader: opening it would block
+    err = capsys.readouterr().err
+    assert f"--image {fifo} is not a regular file" in err

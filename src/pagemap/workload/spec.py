@@ -91,6 +91,8 @@ class Spec:
             )
         if file is not None and image is not None:
             raise ValueError("--file and --image cannot both be given: the job runs on one file")
+        if image is not None:
+            regular_file_size(image, "--image")  # refused before anything is copied
         size = parse_size(file_size) if file is None else regular_file_size(file)
         spec = Spec(
             executor,
@@ -112,16 +114,17 @@ class Spec:
         return Layout.of(self.file_size, self.procs)
 
 
-def regular_file_size(path: str) -> int:
-    """The size of the user's file, which must be a regular file: a device such as
-    /dev/zero would be copied without end, and a FIFO would block the copy."""
+def regular_file_size(path: str, option: str = "--file") -> int:
+    """The size of the user's file (or image), which must be a regular file: a
+    device such as /dev/zero would be copied without end, and a FIFO would
+    block the copy."""
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise OSError(exc.errno, f"--file {path}: {exc.strerror}") from None
+        raise OSError(exc.errno, f"{option} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ValueError(f"--file {path} is {kind}: give a regular file, which is copied")
+        raise ValueError(f"{option} {path} is {kind}: give a regular file, which is copied")
     return st.st_size
 
 
