@@ -42,6 +42,7 @@ SOAK_ROWS = {
     ("ext2-append-truncate", 2),
     ("ext2-unlink-reuse", 2),
     ("ext2-indirect-truncate", 2),
+    ("ext2-truncate-read", 2),
     ("ext2-dindirect-truncate", 2),
     ("ext2-namespace-writeback", 2),
     ("ext2-hole-race", 2),

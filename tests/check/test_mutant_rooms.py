@@ -39,6 +39,7 @@ ROOMS = (
     "pagemap.kernel.fs.ext2.bmap",
     "pagemap.kernel.fs.ext2.dir",
     "pagemap.kernel.fs.ext2.fs",
+    "pagemap.kernel.fs.ext2.inode",
 )
 
 # The other modules, each with why it has no mutant (yet).
@@ -65,11 +66,6 @@ LEFT_OUT = {
     "pagemap.kernel.fs.ext2.layout": "on-disk formats: pack and parse, no lock, no point",
     "pagemap.kernel.fs.ext2.volume": "state set at mount; check_writable's refusals are "
     "asked by every modifying call and seen by no race",
-    "pagemap.kernel.fs.ext2.inode": "no scenario's DPOR kills a classic mutant of it yet: "
-    "write_inode clearing its dirty flag late, truncate shrinking the size last or "
-    "forgetting the last page's blocks before its lock survive every ext2 scenario, and "
-    "write_inode putting its buffer before packing survives ext2-namespace-writeback's "
-    "DPOR at bounds 2 and 3",
     "pagemap.kernel.fs.ext2.super": "mount-time checks, and write_super at sync, whose "
     "copies under a group's lock have no point inside; no scenario syncs beside allocation",
 }

@@ -36,6 +36,7 @@ from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.dir import _add_block as dir_add_block
 from pagemap.kernel.fs.ext2.dir import _blocks as dir_blocks
 from pagemap.kernel.fs.ext2.dir import _changed as dir_changed
+from pagemap.kernel.fs.ext2.errors import Corrupt
 from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import (
     NDIR_BLOCKS,
@@ -55,6 +56,8 @@ from pagemap.kernel.page import (
     PG_REMOVAL,
     PG_UPTODATE,
     Page,
+    lock_page,
+    unlock_page,
 )
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.policy import Key, Policy
@@ -74,7 +77,7 @@ from pagemap.kernel.vfs import Inode, pages_spanned
 from pagemap.kernel.vmr import VMR, among, split_outside, vmr_base
 from pagemap.kernel.vmr import register as vmr_register
 from pagemap.kernel.vmr import unregister as vmr_unregister
-from pagemap.sync.core import READ
+from pagemap.sync.core import READ, WRITE
 
 
 @dataclass(frozen=True)
@@ -1035,6 +1038,48 @@ EXT2_NAMESPACE_MUTANTS = (
     ),
 )
 
+
+def _shrink_pages_first(self: Ext2Inode, size: int) -> None:
+    last = self.mapping.load_page(size >> PGSHIFT) if size % PGSIZE else None
+    if last is not None:
+        lock_page(last)
+    try:
+        # BUG: the pages past the end are dropped before the size is cut, not
+        # after: a fault between the two reads the old size and maps a page
+        # past the new end, which nothing unmaps again.
+        self.mapping.truncate_pages(pages_spanned(size))
+        self.mapping.drop_private_copies(pages_spanned(size))
+        self.size_word.store(size)
+        if last is not None:
+            self.executor.point("frame_write", last.ppn, WRITE)
+            last.data[size % PGSIZE :] = bytes(PGSIZE - size % PGSIZE)
+            if size % self.vol.geo.block_size:
+                last.flags.fetch_or(PG_DIRTY)
+            self._forget_past(last, size)
+        try:
+            self._free_blocks_past(size)
+        except Corrupt:
+            raise
+        except OSError:
+            self.trim_pending = True
+    finally:
+        if last is not None:
+            unlock_page(last)
+            self.mapping.put_page(last)
+
+
+EXT2_TRUNCATE_MUTANTS = (
+    Mutant(
+        "ext2-shrink-size-last",
+        "an ext2 truncate drops the pages past the new end before it cuts the size",
+        "ext2-truncate-read",
+        {"_shrink": _shrink_pages_first},
+        budget=100,
+        target=Ext2Inode,
+    ),
+)
+
+
 # Mutants no scenario can tell from the real kernel, and why.  A fault that
 # re-installs a page drops a D bit only if it finds the PTE not present with
 # D still set: between removal's pass 2 (clear P) and pass 3 (collect D).
@@ -1073,6 +1118,7 @@ MUTANTS = (
     + ROOM_MUTANTS
     + EXT2_ROOM_MUTANTS
     + EXT2_NAMESPACE_MUTANTS
+    + EXT2_TRUNCATE_MUTANTS
 )
 
 

@@ -25,6 +25,7 @@ SCENARIOS = [
     "ext2-hole-race",
     "ext2-dindirect-truncate",
     "ext2-namespace-writeback",
+    "ext2-truncate-read",
 ]
 
 

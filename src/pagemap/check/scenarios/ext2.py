@@ -31,6 +31,9 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
 - ext2-dindirect-truncate: a file grows into its double (or triple) indirect
   block while another's double (or triple) indirect subtree is freed;
   e2fsck, and the bytes written read back.
+- ext2-truncate-read: a truncate cuts a file's last page partway and drops
+  the page past it while a pread and loads through a shared mapping race
+  it; no byte read is stale once the truncate returned; e2fsck.
 
 The scenarios that end with e2fsck (`e2fsck -fn`, exit 0) stamp changes with
 a fixed time that is neither zero (a deleted inode's dtime) nor in the future.
@@ -49,6 +52,7 @@ from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
+from pagemap.kernel.errors import BusError
 from pagemap.kernel.fs.ext2 import Ext2FS
 from pagemap.kernel.fs.ext2.balloc import test_bit
 from pagemap.kernel.fs.ext2.fs import Ext2File
@@ -56,7 +60,7 @@ from pagemap.kernel.fs.ext2.inode import Ext2Inode
 from pagemap.kernel.fs.ext2.layout import RESIZE_INO, ROOT_INO
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.machine import Machine
-from pagemap.oracles import ACCOUNTING, DURABILITY, MEMORY_SAFETY, Violation
+from pagemap.oracles import ACCOUNTING, COHERENCE, DURABILITY, MEMORY_SAFETY, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.coherence import Shadow
 
@@ -623,6 +627,97 @@ def _dindirect_truncate(ctx: RunContext, p: Params) -> None:
     ctx.at_end(read_back)
 
 
+# -- ext2-truncate-read ---------------------------------------------------------------------
+
+
+def _truncate_read(ctx: RunContext, p: Params) -> None:
+    # /m (page 0 all blocks, page 1 a hole) is cut to `truncate_to`: page 0
+    # is cut partway (its bytes past the end zeroed, its blocks past it
+    # freed) and page 1 goes.  Racing it, one task preads across the new end,
+    # and another loads page 1 through a shared mapping of /m (not cached
+    # before the race: its fault's readpage races the truncate).  What must
+    # hold: a read returns the file's bytes, or zeros past the new end (a read
+    # that began before the cut), or stops at the new end; once the truncate
+    # has returned, a pread stops at the new end and a load of page 1 is a bus
+    # error, and it still is when the race is over (a fault that read the
+    # old size must not leave page 1 mapped).  At the end, unmounted: /m is its
+    # first `truncate_to` bytes, the small fsck and e2fsck find nothing.
+    image, fs = _mount(ctx)
+    fm = fs.open("/m", "r+")
+    cut = p["truncate_to"]
+    old = initial_bytes(1) + bytes(PGSIZE)
+    fm.pread(1, 0)  # page 0 cached before the race
+    proc = ctx.machine.process()
+    base = proc.mmap(2 * PGSIZE, PROT_READ, MAP_SHARED, file=fm, offset=0)
+    done = [False]  # the truncate has returned
+
+    def judge(what: str, off: int, got: bytes, after: bool) -> None:
+        for i, byte in enumerate(got):
+            pos = off + i
+            if byte == old[pos] and not (after and pos >= cut):
+                continue
+            if byte == 0 and pos >= cut:
+                continue
+            ctx.fail(
+                COHERENCE,
+                f"{ctx.who()}'s {what} got {byte:#04x} at offset {pos} of /m, cut to {cut}"
+                + (" before it began" if after else ""),
+            )
+            return
+
+    def truncater() -> None:
+        fm.truncate(cut)
+        done[0] = True
+
+    def reader() -> None:
+        after = done[0]
+        off = cut - SLOT
+        got = fm.pread(2 * SLOT, off)
+        if after and len(got) > cut - off:
+            ctx.fail(COHERENCE, f"{ctx.who()}'s pread read past {cut}, the end it was cut to")
+        judge("pread", off, got, after)
+
+    def mapper() -> None:
+        after = done[0]
+        try:
+            got = proc.load(base + PGSIZE, SLOT)
+        except BusError:
+            pass
+        else:
+            if after:
+                ctx.fail(
+                    COHERENCE,
+                    f"{ctx.who()} loaded page 1 of /m through its mapping after /m was cut "
+                    f"to {cut}: no bus error",
+                )
+            judge("load of page 1", PGSIZE, got, after)
+
+    ctx.machine.spawn(truncater, name="truncate")
+    ctx.machine.spawn(reader, name="pread")
+    ctx.machine.spawn(mapper, name="load")
+
+    def no_translation_past_the_end() -> list[Violation]:
+        try:
+            proc.load(base + PGSIZE, SLOT)
+        except BusError:
+            return []
+        return [Violation(COHERENCE, f"page 1 of /m is still mapped after /m was cut to {cut}")]
+
+    def unmount() -> list[Violation]:
+        for q in ctx.machine.procs:
+            q.exit()
+        fm.close()
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(no_translation_past_the_end)
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _fsck_lite(ctx.machine, image, {"/m": old[:cut]}, FILES))
+    ctx.at_end(lambda: _e2fsck_clean(image))
+
+
 SCENARIOS = (
     Scenario(
         "ext2-store-remove",
@@ -683,6 +778,15 @@ SCENARIOS = (
         {"slot": 2},
         frames=24,
         limits={"slot": (2, BS // SLOT - 1)},
+    ),
+    Scenario(
+        "ext2-truncate-read",
+        "an ext2 truncate cuts a file's last page partway and drops a whole page while a "
+        "pread and loads through a shared mapping race it",
+        _truncate_read,
+        {"truncate_to": PGSIZE // 2 + 100},
+        frames=24,
+        limits={"truncate_to": (SLOT, PGSIZE - SLOT)},
     ),
 )
 
