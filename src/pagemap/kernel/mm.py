@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pagemap.hw.memory import PGMASK, PGSHIFT
 from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
-from pagemap.kernel.vmr import VMR, among, find_vmr, register, split_outside, unregister
+from pagemap.kernel.vmr import VMR, find_vmr
 from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
@@ -222,16 +222,11 @@ class MM:
             return [v for v in range(vpn_lo, vpn_hi) if v in self.anon]
         return sorted(v for v in self.anon if vpn_lo <= v < vpn_hi)
 
-    # -- the VMR list, as tests and oracles name it --------------------------------------
-    # The kernel calls kernel/vmr.py directly; these are the names that
-    # tests/check/test_mm_mutants.py and tests/kernel/test_removal_mapped.py use.
+    # -- the VMR list, as tests name it ---------------------------------------------------
+    # The kernel calls kernel/vmr.py directly; tests/kernel/test_removal_mapped.py
+    # looks a region up by this name.
     def _find_vmr(self, va: int) -> VMR | None:
         return find_vmr(self.vmrs, va)
-
-    _register = staticmethod(register)
-    _unregister = staticmethod(unregister)
-    _outside = staticmethod(split_outside)
-    _among = staticmethod(among)
 
     # -- for oracles -------------------------------------------------------------------
     def check_quiescent(self) -> list[str]:
