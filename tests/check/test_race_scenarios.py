@@ -18,7 +18,6 @@ import pytest
 from pagemap.check.mutants import lookup_mutant
 from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import registry
-from pagemap.check.scenarios.ext2 import image_available
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 
 # (scenario, the mutant it must catch)
@@ -41,8 +40,6 @@ CAUGHT = [
 
 @pytest.mark.parametrize(("scenario", "mutant"), CAUGHT, ids=lambda x: str(x))
 def test_the_scenario_catches_a_mutant_of_its_race(scenario: str, mutant: str) -> None:
-    if scenario.startswith("ext2-") and not image_available():
-        pytest.skip("needs e2fsprogs")
     with lookup_mutant(mutant).applied():
         summary = explore_model(
             registry()[scenario].model(), "dpor", bound=2, budget=1_000, shrink=False
@@ -53,8 +50,6 @@ def test_the_scenario_catches_a_mutant_of_its_race(scenario: str, mutant: str) -
 def test_two_allocators_race_for_one_block_of_a_hole() -> None:
     """ext2-hole-race reaches BlockMap._splice's lost splice: the slot it found
     empty was filled meanwhile, its block goes back and it walks again."""
-    if not image_available():
-        pytest.skip("needs e2fsprogs")
     lost = []
     splice = BlockMap._splice
 
