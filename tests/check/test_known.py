@@ -14,7 +14,8 @@ from pagemap.check.memdisk import MemInode
 from pagemap.check.runner import explore_model
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.scenarios import lookup, registry, zoo
-from pagemap.check.scenarios.known.bugs import BUGS, Bug
+from pagemap.check.scenarios.known import BUGS
+from pagemap.check.scenarios.known.bugs import Bug
 from pagemap.check.scenarios.known.table import Row, mechanism_missing, run_row
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.cli import main

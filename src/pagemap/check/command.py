@@ -359,7 +359,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _known_bugs(console: Console, args: argparse.Namespace) -> int:
     """`check --known`: every zoo row (or the named ones) with the fix off and on,
     a table of them, and exit 0 only if every row is as expected."""
-    from pagemap.check.scenarios.known.bugs import BUGS
+    from pagemap.check.scenarios.known import BUGS
     from pagemap.check.scenarios.known.table import BUDGET, markdown, run_row
 
     others = [

@@ -5,10 +5,18 @@ scenario holds with its fix on, as the default ones do, but `pagemap check
 --known` runs every one twice, with the fix off (it must be found) and on (it
 must hold, with a witness that the race was reached), and `pagemap check
 known-NAME` runs one like any other.
+
+Each module of this package is one mechanism's rows (bugs.py: what the seed's
+kernel can express); each defines SCENARIOS and BUGS, gathered here in order.
 """
 
 from __future__ import annotations
 
-from pagemap.check.scenarios.known.bugs import SCENARIOS
+from pagemap.check.scenarios.known import bugs
 
-__all__ = ["SCENARIOS"]
+_ROOMS = (bugs,)
+
+SCENARIOS = tuple(s for room in _ROOMS for s in room.SCENARIOS)
+BUGS = tuple(b for room in _ROOMS for b in room.BUGS)
+
+__all__ = ["BUGS", "SCENARIOS"]

@@ -25,7 +25,8 @@ from pagemap.check.recorder import where
 from pagemap.check.replay import replay
 from pagemap.check.runner import DEFAULT_MAX_STEPS, Outcome, explore_model, run_schedule
 from pagemap.check.scenario import ScenarioModel
-from pagemap.check.scenarios.known.bugs import BUGS, Bug, Step
+from pagemap.check.scenarios.known import BUGS
+from pagemap.check.scenarios.known.bugs import Bug, Step
 from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import DEFAULT_BOUND, make_explorer
 from pagemap.check.trace import Trace

@@ -16,14 +16,12 @@ for, each with the reason; the search covers its scenario and finds nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 from unittest import mock
 
 import pagemap.kernel.mmap as mmap_module
 import pagemap.kernel.pagemap as pagemap_module
+from pagemap.check.mutants.base import Mutant as Mutant
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
@@ -78,26 +76,6 @@ from pagemap.kernel.vmr import VMR, among, split_outside, vmr_base
 from pagemap.kernel.vmr import register as vmr_register
 from pagemap.kernel.vmr import unregister as vmr_unregister
 from pagemap.sync.core import READ, WRITE
-
-
-@dataclass(frozen=True)
-class Mutant:
-    name: str
-    broken: str  # the rule it breaks
-    scenario: str
-    patches: dict[str, Callable[..., Any]]
-    budget: int  # DFS schedules within which it must be caught
-    bound: int = 2
-    params: dict[str, int] = field(default_factory=dict)
-    target: type | ModuleType = PageMap
-
-    @contextlib.contextmanager
-    def applied(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for attr, fn in self.patches.items():
-                stack.enter_context(mock.patch.object(self.target, attr, fn))
-            yield
-
 
 # -- page-map mutants -------------------------------------------------------------
 
