@@ -100,7 +100,7 @@ def test_every_module_of_the_kernel_is_a_room_or_left_out_with_a_reason() -> Non
 @pytest.mark.parametrize("room", ROOMS)
 def test_the_room_has_a_mutant(room: str) -> None:
     killers = [m.name for m in MUTANTS if room in rooms_of(m)]
-    assert killers, f"{room} has no mutant in check/mutants.py"
+    assert killers, f"{room} has no mutant in check/mutants/"
 
 
 @pytest.mark.parametrize("mutant", MUTANTS + EQUIVALENT_MUTANTS, ids=lambda m: m.name)

@@ -38,7 +38,7 @@ def test_mutant_is_caught_within_its_budget(mutant: Mutant) -> None:
 
 @pytest.mark.parametrize("mutant", EQUIVALENT_MUTANTS, ids=lambda m: m.name)
 def test_equivalent_mutant_is_proved_harmless(mutant: Mutant) -> None:
-    """The design leaves these mutations no window (pagemap/check/mutants.py says
+    """The design leaves these mutations no window (pagemap/check/mutants/ says
     why); the search covers the scenario's whole space and finds nothing."""
     model = lookup(mutant.scenario).model(mutant.params)
     with mutant.applied():

@@ -2,7 +2,7 @@
 
 A scenario that holds proves something only if it reaches the race it names
 and its oracles would see the bug that race allows.  Here each new scenario
-meets a mutant of the kernel that breaks its race (check/mutants.py) and
+meets a mutant of the kernel that breaks its race (check/mutants/) and
 must be failed by it within a few DPOR schedules; and ext2-hole-race must
 reach the lost splice (two allocators, one file block) that unreached.txt
 once called impossible.

@@ -177,7 +177,7 @@ def register(sub: Any) -> None:
     check.add_argument(
         "--mutants",
         action="store_true",
-        help="run the scenarios against every mutant of the kernel (check/mutants.py) and "
+        help="run the scenarios against every mutant of the kernel (check/mutants/) and "
         "report which scenario killed each; exit 0 only if every mutant is killed",
     )
     check.add_argument(
@@ -496,7 +496,7 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
         if run["scenario"] is not None:
             verdict = f"[green]{run['scenario']}[/green] ({run['oracle']})"
         elif mutant in EQUIVALENT_MUTANTS:
-            verdict = "[yellow]survives: equivalent (see check/mutants.py)[/yellow]"
+            verdict = "[yellow]survives: equivalent (see check/mutants/)[/yellow]"
         else:
             verdict = "[red]SURVIVES[/red]"
             survivors.append(mutant.name)

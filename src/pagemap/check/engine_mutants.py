@@ -1,6 +1,6 @@
 """Deliberately broken checkers: the engine's own mutant table.
 
-The kernel's mutants (check/mutants.py) ask whether the scenarios are strong
+The kernel's mutants (check/mutants/) ask whether the scenarios are strong
 enough; these ask whether the checker's own tests are.  Each replaces a piece
 of the engine (a primitive's footprint, the dependency relation, where DPOR
 puts a backtrack point, the preemption count, how a verdict is kept) by a

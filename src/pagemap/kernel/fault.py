@@ -141,7 +141,7 @@ class FaultHandler(MM):
         to give this private page its own copy.
 
         `owned`: the page is anonymous and ours (recorded in self.anon).
-        Three named steps, each a seam the mutants of check/mutants.py break
+        Three named steps, each a seam the mutants of check/mutants/ break
         alone: the region survived, the page may be ours, the PTE is set.
         """
         vpn = va >> PGSHIFT
