@@ -31,10 +31,10 @@ from pagemap.oracles.synced import synced
 MAX_STEPS = 40
 # Rows whose shortest violating schedule in our kernel is longer, and why.
 LONGER = {
-    "known-fault-truncate": "truncate of a page a fault holds takes about 45 steps in our "
-    "kernel (its held-page path and a second round), before the fault installs",
-    "known-pte-clear": "removal's five passes with a 2-core shootdown are 37 steps, and the "
-    "store racing its read and write 6 more",
+    "known-fault-truncate": "the fault's lookup and size check are 13 steps; truncate of the "
+    "page it holds 43 (mark, hold, unmap with a shootdown, free what it can, then drop the "
+    "held page under its lock); the install, the put that frees the frame and the load "
+    "through it 14: 70, none of them optional in our kernel",
 }
 
 
