@@ -32,7 +32,9 @@ the reads since that write.  From those:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
+from typing import Any
 
 from pagemap.sync.core import ACQUIRE, WRITE
 from pagemap.sync.locks import SpinLock
@@ -62,36 +64,96 @@ def independent(a: Footprint, b: Footprint) -> bool:
     return True
 
 
+_MISSING = object()  # the key was not in the map
+_APPENDED = object()  # the step appended to the list
+# What a step overwrote: (map, key, old value or _MISSING), or (list, _APPENDED, None).
+_Undo = tuple[Any, object, object]
+
+
 class HappensBefore:
-    """Vector clocks and direct dependences of every step of `log`."""
+    """Vector clocks and direct dependences of every step of `log`.
+
+    `rebase(log, keep)` moves the object to another run that shares its
+    first `keep` steps with the current one (the schedule DPOR runs next
+    replays the last one up to its branch point): the steps after `keep` are
+    undone, through the record each step keeps of what it overwrote, and the
+    new run's are added.  A search pays for the steps past the branch point
+    only, not for the whole run again (test_hb.py compares every rebase with
+    a fresh computation)."""
 
     def __init__(self, log: EventLog, release_races: bool = False) -> None:
+        self.release_races = release_races
         self.log = log
-        n = len(log.tids)
-        tids = log.tids
-        self.ntasks = max(tids, default=-1) + 1
-        width = self.ntasks
-        self.local: list[int] = [0] * n  # index of step i among its task's steps
-        self.vc: list[list[int]] = [[]] * n
-        self.preds: list[list[int]] = [[]] * n
-        self.prev: list[int] = [-1] * n  # the task's previous step
-        self.fps: list[list[tuple[object, int]]] = [[]] * n  # each step's footprint
+        self.ntasks = 0
+        self.local: list[int] = []  # index of step i among its task's steps
+        self.vc: list[list[int]] = []
+        self.preds: list[list[int]] = []
+        self.prev: list[int] = []  # the task's previous step
+        self.fps: list[list[tuple[object, int]]] = []  # each step's footprint
         # For an acquisition: (the previous acquisition by another task, the
         # release it follows), the race DPOR must consider instead of release->acquire.
         self.acquired_after: dict[int, tuple[int, int]] = {}
         self.no_race: set[tuple[int, int]] = set()
-        last_of: list[int] = [-1] * width
-        count: list[int] = [0] * width
-        last_write: dict[object, int] = {}
-        reads: dict[object, list[int]] = {}
-        last_acquire: dict[object, int] = {}
+        # The state after the last step, and each step's record of what it
+        # overwrote there: (map, key, old value or _MISSING).
+        self._last_of: list[int] = []
+        self._count: list[int] = []
+        self._last_write: dict[object, int] = {}
+        self._reads: dict[object, list[int]] = {}
+        self._last_acquire: dict[object, int] = {}
+        self._undo: list[list[_Undo]] = []
+        self.rebase(log, 0)
+
+    def rebase(self, log: EventLog, keep: int) -> None:
+        """Become the happens-before of `log`, whose first `keep` steps are
+        the current log's."""
+        width = max(log.tids, default=-1) + 1
+        if width > self.ntasks:
+            keep = 0  # clocks grow a component: start over
+            self.ntasks = width
+        keep = max(0, min(keep, len(self.vc)))
+        self._rollback(keep)
+        self.log = log
+        self._extend(keep)
+
+    def _rollback(self, keep: int) -> None:
+        """Undo steps keep.. of the current log, latest first."""
+        for i in range(len(self.vc) - 1, keep - 1, -1):
+            for table, k, old in reversed(self._undo[i]):
+                if k is _APPENDED:
+                    table.pop()
+                elif old is _MISSING:
+                    del table[k]
+                else:
+                    table[k] = old
+            self.acquired_after.pop(i, None)
+        self.no_race = {pair for pair in self.no_race if pair[1] < keep}
+        for lst in (self.local, self.vc, self.preds, self.prev, self.fps, self._undo):
+            del lst[keep:]
+        self._last_of = [-1] * self.ntasks
+        self._count = [0] * self.ntasks
+        tids = self.log.tids
+        for i in range(keep):
+            t = tids[i]
+            self._last_of[t] = i
+            self._count[t] += 1
+
+    def _extend(self, start: int) -> None:
+        """Add the steps start.. of the log."""
+        log = self.log
+        tids = log.tids
+        width = self.ntasks
+        last_of, count = self._last_of, self._count
+        last_write, reads, last_acquire = self._last_write, self._reads, self._last_acquire
         objs, accs, extra, key = log.objs, log.accs, log.extra, log.key
         vcs, preds_of, local, prev = self.vc, self.preds, self.local, self.prev
+        fps, undo_of = self.fps, self._undo
+        release_races = self.release_races
         zeros = [0] * width
-        for i in range(n):
+        for i in range(start, len(tids)):
             t = tids[i]
             p = last_of[t]
-            prev[i] = p
+            prev.append(p)
             clock = list(vcs[p]) if p >= 0 else list(zeros)
             obj, acc = objs[i], accs[i]
             if acc and obj is not None:
@@ -103,6 +165,7 @@ class HappensBefore:
             if more:
                 fp.extend((key(o), a) for o, a in more)
             preds: list[int] = []
+            undo: list[_Undo] = []
             for k, a in fp:
                 w = last_write.get(k)
                 if w is not None:
@@ -117,22 +180,32 @@ class HappensBefore:
                         self.acquired_after[i] = (q, w)
                     if w is not None and not release_races and isinstance(obj, SpinLock):
                         self.no_race.add((w, i))  # a release, then the acquire it allowed
+                    undo.append((last_acquire, k, _MISSING if q is None else q))
                     last_acquire[k] = i
             for q in preds:
                 clock = [a if a > b else b for a, b in zip(clock, vcs[q], strict=True)]
-            local[i] = count[t]
+            local.append(count[t])
             count[t] += 1
             clock[t] = count[t]
-            vcs[i] = clock
-            preds_of[i] = preds
+            vcs.append(clock)
+            preds_of.append(preds)
             last_of[t] = i
-            self.fps[i] = fp
+            fps.append(fp)
             for k, a in fp:
                 if a & WRITE:
+                    undo.append((last_write, k, last_write.get(k, _MISSING)))
+                    undo.append((reads, k, reads.get(k, _MISSING)))
                     last_write[k] = i
                     reads[k] = []
                 else:
-                    reads.setdefault(k, []).append(i)
+                    seen = reads.get(k)
+                    if seen is None:
+                        undo.append((reads, k, _MISSING))
+                        reads[k] = [i]
+                    else:
+                        undo.append((seen, _APPENDED, None))
+                        seen.append(i)
+            undo_of.append(undo)
 
     def before(self, i: int, j: int) -> bool:
         """Step i happens before step j (i < j)."""
@@ -259,21 +332,34 @@ class HappensBefore:
         queues: dict[int, list[int]] = {}
         for e in range(n):
             queues.setdefault(tids[e], []).append(e)
+        # Kahn's algorithm, the ready task with the lowest id first: a task
+        # is ready when the next step in its queue has no predecessor left.
+        missing = [0] * n
+        succs: list[list[int]] = [[] for _ in range(n)]
+        for e in range(n):
+            for r in set(self.preds[e]):
+                missing[e] += 1
+                succs[r].append(e)
         pos = dict.fromkeys(queues, 0)
-        done = [False] * n
+        ready = [t for t, steps in queues.items() if not missing[steps[0]]]
+        heapq.heapify(ready)
         out: list[int] = []
-        order = sorted(queues)
-        while len(out) < n:
-            for t in order:
-                q = queues[t]
-                k = pos[t]
-                if k < len(q) and all(done[p] for p in self.preds[q[k]]):
-                    done[q[k]] = True
-                    pos[t] = k + 1
-                    out.append(t)
-                    break
-            else:  # pragma: no cover - the dependence graph of a run has no cycle
-                raise AssertionError("no step is ready: the dependence graph has a cycle")
+        while ready:
+            t = heapq.heappop(ready)
+            q = queues[t]
+            e = q[pos[t]]
+            out.append(t)
+            pos[t] += 1
+            if pos[t] < len(q) and not missing[q[pos[t]]]:
+                heapq.heappush(ready, t)
+            for s in succs[e]:
+                missing[s] -= 1
+                if not missing[s]:
+                    ts = tids[s]
+                    if queues[ts][pos[ts]] == s:
+                        heapq.heappush(ready, ts)
+        if len(out) < n:  # pragma: no cover - the dependence graph of a run has no cycle
+            raise AssertionError("no step is ready: the dependence graph has a cycle")
         return tuple(out)
 
 

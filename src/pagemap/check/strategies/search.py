@@ -220,6 +220,7 @@ class Search(Explorer):
         self.root = -1
         self.requests: list[Request] = []  # asked of frozen nodes, since last taken
         self.last_log: EventLog | None = None  # the last schedule's steps (DPOR)
+        self.hb: HappensBefore | None = None  # the last schedule's happens-before (DPOR)
         self._asked: set[Request] = set()
 
     # -- a subtree ----------------------------------------------------------------
@@ -343,13 +344,17 @@ class Search(Explorer):
             self.redundant += 1
         elif not self.reduce:
             self.distinct += 1
+        # This run replayed the last one up to its branch node: the steps
+        # before that node's are the last run's, and happens-before keeps them.
+        branch = self.stack[self.branch] if self.branch < len(self.stack) else None
+        shared = branch.event if branch is not None and self.last_log is not None else 0
         # A run cut short made fewer choices than the stack may hold.
         del self.stack[chooser.k :]
         log = outcome.log
         self.last_log = log
         self.last_trace = None
         if self.reduce and log is not None:
-            hb = HappensBefore(log, release_races=self.bound is not None)
+            hb = self._happens_before(log, shared)
             if not cut:
                 # Its Mazurkiewicz trace, named by its normal form: under a
                 # bound two schedules may share one.  The key is the same in
@@ -362,6 +367,15 @@ class Search(Explorer):
             if self.bound is not None:
                 self._add_pending_backtracks(log, hb, self._pending(chooser, log))
         self._advance(log)
+
+    def _happens_before(self, log: EventLog, shared: int) -> HappensBefore:
+        """The run's happens-before, computed from the first step it does not
+        share with the last run (hb.py `rebase`)."""
+        if self.hb is None:
+            self.hb = HappensBefore(log, release_races=self.bound is not None)
+        else:
+            self.hb.rebase(log, shared)
+        return self.hb
 
     @staticmethod
     def _pending(chooser: SearchChooser, log: EventLog) -> dict[int, Footprint]:

@@ -159,11 +159,12 @@ def _pte_clear(ctx: RunContext, p: Params) -> None:
 
     Racing paths: removal's first pass clearing P in a PTE, and a store
     through a TLB entry that does not cache D, so the MMU re-walks and sets D
-    with a compare-and-swap (one core: the race needs no second one).  Interleaving: removal reads the PTE
-    (clean); the MMU sets D and the store lands; removal writes back what it
-    read, less P, and the D bit is gone; removal then finds the page clean
-    and frees it unwritten.  Broken: the store is lost (durability).  Fixed
-    by clearing P with a compare-and-swap (Removal._pte_mark_not_present);
+    with a compare-and-swap (one core: the race needs no second one).
+    Interleaving: removal reads the PTE (clean); the MMU sets D and the
+    store lands; removal writes back what it read, less P, and the D bit is
+    gone; removal then finds the page clean and frees it unwritten.  Broken:
+    the store is lost (durability).  Fixed by clearing P with a
+    compare-and-swap (Removal._pte_mark_not_present);
     fix=0 is PageMap.atomic_pte_clear = False.
     """
     f = ShadowFile(ctx, 1)
