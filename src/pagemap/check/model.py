@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, NoReturn, TypeVar
 
 from pagemap.check import knobs as settings
+from pagemap.check.blocking import check_model
 from pagemap.check.context import RunContext
 from pagemap.check.database import Database
 from pagemap.check.knobs import FROM_ENV, Knobs
@@ -109,6 +110,7 @@ class FunctionModel(Generic[S]):
 
     def build(self, ctx: RunContext) -> None:
         state = self.setup(ctx.machine)
+        check_model(state, self.tasks)  # a threading.Lock in reach: say so now, not hang
         for i, fn in enumerate(self.tasks):
             ctx.machine.spawn(fn, state, name=f"{getattr(fn, '__name__', 'task')}#{i}")
         if self.check is not None:

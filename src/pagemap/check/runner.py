@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pagemap.check.blocking import HiddenBlocking
 from pagemap.check.context import RunContext
 from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV, FootprintValidator
 from pagemap.check.path import Path
@@ -171,11 +172,14 @@ def _run(
         ctx.machine.run()
     except Violation as exc:
         return exc
-    except (Nondeterminism, SleepBlocked, BoundExceeded):
+    except (Nondeterminism, SleepBlocked, BoundExceeded, HiddenBlocking):
         raise
     except (Deadlock, StepBudgetExceeded) as exc:
         return Violation(LIVENESS, str(exc))
     except TaskStuck as exc:
+        if exc.blocked_on:
+            # Not a schedule's fault: every schedule that reaches the lock stops there.
+            raise HiddenBlocking(str(exc)) from None
         return Violation(LIVENESS, str(exc))
     except Exception as exc:
         who = next((t.name for t in sched.tasks if t.exc is exc), "set-up")

@@ -86,13 +86,24 @@ class TaskStuck(BaseException):
     loop in plain Python, which no strategy could interrupt.  Raised inside the
     task by the SimExecutor's watchdog; `stack` is where it was."""
 
-    def __init__(self, task: str, seconds: float, stack: str) -> None:
+    def __init__(
+        self, task: str, seconds: float, stack: str, blocked_on: str = "", where: str = ""
+    ) -> None:
         self.task = task
         self.seconds = seconds
         self.stack = stack
+        self.blocked_on = blocked_on  # the held threading.Locks it names, if any
+        self.where = where  # file:line of the stuck frame
+        if blocked_on:
+            super().__init__(
+                f"{where} {task} waits on {blocked_on}, a threading.Lock: pagemap's "
+                "scheduler cannot see it, and a task waiting on it stops every task for good; "
+                "use machine.executor.spinlock(name) (pagemap's locks are scheduling points)"
+            )
+            return
         super().__init__(
-            f"{task} ran {seconds:g} s without reaching a scheduling point "
-            f"(a loop with no atomic, lock or memory access in it?); it was at:\n{stack}"
+            f"{task} ran {seconds:g} s without reaching a scheduling point (a loop with "
+            f"no atomic, lock or memory access in it?); it was at:\n{stack}"
         )
 
 

@@ -2,10 +2,13 @@
 
 A task that loops in plain Python never returns control to the SimExecutor,
 and no strategy can interrupt it.  One watchdog thread serves a whole
-exploration: each run `watch`es it while it goes; every `seconds` the thread
-looks at the run's step count, and if no step was taken since it last looked,
-it records where the stuck code is and raises an exception in it (CPython
-delivers it at the next bytecode, which a loop always reaches).  The run then
+exploration: each run `watch`es it while it goes; every second the thread
+looks at the run's step count, and if no step was taken for `seconds`, it
+records where the stuck code is and raises an exception in it (CPython
+delivers it at the next bytecode, which a loop always reaches).  A task
+blocked on a held threading.Lock that its frame names (a model's lock the
+scheduler cannot see) is stuck for good: the watchdog fires after one look,
+and releases the lock, since a thread blocked in acquire reaches no bytecode.  The run then
 ends with TaskStuck (a liveness violation, with the task's Python stack).
 
 It reads the wall clock, but it can only end a run that is stuck for good; it
@@ -14,13 +17,18 @@ never changes a schedule.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
 import traceback
+from types import FrameType, ModuleType
 from typing import Any
 
 from pagemap.sync.core import TaskStuck
+
+_LOCK = type(threading.Lock())
+BLOCKED_AFTER = 1.0  # seconds without a step before a look at what the task waits on
 
 
 class WatchdogInterrupt(BaseException):
@@ -67,25 +75,66 @@ class Watchdog:
         self.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.seconds):
+        # Look every second (or sooner, for a shorter watchdog): a task blocked on
+        # a threading.Lock is stuck for good, and says so after one look.
+        tick = min(self.seconds, BLOCKED_AFTER)
+        still = 0.0  # seconds without a step, as far as the looks tell
+        while not self._stop.wait(tick):
             with self._lock:
                 sched = self._sched
                 if sched is None:
                     continue
                 steps = sched.steps
                 if steps != self._last:
-                    self._last = steps
+                    self._last, still = steps, 0.0
                     continue
-                self._fire(sched)
+                still += tick
+                if self.should_fire(still, sys._current_frames().get(self._target)):
+                    self._fire(sched)
+
+    def should_fire(self, still: float, frame: FrameType | None) -> bool:
+        """After `still` seconds without a step, with the task at `frame`."""
+        return still >= self.seconds or bool(held_locks(frame))
 
     def _fire(self, sched: Any) -> None:
         frame = sys._current_frames().get(self._target)
         stack = "".join(traceback.format_stack(frame)[-8:]) if frame is not None else "?"
         cur = sched.current
         name = cur.name if cur is not None else "set-up code"
-        sched._pending_abort = TaskStuck(name, self.seconds, stack)
+        held = held_locks(frame)
+        blocked_on = ", ".join(f"`{label}`" for label, _ in held)
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "?"
+        sched._pending_abort = TaskStuck(name, self.seconds, stack, blocked_on, where)
         sched.max_steps = -1  # any later point aborts at once
         self._sched = None
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(self._target), ctypes.py_object(WatchdogInterrupt)
         )
+        # A thread blocked in a threading.Lock's acquire never reaches the next
+        # bytecode, where the interrupt is delivered: release what it waits on.
+        for _, lock in held:
+            with contextlib.suppress(RuntimeError):  # released in the meantime
+                lock.release()
+
+
+def held_locks(frame: FrameType | None) -> list[tuple[str, Any]]:
+    """The held threading.Locks a stuck frame names (its locals, the globals
+    its code names, and their attributes), as (name, lock): what a task
+    blocked outside any scheduling point is probably waiting on
+    (tests/check/test_blocking.py)."""
+    out: list[tuple[str, Any]] = []
+    if frame is None:
+        return out
+    code = frame.f_code
+    names = set(code.co_names) | set(code.co_varnames)
+    scope = {k: v for k, v in frame.f_globals.items() if k in names}
+    scope.update(frame.f_locals)
+    for name, value in scope.items():
+        candidates: list[tuple[str, object]] = [(name, value)]
+        attrs = getattr(value, "__dict__", None)
+        if isinstance(attrs, dict) and not isinstance(value, type | ModuleType):
+            candidates += [(f"{name}.{a}", v) for a, v in attrs.items()]
+        for label, obj in candidates:
+            if isinstance(obj, _LOCK) and obj.locked():
+                out.append((label, obj))
+    return out
