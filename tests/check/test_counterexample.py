@@ -11,7 +11,7 @@ from pagemap.check import CounterexampleFound, explore
 from pagemap.check.counterexample import as_text, timeline_of, title_of
 from pagemap.check.mutants import MUTANTS
 from pagemap.check.replay import replay
-from pagemap.check.report import Timeline
+from pagemap.check.report import Timeline, render_html
 from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.check.trace import Trace
@@ -149,7 +149,11 @@ def test_a_users_model_gets_its_own_words_in_the_state(tmp_path: Path) -> None:
     trace = info.value.trace
     m = model(Counter, bump, bump, check=lambda c: c.word.value == 2)
     t = timeline_of(trace, replay(m, trace, states=True))
-    assert [r.state["counter"] for r in t.rows] == ["0x0", "0x0", "0x1", "0x1"]
+    assert [r.state["counter"] for r in t.rows] == ["0", "0", "1", "1"]  # decimal
+    # The lost update says what it lost: the last store is blind to the other's.
+    assert [r.note for r in t.rows] == ["", "", "", "overwrote step 3's store of 1"]
+    assert "overwrote step 3&#x27;s store of 1" in render_html(t)
+    assert Timeline.from_json(t.to_json()).rows[3].note == t.rows[3].note
     assert [r.location.split(":")[0] for r in t.rows] == ["test_counterexample.py"] * 4
     message = str(info.value)
     assert "bump#0" in message and "test_counterexample.py:" in message

@@ -3,7 +3,8 @@
 Rules: pure reads of an object's current value, no scheduling point.  A slot word
 (named "....slot[i]", or the frame table's "pm.slot") decodes as refcount|R|ppn, a
 PTE (a name with "pte") as ppn=N:P|W|U|A|D, page flags (".flags", or the frame
-table's "page.flags") by name (UPTODATE|DIRTY), any other word in hex; a spinlock
+table's "page.flags") by name (UPTODATE|DIRTY): the declared bit fields; any
+other word in decimal, as a model's counter means it; a spinlock
 says who holds it, a semaphore or a lock table's lock its count.  A word of a
 per-frame array is named by its footprint key, (array name, frame), and read
 through `keyed` (the SimExecutor's tables by name; sync/arrays.py).
@@ -39,7 +40,7 @@ def show_value(name: str, v: int) -> Shown:
         return Shown(pte=pte_bits(v))
     if name.endswith(".flags") or name.startswith("page.flags"):
         return Shown(flags=flag_names(v))
-    return Shown(value=f"{v:#x}")
+    return Shown(value=str(v))  # a count or a value: decimal, as the model means it
 
 
 def show_word(word: AtomicWord) -> Shown:

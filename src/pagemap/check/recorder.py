@@ -27,7 +27,7 @@ from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.snapshot import Snapshot
 from pagemap.hw.memory import PGSIZE
 from pagemap.machine import Machine
-from pagemap.sync.core import RELAX, START
+from pagemap.sync.core import RELAX, START, WRITE
 from pagemap.sync.sim import SimExecutor
 
 MAX_DATA = 4096  # bytes of one store or write kept on its row (a page)
@@ -139,6 +139,7 @@ def where(frame: FrameType | None) -> tuple[str, str]:
 # function, the local holding the bytes, the local holding where they go).  The
 # checker's in-memory file (check/memdisk.py) writes a whole page: its `page`.
 WRITES = ("frame.store", "host_write", "writepage")
+BLIND_STORES = ("store", "astore")  # writes that read nothing first
 _PAYLOADS = (
     ("hw/mmu.py", "store", "data", "va"),
     ("kernel/hostio.py", "pwrite", "data", "offset"),
@@ -190,6 +191,10 @@ class Recorder:
         self.rows: list[Row] = []
         self._tids: list[int] = []  # the task of each row, by id
         self._last: tuple[Row, object, Shown] | None = None
+        # Per object (by name): its last store's row and task, and the tasks that
+        # read it since (_note_overwrite).
+        self._last_store: dict[str, tuple[Row, int]] = {}
+        self._read_since: dict[str, set[int]] = {}
         self._preempting: set[int] = set()
         self.snapshot: Snapshot | None = None
         self.initial: dict[str, str] = {}
@@ -234,6 +239,7 @@ class Recorder:
                 if self.snapshot is not None and isinstance(obj, int):
                     self.snapshot.stored(obj, at, len(data))
         self._preempting.discard(tid)
+        self._note_overwrite(row, tid, log.accs[i])
         self.rows.append(row)
         self._tids.append(tid)
         if self.snapshot is not None:
@@ -241,6 +247,27 @@ class Recorder:
             for extra, _ in log.extra.get(i, ()):
                 self.snapshot.touched(extra, task.name, "")
         self._last = (row, obj, show(obj, sched.keyed))
+
+    def _note_overwrite(self, row: Row, tid: int, acc: int) -> None:
+        """A plain store over another task's store that this task never read
+        (the lost update) says so: "overwrote step 3's store of 1".  Only
+        `store`: a swap, a CAS or an add reads what it replaces."""
+        if not acc or not row.obj:
+            return
+        if not acc & WRITE:
+            self._read_since.setdefault(row.obj, set()).add(tid)
+            return
+        last = self._last_store.get(row.obj)
+        if (
+            row.operation in BLIND_STORES
+            and last is not None
+            and last[1] != tid
+            and tid not in self._read_since.get(row.obj, ())
+        ):
+            stored = last[0].value.rpartition(" -> ")[2]
+            row.note = f"overwrote step {last[0].step}'s store of {stored}"
+        self._last_store[row.obj] = (row, tid)
+        self._read_since[row.obj] = set()
 
     def _preempted(self, i: int) -> bool:
         log = self.sched.log

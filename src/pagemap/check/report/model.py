@@ -60,6 +60,7 @@ class Row:
     failing: bool = False  # the oracle's message is about this step
     data: str = ""  # bytes stored to a frame or written to the host, as hex
     state: dict[str, str] = field(default_factory=dict)  # the machine after this step
+    note: str = ""  # what it did to another task's work: "overwrote step 3's store of 1"
 
 
 @dataclass
@@ -220,8 +221,9 @@ _ROW_FIELDS = (
     "failing",
     "data",
     "state",
+    "note",
 )
-_ROW_TEXT_FIELDS = ("slot", "flags", "pte", "value", "location", "seed_function", "data")
+_ROW_TEXT_FIELDS = ("slot", "flags", "pte", "value", "location", "seed_function", "data", "note")
 _TYPE_WORDS = {
     int: "a whole number",
     str: "a string",

@@ -208,6 +208,8 @@ def _words(r: Row, full: bool) -> str:
         if sep:
             shown += ("\n→ " if len(text) > _LONG_CHANGE else " → ") + after
         lines.append(shown)
+    if r.note:
+        lines.append(f"({r.note})")
     return "\n".join(lines)
 
 

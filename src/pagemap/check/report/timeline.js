@@ -71,6 +71,7 @@
       ["flags", row.flags],
       ["PTE", row.pte],
       ["value", row.value],
+      ["note", row.note],
       ["source", row.location],
       ["seed function", row.seed_function],
       ["marks", marks.join(", ")],

@@ -179,6 +179,8 @@ def _activity(r: Row, name_task: bool) -> str:
         if text:
             tag = f'<i title="{hint}">{label}</i> ' if label else ""
             out += f'<span class="word {field}">{tag}{_arrowed(text)}</span>'
+    if r.note:
+        out += f'<span class="note">{escape(r.note)}</span>'
     return out
 
 
@@ -249,6 +251,7 @@ def _island(t: Timeline) -> str:
                 "preempted": r.preempted,
                 "failing": r.failing,
                 "data": r.data,
+                "note": r.note,
                 "set": {n: a for n, _, a in changes if n in r.state},
                 "del": [n for n, _, _ in changes if n not in r.state],
             }
