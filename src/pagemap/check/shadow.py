@@ -91,6 +91,7 @@ class ShadowFile:
         self.shadow = Shadow(data)
         self.private: dict[tuple[int, int], bytes] = {}  # (pid, va) -> a private store
         self.written: list[bytes] = []  # every stamp pwrite wrote, in order
+        self.stored_by: dict[bytes, str] = {}  # a stamp -> the task that stored it
         # (pid, vpn) of private copies: their other slots are a snapshot, not the file.
         self.copied: set[tuple[int, int]] = set()
         self.regions: list[Region] = []
@@ -120,6 +121,7 @@ class ShadowFile:
     def store(self, proc: Proc, va: int) -> None:
         """Store the next version of the slot at `va` (the caller owns it)."""
         data = self.shadow.next_stamp(self._file_offset(proc, va))
+        self.stored_by[data] = self.ctx.who()
         tid = self.ctx.tid()
         self._store[tid] = (va, data)
         try:
@@ -140,6 +142,7 @@ class ShadowFile:
 
     def pwrite(self, offset: int) -> None:
         data = self.shadow.next_stamp(offset)
+        self.stored_by[data] = self.ctx.who()
         self.written.append(data)
         self.file.pwrite(data, offset)
         self.shadow.write(offset, data)
@@ -226,10 +229,17 @@ class ShadowFile:
             proc.exit()
         return []
 
+    def describe(self, data: bytes) -> str:
+        """A slot's stamp, and the task that stored it ("store's v2 of ...")."""
+        who = self.stored_by.get(data)
+        return f"{who}'s {describe(data)}" if who else describe(data)
+
     def _durable(self) -> list[Violation]:
         size = len(self.shadow.data)
         pages = (size + PGSIZE - 1) >> PGSHIFT
-        lost = nothing_lost(self.name, self.pm, pages, self.backing, self.shadow.page)
+        lost = nothing_lost(
+            self.name, self.pm, pages, self.backing, self.shadow.page, describe=self.describe
+        )
         if self.host_path is not None:
             # The kernel's size and the host's must agree once writeback is
             # done: a write past the end (a writepage that raced truncate, the

@@ -37,13 +37,15 @@ def stamp(page: int, slot: int, version: int) -> bytes:
 
 
 def describe(data: bytes) -> str:
-    """ "v3 of page 1 slot 2" for a stamp, else the hex."""
+    """ "v3 of page 1 slot 2" for a stamp ("the original bytes of ..." for
+    version 0, what a file holds before any store), else the hex."""
     if len(data) != SLOT:
         return data.hex()
     v = int.from_bytes(data, "little")
     if not v >> 63:
         return data.hex()
-    return f"v{(v >> 32) & 0xFFFFFF} of page {v & 0xFFFF} slot {(v >> 16) & 0x1FF}"
+    version, where = (v >> 32) & 0xFFFFFF, f"page {v & 0xFFFF} slot {(v >> 16) & 0x1FF}"
+    return f"v{version} of {where}" if version else f"the original bytes of {where}"
 
 
 def mismatch(what: str, offset: int, got: bytes, want: bytes) -> str | None:

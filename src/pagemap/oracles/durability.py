@@ -17,7 +17,8 @@ from pagemap.kernel.page import PG_DIRTY
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.slot import decode_slot
 from pagemap.oracles import DURABILITY, Violation
-from pagemap.oracles.coherence import SLOT, describe
+from pagemap.oracles.coherence import SLOT
+from pagemap.oracles.coherence import describe as describe_stamp
 
 # Pages compared at once where none of them is cached (nothing_lost_in_runs).
 RUN = 256
@@ -38,9 +39,12 @@ def nothing_lost(
     backing: Callable[[int], bytes],
     expected: Callable[[int], bytes],
     size: int | None = None,
+    describe: Callable[[bytes], str] = describe_stamp,
 ) -> list[Violation]:
     """Every page in [0, pages) is either in `backing` as `expected` says, or
-    cached dirty holding it (each asked for by page index).  With `size`, the
+    cached dirty holding it (each asked for by page index).  `describe` names
+    an 8-byte slot of the file in the message (a stamp: its version, page and
+    slot, and who stored it where the caller knows).  With `size`, the
     file's length: bytes of the last page past it are not compared, since a
     store there (Linux allows it, in the last page of a mapping) lives only in
     the cached page and never reaches the backing store."""
@@ -48,7 +52,7 @@ def nothing_lost(
     def joined(page: Callable[[int], bytes]) -> Callable[[int, int], bytes]:
         return lambda first, n: b"".join(page(i) for i in range(first, first + n))
 
-    return nothing_lost_in_runs(name, pm, pages, joined(backing), joined(expected), size)
+    return nothing_lost_in_runs(name, pm, pages, joined(backing), joined(expected), size, describe)
 
 
 def nothing_lost_in_runs(
@@ -58,6 +62,7 @@ def nothing_lost_in_runs(
     backing: Callable[[int, int], bytes],
     expected: Callable[[int, int], bytes],
     size: int | None = None,
+    describe: Callable[[bytes], str] = describe_stamp,
 ) -> list[Violation]:
     """nothing_lost, with `backing(first, n)` and `expected(first, n)` giving
     the bytes of n pages from `first` (zeros past the end): a run of pages
@@ -76,24 +81,31 @@ def nothing_lost_in_runs(
             if stored == want:
                 continue
         for i in range(first, first + n):
-            problems.extend(_page_lost(name, pm, i, backing(i, 1), expected(i, 1), size))
+            stored, want = backing(i, 1), expected(i, 1)
+            problems.extend(_page_lost(name, pm, i, stored, want, size, describe))
     return problems
 
 
 def _page_lost(
-    name: str, pm: PageMap, i: int, stored: bytes, want: bytes, size: int | None
+    name: str,
+    pm: PageMap,
+    i: int,
+    stored: bytes,
+    want: bytes,
+    size: int | None,
+    describe: Callable[[bytes], str],
 ) -> list[Violation]:
     keep = PGSIZE if size is None else max(0, min(PGSIZE, size - i * PGSIZE))
     cached = cached_page_bytes(pm, i)
     if cached and cached[1]:
         if cached[0][:keep] != want[:keep]:
-            return [_lost(name, i, "the dirty cached page", cached[0], want)]
+            return [_lost(name, i, "the dirty cached page", cached[0], want, describe)]
         return []
     if stored[:keep] != want[:keep]:
         where = "the backing store, with the page clean" if cached else "the backing store"
-        return [_lost(name, i, where, stored, want)]
+        return [_lost(name, i, where, stored, want, describe)]
     if cached and cached[0][:keep] != want[:keep]:
-        return [_lost(name, i, "the clean cached page", cached[0], want)]
+        return [_lost(name, i, "the clean cached page", cached[0], want, describe)]
     return []
 
 
@@ -116,12 +128,17 @@ def size_kept(name: str, stored: int, size: int) -> list[Violation]:
     ]
 
 
-def _lost(name: str, index: int, where: str, got: bytes, want: bytes) -> Violation:
+def _lost(
+    name: str, index: int, where: str, got: bytes, want: bytes, describe: Callable[[bytes], str]
+) -> Violation:
+    """A write was lost, in words: what was stored where, and what is there
+    after the run instead (the first slot that differs)."""
     got = got + bytes(PGSIZE - len(got))
     want = want + bytes(PGSIZE - len(want))
     off = next(i for i in range(0, PGSIZE, SLOT) if got[i : i + SLOT] != want[i : i + SLOT])
     return Violation(
         DURABILITY,
-        f"{name} page {index}: {where} holds {describe(got[off : off + SLOT])} at offset "
-        f"{index * PGSIZE + off}, but {describe(want[off : off + SLOT])} was written there",
+        f"a write was lost: {describe(want[off : off + SLOT])} was stored at offset "
+        f"{index * PGSIZE + off} (page {index} of {name}), but after the run {where} "
+        f"holds {describe(got[off : off + SLOT])}",
     )

@@ -124,6 +124,7 @@ class Ext2ShadowFile(ShadowFile):
         self.pm = self.file.mapping
         self.shadow = Shadow(shadow)
         self.written = []
+        self.stored_by = {}
         self.private = {}
         self.copied = set()
         self.regions = []

@@ -38,6 +38,7 @@ class Cache:
         # The shadow: what every block would hold if every write had reached it.
         self.shadow = [page_bytes(i) for i in range(nr_blocks)]
         self.versions = [0] * nr_blocks
+        self.stored_by: dict[tuple[int, int], str] = {}  # (page, version) -> task
         for i in range(preload):
             self.pm.put_page(self.pm.load_page(i))
 
@@ -59,6 +60,8 @@ class Cache:
         """Store new bytes into the page, as a write() would, and mark it dirty."""
         page = self.get(index)
         self.versions[index] += 1
+        task = self.ctx.sched.current_task()
+        self.stored_by[index, self.versions[index]] = task.name if task else "the set-up"
         data = page_bytes(index, self.versions[index] | writer << 12)
         self.ctx.sched.touch(page.ppn, WRITE)
         page.data[:] = data
@@ -112,8 +115,20 @@ class Cache:
                     self.nr_blocks,
                     self.disk.block,
                     lambda i: self.shadow[i],
+                    describe=self.describe,
                 )
             )
+
+    def describe(self, data: bytes) -> str:
+        """A slot of a page as page_bytes wrote it: who stored which version."""
+        v = int.from_bytes(data[6:8], "little")
+        if not v & 0x8000:
+            return f"bytes {data.hex()}"
+        index, version = int.from_bytes(data[:6], "little"), v & 0xFFF
+        if not version:
+            return f"the original bytes of page {index}"
+        who = self.stored_by.get((index, version))
+        return f"{who}'s version {version}" if who else f"version {version}"
 
 
 def _version(data: bytes) -> str:
