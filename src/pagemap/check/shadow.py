@@ -121,7 +121,7 @@ class ShadowFile:
     def store(self, proc: Proc, va: int) -> None:
         """Store the next version of the slot at `va` (the caller owns it)."""
         data = self.shadow.next_stamp(self._file_offset(proc, va))
-        self.stored_by[data] = self.ctx.who()
+        self.stored_by[data] = self._who()
         tid = self.ctx.tid()
         self._store[tid] = (va, data)
         try:
@@ -142,7 +142,7 @@ class ShadowFile:
 
     def pwrite(self, offset: int) -> None:
         data = self.shadow.next_stamp(offset)
-        self.stored_by[data] = self.ctx.who()
+        self.stored_by[data] = self._who()
         self.written.append(data)
         self.file.pwrite(data, offset)
         self.shadow.write(offset, data)
@@ -228,6 +228,10 @@ class ShadowFile:
         for proc in self.ctx.machine.procs:
             proc.exit()
         return []
+
+    def _who(self) -> str:
+        task = self.ctx.sched.current_task()
+        return task.name if task is not None else "the set-up"
 
     def describe(self, data: bytes) -> str:
         """A slot's stamp, and the task that stored it ("store's v2 of ...")."""

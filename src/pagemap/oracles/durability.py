@@ -102,7 +102,7 @@ def _page_lost(
             return [_lost(name, i, "the dirty cached page", cached[0], want, describe)]
         return []
     if stored[:keep] != want[:keep]:
-        where = "the backing store, with the page clean" if cached else "the backing store"
+        where = "the backing store, with the page clean," if cached else "the backing store"
         return [_lost(name, i, where, stored, want, describe)]
     if cached and cached[0][:keep] != want[:keep]:
         return [_lost(name, i, "the clean cached page", cached[0], want, describe)]
