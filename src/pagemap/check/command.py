@@ -863,7 +863,7 @@ def _write_out(args: argparse.Namespace, model: Model, summary: Summary, trace: 
     if not args.no_shrink:
         trace = shrink_trace(model, trace)
     path = trace.save(args.traces)
-    result = replay(model, trace, states=args.report is not None)
+    result = replay(model, trace, states=args.report is not None, explain=True)
     found = Found(summary, trace, path, result)
     if args.report is not None:
         directory = Path(args.report)
@@ -1005,7 +1005,7 @@ def run_replay(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(replay_document(args.trace, trace, None, differs), indent=1))
             return NO_LONGER_FITS
-        result = replay(model, trace, states=args.html is not None or args.json)
+        result = replay(model, trace, states=args.html is not None or args.json, explain=True)
     command = replay_command(args.trace) + "".join(
         f" --model-path {shlex.quote(str(d))}" for d in args.model_path
     )

@@ -82,6 +82,7 @@ def timeline_of(
         verdict=None if v is None else Verdict(v.oracle, v.message, replay_command),
         summary=summary_of(trace, result),
         initial=dict(result.initial),
+        race=result.race,
     )
 
 

@@ -286,7 +286,7 @@ def _found(
             how.append(f"{'or' if how else 'replay it'}: {command}")
             break
     if result is None:
-        result = replay(m, trace)
+        result = replay(m, trace, explain=True)
     raise CounterexampleFound(summary, trace, render(trace, result), note, how)
 
 

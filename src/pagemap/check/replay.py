@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pagemap.check.context import RunContext
+from pagemap.check.explain import MAX_TRIES, deciding_race
 from pagemap.check.recorder import Recorder
 from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
@@ -42,6 +43,7 @@ class Replay:
     cycle: tuple[int, int] | None = None  # (steps before the cycle, steps in one turn)
     tasks: list[TaskInfo] = field(default_factory=list)  # every task, with its core
     initial: dict[str, str] = field(default_factory=dict)  # the state before step 1
+    race: str = ""  # with `explain`: the race the violation turns on, in words
 
 
 def replay(
@@ -49,8 +51,11 @@ def replay(
     trace: Trace,
     watchdog: Watchdog | float | None = DEFAULT_WATCHDOG,
     states: bool = False,
+    explain: bool = False,
 ) -> Replay:
-    """Re-run `trace.schedule` on `model` under the trace's step budget."""
+    """Re-run `trace.schedule` on `model` under the trace's step budget.  With
+    `explain`, a violation also gets the race it turns on (check/explain.py):
+    its two rows marked `racing`, and `race` saying it in words."""
     chooser = FollowChooser(trace.schedule)
     recorders: list[Recorder] = []
 
@@ -80,6 +85,9 @@ def replay(
             rows = rows[: prefix + period]
     if rows and outcome.violation is not None:
         mark_failing(rows, outcome.violation)
+    race = ""
+    if explain and chooser.followed and outcome.violation is not None:
+        race = _explain(model, trace, rows, outcome.violation)
     return Replay(
         rows,
         outcome.violation,
@@ -89,6 +97,26 @@ def replay(
         cycle,
         recorder.tasks() if recorder is not None else [],
         recorder.initial if recorder is not None else {},
+        race,
+    )
+
+
+def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) -> str:
+    """Mark the racing pair in `rows`; the race in words, or why there is none."""
+    if violation.oracle == LIVENESS:
+        return ""  # a livelock or a deadlock: no one pair of steps decides it
+    found = deciding_race(model, trace.schedule, trace.max_steps)
+    if found is None:
+        return (
+            "no one race decides it: swapping any race of this run alone (up to "
+            f"{MAX_TRIES} tried) still fails, or reorders more than the pair"
+        )
+    a, b = rows[found.first - 1], rows[found.second - 1]
+    a.racing = b.racing = True
+    return (
+        f"step {a.step} ({a.task}: {a.operation} {a.obj}, {a.location}) raced step {b.step} "
+        f"({b.task}: {b.operation} {b.obj}, {b.location}); with {b.step} before {a.step} "
+        f"no oracle fails (schedule {found.schedule})"
     )
 
 

@@ -61,6 +61,7 @@ class Row:
     data: str = ""  # bytes stored to a frame or written to the host, as hex
     state: dict[str, str] = field(default_factory=dict)  # the machine after this step
     note: str = ""  # what it did to another task's work: "overwrote step 3's store of 1"
+    racing: bool = False  # one of the pair of racing steps the violation turns on
 
 
 @dataclass
@@ -82,12 +83,18 @@ class Timeline:
     summary: str = ""  # one line under the title: how it was found, its size
     initial: dict[str, str] = field(default_factory=dict)  # the machine before step 1
     version: int = TIMELINE_VERSION
+    # The race the violation turns on, in words (check/explain.py), or "".
+    race: str = ""
 
     # -- derived views ------------------------------------------------------------
 
     @property
     def failing_steps(self) -> list[int]:
         return [r.step for r in self.rows if r.failing]
+
+    @property
+    def racing_steps(self) -> list[int]:
+        return [r.step for r in self.rows if r.racing]
 
     @property
     def preemptions(self) -> int:
@@ -167,6 +174,7 @@ class Timeline:
             summary=top.get("summary", str, ""),
             initial=_state(top.get("initial", dict, {}), f"{where}: initial"),
             version=version,
+            race=top.get("race", str, ""),
         )
         try:
             timeline.validate()
@@ -202,6 +210,7 @@ _TIMELINE_FIELDS = (
     "summary",
     "initial",
     "version",
+    "race",
 )
 _TASK_FIELDS = ("tid", "name", "core")
 _VERDICT_FIELDS = ("oracle", "message", "replay_command")
@@ -222,6 +231,7 @@ _ROW_FIELDS = (
     "data",
     "state",
     "note",
+    "racing",
 )
 _ROW_TEXT_FIELDS = ("slot", "flags", "pte", "value", "location", "seed_function", "data", "note")
 _TYPE_WORDS = {
@@ -288,6 +298,7 @@ def _row(raw: Any, where: str) -> Row:
         obj=f.get("obj", str, ""),
         preempted=f.get("preempted", bool, False),
         failing=f.get("failing", bool, False),
+        racing=f.get("racing", bool, False),
         state=_state(f.get("state", dict, {}), f"{where}: state"),
         **text,
     )

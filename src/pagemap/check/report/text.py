@@ -27,6 +27,7 @@ from pagemap.kernel.errors import InvalidArgument
 WIDE = 140  # from this width on, every field has its own column
 PREEMPT_MARK = "⇆"
 FAIL_MARK = "✗"
+RACE_MARK = "↯"
 _WORDS = (("slot", "slot"), ("flags", "flags"), ("pte", "PTE"), ("value", ""))
 _DECODED = "decoded (slot: ref|R|ppn)"
 _LONG_CHANGE = 28  # a "before -> after" longer than this puts "-> after" on its own line
@@ -79,6 +80,8 @@ def _legend(t: Timeline) -> Text:
         parts.append(f"{PREEMPT_MARK} preempted: switched to from a task that could have gone on")
     if t.failing_steps:
         parts.append(f"{FAIL_MARK} failing: the oracle's message is about this step")
+    if t.racing_steps:
+        parts.append(f"{RACE_MARK} racing: the pair of steps the violation turns on")
     return Text("; ".join(parts), style="dim")
 
 
@@ -92,6 +95,8 @@ def _verdict(t: Timeline) -> Text:
     if t.failing_steps:
         text.append("\nfailing step" + _s(len(t.failing_steps)) + ": ")
         text.append(", ".join(str(n) for n in t.failing_steps), style="bold red")
+    if t.race:
+        text.append(f"\n{RACE_MARK} {t.race}")
     if v.replay_command:
         text.append(f"\nreplay: {v.replay_command}")
     return text
@@ -190,7 +195,8 @@ def _narrow_columns() -> list[_Column]:
 
 
 def _marks(r: Row) -> str:
-    return (PREEMPT_MARK if r.preempted else "") + (FAIL_MARK if r.failing else "")
+    marks = (PREEMPT_MARK if r.preempted else "") + (FAIL_MARK if r.failing else "")
+    return marks + (RACE_MARK if r.racing else "")
 
 
 def _words(r: Row, full: bool) -> str:

@@ -62,6 +62,7 @@
     const marks = [];
     if (row.preempted) marks.push("preempted here");
     if (row.failing) marks.push("failing");
+    if (row.racing) marks.push("racing: the pair the violation turns on");
     const words = [
       ["core", String(row.core)],
       ["task", row.task],

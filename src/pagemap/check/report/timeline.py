@@ -35,6 +35,7 @@ _WORDS = (
 
 _PREEMPT_TITLE = "preempted: the scheduler switched here from a task that could have gone on"
 _FAIL_TITLE = "failing: the oracle's message is about this step"
+_RACE_TITLE = "racing: one of the pair of steps the violation turns on"
 
 
 def render_html(timeline: Timeline) -> str:
@@ -109,6 +110,12 @@ def _verdict(t: Timeline) -> str:
     ]
     if links:
         lines.append(f'<p class="failing-links">See {links}.</p>')
+    if t.race:
+        pair = " and ".join(f'<a href="#step-{n}">step {n}</a>' for n in t.racing_steps)
+        lines.append(
+            f'<p class="race"><span class="mark race" title="{_RACE_TITLE}">↯</span> '
+            f"{escape(t.race)} (see {pair})</p>"
+        )
     if v.replay_command:
         lines.append(f"<p>Replay: <code>{escape(v.replay_command)}</code></p>")
     lines.append("</section>")
@@ -149,6 +156,8 @@ def _row(i: int, r: Row, cores: int, shared: set[int], with_data: bool) -> str:
         classes.append("preempted")
     if r.failing:
         classes.append("failing")
+    if r.racing:
+        classes.append("racing")
     cells = [f'<th class="step" scope="row"><a href="#step-{r.step}">{r.step}</a></th>']
     for core in range(cores):
         if core == r.core:
@@ -171,6 +180,8 @@ def _activity(r: Row, name_task: bool) -> str:
         out += f'<span class="mark preempt" title="{_PREEMPT_TITLE}">⇆</span>'
     if r.failing:
         out += f'<span class="mark fail" title="{_FAIL_TITLE}">✗</span>'
+    if r.racing:
+        out += f'<span class="mark race" title="{_RACE_TITLE}">↯</span>'
     out += f'<span class="op">{escape(r.operation)}</span> <span class="obj">{escape(r.obj)}</span>'
     if name_task:  # the heading names a core's only task; several need naming per step
         out += f'<span class="task">{escape(r.task)}</span>'
@@ -250,6 +261,7 @@ def _island(t: Timeline) -> str:
                 "seed_function": r.seed_function,
                 "preempted": r.preempted,
                 "failing": r.failing,
+                "racing": r.racing,
                 "data": r.data,
                 "note": r.note,
                 "set": {n: a for n, _, a in changes if n in r.state},

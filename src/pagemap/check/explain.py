@@ -1,0 +1,151 @@
+"""The race that decides: the pair of racing steps a counterexample turns on.
+
+A counterexample is a schedule; what a person needs from it is the one order
+of two steps that made it fail.  DPOR already knows the candidates: the
+races of the run (check/hb.py), pairs of dependent steps of two tasks that
+happen in order only through their own dependence.  For each, latest first,
+`deciding_race` runs the schedule again with the second step's task chosen
+at the first step's choice point (and the recorded choices after it, or the
+default ones), and keeps the first race whose swap both reverses the pair
+and breaks no oracle: with the pair the other way round, the run passes.
+Races on data come before races of lock acquisitions, whose swap moves a
+whole critical section and says less about why.
+
+Steps are named as the timeline numbers them (1-based, the tasks' starts
+left out).  A race whose first step was no choice (the only task that could
+go) is not tried: no schedule puts the other task there without reordering
+more than the pair.
+
+Rules: it only runs schedules of the model it is given (run_schedule, each
+on a fresh Machine) and reads their logs; nothing it does changes a trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from pagemap.check.hb import HappensBefore
+from pagemap.check.path import encode_schedule
+from pagemap.check.recorder import where
+from pagemap.check.runner import Model, Outcome, run_schedule
+from pagemap.check.strategies import FollowChooser
+from pagemap.sync.core import ACQUIRE, START, Task
+from pagemap.sync.sim import EventLog, SimExecutor
+
+MAX_TRIES = 24  # swapped schedules run before giving up
+
+
+@dataclass(frozen=True)
+class Race:
+    """Steps `first` and `second` (as the timeline numbers them) raced, and with
+    `second` before `first` (`schedule`) the run breaks no oracle."""
+
+    first: int
+    second: int
+    schedule: str
+
+
+class _Marking(FollowChooser):
+    """A FollowChooser that notes the step each choice point lets run."""
+
+    def __init__(self, choices: Sequence[int]) -> None:
+        super().__init__(choices)
+        self.event_of: list[int] = []  # choice point -> index of the step it chose
+
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        sched = self.sched
+        log = sched.log if isinstance(sched, SimExecutor) else None
+        self.event_of.append(len(log.tids) if log is not None else -1)
+        return super().pick(runnable, current, kind)
+
+
+def _site(frame: FrameType) -> str:
+    return where(frame)[0]
+
+
+def _run(model: Model, choices: Sequence[int], max_steps: int) -> tuple[Outcome, _Marking]:
+    chooser = _Marking(choices)
+    return run_schedule(model, chooser, max_steps, record=True, sites=_site), chooser
+
+
+def step_numbers(log: EventLog) -> dict[int, int]:
+    """Event index -> step number as the timeline shows it (starts left out)."""
+    out: dict[int, int] = {}
+    for e, kind in enumerate(log.kinds):
+        if kind is not START:
+            out[e] = len(out) + 1
+    return out
+
+
+def _nth(log: EventLog, tid: int, n: int) -> int | None:
+    """The index of task `tid`'s n-th step (0-based), or None."""
+    seen = 0
+    for e, t in enumerate(log.tids):
+        if t == tid:
+            if seen == n:
+                return e
+            seen += 1
+    return None
+
+
+def _local(log: EventLog, e: int) -> int:
+    tid = log.tids[e]
+    return sum(1 for t in log.tids[:e] if t == tid)
+
+
+def _reversed(before: EventLog, after: EventLog, i: int, j: int) -> bool:
+    """Whether `after` ran step j of `before` ahead of step i: the same task's
+    same-numbered step, at the same code, in the other order."""
+    ti, tj = before.tids[i], before.tids[j]
+    ni, nj = _nth(after, ti, _local(before, i)), _nth(after, tj, _local(before, j))
+    if nj is None or before.sites is None or after.sites is None:
+        return False
+    if after.sites[nj] != before.sites[j]:
+        return False
+    if ni is None:
+        return True  # the first step's task never got that far: j came first
+    return after.sites[ni] == before.sites[i] and nj < ni
+
+
+def _order(log: EventLog, race: tuple[int, int]) -> tuple[bool, int, int]:
+    """Races on data before races of lock acquisitions (whose swap moves a
+    whole critical section, and says less), each kind latest first."""
+    i, j = race
+    return (log.accs[i] == ACQUIRE or log.accs[j] == ACQUIRE, -j, -i)
+
+
+def deciding_race(model: Model, choices: Sequence[int], max_steps: int) -> Race | None:
+    """The race of the run of `choices` (a trace's schedule) that its violation
+    turns on, or None (the run breaks no oracle, or no swap of one race makes
+    it pass)."""
+    outcome, chooser = _run(model, choices, max_steps)
+    log = outcome.log
+    if outcome.violation is None or log is None:
+        return None
+    numbers = step_numbers(log)
+    choice_at = {e: k for k, e in enumerate(chooser.event_of)}
+    tries = 0
+    for i, j in sorted(HappensBefore(log).races(), key=lambda r: _order(log, r)):
+        k = choice_at.get(i)
+        tj = log.tids[j]
+        if k is None or i not in numbers or j not in numbers or not log.enabled[i] >> tj & 1:
+            continue
+        prefix = [*chooser.path.choices[:k], tj]
+        for variant in (prefix + list(choices[k:]), prefix):
+            if tries >= MAX_TRIES:
+                return None
+            tries += 1
+            swapped, swapper = _run(model, variant, max_steps)
+            if (
+                swapped.violation is None
+                and swapped.stopped is None
+                and swapped.log is not None
+                and _reversed(log, swapped.log, i, j)
+            ):
+                return Race(numbers[i], numbers[j], encode_schedule(swapper.path.choices))
+    return None
+
+
+__all__ = ["MAX_TRIES", "Race", "deciding_race", "step_numbers"]
