@@ -334,6 +334,13 @@ def test_a_replayed_counterexample_reads_in_the_browser(
             "#timeline tr.preempted", "trs => trs.map(tr => tr.id)"
         )
         assert preempted == [f"step-{r.step}" for r in t.rows if r.preempted] and preempted
+        # The race the violation turns on: its two rows marked, and said in the verdict.
+        racing = page.eval_on_selector_all("#timeline tr.racing", "trs => trs.map(tr => tr.id)")
+        assert racing == [f"step-{n}" for n in t.racing_steps] and len(racing) == 2
+        for n in t.racing_steps:
+            assert page.locator(f"#step-{n} .mark.race").is_visible()
+        said = page.inner_text("#verdict .race")
+        assert f"step {t.racing_steps[0]}" in said and f"step {t.racing_steps[1]}" in said
         # A click on a store shows the machine after it: the frame's new bytes among it.
         store = next(r for r in t.rows if r.operation == "frame.store")
         page.click(f"#step-{store.step} td.active")
