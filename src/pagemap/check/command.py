@@ -185,7 +185,9 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="with --mutants: only this mutant (repeatable)",
+        help="with --mutants: only this mutant (repeatable); without: run the check "
+        "under this one mutant (its own scenario when none is named) and write its "
+        "counterexample, which `pagemap replay` replays under the mutant",
     )
     check.add_argument(
         "--coverage",
@@ -326,6 +328,8 @@ def run_check(args: argparse.Namespace) -> int:
     if args.strategy in ("random", "pct") and args.time is None and args.budget is None:
         args.budget = DEFAULT_BUDGET
     _check_output_paths(args)
+    if args.mutant and not args.mutants:
+        return _under_mutant(console, args)
     names = args.scenarios or list(scenarios)
     for name in names:
         lookup(name)  # unknown names: one line, exit 2
@@ -344,8 +348,6 @@ def run_check(args: argparse.Namespace) -> int:
         )
     if args.mutants:
         return _mutants(console, args, units)
-    if args.mutant:
-        raise ValueError("--mutant selects mutants for --mutants")
     if args.coverage:
         return _coverage(console, args, units)
     t0 = time.perf_counter()
@@ -354,6 +356,29 @@ def run_check(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     stopped = None if explored.stopped is None else explored.stopped.exit_code
     return conclude(console, args, models, summaries, seconds, stopped)
+
+
+def _under_mutant(console: Console, args: argparse.Namespace) -> int:
+    """`check --mutant NAME [SCENARIO ...]`: the check, on the kernel with one
+    mutant applied (its own scenario and parameters when none is named), in
+    this process; a counterexample's trace names the mutant, so that `pagemap
+    replay` applies it again."""
+    from pagemap.check.mutants import lookup_mutant
+
+    if len(args.mutant) > 1:
+        raise ValueError("--mutant without --mutants runs one mutant: name one")
+    if args.coverage or args.scheduler is not None:
+        raise ValueError("--mutant runs the check in this process: no --coverage, no --scheduler")
+    mutant = lookup_mutant(args.mutant[0])
+    if not args.scenarios:
+        args.scenarios = [mutant.scenario]
+        args.param = [*mutant.params.items(), *args.param]
+    args.jobs = 1  # the mutant patches this process's kernel only
+    args.mutant_name = mutant.name
+    args.mutant = []
+    _say(console, f"under the mutant {mutant.name}: {mutant.broken}")
+    with mutant.applied():
+        return run_check(args)
 
 
 def _known_bugs(console: Console, args: argparse.Namespace) -> int:
@@ -862,6 +887,8 @@ def conclude(
 def _write_out(args: argparse.Namespace, model: Model, summary: Summary, trace: Trace) -> Found:
     if not args.no_shrink:
         trace = shrink_trace(model, trace)
+    if getattr(args, "mutant_name", None):
+        trace.model = {**trace.model, "mutant": args.mutant_name}
     path = trace.save(args.traces)
     result = replay(model, trace, states=args.report is not None, explain=True)
     found = Found(summary, trace, path, result)
@@ -1090,6 +1117,11 @@ def model_of(trace: Trace, allowed: ModelPath | None = None) -> tuple[Model, str
     from the directories `allowed` (check/modelpath.py; Refused otherwise)."""
     if "scenario" in trace.model:
         model: Model = lookup(trace.model["scenario"]).model(trace.params)
+        if "mutant" in trace.model:
+            from pagemap.check.mutants import lookup_mutant
+            from pagemap.check.mutants.base import MutatedModel
+
+            model = MutatedModel(model, lookup_mutant(str(trace.model["mutant"])))
     else:
         model = _function_model(trace, allowed or ModelPath())
     for what, recorded, now in (

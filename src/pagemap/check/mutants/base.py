@@ -16,6 +16,8 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
+from pagemap.check.context import RunContext
+from pagemap.check.runner import Model
 from pagemap.kernel.pagemap import PageMap
 
 
@@ -36,3 +38,40 @@ class Mutant:
             for attr, fn in self.patches.items():
                 stack.enter_context(mock.patch.object(self.target, attr, fn))
             yield
+
+
+@dataclass(frozen=True)
+class MutatedModel:
+    """A model whose every run has `mutant` applied: what a trace written
+    under `pagemap check --mutant` replays on.  The mutant's patches are
+    undone when the run ends (a cleanup of its RunContext)."""
+
+    inner: Model
+    mutant: Mutant
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def params(self) -> dict[str, int]:
+        return self.inner.params
+
+    @property
+    def cores(self) -> int:
+        return self.inner.cores
+
+    @property
+    def memory(self) -> int:
+        return self.inner.memory
+
+    def describe(self) -> dict[str, Any]:
+        describe = getattr(self.inner, "describe", None)
+        inner = describe() if describe is not None else {"name": self.inner.name}
+        return {**inner, "mutant": self.mutant.name}
+
+    def build(self, ctx: RunContext) -> None:
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.mutant.applied())
+        ctx.cleanup(stack.close)
+        self.inner.build(ctx)
