@@ -99,8 +99,11 @@ class MM:
         pte_lock held."""
         return self.page_table.lookup(va >> PGSHIFT)
 
-    def tlb_shootdown(self) -> None:
-        self.mmu.shootdown(self.pid)
+    def tlb_shootdown(self, lo: int | None = None, hi: int | None = None) -> None:
+        """Flush this address space from every core's TLB: all of it (exit,
+        the seed's batched removal), or only the pages of [lo, hi) (Linux's
+        flush_tlb_range: what a caller that changed PTEs there needs)."""
+        self.mmu.shootdown(self.pid, lo, hi)
 
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits in [va_lo, va_hi) to PG_DIRTY, for a writeback
@@ -133,7 +136,7 @@ class MM:
         user's store is in flight while truncate clears its PTE; the mutant
         "truncate frees private copies before the flush" is caught)."""
         if vpns:
-            self.tlb_shootdown()
+            self.tlb_shootdown(min(vpns) << PGSHIFT, (max(vpns) + 1) << PGSHIFT)
         return self._disown(vpns)
 
     # -- PTEs over a range ----------------------------------------------------------
@@ -170,22 +173,25 @@ class MM:
                         dirty.append(page)
             owned = self._owned_vpns(vpn_lo, vpn_hi) if free_owned else []
             if changed or owned:
-                self._settle_dirty(dirty)
+                self._settle_dirty(dirty, lo, hi)
             # Ours until after the shootdown (_flush_then_disown says why).
             disowned = self._disown(owned)
         if (changed or owned) and not self.flush_before_unlock:
             # 1cf35d47712d's bug, for check/scenarios/known: the flush comes
             # after the lock is dropped, so a writeback may clean the page in
             # between and a store through another core's stale entry is lost.
-            self.tlb_shootdown()
+            self.tlb_shootdown(lo, hi)
         return disowned
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
         return self._clear_ptes(lo, hi, PTE_ALL, free_owned)
 
-    def _settle_dirty(self, dirty: list[Page]) -> None:
-        """Shoot down, then mark `dirty` PG_DIRTY; pte_lock held.
+    def _settle_dirty(
+        self, dirty: list[Page], lo: int | None = None, hi: int | None = None
+    ) -> None:
+        """Shoot down [lo, hi) (all of the address space if not given), then
+        mark `dirty` PG_DIRTY; pte_lock held.
 
         After the shootdown, not before: a store through a TLB entry that
         still has D cached lands in the frame up to the shootdown, and a
@@ -196,7 +202,7 @@ class MM:
         forgets PG_DIRTY here and is caught.)
         """
         if self.flush_before_unlock:
-            self.tlb_shootdown()
+            self.tlb_shootdown(lo, hi)
         if not self.settle_keeps_dirty:
             return  # the seed's munmap and mprotect: the D bits go nowhere
         for page in dirty:

@@ -303,11 +303,19 @@ class Removal:
             flags.fetch_or(ppn, PG_REMOVAL)
 
     def _unmap_marked(
-        self, lo: int, hi: int, include_pinned: bool = False, indices: list[int] | None = None
+        self,
+        lo: int,
+        hi: int,
+        include_pinned: bool = False,
+        indices: list[int] | None = None,
+        ranged: bool = False,
     ) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
         collect the dirty bits of every PTE we clear.  With `indices`, only
-        those pages' PTEs are looked at."""
+        those pages' PTEs are looked at.  The seed flushes each process's
+        whole address space; with `ranged` (truncate, as Linux's
+        unmap_mapping_range flushes each region's range) a process's flush
+        covers only the addresses of its spans."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
         if not self.unmap_every_vmr:
             # The seed's bug, for check/scenarios/known: only the regions that
@@ -316,11 +324,15 @@ class Removal:
         if not spans:
             return
         procs: list[AddressSpace] = []
+        where: dict[int, tuple[int, int]] | None = {} if ranged else None
         for span in spans:
             proc = span.proc
             with proc.pte_lock:
                 for pte in self._span_ptes(span, indices):
                     self._pte_mark_not_present(pte)
+            if where is not None:
+                a, b = where.get(proc.pid, (span.lo, span.hi))
+                where[proc.pid] = (min(a, span.lo), max(b, span.hi))
             # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
             # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
             # so its process, stays put meanwhile: munmap must take `lock` to
@@ -329,13 +341,13 @@ class Removal:
             if any(p is proc for p in procs):
                 continue
             if len(procs) == PTR_ARR_LEN:
-                self._shootdown_and_reset(procs)
+                self._shootdown_and_reset(procs, where)
             procs.append(proc)
         # Only after every TLB has forgotten the pages will stores fault, so
         # only now can the D bits be trusted (store-remove: a store through a
         # TLB entry with D cached; the no-shootdown and dirty-before-shootdown
         # mutants lose it).
-        self._shootdown_and_reset(procs)
+        self._shootdown_and_reset(procs, where)
         for span in spans:
             proc = span.proc
             # Whatever vm_prot says now: a concurrent mprotect may have just
@@ -364,9 +376,16 @@ class Removal:
         return out
 
     @staticmethod
-    def _shootdown_and_reset(procs: list[AddressSpace]) -> None:
+    def _shootdown_and_reset(
+        procs: list[AddressSpace], where: dict[int, tuple[int, int]] | None = None
+    ) -> None:
+        """Shoot down each of `procs`: all of it, or with `where` the range
+        it names for the process (pid -> [lo, hi))."""
         for proc in procs:
-            proc.tlb_shootdown()
+            if where is None:
+                proc.tlb_shootdown()
+            else:
+                proc.tlb_shootdown(*where[proc.pid])
         procs.clear()
 
     def _removal_target(self, pte_val: int) -> Page | None:
@@ -568,7 +587,7 @@ class Removal:
                         return dropped
                     self._mark_for_removal(lo, hi, respect_pins=False)
                     held = self._hold_referenced(lo, hi)
-                    self._unmap_marked(lo, hi, include_pinned=True)
+                    self._unmap_marked(lo, hi, include_pinned=True, ranged=True)
                     dropped += self._free_marked(lo, hi)
             finally:
                 self.removal.store(0)
