@@ -35,6 +35,11 @@ LONGER = {
     "kernel (its held-page path and a second round), before the fault installs",
     "known-pte-clear": "removal's five passes with a 2-core shootdown are 37 steps, and the "
     "store racing its read and write 6 more",
+    "known-mremap-dirty": "mremap's move (its new region registered, the PTE moved, the old "
+    "region split off) is about 15 steps and fsync's collect, flush and writeback 30 more, "
+    "before the store: 54",
+    "known-mremap-stale": "mremap's move is about 15 steps and truncate's unmap and free of "
+    "the moved page (the removal passes, a ranged 2-core flush) about 40, before the load: 62",
 }
 
 

@@ -83,6 +83,12 @@ class MM:
         self.flush_before_unlock = True  # 1cf35d47712d: _settle_dirty, _clear_ptes
         self.settle_keeps_dirty = True  # the seed's munmap/mprotect dropping D
         self.recheck_size_at_install = True  # d00806b18315: fault.py's _install
+        self.mremap_flush_dirty = True  # 5d1904204c99: mremap.py's _move_ptes
+        self.flush_batched_first = True  # 3ea277194daa: flush_tlb_batched_pending
+        # Reclaim cleared PTEs here and deferred the flush (Linux's
+        # mm->tlb_flush_batched, TTU_BATCH_FLUSH); read and set under pte_lock.
+        self.tlb_flush_batched = False
+        self.mremap_flush_in_lock = True  # eb66ae030829: mremap.py's _move_ptes
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -105,6 +111,18 @@ class MM:
         flush_tlb_range: what a caller that changed PTEs there needs)."""
         self.mmu.shootdown(self.pid, lo, hi)
 
+    def flush_tlb_batched_pending(self) -> None:
+        """Flush what reclaim left pending here (Linux's
+        flush_tlb_batched_pending); pte_lock held.  Every path that changes
+        PTEs over a range calls it first: one that finds a PTE reclaim
+        already cleared changes nothing there and would skip its own flush,
+        while another core may still store through the entry reclaim has not
+        flushed yet (3ea277194daa; reclaim-batch, mutant
+        batched-pending-not-flushed)."""
+        if self.tlb_flush_batched and self.flush_batched_first:
+            self.tlb_shootdown()
+            self.tlb_flush_batched = False
+
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits in [va_lo, va_hi) to PG_DIRTY, for a writeback
         (msync, fsync) that must see the stores made through them."""
@@ -116,6 +134,7 @@ class MM:
         of pages past a file's new end."""
         vpn_lo, vpn_hi = va_lo >> PGSHIFT, va_hi >> PGSHIFT
         with self.vmr_lock, self.pte_lock:
+            self.flush_tlb_batched_pending()
             vpns = self._owned_vpns(vpn_lo, vpn_hi)
             for vpn in vpns:
                 word = self.page_table.lookup(vpn)
@@ -158,6 +177,7 @@ class MM:
         keep = ~bits & PTE_ALL
         look_first = bool(keep)
         with self.pte_lock:
+            self.flush_tlb_batched_pending()
             dirty: list[Page] = []
             changed = 0
             for vpn, word in self.page_table.ptes(vpn_lo, vpn_hi):

@@ -45,6 +45,7 @@ the frame whose slot it is.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,8 +212,20 @@ class Removal:
                 tree = self.tree
                 indices = [i for i in sorted(only) if tree.lookup(i) == only[i]]
             self._mark_for_removal(lo, hi, indices=indices)
-            self._unmap_marked(lo, hi, indices=indices)
-            failed, first_error = self._write_back_marked(lo, hi, indices)
+            if only is None:
+                self._unmap_marked(lo, hi, indices=indices)
+                failed, first_error = self._write_back_marked(lo, hi, indices)
+            else:
+                # Reclaim batches its flushes (Linux's TTU_BATCH_FLUSH): the
+                # PTEs are cleared now, the TLBs flushed before a dirty page
+                # is written (try_to_unmap_flush_dirty) and before any page
+                # is freed (try_to_unmap_flush).
+                pending: list[AddressSpace] = []
+                self._unmap_marked(lo, hi, indices=indices, batched=pending)
+                failed, first_error = self._write_back_marked(
+                    lo, hi, indices, before_write=lambda: self._flush_batched(pending)
+                )
+                self._flush_batched(pending)
             nr_removed = fast + self._free_marked(lo, hi, indices)
         finally:
             self.lock.release()
@@ -309,13 +322,19 @@ class Removal:
         include_pinned: bool = False,
         indices: list[int] | None = None,
         ranged: bool = False,
+        batched: list[AddressSpace] | None = None,
     ) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
         collect the dirty bits of every PTE we clear.  With `indices`, only
         those pages' PTEs are looked at.  The seed flushes each process's
         whole address space; with `ranged` (truncate, as Linux's
         unmap_mapping_range flushes each region's range) a process's flush
-        covers only the addresses of its spans."""
+        covers only the addresses of its spans.  With `batched` (reclaim)
+        nothing is flushed here: each process whose PTEs were cleared is
+        marked tlb_flush_batched and added to the list, for the caller to
+        flush (_flush_batched) before it writes or frees; a D bit is
+        collected at once, since a TLB entry with D cached means the PTE had
+        D too, so the page is dirty already when a store lands through it."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
         if not self.unmap_every_vmr:
             # The seed's bug, for check/scenarios/known: only the regions that
@@ -328,9 +347,13 @@ class Removal:
         for span in spans:
             proc = span.proc
             with proc.pte_lock:
+                hit = False
                 for pte in self._span_ptes(span, indices):
-                    self._pte_mark_not_present(pte)
-            if where is not None:
+                    hit = bool(self._pte_mark_not_present(pte)) or hit
+            if where is not None and hit:
+                # Only spans where a PTE was cleared: Linux's zap flushes
+                # nothing where it unmapped nothing (an mremap's old range,
+                # whose PTEs already moved: the mremap-race scenario).
                 a, b = where.get(proc.pid, (span.lo, span.hi))
                 where[proc.pid] = (min(a, span.lo), max(b, span.hi))
             # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
@@ -340,14 +363,15 @@ class Removal:
             # before zeroing PTEs" in tests/check/test_mm_mutants.py is caught).
             if any(p is proc for p in procs):
                 continue
-            if len(procs) == PTR_ARR_LEN:
+            if len(procs) == PTR_ARR_LEN and batched is None:
                 self._shootdown_and_reset(procs, where)
             procs.append(proc)
         # Only after every TLB has forgotten the pages will stores fault, so
         # only now can the D bits be trusted (store-remove: a store through a
         # TLB entry with D cached; the no-shootdown and dirty-before-shootdown
         # mutants lose it).
-        self._shootdown_and_reset(procs, where)
+        if batched is None:
+            self._shootdown_and_reset(procs, where)
         for span in spans:
             proc = span.proc
             # Whatever vm_prot says now: a concurrent mprotect may have just
@@ -356,6 +380,21 @@ class Removal:
             with proc.pte_lock:
                 for pte in self._span_ptes(span, indices):
                     self._pte_unmap_keep_dirty(pte)
+                if batched is not None:
+                    # Read under pte_lock by whoever changes these PTEs next
+                    # (MM.flush_tlb_batched_pending; reclaim-batch).
+                    proc.tlb_flush_batched = True
+                    if not any(p is proc for p in batched):
+                        batched.append(proc)
+
+    @staticmethod
+    def _flush_batched(pending: list[AddressSpace]) -> None:
+        """Flush the processes reclaim left pending, each whole (Linux's
+        arch_tlbbatch_flush); their tlb_flush_batched stays set, as Linux's
+        does, for the next flush_tlb_batched_pending to clear."""
+        for proc in pending:
+            proc.tlb_shootdown()
+        pending.clear()
 
     @staticmethod
     def _span_ptes(span: Span, indices: list[int] | None) -> list[Word]:
@@ -384,8 +423,8 @@ class Removal:
         for proc in procs:
             if where is None:
                 proc.tlb_shootdown()
-            else:
-                proc.tlb_shootdown(*where[proc.pid])
+            elif proc.pid in where:
+                proc.tlb_shootdown(*where.pop(proc.pid))
         procs.clear()
 
     def _removal_target(self, pte_val: int) -> Page | None:
@@ -397,8 +436,8 @@ class Removal:
             return page
         return None
 
-    def _pte_mark_not_present(self, pte: Word) -> None:
-        """Clear P on a PTE that maps a page marked for removal.
+    def _pte_mark_not_present(self, pte: Word) -> bool:
+        """Clear P on a PTE that maps a page marked for removal; whether it did.
 
         A CAS, not a read then a write: the MMU may set D between them, and a
         fault may install a different page (a private copy) in the meantime
@@ -407,14 +446,14 @@ class Removal:
         while True:
             old = pte.load()
             if not old & PTE_P or self._removal_target(old) is None:
-                return
+                return False
             if not self.atomic_pte_clear:
                 # The seed's read then write, for check/scenarios/known: a D
                 # bit the MMU sets in between is overwritten.
                 pte.store(old & ~PTE_P)
-                return
+                return True
             if pte.cas(old, old & ~PTE_P):
-                return
+                return True
 
     def _pte_unmap_keep_dirty(self, pte: Word) -> None:
         """Zero a (formerly present) PTE of a marked page, moving D to PG_DIRTY."""
@@ -431,11 +470,16 @@ class Removal:
                 return
 
     def _write_back_marked(
-        self, lo: int, hi: int, indices: list[int] | None = None
+        self,
+        lo: int,
+        hi: int,
+        indices: list[int] | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> tuple[list[Page], OSError | None]:
         """Pass 4: write back marked dirty pages, PTR_ARR_LEN at a time, with
-        the map lock dropped around each batch.  Returns the pages whose
-        writepage failed, and the first error."""
+        the map lock dropped around each batch (`before_write`, if given,
+        runs then, before the first page is written).  Returns the pages
+        whose writepage failed, and the first error."""
         todo = [i for i, _ in self._items(lo, hi, indices)]
         pos = 0
         failed: list[Page] = []
@@ -455,6 +499,8 @@ class Removal:
             # test_dirty_pages_are_written_ten_at_a_time_with_the_map_lock_dropped.
             self.lock.release()
             try:
+                if batch and before_write is not None:
+                    before_write()
                 for page in batch:
                     try:
                         self._writeback_page(page)

@@ -34,6 +34,8 @@ class AddressSpace(Protocol):
 
     pid: int
     pte_lock: SpinLock
+    # A flush reclaim deferred (TTU_BATCH_FLUSH); set and cleared under pte_lock.
+    tlb_flush_batched: bool
 
     def ptes(self, va_lo: int, va_hi: int) -> Iterable[AtomicWord]:
         """The PTE words that exist for pages in [va_lo, va_hi); pte_lock held."""
