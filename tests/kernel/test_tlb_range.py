@@ -84,3 +84,29 @@ def test_the_seeds_remove_contig_still_flushes_the_whole_address_space(tmp_path:
     _touch(m, p, [base, anon])
     assert f.mapping.remove_contig(0, 1) == 1
     assert _cached(m, p) == set()  # the anonymous page's entry went too
+
+
+def test_reclaim_defers_its_flush_to_before_the_free_and_mprotect_flushes_what_is_pending(
+    tmp_path: Path,
+) -> None:
+    """TTU_BATCH_FLUSH: reclaim's removal leaves the process marked
+    tlb_flush_batched; its TLBs are flushed (whole) before the page is freed;
+    the next mprotect flushes once more and clears the mark
+    (flush_tlb_batched_pending)."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes(2 * PGSIZE))
+    m = _machine()
+    f = m.open(path)
+    p = m.process()
+    base = p.mmap(2 * PGSIZE, PROT_RW, MAP_SHARED, f)
+    anon = p.mmap(PGSIZE, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    _touch(m, p, [base, base + PGSIZE, anon])
+    ppn = f.mapping.tree.lookup(0)
+    shots = m.mmu.shootdowns.value
+    assert f.mapping.remove_pages({0: ppn}) == 1
+    assert m.mmu.shootdowns.value == shots + 1  # once, for the batch
+    assert p.tlb_flush_batched and _cached(m, p) == set()
+    p.mprotect(base + PGSIZE, PGSIZE, PROT_READ)
+    assert not p.tlb_flush_batched
+    assert m.mmu.shootdowns.value == shots + 3  # the pending flush, then mprotect's own
+    assert p.load(base, 1) == b"x"  # written back before it was freed
