@@ -35,6 +35,11 @@ LONGER = {
     "page it holds 43 (mark, hold, unmap with a shootdown, free what it can, then drop the "
     "held page under its lock); the install, the put that frees the frame and the load "
     "through it 14: 70, none of them optional in our kernel",
+    "known-mremap-dirty": "mremap's move (its new region registered, the PTE moved, the old "
+    "region split off) is about 15 steps and fsync's collect, flush and writeback 30 more, "
+    "before the store: 54",
+    "known-mremap-stale": "mremap's move is about 15 steps and truncate's unmap and free of "
+    "the moved page (the removal passes, a ranged 2-core flush) about 40, before the load: 62",
 }
 
 

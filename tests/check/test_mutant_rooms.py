@@ -25,6 +25,7 @@ ROOMS = (
     "pagemap.kernel.hostio",
     "pagemap.kernel.mm",
     "pagemap.kernel.mmap",
+    "pagemap.kernel.mremap",
     "pagemap.kernel.page",
     "pagemap.kernel.pagemap",
     "pagemap.kernel.radix",
@@ -48,7 +49,8 @@ LEFT_OUT = {
     "pagemap.kernel.errors": "exception classes only",
     "pagemap.kernel.mman": "constants only",
     "pagemap.kernel.owner": "argument checks, pure functions of their arguments: no lock, no point",
-    "pagemap.kernel.proc": "joins the mixins (mm, fault, mmap, uaccess); no code of its own",
+    "pagemap.kernel.proc": "joins the mixins (mm, fault, mmap, mremap, uaccess): no code of "
+    "its own",
     "pagemap.kernel.slot": "pure functions of one slot word; the CAS loops using them are "
     "pagemap.py's and removal.py's (lookup-keeps-removal, free-after-reuse)",
     "pagemap.kernel.fs": "the package: no code",

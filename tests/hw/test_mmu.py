@@ -137,6 +137,43 @@ def test_a_shootdown_forgets_one_address_space_on_every_core() -> None:
     assert mmu.cached_ppns(8) == [(0, 1, 4), (1, 1, 4), (2, 1, 4)]
 
 
+def test_a_ranged_shootdown_forgets_the_range_and_keeps_what_is_outside() -> None:
+    """flush_tlb_range: entries of pages overlapping [lo, hi) go on every core
+    (the end rounded up to a page); those outside it, and other address
+    spaces' entries in it, survive."""
+    m, mmu, pt = rig(cores=2)
+    other = PageTable(m.executor, 8, owner=None)
+    for vpn in (1, 2, 3, 4):
+        pt.pte(vpn).store(make_pte(vpn + 2, RW))
+    other.pte(2).store(make_pte(9, RW))
+    for core in range(2):
+        for vpn in (1, 2, 3, 4):
+            mmu.load(core, pt, vpn * PGSIZE, 1)
+        mmu.load(core, other, 2 * PGSIZE, 1)
+    mmu.shootdown(7, 2 * PGSIZE, 3 * PGSIZE + 1)  # pages 2 and 3
+    assert sorted(mmu.cached_ppns(7)) == [(0, 1, 3), (0, 4, 6), (1, 1, 3), (1, 4, 6)]
+    assert mmu.cached_ppns(8) == [(0, 2, 9), (1, 2, 9)]
+    mmu.shootdown(7, 4 * PGSIZE, 4 * PGSIZE)  # an empty range flushes nothing
+    assert len(mmu.cached_ppns(7)) == 4
+    mmu.shootdown(7, PGSIZE, 2 * PGSIZE, cores=[1])  # page 1 on core 1 alone
+    assert sorted(mmu.cached_ppns(7)) == [(0, 1, 3), (0, 4, 6), (1, 4, 6)]
+
+
+def test_a_store_through_an_entry_outside_a_ranged_shootdown_still_lands() -> None:
+    """What the range buys, and what it costs a caller that names the wrong
+    one: the entry outside it keeps storing, with D cached, after the PTE went."""
+    m, mmu, pt = rig()
+    for vpn in (1, 2):
+        pt.pte(vpn).store(make_pte(vpn + 2, RW))
+        mmu.store(1, pt, vpn * PGSIZE, b"a")
+        pt.pte(vpn).swap(0)
+    mmu.shootdown(7, PGSIZE, 2 * PGSIZE)
+    with pytest.raises(PageFault):
+        mmu.store(1, pt, PGSIZE, b"b")
+    mmu.store(1, pt, 2 * PGSIZE, b"b")  # page 2 was outside the range
+    assert m.memory.frame(4)[0] == ord("b")
+
+
 def test_the_tlb_evicts_its_oldest_entry_when_full() -> None:
     _m, mmu, pt = rig()
     for vpn in range(TLB_ENTRIES + 1):

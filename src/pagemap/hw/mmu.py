@@ -16,7 +16,9 @@ The access path, as on x86:
   in the PTE with one compare-and-swap, faulting if the PTE is no longer
   present or writable; a store through an entry with D set writes the frame
   directly, which is why the kernel must shoot down TLBs before it trusts D;
-- a shootdown removes one address space's entries from every core's TLB.
+- a shootdown removes one address space's entries from every core's TLB:
+  all of them, or only those of a range of pages (Linux's flush_tlb_range and
+  flush_tlb_page; an entry outside the range survives, as on x86 with INVLPG).
 
 Each core runs one instruction at a time, and a shootdown is an interrupt
 taken between instructions: an access holds its core's `busy` lock from the
@@ -30,7 +32,7 @@ with an id (the ASID) and an opaque `owner` handed to the access hook.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE, PhysicalMemory
 from pagemap.sync.atomic import AtomicWord, StatCounter
@@ -176,6 +178,16 @@ class TLB:
         for key in [k for k in entries if k >> _ASID_SHIFT == asid]:
             del entries[key]
 
+    def flush_range(self, asid: int, vpn_lo: int, vpn_hi: int) -> None:
+        """Forget the entries of address space `asid` for pages in
+        [vpn_lo, vpn_hi), and only those; the caller holds `busy`.  The same
+        point as a whole flush: to DPOR both write this core's TLB."""
+        self.executor.point("tlb.flush", self, WRITE)
+        entries = self._entries
+        lo, hi = tlb_key(asid, vpn_lo), tlb_key(asid, vpn_hi)
+        for key in [k for k in entries if lo <= k < hi]:
+            del entries[key]
+
     def entries(self, asid: int | None = None) -> list[tuple[int, int, int]]:
         """(asid, vpn, pte) for each entry, or each of one address space; for oracles."""
         return [
@@ -276,13 +288,30 @@ class MMU:
             hook(space.owner, va, ppn, write)
 
     # -- shootdowns ----------------------------------------------------------------
-    def shootdown(self, asid: int) -> None:
-        """Remove address space `asid`'s entries from every core's TLB, each
-        core between two of its instructions."""
+    def shootdown(
+        self,
+        asid: int,
+        lo: int | None = None,
+        hi: int | None = None,
+        cores: Sequence[int] | None = None,
+    ) -> None:
+        """Remove address space `asid`'s entries from the TLBs of `cores`
+        (every core by default), each core between two of its instructions:
+        all of them, or with `lo` and `hi` only those of the pages that
+        overlap [lo, hi) (a ranged shootdown; entries outside it survive)."""
         self.shootdowns.add(1)
-        for tlb in self.tlbs:
+        tlbs = self.tlbs if cores is None else [self.tlbs[c] for c in cores]
+        if lo is None or hi is None:
+            for tlb in tlbs:
+                with tlb.busy:
+                    tlb.flush(asid)
+            return
+        vpn_lo, vpn_hi = lo >> PGSHIFT, (hi + PGMASK) >> PGSHIFT
+        if vpn_lo >= vpn_hi:
+            return
+        for tlb in tlbs:
             with tlb.busy:
-                tlb.flush(asid)
+                tlb.flush_range(asid, vpn_lo, vpn_hi)
 
     def cached_ppns(self, asid: int) -> list[tuple[int, int, int]]:
         """(core, vpn, ppn) for every TLB entry of `asid`; for oracles."""

@@ -166,8 +166,8 @@ class FaultHandler(MM):
                 if replaced:
                     # A private copy replaces the file's page: TLBs must forget
                     # the old frame before removal could free it unseen (the
-                    # private-remove scenario).
-                    self.tlb_shootdown()
+                    # private-remove scenario).  That page alone (flush_tlb_page).
+                    self.tlb_shootdown(va & ~PGMASK, (va & ~PGMASK) + PGSIZE)
         return True
 
     def _region_survived(self, vmr: VMR, va: int) -> bool:

@@ -83,6 +83,12 @@ class MM:
         self.flush_before_unlock = True  # 1cf35d47712d: _settle_dirty, _clear_ptes
         self.settle_keeps_dirty = True  # the seed's munmap/mprotect dropping D
         self.recheck_size_at_install = True  # d00806b18315: fault.py's _install
+        self.mremap_flush_dirty = True  # 5d1904204c99: mremap.py's _move_ptes
+        self.flush_batched_first = True  # 3ea277194daa: flush_tlb_batched_pending
+        # Reclaim cleared PTEs here and deferred the flush (Linux's
+        # mm->tlb_flush_batched, TTU_BATCH_FLUSH); read and set under pte_lock.
+        self.tlb_flush_batched = False
+        self.mremap_flush_in_lock = True  # eb66ae030829: mremap.py's _move_ptes
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -99,8 +105,23 @@ class MM:
         pte_lock held."""
         return self.page_table.lookup(va >> PGSHIFT)
 
-    def tlb_shootdown(self) -> None:
-        self.mmu.shootdown(self.pid)
+    def tlb_shootdown(self, lo: int | None = None, hi: int | None = None) -> None:
+        """Flush this address space from every core's TLB: all of it (exit,
+        the seed's batched removal), or only the pages of [lo, hi) (Linux's
+        flush_tlb_range: what a caller that changed PTEs there needs)."""
+        self.mmu.shootdown(self.pid, lo, hi)
+
+    def flush_tlb_batched_pending(self) -> None:
+        """Flush what reclaim left pending here (Linux's
+        flush_tlb_batched_pending); pte_lock held.  Every path that changes
+        PTEs over a range calls it first: one that finds a PTE reclaim
+        already cleared changes nothing there and would skip its own flush,
+        while another core may still store through the entry reclaim has not
+        flushed yet (3ea277194daa; reclaim-batch, mutant
+        batched-pending-not-flushed)."""
+        if self.tlb_flush_batched and self.flush_batched_first:
+            self.tlb_shootdown()
+            self.tlb_flush_batched = False
 
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits in [va_lo, va_hi) to PG_DIRTY, for a writeback
@@ -113,6 +134,7 @@ class MM:
         of pages past a file's new end."""
         vpn_lo, vpn_hi = va_lo >> PGSHIFT, va_hi >> PGSHIFT
         with self.vmr_lock, self.pte_lock:
+            self.flush_tlb_batched_pending()
             vpns = self._owned_vpns(vpn_lo, vpn_hi)
             for vpn in vpns:
                 word = self.page_table.lookup(vpn)
@@ -133,7 +155,7 @@ class MM:
         user's store is in flight while truncate clears its PTE; the mutant
         "truncate frees private copies before the flush" is caught)."""
         if vpns:
-            self.tlb_shootdown()
+            self.tlb_shootdown(min(vpns) << PGSHIFT, (max(vpns) + 1) << PGSHIFT)
         return self._disown(vpns)
 
     # -- PTEs over a range ----------------------------------------------------------
@@ -155,6 +177,7 @@ class MM:
         keep = ~bits & PTE_ALL
         look_first = bool(keep)
         with self.pte_lock:
+            self.flush_tlb_batched_pending()
             dirty: list[Page] = []
             changed = 0
             for vpn, word in self.page_table.ptes(vpn_lo, vpn_hi):
@@ -170,22 +193,25 @@ class MM:
                         dirty.append(page)
             owned = self._owned_vpns(vpn_lo, vpn_hi) if free_owned else []
             if changed or owned:
-                self._settle_dirty(dirty)
+                self._settle_dirty(dirty, lo, hi)
             # Ours until after the shootdown (_flush_then_disown says why).
             disowned = self._disown(owned)
         if (changed or owned) and not self.flush_before_unlock:
             # 1cf35d47712d's bug, for check/scenarios/known: the flush comes
             # after the lock is dropped, so a writeback may clean the page in
             # between and a store through another core's stale entry is lost.
-            self.tlb_shootdown()
+            self.tlb_shootdown(lo, hi)
         return disowned
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
         return self._clear_ptes(lo, hi, PTE_ALL, free_owned)
 
-    def _settle_dirty(self, dirty: list[Page]) -> None:
-        """Shoot down, then mark `dirty` PG_DIRTY; pte_lock held.
+    def _settle_dirty(
+        self, dirty: list[Page], lo: int | None = None, hi: int | None = None
+    ) -> None:
+        """Shoot down [lo, hi) (all of the address space if not given), then
+        mark `dirty` PG_DIRTY; pte_lock held.
 
         After the shootdown, not before: a store through a TLB entry that
         still has D cached lands in the frame up to the shootdown, and a
@@ -196,7 +222,7 @@ class MM:
         forgets PG_DIRTY here and is caught.)
         """
         if self.flush_before_unlock:
-            self.tlb_shootdown()
+            self.tlb_shootdown(lo, hi)
         if not self.settle_keeps_dirty:
             return  # the seed's munmap and mprotect: the D bits go nowhere
         for page in dirty:

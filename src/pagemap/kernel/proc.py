@@ -10,13 +10,13 @@ map it is an AddressSpace (kernel/rmap.py).
 
 from __future__ import annotations
 
-from pagemap.kernel.mmap import Mappings
+from pagemap.kernel.mremap import Remapping
 from pagemap.kernel.uaccess import UserAccess
 
 
-class Proc(UserAccess, Mappings):
-    """A process's address space: mmap, munmap, mprotect, msync, exit, load,
-    store, and handle_page_fault."""
+class Proc(UserAccess, Remapping):
+    """A process's address space: mmap, munmap, mprotect, mremap, msync,
+    exit, load, store, and handle_page_fault."""
 
 
 __all__ = ["Proc"]

@@ -45,6 +45,7 @@ the frame whose slot it is.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,8 +212,20 @@ class Removal:
                 tree = self.tree
                 indices = [i for i in sorted(only) if tree.lookup(i) == only[i]]
             self._mark_for_removal(lo, hi, indices=indices)
-            self._unmap_marked(lo, hi, indices=indices)
-            failed, first_error = self._write_back_marked(lo, hi, indices)
+            if only is None:
+                self._unmap_marked(lo, hi, indices=indices)
+                failed, first_error = self._write_back_marked(lo, hi, indices)
+            else:
+                # Reclaim batches its flushes (Linux's TTU_BATCH_FLUSH): the
+                # PTEs are cleared now, the TLBs flushed before a dirty page
+                # is written (try_to_unmap_flush_dirty) and before any page
+                # is freed (try_to_unmap_flush).
+                pending: list[AddressSpace] = []
+                self._unmap_marked(lo, hi, indices=indices, batched=pending)
+                failed, first_error = self._write_back_marked(
+                    lo, hi, indices, before_write=lambda: self._flush_batched(pending)
+                )
+                self._flush_batched(pending)
             nr_removed = fast + self._free_marked(lo, hi, indices)
         finally:
             self.lock.release()
@@ -303,11 +316,25 @@ class Removal:
             flags.fetch_or(ppn, PG_REMOVAL)
 
     def _unmap_marked(
-        self, lo: int, hi: int, include_pinned: bool = False, indices: list[int] | None = None
+        self,
+        lo: int,
+        hi: int,
+        include_pinned: bool = False,
+        indices: list[int] | None = None,
+        ranged: bool = False,
+        batched: list[AddressSpace] | None = None,
     ) -> None:
         """Passes 2 and 3: unmap marked pages from every region, shoot down, and
         collect the dirty bits of every PTE we clear.  With `indices`, only
-        those pages' PTEs are looked at."""
+        those pages' PTEs are looked at.  The seed flushes each process's
+        whole address space; with `ranged` (truncate, as Linux's
+        unmap_mapping_range flushes each region's range) a process's flush
+        covers only the addresses of its spans.  With `batched` (reclaim)
+        nothing is flushed here: each process whose PTEs were cleared is
+        marked tlb_flush_batched and added to the list, for the caller to
+        flush (_flush_batched) before it writes or frees; a D bit is
+        collected at once, since a TLB entry with D cached means the PTE had
+        D too, so the page is dirty already when a store lands through it."""
         spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
         if not self.unmap_every_vmr:
             # The seed's bug, for check/scenarios/known: only the regions that
@@ -316,11 +343,19 @@ class Removal:
         if not spans:
             return
         procs: list[AddressSpace] = []
+        where: dict[int, tuple[int, int]] | None = {} if ranged else None
         for span in spans:
             proc = span.proc
             with proc.pte_lock:
+                hit = False
                 for pte in self._span_ptes(span, indices):
-                    self._pte_mark_not_present(pte)
+                    hit = bool(self._pte_mark_not_present(pte)) or hit
+            if where is not None and hit:
+                # Only spans where a PTE was cleared: Linux's zap flushes
+                # nothing where it unmapped nothing (an mremap's old range,
+                # whose PTEs already moved: the mremap-race scenario).
+                a, b = where.get(proc.pid, (span.lo, span.hi))
+                where[proc.pid] = (min(a, span.lo), max(b, span.hi))
             # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
             # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
             # so its process, stays put meanwhile: munmap must take `lock` to
@@ -328,14 +363,15 @@ class Removal:
             # before zeroing PTEs" in tests/check/test_mm_mutants.py is caught).
             if any(p is proc for p in procs):
                 continue
-            if len(procs) == PTR_ARR_LEN:
-                self._shootdown_and_reset(procs)
+            if len(procs) == PTR_ARR_LEN and batched is None:
+                self._shootdown_and_reset(procs, where)
             procs.append(proc)
         # Only after every TLB has forgotten the pages will stores fault, so
         # only now can the D bits be trusted (store-remove: a store through a
         # TLB entry with D cached; the no-shootdown and dirty-before-shootdown
         # mutants lose it).
-        self._shootdown_and_reset(procs)
+        if batched is None:
+            self._shootdown_and_reset(procs, where)
         for span in spans:
             proc = span.proc
             # Whatever vm_prot says now: a concurrent mprotect may have just
@@ -344,6 +380,21 @@ class Removal:
             with proc.pte_lock:
                 for pte in self._span_ptes(span, indices):
                     self._pte_unmap_keep_dirty(pte)
+                if batched is not None:
+                    # Read under pte_lock by whoever changes these PTEs next
+                    # (MM.flush_tlb_batched_pending; reclaim-batch).
+                    proc.tlb_flush_batched = True
+                    if not any(p is proc for p in batched):
+                        batched.append(proc)
+
+    @staticmethod
+    def _flush_batched(pending: list[AddressSpace]) -> None:
+        """Flush the processes reclaim left pending, each whole (Linux's
+        arch_tlbbatch_flush); their tlb_flush_batched stays set, as Linux's
+        does, for the next flush_tlb_batched_pending to clear."""
+        for proc in pending:
+            proc.tlb_shootdown()
+        pending.clear()
 
     @staticmethod
     def _span_ptes(span: Span, indices: list[int] | None) -> list[Word]:
@@ -364,9 +415,16 @@ class Removal:
         return out
 
     @staticmethod
-    def _shootdown_and_reset(procs: list[AddressSpace]) -> None:
+    def _shootdown_and_reset(
+        procs: list[AddressSpace], where: dict[int, tuple[int, int]] | None = None
+    ) -> None:
+        """Shoot down each of `procs`: all of it, or with `where` the range
+        it names for the process (pid -> [lo, hi))."""
         for proc in procs:
-            proc.tlb_shootdown()
+            if where is None:
+                proc.tlb_shootdown()
+            elif proc.pid in where:
+                proc.tlb_shootdown(*where.pop(proc.pid))
         procs.clear()
 
     def _removal_target(self, pte_val: int) -> Page | None:
@@ -378,8 +436,8 @@ class Removal:
             return page
         return None
 
-    def _pte_mark_not_present(self, pte: Word) -> None:
-        """Clear P on a PTE that maps a page marked for removal.
+    def _pte_mark_not_present(self, pte: Word) -> bool:
+        """Clear P on a PTE that maps a page marked for removal; whether it did.
 
         A CAS, not a read then a write: the MMU may set D between them, and a
         fault may install a different page (a private copy) in the meantime
@@ -388,14 +446,14 @@ class Removal:
         while True:
             old = pte.load()
             if not old & PTE_P or self._removal_target(old) is None:
-                return
+                return False
             if not self.atomic_pte_clear:
                 # The seed's read then write, for check/scenarios/known: a D
                 # bit the MMU sets in between is overwritten.
                 pte.store(old & ~PTE_P)
-                return
+                return True
             if pte.cas(old, old & ~PTE_P):
-                return
+                return True
 
     def _pte_unmap_keep_dirty(self, pte: Word) -> None:
         """Zero a (formerly present) PTE of a marked page, moving D to PG_DIRTY."""
@@ -412,11 +470,16 @@ class Removal:
                 return
 
     def _write_back_marked(
-        self, lo: int, hi: int, indices: list[int] | None = None
+        self,
+        lo: int,
+        hi: int,
+        indices: list[int] | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> tuple[list[Page], OSError | None]:
         """Pass 4: write back marked dirty pages, PTR_ARR_LEN at a time, with
-        the map lock dropped around each batch.  Returns the pages whose
-        writepage failed, and the first error."""
+        the map lock dropped around each batch (`before_write`, if given,
+        runs then, before the first page is written).  Returns the pages
+        whose writepage failed, and the first error."""
         todo = [i for i, _ in self._items(lo, hi, indices)]
         pos = 0
         failed: list[Page] = []
@@ -436,6 +499,8 @@ class Removal:
             # test_dirty_pages_are_written_ten_at_a_time_with_the_map_lock_dropped.
             self.lock.release()
             try:
+                if batch and before_write is not None:
+                    before_write()
                 for page in batch:
                     try:
                         self._writeback_page(page)
@@ -568,7 +633,7 @@ class Removal:
                         return dropped
                     self._mark_for_removal(lo, hi, respect_pins=False)
                     held = self._hold_referenced(lo, hi)
-                    self._unmap_marked(lo, hi, include_pinned=True)
+                    self._unmap_marked(lo, hi, include_pinned=True, ranged=True)
                     dropped += self._free_marked(lo, hi)
             finally:
                 self.removal.store(0)

@@ -34,6 +34,8 @@ class AddressSpace(Protocol):
 
     pid: int
     pte_lock: SpinLock
+    # A flush reclaim deferred (TTU_BATCH_FLUSH); set and cleared under pte_lock.
+    tlb_flush_batched: bool
 
     def ptes(self, va_lo: int, va_hi: int) -> Iterable[AtomicWord]:
         """The PTE words that exist for pages in [va_lo, va_hi); pte_lock held."""
@@ -44,8 +46,9 @@ class AddressSpace(Protocol):
         pte_lock held."""
         ...
 
-    def tlb_shootdown(self) -> None:
-        """Remove this address space's entries from every core's TLB."""
+    def tlb_shootdown(self, lo: int | None = None, hi: int | None = None) -> None:
+        """Remove this address space's entries from every core's TLB: all
+        of them, or those of the pages of [lo, hi)."""
 
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits of the PTEs in [va_lo, va_hi) to PG_DIRTY on their

@@ -22,6 +22,7 @@ from unittest import mock
 import pagemap.kernel.mmap as mmap_module
 import pagemap.kernel.pagemap as pagemap_module
 from pagemap.check.mutants.base import Mutant as Mutant
+from pagemap.check.mutants.tlb import TLB_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
@@ -376,6 +377,7 @@ def _dirty_before_shootdown(
     hi: int,
     include_pinned: bool = False,
     indices: list[int] | None = None,
+    ranged: bool = False,
 ) -> None:
     _unmap_marked(self, lo, hi, early_dirty=True, shootdown=False)
 
@@ -397,6 +399,7 @@ def _no_shootdown(
     hi: int,
     include_pinned: bool = False,
     indices: list[int] | None = None,
+    ranged: bool = False,
 ) -> None:
     _unmap_marked(self, lo, hi, early_dirty=False, shootdown=False)
 
@@ -466,11 +469,13 @@ MAPPING_MUTANTS = (
 # -- the mapping calls and the fault handler ---------------------------------------
 
 
-def _settle_forgets_dirty(self: Proc, dirty: list[Page]) -> None:
-    self.tlb_shootdown()  # BUG: the D bits cleared from the PTEs go nowhere
+def _settle_forgets_dirty(
+    self: Proc, dirty: list[Page], lo: int | None = None, hi: int | None = None
+) -> None:
+    self.tlb_shootdown(lo, hi)  # BUG: the D bits cleared from the PTEs go nowhere
 
 
-def _proc_no_shootdown(self: Proc) -> None:
+def _proc_no_shootdown(self: Proc, lo: int | None = None, hi: int | None = None) -> None:
     """BUG: a process's TLB entries are never flushed."""
 
 
@@ -1097,6 +1102,7 @@ MUTANTS = (
     + EXT2_ROOM_MUTANTS
     + EXT2_NAMESPACE_MUTANTS
     + EXT2_TRUNCATE_MUTANTS
+    + TLB_MUTANTS
 )
 
 
