@@ -1,0 +1,87 @@
+"""Mutants of fork, copy-on-write and the kernel's access to user memory
+(kernel/fork.py, kernel/cow.py, kernel/gup.py), each caught by a scenario of
+check/scenarios/cow.py."""
+
+from __future__ import annotations
+
+import pagemap.kernel.fork as fork_module
+from pagemap.check.mutants.base import Mutant
+from pagemap.hw.memory import PGSHIFT
+from pagemap.hw.mmu import PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.kernel.fork import Fork
+from pagemap.kernel.mapcount import share
+from pagemap.kernel.page import Page
+from pagemap.kernel.proc import Proc
+from pagemap.kernel.vmr import VMR
+
+
+def _share_writable(self: Fork, child: Fork) -> None:
+    """fork shares the pages but leaves the parent's PTEs writable."""
+    for vpn in sorted(self.anon):
+        page = self.anon[vpn]
+        word = self.page_table.lookup(vpn)
+        old = word.load() if word is not None else 0
+        self.allocator.incref(page)
+        share(page)
+        child.anon[vpn] = page
+        child._owner_changed(page)
+        if old & PTE_P:
+            child.page_table.pte(vpn).store(make_pte(page.ppn, PTE_P | PTE_U))
+
+
+def _not_registered(vmr: VMR) -> None:
+    """fork's copy of a region never joins its file's page map."""
+
+
+def _follow_any(self: Proc, va: int, write: bool, foll_cow: bool) -> Page | None:
+    """FOLL_COW takes any read-only PTE for a write, not only our own copy."""
+    word = self.page_table.lookup(va >> PGSHIFT)
+    pte = word.load() if word is not None else 0
+    if not pte & PTE_P or (write and not pte & PTE_W and not foll_cow):
+        return None
+    return self.allocator.pages[pte_ppn(pte)]
+
+
+def _never_shared(self: Proc, vmr: VMR, page: Page) -> bool:
+    """The reuse rule ignores the map count: every page is ours alone."""
+    return False
+
+
+def _reuse(self: Proc, vmr: VMR, va: int, page: Page) -> bool:
+    return False
+
+
+COW_MUTANTS = (
+    Mutant(
+        "fork-no-wrprotect",
+        "fork shares a private page with the child but leaves the parent's PTE writable",
+        "fork-store",
+        {"_share_anon": _share_writable},
+        budget=10,
+        target=Proc,
+    ),
+    Mutant(
+        "fork-unregistered",
+        "fork's copy of a file region never joins the page map: removal misses the child",
+        "fork-remove",
+        {"register": _not_registered},
+        budget=20,
+        target=fork_module,
+    ),
+    Mutant(
+        "follow-any-read-only",
+        "a forced write's retry takes whatever read-only page is mapped, not only its copy",
+        "gup-dontneed",
+        {"_follow": _follow_any},
+        budget=500,
+        target=Proc,
+    ),
+    Mutant(
+        "reuse-shared",
+        "a write fault reuses a page another process still maps (no map count)",
+        "pin-parent-write",
+        {"_write_shared": _reuse, "_cow_read_only": _never_shared},
+        budget=20,
+        target=Proc,
+    ),
+)
