@@ -223,3 +223,27 @@ def test_fork_keeps_the_published_fixes_of_its_parent(machine: Machine) -> None:
     p = machine.process()
     p.foll_cow = False
     assert p.fork().foll_cow is False
+
+
+def test_reclaim_unmaps_the_childs_ptes_and_a_locked_child_keeps_its_page(
+    tmp_path: Path,
+) -> None:
+    # Five frames: reading the sixteen pages of the file reclaims; the pages
+    # the child maps must leave its PTEs as they go, and a page the child
+    # locked (MAP_LOCKED through mlock, inherited regions) stays.
+    path = tmp_path / "f"
+    path.write_bytes(b"".join(bytes([i]) * PGSIZE for i in range(16)))
+    machine = Machine(cores=1, memory=6 * PGSIZE, executor="sim", seed=1)
+    f = machine.open(path, "r")
+    p = machine.process()
+    a = p.mmap(2 * PGSIZE, PROT_READ, MAP_SHARED, f)
+    c = p.fork()
+    assert c.load(a, 1) == b"\x00" and c.load(a + PGSIZE, 1) == b"\x01"
+    c.mlock(a + PGSIZE, PGSIZE)
+    for _ in range(2):
+        assert f.pread(16 * PGSIZE, 0) == path.read_bytes()
+    assert machine.reclaim.stats.reclaimed > 0
+    assert not pte_of(c, a) & PTE_P  # reclaimed, and unmapped first
+    assert pte_of(c, a + PGSIZE) & PTE_P  # locked by the child
+    assert machine.check_quiescent() == []
+    assert c.load(a, 1) == b"\x00"
