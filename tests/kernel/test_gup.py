@@ -162,3 +162,27 @@ def test_cow_breaks_either_way_with_and_without_the_pin_breaking_cow(
     pin.release()
     assert parent.load(a, 6) == b"after!"
     assert mapcount(parent.anon[a >> 12]) == 1
+
+
+def test_a_forced_write_with_no_frame_for_its_copy_is_eio_and_leaks_nothing(
+    machine: Machine, file: HostFile
+) -> None:
+    p = machine.process()
+    a = p.mmap(PGSIZE, PROT_READ, MAP_PRIVATE, file)
+    assert p.load(a, 1) == b"\x01"
+    hog = p.mmap(64 * PGSIZE, RW, ANON)
+    with pytest.raises(KernelError):
+        for i in range(64):
+            p.store(hog + i * PGSIZE, b"h")
+    used = machine.allocator.nr_used
+    assert errno_of(p.access_remote, a, b"x", force=True) == errno.EIO
+    assert machine.allocator.nr_used == used and p.anon.get(a >> 12) is None
+    assert not p.vmr_lock.held and not p.pte_lock.held
+    with pytest.raises(KernelError) as exc:
+        p.pin_user_page(a, write=True, force=True)
+    assert exc.value.errno == errno.ENOMEM and machine.allocator.nr_used == used
+    p.munmap(hog, 64 * PGSIZE)
+    assert p.access_remote(a, b"x", force=True) == 1
+    assert file.pread(1, 0) == b"\x01"
+    p.exit()
+    assert machine.check_quiescent() == []

@@ -16,8 +16,11 @@ still what the fault saw, or the copy is freed and the access retries.  The
 old PTE is cleared and the TLBs shot down before the copy is mapped and
 before the old page's map count drops: until then another core of ours may
 still read the old page through its TLB, and once the count drops the other
-sharer may reuse it and write (cow-fork-store, mutant "cow maps the copy
-before the flush").
+sharer may reuse it and write.  The copy itself is made before the flush, so
+a store through a writable entry cached before fork could land in the old
+page after the copy: fork's own flush, before it lets go of vmr_lock, is what
+leaves no such entry by the time a fault here can run (fork-store; the zoo's
+known-fork-fault row puts the window back).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ child's, then the parent's pte_lock and the child's (the child is nobody
 else's yet; removal may already find its VMRs and take its pte_lock, which
 is why the child's PTEs are made under it).  The flush happens before the
 parent's vmr_lock is dropped: a fault of the parent waits on that lock
-until it is done (fork-fault; fb49c455323f's fix, the VMA locks Linux's
+until it is done (fork-store; fb49c455323f's fix, the VMA locks Linux's
 per-VMA faults take, is the check/scenarios/known/cow.py row on
 `fork_locks_vmas`).  Nothing here allocates a frame: fork cannot fail for
 memory in our model (page tables are not frames).
