@@ -9,10 +9,12 @@ from pagemap.check.mutants.base import Mutant
 from pagemap.hw.memory import PGSHIFT
 from pagemap.hw.mmu import PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.fork import Fork
+from pagemap.kernel.gup import Pin
 from pagemap.kernel.mapcount import share
 from pagemap.kernel.page import Page
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.vmr import VMR
+from pagemap.sync.core import WRITE
 
 
 def _share_writable(self: Fork, child: Fork) -> None:
@@ -51,6 +53,12 @@ def _reuse(self: Proc, vmr: VMR, va: int, page: Page) -> bool:
     return False
 
 
+def _write_clean(self: Pin, offset: int, data: bytes) -> None:
+    """A write through a pin leaves a file page clean."""
+    self.executor.point("kmap.store", self.page.ppn, WRITE)
+    self.page.data[offset : offset + len(data)] = data
+
+
 COW_MUTANTS = (
     Mutant(
         "fork-no-wrprotect",
@@ -83,5 +91,13 @@ COW_MUTANTS = (
         {"_write_shared": _reuse, "_cow_read_only": _never_shared},
         budget=20,
         target=Proc,
+    ),
+    Mutant(
+        "pin-write-clean",
+        "the kernel's write through a pin of a file page leaves the page clean",
+        "gup-remove",
+        {"write": _write_clean},
+        budget=50,
+        target=Pin,
     ),
 )

@@ -3,7 +3,9 @@
 fork racing a store through a stale TLB entry and a COW fault on another
 core (fork-store), fork racing removal of a file page the child faults in
 (fork-remove), a forced write (/proc/pid/mem) into a read-only private
-mapping racing MADV_DONTNEED and the user's own load (gup-dontneed), and a
+mapping racing MADV_DONTNEED and the user's own load (gup-dontneed), the
+kernel's write through a pin of a shared file page racing removal
+(gup-remove), and a
 child's pin of a page it shares with its parent held across the parent's
 write (pin-parent-write).  The private-isolation oracle (oracles/private.py)
 judges what each process sees of the others' writes and what reaches the
@@ -22,7 +24,7 @@ from pagemap.kernel.madvise import MADV_DONTNEED
 from pagemap.kernel.mman import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.kernel.proc import Proc
-from pagemap.oracles import Violation
+from pagemap.oracles import COHERENCE, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.private import PrivateIsolation, own_bytes
 
@@ -115,6 +117,34 @@ def _gup_dontneed(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _gup_remove(ctx: RunContext, p: Params) -> None:
+    # The kernel writes into a shared file mapping of a process (ptrace's
+    # POKEDATA: a pin of the file page, a write through the kernel's mapping)
+    # and reads it back, while removal drops the page: the pin keeps the
+    # frame, and the write makes the page dirty so that no removal after it
+    # drops it unwritten (mutant pin-write-clean).
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+    f.load(proc, base)  # mapped and cached
+
+    def poker() -> None:
+        data = f.shadow.next_stamp(SLOT)
+        proc.access_remote(base + SLOT, data)
+        f.shadow.write(SLOT, data)
+        got = proc.read_remote(base + SLOT, SLOT)
+        if got != data:
+            ctx.fail(COHERENCE, f"{ctx.who()} read back {got.hex()}, not {data.hex()}")
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 1)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(poker, name="poke")
+    ctx.machine.spawn(remover, name="remove")
+    f.end_checks()
+
+
 def _pin_parent_write(ctx: RunContext, p: Params) -> None:
     # The child pins the page it shares with its parent and reads through
     # the pin and its own mapping while the parent writes it: the child sees
@@ -175,6 +205,11 @@ SCENARIOS = (
         "gup-dontneed",
         "a forced write into a read-only private mapping races MADV_DONTNEED and a load",
         _gup_dontneed,
+    ),
+    Scenario(
+        "gup-remove",
+        "the kernel writes a shared file mapping through a pin (ptrace) while removal drops it",
+        _gup_remove,
     ),
     Scenario(
         "pin-parent-write",
