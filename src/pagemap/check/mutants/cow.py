@@ -8,12 +8,14 @@ import pagemap.kernel.fork as fork_module
 from pagemap.check.mutants.base import Mutant
 from pagemap.hw.memory import PGSHIFT
 from pagemap.hw.mmu import PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.kernel.errors import NotMapped
 from pagemap.kernel.fork import Fork
 from pagemap.kernel.gup import Pin
 from pagemap.kernel.mapcount import share
+from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.page import Page
 from pagemap.kernel.proc import Proc
-from pagemap.kernel.vmr import VMR
+from pagemap.kernel.vmr import VMR, find_vmr, register, split_outside, unregister, vmr_base
 from pagemap.sync.core import WRITE
 
 
@@ -51,6 +53,31 @@ def _never_shared(self: Proc, vmr: VMR, page: Page) -> bool:
 
 def _reuse(self: Proc, vmr: VMR, va: int, page: Page) -> bool:
     return False
+
+
+def _locked_unregisters_first(
+    self: Proc, op: str, lo: int, hi: int, locked: int
+) -> list[tuple[VMR, int, int]]:
+    """mlock takes the old region off its page map before the new ones join it."""
+    changed: list[tuple[VMR, int, int]] = []
+    pos = lo
+    while pos < hi:
+        vmr = find_vmr(self.vmrs, pos)
+        if vmr is None:
+            raise NotMapped(f"{op}: nothing is mapped at {pos:#x}")
+        end = min(hi, vmr.end)
+        if vmr.flags & MAP_LOCKED != locked:
+            flags = vmr.flags & ~MAP_LOCKED | locked
+            piece = VMR(self, pos, end, vmr.prot, flags, vmr.file, vmr.foff + (pos - vmr.base))
+            pieces = [*split_outside(vmr, pos, end), piece]
+            unregister(vmr)
+            for p in pieces:
+                register(p)
+            self.vmrs = sorted([v for v in self.vmrs if v is not vmr] + pieces, key=vmr_base)
+            if locked:
+                changed.append((piece, pos, end))
+        pos = end
+    return changed
 
 
 def _write_clean(self: Pin, offset: int, data: bytes) -> None:
@@ -99,5 +126,13 @@ COW_MUTANTS = (
         {"write": _write_clean},
         budget=50,
         target=Pin,
+    ),
+    Mutant(
+        "mlock-unregisters-first",
+        "mlock takes the old region off its page map before its locked pieces join it",
+        "mlock-remove",
+        {"_set_locked": _locked_unregisters_first},
+        budget=100,
+        target=Proc,
     ),
 )

@@ -5,7 +5,7 @@ core (fork-store), fork racing removal of a file page the child faults in
 (fork-remove), a forced write (/proc/pid/mem) into a read-only private
 mapping racing MADV_DONTNEED and the user's own load (gup-dontneed), the
 kernel's write through a pin of a shared file page racing removal
-(gup-remove), and a
+(gup-remove), mlock racing removal (mlock-remove), and a
 child's pin of a page it shares with its parent held across the parent's
 write (pin-parent-write).  The private-isolation oracle (oracles/private.py)
 judges what each process sees of the others' writes and what reaches the
@@ -19,7 +19,8 @@ from __future__ import annotations
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, Region, ShadowFile
-from pagemap.hw.memory import PGSIZE
+from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.mmu import PTE_P
 from pagemap.kernel.madvise import MADV_DONTNEED
 from pagemap.kernel.mman import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
@@ -145,6 +146,35 @@ def _gup_remove(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _mlock_remove(ctx: RunContext, p: Params) -> None:
+    # mlock marks a shared file mapping MAP_LOCKED by new regions, registered
+    # before the old one leaves its page map, and populates it, while removal
+    # walks the map's regions: removal either unmaps the page before the lock
+    # or passes a locked region over; no PTE may name a frame it freed
+    # (mutant mlock-unregisters-first), and once both are done the locked
+    # page is mapped.
+    f = ShadowFile(ctx, 2)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, PROT_READ, MAP_SHARED)
+    f.load(proc, base)  # mapped: removal has a PTE to clear
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 2)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(proc.mlock, base, PGSIZE, name="mlock")
+    ctx.machine.spawn(remover, name="remove")
+
+    def locked_mapped() -> list[Violation]:
+        word = proc.page_table.lookup(base >> PGSHIFT)
+        if word is None or not word.value & PTE_P:
+            return [Violation(COHERENCE, "mlock returned, yet its page is not mapped at the end")]
+        return []
+
+    ctx.at_end(locked_mapped)
+    f.end_checks()
+
+
 def _pin_parent_write(ctx: RunContext, p: Params) -> None:
     # The child pins the page it shares with its parent and reads through
     # the pin and its own mapping while the parent writes it: the child sees
@@ -210,6 +240,11 @@ SCENARIOS = (
         "gup-remove",
         "the kernel writes a shared file mapping through a pin (ptrace) while removal drops it",
         _gup_remove,
+    ),
+    Scenario(
+        "mlock-remove",
+        "mlock of a shared file mapping (new locked regions, then population) races removal",
+        _mlock_remove,
     ),
     Scenario(
         "pin-parent-write",
