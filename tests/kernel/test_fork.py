@@ -247,3 +247,36 @@ def test_reclaim_unmaps_the_childs_ptes_and_a_locked_child_keeps_its_page(
     assert pte_of(c, a + PGSIZE) & PTE_P  # locked by the child
     assert machine.check_quiescent() == []
     assert c.load(a, 1) == b"\x00"
+
+
+def test_shared_anonymous_memory_stays_shared_for_what_was_faulted_before_fork(
+    machine: Machine,
+) -> None:
+    p = machine.process()
+    a = p.mmap(2 * PGSIZE, RW, MAP_SHARED | MAP_ANONYMOUS)
+    p.store(a, b"s")
+    p.mprotect(a + PGSIZE, PGSIZE, PROT_NONE)  # no PTE, no page
+    c = p.fork()
+    c.store(a, b"c")
+    assert p.load(a, 1) == b"c" and pte_of(p, a) & PTE_W
+
+
+def test_a_page_whose_pte_prot_none_zapped_is_shared_without_a_pte(machine: Machine) -> None:
+    p = machine.process()
+    a = p.mmap(PGSIZE, RW, ANON)
+    p.store(a, b"z")
+    p.mprotect(a, PGSIZE, PROT_NONE)
+    c = p.fork()
+    assert not pte_of(c, a) & PTE_P and c.anon[a >> 12] is p.anon[a >> 12]
+    c.mprotect(a, PGSIZE, RW)
+    assert c.load(a, 1) == b"z"
+    c.store(a, b"c")
+    p.mprotect(a, PGSIZE, RW)
+    assert p.load(a, 1) == b"z"
+
+
+def test_a_proc_not_made_by_a_machine_cannot_fork(machine: Machine) -> None:
+    lone = Proc(99, machine.executor, machine.allocator, machine.mmu, lambda: 0)
+    with pytest.raises(KernelError) as exc:
+        lone.fork()
+    assert exc.value.errno == errno.EINVAL
