@@ -41,7 +41,13 @@ libc.mmap.argtypes = [
     ctypes.c_int,
     ctypes.c_long,
 ]
-for _name, _extra in (("munmap", []), ("mprotect", [ctypes.c_int]), ("madvise", [ctypes.c_int])):
+for _name, _extra in (
+    ("munmap", []),
+    ("mprotect", [ctypes.c_int]),
+    ("madvise", [ctypes.c_int]),
+    ("mlock", []),
+    ("munlock", []),
+):
     _fn = getattr(libc, _name)
     _fn.restype = ctypes.c_int
     _fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *_extra]
@@ -78,7 +84,11 @@ def run(path: str, fd: int, op: list[Any]) -> Any:
     if kind == "madvise_raw":  # a byte offset into the region, any size_t length
         ret = libc.madvise(REGION + args[0], args[1] % (1 << 64), args[2])
         return ctypes.get_errno() if ret == -1 else 0
-    if kind in ("munmap", "mprotect", "madvise"):
+    if kind in ("mlock_raw", "munlock_raw"):  # a byte offset and any size_t length
+        call = libc.mlock if kind == "mlock_raw" else libc.munlock
+        ret = call(REGION + args[0], args[1] % (1 << 64))
+        return ctypes.get_errno() if ret == -1 else 0
+    if kind in ("munmap", "mprotect", "madvise", "mlock", "munlock"):
         call = getattr(libc, kind)
         ret = call(addr, args[1] * PGSIZE, *args[2:])
         return ctypes.get_errno() if ret == -1 else 0

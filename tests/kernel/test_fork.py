@@ -11,6 +11,7 @@ import pytest
 
 from pagemap import (
     MAP_ANONYMOUS,
+    MAP_LOCKED,
     MAP_PRIVATE,
     MAP_SHARED,
     PGSIZE,
@@ -280,3 +281,10 @@ def test_a_proc_not_made_by_a_machine_cannot_fork(machine: Machine) -> None:
     with pytest.raises(KernelError) as exc:
         lone.fork()
     assert exc.value.errno == errno.EINVAL
+
+
+def test_memory_locks_are_not_inherited(machine: Machine) -> None:
+    p = machine.process()
+    p.mmap(PGSIZE, RW, ANON | MAP_LOCKED)
+    c = p.fork()
+    assert p.vmrs[0].flags & MAP_LOCKED and not c.vmrs[0].flags & MAP_LOCKED

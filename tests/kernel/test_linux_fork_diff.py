@@ -134,7 +134,15 @@ class Ours:
             proc.madvise(addr, args[1] * PGSIZE, args[2])
             return 0
         if kind == "madvise_raw":
-            proc.madvise(REGION + args[0], args[1], args[2])
+            proc.madvise(REGION + args[0], args[1] % (1 << 64), args[2])
+            return 0
+        if kind in ("mlock", "munlock"):
+            call = proc.mlock if kind == "mlock" else proc.munlock
+            call(addr, args[1] * PGSIZE)
+            return 0
+        if kind in ("mlock_raw", "munlock_raw"):
+            call = proc.mlock if kind == "mlock_raw" else proc.munlock
+            call(REGION + args[0], args[1] % (1 << 64))
             return 0
         if kind == "load":
             try:
@@ -237,6 +245,7 @@ def after_fork(who: str) -> st.SearchStrategy[Op]:
         access(who),
         st.builds(lambda w, a: [who, "madvise", *w, a], span, advice),
         st.builds(lambda w: [who, "munmap", *w], span),
+        st.builds(lambda w, k: [who, k, *w], span, st.sampled_from(("mlock", "munlock"))),
         st.builds(
             lambda w, prot: [who, "mprotect", *w, prot], span, st.sampled_from((RW, PROT_READ))
         ),
@@ -315,6 +324,16 @@ HAND_PICKED: dict[str, list[Op]] = {
         ["c", "load", 0, 0, 1],
         ["p", "load", 0, 0, 1],
     ],
+    "memory locks are not inherited": [
+        ["p", "mmap", 0, 2, RW, MAP_PRIVATE | MAP_ANONYMOUS, 0],
+        ["p", "store", 0, 0, "6c"],
+        ["p", "mlock", 0, 1],
+        ["p", "fork"],
+        ["c", "madvise", 0, 2, MADV_DONTNEED],
+        ["p", "madvise", 0, 2, MADV_DONTNEED],
+        ["c", "load", 0, 0, 1],
+        ["p", "load", 0, 0, 1],
+    ],
     "a read-only private mapping forked, then made writable in the child": [
         ["p", "mmap", 0, 2, PROT_READ, MAP_PRIVATE, PGSIZE],
         ["p", "load", 1, 0, 2],
@@ -353,6 +372,42 @@ MADVISE_BAD: dict[str, tuple[int, int, int]] = {
     "remove of a private mapping of a file": (2 * PGSIZE, PGSIZE, MADV_REMOVE),
     "an unaligned length rounds up": (0, 10, MADV_DONTNEED),
 }
+
+
+# mlock's and munlock's: name -> (call, byte offset into the region, length),
+# over the same three pages and the hole at page 3.
+MLOCK_BAD: dict[str, tuple[str, int, int]] = {
+    "an unaligned start rounds down": ("mlock_raw", 10, PGSIZE),
+    "an unaligned length rounds up": ("mlock_raw", PGSIZE, 1),
+    "a length that rounds up to 2**64 is nothing": ("mlock_raw", 0, -1),
+    "a length whose end wraps": ("mlock_raw", 0, -2 * PGSIZE),
+    "length 0": ("mlock_raw", 0, 0),
+    "a hole": ("mlock_raw", 3 * PGSIZE, PGSIZE),
+    "a range into the hole": ("mlock_raw", 0, 4 * PGSIZE),
+    "munlock of a hole": ("munlock_raw", 3 * PGSIZE, PGSIZE),
+    "munlock over the hole": ("munlock_raw", PGSIZE, 3 * PGSIZE),
+    "munlock's length that wraps": ("munlock_raw", 0, -2 * PGSIZE),
+}
+
+
+@pytest.mark.parametrize("name", list(MLOCK_BAD))
+def test_mlock_bad_input_agrees_with_linux(linux: Linux, workdir: Path, name: str) -> None:
+    call, off, length = MLOCK_BAD[name]
+    agree(
+        linux,
+        workdir,
+        f"lock{list(MLOCK_BAD).index(name)}",
+        [
+            ["p", "mmap", 0, 1, RW, MAP_SHARED, 0],
+            ["p", "mmap", 1, 1, RW, MAP_PRIVATE | MAP_ANONYMOUS, 0],
+            ["p", "mmap", 2, 1, PROT_READ, MAP_PRIVATE, 0],
+            ["p", call, off, length],
+            # DONTNEED answers EINVAL for a locked region: what got locked shows.
+            ["p", "madvise", 0, 1, MADV_DONTNEED],
+            ["p", "madvise", 1, 1, MADV_DONTNEED],
+            ["p", "madvise", 2, 1, MADV_DONTNEED],
+        ],
+    )
 
 
 @pytest.mark.parametrize("name", list(MADVISE_BAD))

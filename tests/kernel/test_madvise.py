@@ -221,3 +221,11 @@ def test_mlock_errors_leave_the_regions_before_the_gap_locked(machine: Machine) 
     assert errno_of(p.mlock, a, 1 << 64) == errno.EINVAL
     p.mlock(a, 0)  # nothing to do
     assert not p.vmr_lock.held
+
+
+def test_mlock_of_a_length_that_rounds_up_to_2_64_locks_nothing(machine: Machine) -> None:
+    p = machine.process()
+    a = p.mmap(PGSIZE, RW, ANON)
+    p.mlock(a, (1 << 64) - 1)  # do_mlock's PAGE_ALIGN wraps to 0, as on Linux
+    assert not p.vmrs[0].flags & MAP_LOCKED
+    assert errno_of(p.mlock, a, (1 << 64) - 2 * PGSIZE) == errno.EINVAL  # the end wraps

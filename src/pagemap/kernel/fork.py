@@ -2,9 +2,10 @@
 
 Part of Proc (kernel/proc.py).  Linux's dup_mmap, at the level our model has:
 
-- every VMR is copied into the child and registered with its file's page
-  map, so removal, reclaim, fsync and truncate find the child's PTEs through
-  the reverse map as they find the parent's (kernel/rmap.py);
+- every VMR is copied into the child, less MAP_LOCKED (memory locks are not
+  inherited), and registered with its file's page map, so removal, reclaim,
+  fsync and truncate find the child's PTEs through the reverse map as they
+  find the parent's (kernel/rmap.py);
 - every anonymous page (zero fill or private copy) goes into the child's
   `anon` too, with one more page reference and one more on its map count
   (kernel/mapcount.py); in a private region both PTEs lose W (and D, which an
@@ -42,6 +43,7 @@ from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte
 from pagemap.kernel.errors import InvalidArgument
 from pagemap.kernel.mapcount import share
 from pagemap.kernel.mm import MM, PTE_ALL
+from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.owner import check_alive
 from pagemap.kernel.vmr import VMR, find_vmr, register
 
@@ -77,7 +79,9 @@ class Fork(MM):
         child.new_process = self.new_process
         with self.vmr_lock, child.vmr_lock:
             for vmr in self.vmrs:
-                copy = VMR(child, vmr.base, vmr.end, vmr.prot, vmr.flags, vmr.file, vmr.foff)
+                # Memory locks are not inherited (dup_mmap clears VM_LOCKED).
+                flags = vmr.flags & ~MAP_LOCKED
+                copy = VMR(child, vmr.base, vmr.end, vmr.prot, flags, vmr.file, vmr.foff)
                 register(copy)
                 child.vmrs.append(copy)
             with self.pte_lock, child.pte_lock:

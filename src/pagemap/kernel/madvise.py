@@ -172,14 +172,16 @@ class Advice(Mappings):
                 merge_around(self.vmrs, lo, hi)
 
     def _lock_range(self, op: str, addr: int, length: int) -> tuple[int, int]:
-        """Linux's do_mlock rounding: the start down to its page, the length
-        up with it; EINVAL for a negative length or a range that wraps."""
+        """Linux's do_mlock rounding, in a size_t: the start down to its
+        page, the length up with it (a length that rounds up to 2**64 is 0,
+        an empty range); EINVAL for an address or length outside a size_t,
+        or an end that wraps past 2**64."""
         check_alive(self.exited, op, self.pid)
         addr, length = as_int(addr, op, "the address"), as_int(length, op, "the length")
-        if addr < 0 or length < 0:
+        if not 0 <= addr < ADDRESS_WRAP or not 0 <= length < ADDRESS_WRAP:
             raise InvalidArgument(f"{op}: {addr:#x}+{length} is not a range of addresses")
         lo = addr & ~PGMASK
-        hi = lo + page_round_up(length + (addr & PGMASK))
+        hi = lo + page_round_up(length + (addr & PGMASK)) % ADDRESS_WRAP
         if hi >= ADDRESS_WRAP:
             raise InvalidArgument(f"{op}: {addr:#x}+{length:#x} wraps past 2**64")
         return lo, hi
