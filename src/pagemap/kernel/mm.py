@@ -85,8 +85,8 @@ class MM:
         self.settle_keeps_dirty = True  # the seed's munmap/mprotect dropping D
         self.recheck_size_at_install = True  # d00806b18315: fault.py's _install
         self.fork_locks_vmas = True  # fb49c455323f: fork.py's Fork.fork
-        self.gup_breaks_cow = True  # 17839856fd58: gup.py's _follow
-        self.foll_cow = True  # 19be0eaffa3a: gup.py's _faultin
+        self.gup_breaks_cow = True  # 17839856fd58: gup.py's _get_user_page
+        self.foll_cow = True  # 19be0eaffa3a: gup.py's _get_user_page and _follow
         # Set by fork in parent and child: anonymous pages here may be shared
         # (kernel/mapcount.py), so dropping one lowers its map count.  A process
         # that never forked spends no atomic operation on map counts.

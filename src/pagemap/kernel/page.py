@@ -174,8 +174,8 @@ class FrameTable:
         self.slots = executor.atomic_array(n, "pm.slot")
         self.locks = executor.lock_table(n, "page.lock")
         # How many more address spaces than one map an anonymous page (Linux's
-        # _mapcount, less one): fork raises it, a COW break and an unmap lower
-        # it; 0 on a fresh frame (kernel/mapcount.py).
+        # _mapcount, with 0 rather than -1 for none): fork raises it, a COW
+        # break and an unmap lower it; 0 on a fresh frame (kernel/mapcount.py).
         self.mapcount = executor.atomic_array(n, "page.mapcount")
         self.index = array("q", [-1]) * n
         self.errors: dict[int, Exception] = {}
