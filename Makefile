@@ -82,6 +82,7 @@ soak: $(STAMP)
 	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
 	PAGEMAP_SOAK=1 $(BIN)/pytest -n 2 tests/check/test_dpor_equivalence.py
 	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_diff_mremap.py
+	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_fork_diff.py
 	$(BIN)/pagemap run --ops 200000
 	$(BIN)/pagemap run --executor sim --ops 100000 --seed 7
 

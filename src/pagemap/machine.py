@@ -286,6 +286,7 @@ class Machine:
         proc = Proc(
             len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.executor.current_core
         )
+        proc.new_process = self.process  # how its fork() makes the child
         self.procs.append(proc)
         return proc
 

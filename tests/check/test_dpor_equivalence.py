@@ -58,6 +58,7 @@ SOAK_ROWS = {
     ("pwrite-remove", 2),
     ("mprotect-remove", 2),
     ("pwrite-store", 2),
+    ("gup-dontneed", 2),
 }
 SOAK = os.environ.get("PAGEMAP_SOAK", "") == "1"
 

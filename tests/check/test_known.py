@@ -40,6 +40,13 @@ LONGER = {
     "before the store: 54",
     "known-mremap-stale": "mremap's move is about 15 steps and truncate's unmap and free of "
     "the moved page (the removal passes, a ranged 2-core flush) about 40, before the load: 62",
+    "known-dirty-cow": "a forced write is two rounds of get_user_pages (follow, fault with "
+    "its copy and 2-core shootdown, follow again, fault the file page, look it up, recheck "
+    "it): about 80 steps with the MADV_DONTNEED between",
+    "known-fork-fault": "fork, a COW fault with its copy, and two 3-core shootdowns (the "
+    "fault's and fork's) are about 60 steps",
+    "known-cow-either-way": "a pin (follow and take), MADV_DONTNEED with its 2-core "
+    "shootdown, and the parent's write fault are 43 steps",
 }
 
 
@@ -64,6 +71,7 @@ def test_every_fix_is_on_in_the_kernel_as_it_is() -> None:
     proc = machine.process()
     assert proc.flush_before_unlock and proc.settle_keeps_dirty
     assert proc.recheck_size_at_install
+    assert proc.fork_locks_vmas and proc.gup_breaks_cow and proc.foll_cow
     pm = machine.page_map(MemInode(machine.executor, machine.page_map, "f", b""))
     assert pm.unmap_every_vmr and pm.atomic_pte_clear
     machine.close()

@@ -16,8 +16,8 @@ import errno
 
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
+from pagemap.kernel.cow import CopyOnWrite
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
-from pagemap.kernel.mm import MM
 from pagemap.kernel.mman import PROT_WRITE
 from pagemap.kernel.page import PG_FAULTED, Page
 from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
@@ -29,25 +29,32 @@ def pte_allows(pte: int, write: bool) -> bool:
     return bool(pte & PTE_P) and (not write or bool(pte & PTE_W))
 
 
-class FaultHandler(MM):
+class FaultHandler(CopyOnWrite):
     """handle_page_fault and its helpers."""
 
-    def handle_page_fault(self, va: int, write: bool) -> None:
+    def handle_page_fault(self, va: int, write: bool, force: bool = False) -> None:
         """Make the access at `va` possible, or raise what Linux would signal.
 
         No VMR: SegmentationFault (EFAULT).  A VMR that forbids the access:
         SegmentationFault (EPERM).  A file page at or past the end of file:
         BusError.  Otherwise the page is installed and the caller retries;
         a fault that finds the work already done (another core won) returns.
+        `force`: the kernel's own access for another (kernel/gup.py, FOLL_FORCE):
+        a write into a read-only private region takes its copy there.
         """
         self.faults.add(1)
         vpn = va >> PGSHIFT
         with self.vmr_lock:
-            vmr = self._checked_vmr(va, write)
+            vmr = self._checked_vmr(va, write, force)
             word = self.page_table.lookup(vpn)
             if word is not None and pte_allows(word.load(), write):
                 return  # a spurious fault: another core installed it first
             owned = self.anon.get(vpn)
+        if owned is not None and write:
+            if vmr.file is not None:
+                self._check_eof(vmr, va, write)
+            if self._write_shared(vmr, va, owned):  # fork shared it: copy (kernel/cow.py)
+                return
         if vmr.file is None:
             self._fault_anonymous(vmr, va, owned)
         elif owned is not None:
@@ -57,15 +64,18 @@ class FaultHandler(MM):
         else:
             self._fault_file(vmr, va, write)
 
-    def _checked_vmr(self, va: int, write: bool) -> VMR:
-        """The VMR at `va` if it allows the access; vmr_lock held."""
+    def _checked_vmr(self, va: int, write: bool, force: bool = False) -> VMR:
+        """The VMR at `va` if it allows the access (with `force`, a write to
+        a readable private region); vmr_lock held."""
         vmr = find_vmr(self.vmrs, va)
         op = "store to" if write else "load from"
         if vmr is None:
             raise SegmentationFault(
                 f"SIGSEGV: p{self.pid} {op} {va:#x}: nothing is mapped there", errno=errno.EFAULT
             )
-        if not prot_allows(vmr.prot, write):
+        if not prot_allows(vmr.prot, write) and not (
+            force and not vmr.shared and prot_allows(vmr.prot, False)
+        ):
             raise SegmentationFault(
                 f"SIGSEGV: p{self.pid} {op} {va:#x}: the mapping at "
                 f"{vmr.base:#x}-{vmr.end:#x} is {describe_prot(vmr.prot)}",
@@ -149,6 +159,8 @@ class FaultHandler(MM):
             if not self._region_survived(vmr, va):
                 return False
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+            if writable and owned and self._cow_read_only(vmr, page):
+                writable = False  # another process maps it too: its write faults and copies
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
                 # The recheck is d00806b18315's fix in our terms (the fault

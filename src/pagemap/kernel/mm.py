@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 
 from pagemap.hw.memory import PGMASK, PGSHIFT
 from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
+from pagemap.kernel.mapcount import unshare
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
 from pagemap.kernel.vmr import VMR, find_vmr
 from pagemap.sync.atomic import AtomicWord, StatCounter
@@ -89,6 +90,13 @@ class MM:
         # mm->tlb_flush_batched, TTU_BATCH_FLUSH); read and set under pte_lock.
         self.tlb_flush_batched = False
         self.mremap_flush_in_lock = True  # eb66ae030829: mremap.py's _move_ptes
+        self.fork_locks_vmas = True  # fb49c455323f: fork.py's Fork.fork
+        self.gup_breaks_cow = True  # 17839856fd58: gup.py's _get_user_page
+        self.foll_cow = True  # 19be0eaffa3a: gup.py's _get_user_page and _follow
+        # Set by fork in parent and child: anonymous pages here may be shared
+        # (kernel/mapcount.py), so dropping one lowers its map count.  A process
+        # that never forked spends no atomic operation on map counts.
+        self.cow_shared = False
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -233,6 +241,8 @@ class MM:
         pages = [self.anon.pop(v) for v in vpns]
         for page in pages:
             self._owner_changed(page)
+            if self.cow_shared:
+                unshare(page)  # fork may have shared it (kernel/fork.py)
         return pages
 
     def _owner_changed(self, page: Page) -> None:

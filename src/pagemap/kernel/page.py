@@ -149,7 +149,18 @@ class Page:
 class FrameTable:
     """The per-frame words behind every Page of one machine."""
 
-    __slots__ = ("buffers", "errors", "flags", "index", "kref", "locks", "slots", "touch", "view")
+    __slots__ = (
+        "buffers",
+        "errors",
+        "flags",
+        "index",
+        "kref",
+        "locks",
+        "mapcount",
+        "slots",
+        "touch",
+        "view",
+    )
 
     def __init__(self, memory: PhysicalMemory, executor: Executor) -> None:
         n = memory.nr_frames
@@ -162,6 +173,10 @@ class FrameTable:
         # a slot belongs to the page, and the radix tree maps an index to it.
         self.slots = executor.atomic_array(n, "pm.slot")
         self.locks = executor.lock_table(n, "page.lock")
+        # How many more address spaces than one map an anonymous page (Linux's
+        # _mapcount, with 0 rather than -1 for none): fork raises it, a COW
+        # break and an unmap lower it; 0 on a fresh frame (kernel/mapcount.py).
+        self.mapcount = executor.atomic_array(n, "page.mapcount")
         self.index = array("q", [-1]) * n
         self.errors: dict[int, Exception] = {}
         self.buffers: dict[int, Any] = {}
@@ -265,6 +280,7 @@ class PageAllocator:
         if self._points:
             self._touch_frame(ppn)
         self.frames.kref.reset(ppn, 1)
+        self.frames.mapcount.reset(ppn, 0)
         if self.on_alloc is not None:
             self.on_alloc(left)
         return self.pages[ppn]
@@ -276,6 +292,7 @@ class PageAllocator:
         ex.touch(("pm.slot", ppn), WRITE)
         ex.touch(("page.kref", ppn), WRITE)
         ex.touch(("page.lock", ppn), WRITE)
+        ex.touch(("page.mapcount", ppn), WRITE)
 
     def incref(self, page: Page) -> None:
         kref = self.frames.kref
