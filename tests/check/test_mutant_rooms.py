@@ -19,10 +19,14 @@ from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant, lookup_mu
 # point, or an error it must report (not swallow).
 ROOMS = (
     "pagemap.kernel.blockdev",
+    "pagemap.kernel.cow",
     "pagemap.kernel.fault",
     "pagemap.kernel.flusher",
+    "pagemap.kernel.fork",
+    "pagemap.kernel.gup",
     "pagemap.kernel.hostfs",
     "pagemap.kernel.hostio",
+    "pagemap.kernel.madvise",
     "pagemap.kernel.mm",
     "pagemap.kernel.mmap",
     "pagemap.kernel.mremap",
@@ -49,8 +53,10 @@ LEFT_OUT = {
     "pagemap.kernel.errors": "exception classes only",
     "pagemap.kernel.mman": "constants only",
     "pagemap.kernel.owner": "argument checks, pure functions of their arguments: no lock, no point",
-    "pagemap.kernel.proc": "joins the mixins (mm, fault, mmap, mremap, uaccess): no code of "
-    "its own",
+    "pagemap.kernel.proc": "joins the mixins (mm, fault, mmap, mremap, madvise, uaccess, gup, "
+    "fork): no code of its own",
+    "pagemap.kernel.mapcount": "one atomic count per frame, read and changed by cow.py, fork.py "
+    "and mm.py's disown, whose mutants break its uses (reuse-shared, fork-no-wrprotect)",
     "pagemap.kernel.slot": "pure functions of one slot word; the CAS loops using them are "
     "pagemap.py's and removal.py's (lookup-keeps-removal, free-after-reuse)",
     "pagemap.kernel.fs": "the package: no code",

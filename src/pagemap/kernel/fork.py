@@ -55,6 +55,9 @@ _SWITCHES = (
     "fork_locks_vmas",
     "gup_breaks_cow",
     "foll_cow",
+    "mremap_flush_dirty",
+    "flush_batched_first",
+    "mremap_flush_in_lock",
 )
 
 
