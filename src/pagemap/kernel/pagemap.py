@@ -48,6 +48,7 @@ from pagemap.kernel.errors import (
     IOFailure,
     KernelBug,
 )
+from pagemap.kernel.errseq import WritebackErrors
 from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
     PG_AGED,
@@ -132,6 +133,7 @@ class PageMap(Removal, ReverseMap):
         # a scenario of `pagemap check --known` turns one off to put it back.
         self.unmap_every_vmr = True  # removal's _unmap_marked
         self.atomic_pte_clear = True  # removal's _pte_mark_not_present
+        self.wb_err = WritebackErrors(executor, name)  # kernel/errseq.py
 
     @property
     def nr_pages(self) -> int:
@@ -458,8 +460,9 @@ class PageMap(Removal, ReverseMap):
                 return False
             try:
                 self.ops.writepage(self, page)
-            except BaseException:
-                page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
+            except BaseException as exc:
+                if self.wb_err.record(exc):  # errseq.py; its failed_page switch is "keep":
+                    page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
                 raise
             self.stats.writebacks.add(1)
             return True

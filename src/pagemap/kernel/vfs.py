@@ -369,7 +369,10 @@ class Inode:
 
 
 class File:
-    """An open file: a mode, and the inode it reads and writes."""
+    """An open file: a mode, the inode it reads and writes, and where it
+    stands in its mapping's record of writeback errors (kernel/errseq.py):
+    each fsync or msync reports, once, the errors recorded since this file
+    last reported one, or since it was opened."""
 
     def __init__(self, inode: Inode, path: str, mode: str, readable: bool, writable: bool) -> None:
         self.inode = inode
@@ -379,6 +382,7 @@ class File:
         self.writable = writable
         self._closed = inode.executor.atomic(0, f"{inode.name}.file.closed")
         inode.open_count.fetch_add(1)
+        self._wb_since = inode.mapping.wb_err.sample(self)  # file->f_wb_err
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -434,14 +438,40 @@ class File:
         self.inode.truncate(size)
 
     def fsync(self) -> None:
+        """Write back and sync the inode, then report a writeback error
+        recorded since this file last reported one (whoever's writeback met
+        it), as Linux's file_write_and_wait_range: an error of this fsync's
+        own writeback is raised as it is, and counts as reported."""
         self._check_open("fsync")
-        self.inode.fsync()
+        try:
+            self.inode.fsync()
+        except OSError:
+            self.advance_wb_err()
+            raise
+        self._report_wb_err("fsync")
 
     def sync_backing(self) -> None:
         """Make what writeback wrote of this file durable, without writing
-        anything back: msync's MS_SYNC, after it wrote its range.  Works on a
-        closed file, as msync does through a mapping that outlived its fd."""
+        anything back: msync's MS_SYNC, after it wrote its range; then report
+        a writeback error as fsync does.  Works on a closed file, as msync
+        does through a mapping that outlived its fd."""
         self.inode.sync_backing()
+        self._report_wb_err("msync")
+
+    def advance_wb_err(self) -> None:
+        """Take the mapping's writeback errors as reported to this file: a
+        sync that raised its own writeback error (msync, fsync) told of it."""
+        _, self._wb_since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
+
+    def _report_wb_err(self, op: str) -> None:
+        code, self._wb_since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
+        if code:
+            raise IOFailure(
+                f"{self.path}: {op}: writing back this file failed "
+                f"({errno.errorcode.get(code, code)}) since this file last synced or was opened; "
+                "what failed to be written may be lost",
+                errno=code,
+            )
 
     def close(self) -> None:
         """Close this file; closing twice is harmless.  As on Linux, the inode
