@@ -35,6 +35,8 @@ LONGER = {
     "kernel (its held-page path and a second round), before the fault installs",
     "known-pte-clear": "removal's five passes with a 2-core shootdown are 37 steps, and the "
     "store racing its read and write 6 more",
+    "known-fsyncgate": "two fsyncs, each a writeback of the page, a host write and a host "
+    "sync before it looks at the error flag, and the flusher's failed write: about 60 steps",
 }
 
 
@@ -61,6 +63,7 @@ def test_every_fix_is_on_in_the_kernel_as_it_is() -> None:
     assert proc.recheck_size_at_install
     pm = machine.page_map(MemInode(machine.executor, machine.page_map, "f", b""))
     assert pm.unmap_every_vmr and pm.atomic_pte_clear
+    assert pm.wb_err.per_file and pm.wb_err.failed_page == "keep"
     machine.close()
 
 

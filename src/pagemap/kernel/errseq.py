@@ -65,10 +65,12 @@ class WritebackErrors:
         self.per_file = True
         self.failed_page = "keep"
         # The errseq oracle's ears: told (errno) as an error is recorded,
-        # (file) as a file samples, (file, errno reported or 0) as one checks.
+        # (file) as a file samples, (file, errno reported or 0) as one checks,
+        # () as a check marks the word SEEN.
         self.on_record: Callable[[int], None] | None = None
         self.on_sample: Callable[[object], None] | None = None
         self.on_check: Callable[[object, int], None] | None = None
+        self.on_seen: Callable[[], None] | None = None  # as a check sets SEEN
 
     def __repr__(self) -> str:
         word = self.word.value
@@ -132,8 +134,11 @@ class WritebackErrors:
             self.on_check(file, code)
         if old != since:
             new = old | ERRSEQ_SEEN
-            if new != old:
-                word.cas(old, new)  # lost to a new record: that one stays unseen
+            # Lost to a new record, that one stays unseen; to another reader,
+            # it set SEEN.  Until SEEN is in, a file opened meanwhile samples
+            # 0 and reports the error again, as on Linux (errseq-open).
+            if new != old and word.cas(old, new) and self.on_seen is not None:
+                self.on_seen()
             since = new
         return code, since
 
