@@ -37,6 +37,9 @@ LONGER = {
     "store racing its read and write 6 more",
     "known-fsyncgate": "two fsyncs, each a writeback of the page, a host write and a host "
     "sync before it looks at the error flag, and the flusher's failed write: about 60 steps",
+    "known-punch-fault": "a fault is about 20 steps in our kernel (the region, the lookup, "
+    "readpage under the page lock, the PTE), and the punch its i_rwsem, removal's flag and "
+    "host_lock around it: about 50 steps",
 }
 
 

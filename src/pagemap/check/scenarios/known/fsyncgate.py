@@ -22,8 +22,8 @@ from pagemap.oracles.accounting import no_leak, quiescent
 
 
 def _fsyncgate(ctx: RunContext, p: Params) -> None:
-    """fsyncgate: Linux 5660e13d2fd6 (4.13, "fs: new infrastructure for
-    writeback error handling and reporting") and b4678df184b3 (4.17,
+    """fsyncgate: Linux 5660e13d2fd6 (2017, 4.13, "fs: new infrastructure for
+    writeback error handling and reporting") and b4678df184b3 (2018, 4.17,
     "errseq: Always report a writeback error once"), under "clean" (a page
     whose writeback failed is marked clean, as Linux does).
 

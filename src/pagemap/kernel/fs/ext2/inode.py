@@ -340,6 +340,10 @@ class Ext2Inode(Inode):
         last = self.mapping.load_page(size >> PGSHIFT) if size % PGSIZE else None
         if last is not None:
             lock_page(last)
+        # No read or fault adds a page past the end while the blocks under it
+        # are freed (kernel/invalidate.py); its readers hold no page lock of
+        # ours, so taking it under the last page's lock cannot deadlock.
+        self.mapping.invalidate_lock.down_write()
         try:
             self.size_word.store(size)
             self.mapping.truncate_pages(pages_spanned(size))
@@ -364,6 +368,7 @@ class Ext2Inode(Inode):
                 # them (test_a_shrinking_truncate_that_fails_part_way_leaks_nothing).
                 self.trim_pending = True
         finally:
+            self.mapping.invalidate_lock.up_write()
             if last is not None:
                 unlock_page(last)
                 self.mapping.put_page(last)
