@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE
+from pagemap.kernel.fs.ext2 import punch
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.errors import Corrupt, IsADirectory, NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import (
@@ -302,6 +304,13 @@ class Ext2Inode(Inode):
             page.flags.fetch_or(PG_DIRTY)
         finally:
             self.mapping.put_page(page)
+
+    # -- fallocate (an extension: fs/ext2/punch.py) ------------------------------------------
+    def allocate_backing(self, mode: int, offset: int, length: int) -> None:
+        punch.allocate_backing(self, bool(mode & FALLOC_FL_KEEP_SIZE), offset, length)
+
+    def punch_backing(self, offset: int, length: int) -> None:
+        punch.punch_backing(self, offset, length)
 
     # -- truncate ----------------------------------------------------------------------------
     def truncate(self, size: int) -> None:
