@@ -116,6 +116,18 @@ class WritebackErrors:
             self.on_sample(file)
         return old if old & ERRSEQ_SEEN else 0
 
+    def unchanged(self, file: object, since: int) -> bool:
+        """errseq_check's fast path, with no lock: True if nothing was
+        recorded since `since` (the file has nothing to report: the oracle
+        hears so); False if the file must check and advance under its lock."""
+        if not self.per_file:
+            return False
+        if self.word.load() != since:
+            return False
+        if self.on_check is not None:
+            self.on_check(file, 0)
+        return True
+
     def check_and_advance(self, file: object, since: int) -> tuple[int, int]:
         """errseq_check_and_advance, at a file's fsync or msync: (the errno
         to report, 0 for none; the file's new sample)."""

@@ -513,7 +513,10 @@ class File:
         self._check_and_advance_wb_err()
 
     def _check_and_advance_wb_err(self) -> int:
-        """file_check_and_advance_wb_err: the errno to report (0 for none)."""
+        """file_check_and_advance_wb_err: the errno to report (0 for none).
+        As Linux, a look without the lock first: most syncs find nothing new."""
+        if self.inode.mapping.wb_err.unchanged(self, self._wb_since):
+            return 0
         with self._f_lock:
             code, self._wb_since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
         return code

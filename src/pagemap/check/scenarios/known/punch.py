@@ -76,7 +76,7 @@ def _mechanism(reader: str) -> tuple[Step, ...]:
 
 def _racy(reader: str) -> tuple[Step, Step]:
     return (
-        Step("kernel/invalidate.py", "InvalidateLock.down_write", "cas", "punch"),
+        Step("kernel/invalidate.py", "InvalidateLock.down_write", "fetch_or", "punch"),
         Step("kernel/invalidate.py", "InvalidateLock.down_read", "cas", reader),
     )
 
