@@ -943,7 +943,7 @@ ROOM_MUTANTS = (
         "the policy forgets a victim the kernel could not free",
         "reclaim-store",
         {"kept": _kept_forgotten},
-        budget=200,
+        budget=400,
         target=Policy,
     ),
 )
