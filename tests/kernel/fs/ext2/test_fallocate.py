@@ -123,3 +123,22 @@ def test_linuxs_errors_on_ext2(tmp_path: Path) -> None:
     r.close()
     f.close()
     done(image, machine, fs)
+
+
+def test_allocation_that_fills_the_filesystem_is_enospc_and_leaks_nothing(tmp_path: Path) -> None:
+    image = tmp_path / "fs.img"
+    e2.mkfs(image, 1 << 20, 1024)
+    machine = Machine(cores=2, memory="4MiB")
+    fs = machine.mount(image, "rw")
+    free = fs.statfs().blocks_free
+    f = fs.create("/f")
+    f.pwrite(b"x" * 10, 0)
+    with pytest.raises(KernelError) as info:
+        f.fallocate(0, 0, 4 << 20)  # more than the whole filesystem
+    assert info.value.errno == errno.ENOSPC
+    assert f.size == 10  # not grown
+    assert f.pread(20, 0) == b"x" * 10
+    f.fsync()
+    assert fs.statfs().blocks_free == free - 1  # the blocks past the size went back
+    f.close()
+    done(image, machine, fs)
