@@ -47,6 +47,11 @@ LONGER = {
     "fault's and fork's) are about 60 steps",
     "known-cow-either-way": "a pin (follow and take), MADV_DONTNEED with its 2-core "
     "shootdown, and the parent's write fault are 43 steps",
+    "known-fsyncgate": "two fsyncs, each a writeback of the page, a host write and a host "
+    "sync before it looks at the error flag, and the flusher's failed write: about 60 steps",
+    "known-punch-fault": "a fault is about 20 steps in our kernel (the region, the lookup, "
+    "readpage under the page lock, the PTE), and the punch its i_rwsem, removal's flag and "
+    "host_lock around it: about 50 steps",
 }
 
 
@@ -74,6 +79,7 @@ def test_every_fix_is_on_in_the_kernel_as_it_is() -> None:
     assert proc.fork_locks_vmas and proc.gup_breaks_cow and proc.foll_cow
     pm = machine.page_map(MemInode(machine.executor, machine.page_map, "f", b""))
     assert pm.unmap_every_vmr and pm.atomic_pte_clear
+    assert pm.wb_err.per_file and pm.wb_err.failed_page == "keep"
     machine.close()
 
 

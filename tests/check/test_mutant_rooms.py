@@ -20,6 +20,8 @@ from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant, lookup_mu
 ROOMS = (
     "pagemap.kernel.blockdev",
     "pagemap.kernel.cow",
+    "pagemap.kernel.errseq",
+    "pagemap.kernel.fallocate",
     "pagemap.kernel.fault",
     "pagemap.kernel.flusher",
     "pagemap.kernel.fork",
@@ -27,6 +29,7 @@ ROOMS = (
     "pagemap.kernel.hostfs",
     "pagemap.kernel.hostio",
     "pagemap.kernel.madvise",
+    "pagemap.kernel.invalidate",
     "pagemap.kernel.mm",
     "pagemap.kernel.mmap",
     "pagemap.kernel.mremap",
@@ -71,6 +74,9 @@ LEFT_OUT = {
     "pagemap.kernel.policy.s3fifo": "as policy.clock",
     "pagemap.kernel.fs.ext2": "the package: re-exports Ext2FS",
     "pagemap.kernel.fs.ext2.errors": "exception classes only",
+    "pagemap.kernel.fs.ext2.punch": "fallocate on ext2 (an extension), under the inode's "
+    "i_rwsem and the invalidate lock, checked by e2fsck in tests/kernel/fs/ext2/"
+    "test_fallocate.py; no scenario races it yet",
     "pagemap.kernel.fs.ext2.layout": "on-disk formats: pack and parse, no lock, no point",
     "pagemap.kernel.fs.ext2.volume": "state set at mount; check_writable's refusals are "
     "asked by every modifying call and seen by no race",

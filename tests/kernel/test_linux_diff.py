@@ -1,5 +1,5 @@
 """Differential test: the same mmap/store/load/pread/pwrite/munmap/mprotect/
-msync/fsync/truncate sequences on Linux and on a Machine.
+msync/fsync/truncate/fallocate sequences on Linux and on a Machine.
 
 Hypothesis generates the sequences.  On the Linux side they run in this very
 process, through libc (ctypes) on a temporary file; on the other they run
@@ -13,6 +13,11 @@ An access that Linux would answer with a signal is not made on the Linux
 side (it would kill the test): Linux is asked instead, through
 /proc/self/maps and the file's size, what it would do (SIGSEGV or SIGBUS),
 and the Machine must raise the matching error.
+
+fallocate (hole punching, allocation) is asked of Linux through libc's
+fallocate and os.posix_fallocate on the test's temporary directory, whose
+filesystem must punch holes (ext4, xfs, btrfs and tmpfs do); the Machine's
+host file sits in the same directory, so its own punches reach the host too.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pagemap import (
     Machine,
     SegmentationFault,
 )
+from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, PUNCH
 from pagemap.kernel.hostfs import HostFile
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux is the judge")
@@ -87,6 +93,8 @@ def _libc() -> ctypes.CDLL:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + (
             [ctypes.c_int] if name != "munmap" else []
         )
+    libc.fallocate.restype = ctypes.c_int
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     return libc
 
 
@@ -188,6 +196,16 @@ class Linux:
     def fsync(self) -> None:
         os.fsync(self.fd)
 
+    def fallocate(self, mode: int, off: int, n: int) -> int:
+        if not mode:
+            try:
+                os.posix_fallocate(self.fd, off, n)
+            except OSError as exc:
+                return exc.errno or -1
+            return 0
+        ctypes.set_errno(0)
+        return _errno_of(self.libc.fallocate(self.fd, mode, off, n), -1)
+
 
 # -- the Machine side -------------------------------------------------------------------
 
@@ -276,6 +294,12 @@ class Ours:
     def fsync(self) -> None:
         self.file.fsync()
 
+    def fallocate(self, mode: int, off: int, n: int) -> int:
+        box: list[int] = []
+        with self.errno_of(box):
+            self.file.fallocate(mode, off, n)
+        return box[0]
+
 
 # -- the operations ------------------------------------------------------------------------
 
@@ -322,6 +346,14 @@ file_ops = st.one_of(
     ),
     st.builds(lambda size: Op("truncate", (size,)), file_offset),
     st.just(Op("fsync", ())),
+    st.builds(
+        lambda mode, off, n: Op("fallocate", (mode, off, n)),
+        # Mostly punching; PUNCH_HOLE without KEEP_SIZE is EOPNOTSUPP, a
+        # length of 0 EINVAL.  (Not ZERO_RANGE: ext4 has it, our filesystems not.)
+        st.sampled_from((PUNCH, PUNCH, PUNCH, FALLOC_FL_KEEP_SIZE, 0, FALLOC_FL_PUNCH_HOLE)),
+        file_offset,
+        st.sampled_from((PGSIZE, 2 * PGSIZE, 100, PGSIZE + 200, 3 * PGSIZE - 7, 1, 0)),
+    ),
 )
 region_ops = st.one_of(
     st.builds(lambda w: Op("munmap", w), span),
@@ -402,8 +434,24 @@ def apply(side: Linux | Ours, op: Op) -> object:
         assert isinstance(size, int)
         side.truncate(size)
         return None
+    if op.kind == "fallocate":
+        mode, off, n = a
+        assert isinstance(mode, int) and isinstance(off, int) and isinstance(n, int)
+        return side.fallocate(mode, off, n)
     side.fsync()
     return None
+
+
+def reads_after(op: Op, mapped: list[int]) -> list[Op]:
+    """After a fallocate, a load through every mapped page at the in-page
+    offset where the range began: the punched range, wherever it is mapped,
+    read through the mappings (and the rest of the file, elsewhere)."""
+    if op.kind != "fallocate":
+        return []
+    off = op.args[1]
+    assert isinstance(off, int)
+    at = min(off % PGSIZE, PGSIZE - 16)
+    return [Op("load", (pg, at, 16)) for pg in sorted(set(mapped))]
 
 
 def initial_bytes() -> bytes:
@@ -434,6 +482,11 @@ def test_a_machine_agrees_with_linux(workdir: Path, steps: int, data: st.DataObj
             op = data.draw(next_op(ours.mapped_pages()), label=f"step {step}")
             want, got = apply(linux, op), apply(ours, op)
             assert got == want, f"step {step}, {op!r}: Linux gave {want!r}, the Machine {got!r}"
+            for check in reads_after(op, ours.mapped_pages()):
+                want, got = apply(linux, check), apply(ours, check)
+                assert got == want, (
+                    f"step {step}, {op!r} then {check!r}: Linux gave {want!r}, the Machine {got!r}"
+                )
     finally:
         linux.close()
     ours.close()
@@ -501,6 +554,26 @@ HAND_PICKED = {
         Op("truncate", (6 * PGSIZE,)),
         Op("pread", (6 * PGSIZE - 50, 14)),
         Op("load", (5, PGSIZE - 50, 14)),
+    ],
+    "a punched hole reads as zeros through a mapping, dirty or not": [
+        Op("mmap", (0, 6, RW, MAP_SHARED, False, 0)),
+        Op("load", (1, 0, 16)),
+        Op("store", (2, 100, b"dirty, then punched")),
+        Op("fallocate", (PUNCH, PGSIZE + 50, 2 * PGSIZE)),  # partial, whole, partial
+        Op("load", (1, 40, 16)),
+        Op("load", (2, 100, 19)),
+        Op("load", (3, 40, 16)),
+        Op("pread", (PGSIZE + 40, 32)),
+        Op("store", (2, 8, b"after")),
+        Op("msync", (0, 6)),
+        Op("fallocate", (PUNCH, 5 * PGSIZE, 4 * PGSIZE)),  # past the end: the size stays
+        Op("load", (5, 0, 16)),
+        Op("fallocate", (0, 6 * PGSIZE, 100)),  # grows the file
+        Op("pread", (6 * PGSIZE - 10, 200)),
+        Op("fallocate", (FALLOC_FL_KEEP_SIZE, 0, 9 * PGSIZE)),
+        Op("fallocate", (FALLOC_FL_PUNCH_HOLE, 0, PGSIZE)),  # EOPNOTSUPP
+        Op("fallocate", (PUNCH, 0, 0)),  # EINVAL
+        Op("pread", (0, 16)),
     ],
     "a private copy past a shrunken end": [
         Op("mmap", (0, 4, RW, MAP_PRIVATE, False, 0)),

@@ -112,14 +112,23 @@ def test_a_holder_racing_truncate_under_the_sim(tmp_path: Path, seed: int) -> No
     pm = f.inode.mapping
     free = machine.allocator.nr_free
 
+    loaded = machine.executor.semaphore(0, "loaded")
+
     def holder() -> None:
         page = pm.load_page(3)
+        loaded.up()
         for _ in range(seed % 4):
             machine.executor.relax()
         pm.put_page(page)
 
+    def truncator() -> None:
+        # Once the page is held: a load_page that lost the race to truncate's
+        # invalidate lock would add its page after the drop, past the end.
+        loaded.down()
+        f.truncate(0)
+
     machine.spawn(holder)
-    machine.spawn(lambda: f.truncate(0))
+    machine.spawn(truncator)
     machine.run()
     assert f.size == 0 and pm.nr_pages == 0
     assert machine.allocator.nr_free == free

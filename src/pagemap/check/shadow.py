@@ -21,7 +21,9 @@ hook to time them.
 
 `fsync` and `msync` sync the file and judge, as they return, that every
 store that had landed when they began is in the backing store
-(oracles/synced.py), not only at the end.
+(oracles/synced.py), not only at the end; and every sync of any file of the
+inode reports the writeback errors recorded since that file last saw one
+(oracles/errseq.py).
 
 At the end: accounting at quiescence; every process exits (passing its dirty
 bits on); no frame leaked; nothing written lost (the durability oracle).
@@ -44,6 +46,7 @@ from pagemap.oracles import COHERENCE, DURABILITY, Violation
 from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.coherence import SLOT, Shadow, describe, stamp
 from pagemap.oracles.durability import cached_page_bytes, nothing_lost
+from pagemap.oracles.errseq import ErrseqOracle
 from pagemap.oracles.synced import synced
 
 __all__ = ["SLOT", "Region", "ShadowFile", "initial_bytes"]
@@ -88,6 +91,14 @@ class ShadowFile:
             self.inode = inode
             self.file = File(inode, name, "r+", True, True)
         self.pm = self.file.mapping
+        # Every fsync and msync reports the writeback errors recorded since
+        # its file last saw one (oracles/errseq.py); files opened later too.
+        self.errseq = ErrseqOracle(ctx.fail, name)
+        wb_err = self.pm.wb_err
+        wb_err.on_record = self.errseq.record
+        wb_err.on_sample = self.errseq.sample
+        wb_err.on_check = self.errseq.check
+        wb_err.on_seen = self.errseq.seen
         self.shadow = Shadow(data)
         self.private: dict[tuple[int, int], bytes] = {}  # (pid, va) -> a private store
         self.written: list[bytes] = []  # every stamp pwrite wrote, in order

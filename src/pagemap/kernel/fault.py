@@ -19,9 +19,9 @@ from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.cow import CopyOnWrite
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
 from pagemap.kernel.mman import PROT_WRITE
-from pagemap.kernel.page import PG_FAULTED, Page
+from pagemap.kernel.page import PG_FAULTED, PG_PAGEMAP, Page
 from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
-from pagemap.sync.core import WRITE
+from pagemap.sync.core import READ, WRITE
 
 
 def pte_allows(pte: int, write: bool) -> bool:
@@ -169,7 +169,7 @@ class FaultHandler(CopyOnWrite):
                 if (
                     vmr.file is not None
                     and self.recheck_size_at_install
-                    and self._past_eof(vmr, va)
+                    and (self._past_eof(vmr, va) or self._left_map(page, owned))
                 ):
                     return False  # truncated meanwhile: the retried access is a bus error
                 if not self._claim_slot(vpn, page, owned):
@@ -181,6 +181,16 @@ class FaultHandler(CopyOnWrite):
                     # private-remove scenario).  That page alone (flush_tlb_page).
                     self.tlb_shootdown(va & ~PGMASK, (va & ~PGMASK) + PGSIZE)
         return True
+
+    def _left_map(self, page: Page, owned: bool) -> bool:
+        """A file page a truncate or a hole punch took out of its map while
+        we held it (Removal._drop_held clears PG_PAGEMAP before its last
+        unmap): read with no point of its own, named in the step's footprint
+        (pte_lock held; punch-fault)."""
+        if owned:
+            return False
+        self.executor.touch(("page.flags", page.ppn), READ)
+        return not page.flags.value & PG_PAGEMAP
 
     def _region_survived(self, vmr: VMR, va: int) -> bool:
         """The VMR the fault started from still maps `va` (vmr_lock held): a

@@ -16,6 +16,7 @@ import os
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import InvalidArgument, KernelError
+from pagemap.kernel.fallocate import PUNCH
 from pagemap.kernel.hostio import HostFaults, HostIO, host_path, open_host, regular_file_stat
 from pagemap.kernel.page import PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
@@ -86,6 +87,18 @@ class HostInode(Inode):
         with self.host_lock:
             self.io.ftruncate(size)
             self.size_word.store(size)
+
+    def allocate_backing(self, mode: int, offset: int, length: int) -> None:
+        """The host's own fallocate; a grown host file is the new size."""
+        with self.host_lock:
+            self.io.fallocate(mode, offset, length)
+
+    def punch_backing(self, offset: int, length: int) -> None:
+        """The host's FALLOC_FL_PUNCH_HOLE | KEEP_SIZE, under host_lock: a
+        writepage of a partial page at the hole's edge (zeroed, dirty) lands
+        before or after it, never half-way."""
+        with self.host_lock:
+            self.io.fallocate(PUNCH, offset, length)
 
     def sync_backing(self) -> None:
         self.io.fsync()

@@ -20,8 +20,10 @@ loop.  The descriptor is closed by close(), or when the HostIO is collected.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import os
 import resource
 import stat
@@ -217,6 +219,20 @@ class HostIO:
         except OSError as exc:
             raise self._failed(what, exc) from exc
 
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """The host's fallocate(2): os.posix_fallocate for mode 0, libc's
+        fallocate through ctypes for the others (KEEP_SIZE, PUNCH_HOLE).  A
+        point of its own; its injected faults are the "truncate" kind's."""
+        what = f"fallocate mode {mode:#x} of {length} bytes at {offset}"
+        self._enter("truncate", what)
+        try:
+            if mode:
+                host_fallocate(self.fd, mode, offset, length)
+            else:
+                os.posix_fallocate(self.fd, offset, length)
+        except OSError as exc:
+            raise self._failed(what, exc) from exc
+
     def fsync(self) -> None:
         self._enter("sync", "fsync")
         try:
@@ -283,6 +299,23 @@ class HostIO:
         return lo
 
 
+@functools.cache
+def _libc_fallocate() -> Callable[[int, int, int, int], int]:
+    """libc's fallocate(int fd, int mode, off_t offset, off_t len), found once."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.fallocate
+    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def host_fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) on a host descriptor; OSError with the host's errno."""
+    if _libc_fallocate()(fd, mode, offset, length):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 def host_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
     """A host path as a str; TypeError for what is not a path."""
     try:
@@ -328,6 +361,7 @@ __all__ = [
     "FAULT_KINDS",
     "HostFaults",
     "HostIO",
+    "host_fallocate",
     "host_open_error",
     "host_path",
     "open_host",

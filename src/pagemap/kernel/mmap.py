@@ -399,6 +399,7 @@ class Mappings(FaultHandler):
                 # not synced, as vfs_fsync_range returns that error first).
                 file.sync_backing()
             except OSError as exc:
+                file.advance_wb_err()  # told, as fsync is (kernel/errseq.py)
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error

@@ -48,6 +48,8 @@ from pagemap.kernel.errors import (
     IOFailure,
     KernelBug,
 )
+from pagemap.kernel.errseq import WritebackErrors
+from pagemap.kernel.invalidate import InvalidateLock
 from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
     PG_AGED,
@@ -132,6 +134,8 @@ class PageMap(Removal, ReverseMap):
         # a scenario of `pagemap check --known` turns one off to put it back.
         self.unmap_every_vmr = True  # removal's _unmap_marked
         self.atomic_pte_clear = True  # removal's _pte_mark_not_present
+        self.wb_err = WritebackErrors(executor, name)  # kernel/errseq.py
+        self.invalidate_lock = InvalidateLock(executor, name)  # kernel/invalidate.py
 
     @property
     def nr_pages(self) -> int:
@@ -341,10 +345,14 @@ class PageMap(Removal, ReverseMap):
         while page is None:
             if not load:
                 return None
-            page = self._insert_locked(index)
-            if page is not None:
-                self._read_locked_page(page)
-                return page
+            self.invalidate_lock.down_read()  # no page added while a range is punched
+            try:
+                page = self._insert_locked(index)
+                if page is not None:
+                    self._read_locked_page(page)
+                    return page
+            finally:
+                self.invalidate_lock.up_read()
             page = self._find_page(index)  # someone inserted first: use theirs
             if page is not None and page.flags.load() & PG_UPTODATE:
                 return page
@@ -458,8 +466,9 @@ class PageMap(Removal, ReverseMap):
                 return False
             try:
                 self.ops.writepage(self, page)
-            except BaseException:
-                page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
+            except BaseException as exc:
+                if self.wb_err.record(exc):  # errseq.py; its failed_page switch is "keep":
+                    page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
                 raise
             self.stats.writebacks.add(1)
             return True
@@ -577,6 +586,8 @@ class PageMap(Removal, ReverseMap):
             problems.append(f"{self.name}: the map lock is still held")
         if self.removal.value:
             problems.append(f"{self.name}: the removal flag is still set")
+        if self.invalidate_lock.held:
+            problems.append(f"{self.name}: the invalidate lock is still held")
         return problems
 
 

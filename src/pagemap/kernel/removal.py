@@ -601,7 +601,7 @@ class Removal:
         self.allocator.decref_many(freed)
 
     # -- truncation --------------------------------------------------------------
-    def truncate_pages(self, first_index: int) -> int:
+    def truncate_pages(self, first_index: int, nr_pages: int = ALL_PAGES) -> int:
         """Drop every page at or past `first_index`; the number dropped.
 
         For truncate, once the host's size is already below these pages: their
@@ -619,7 +619,7 @@ class Removal:
         after we unmapped it: it checks the size again under its pte_lock as
         it installs (fault.py; test_a_fault_racing_truncate_unmaps_what_it_installed).
         """
-        lo, hi = self._check_range(first_index, ALL_PAGES)
+        lo, hi = self._check_range(first_index, nr_pages)  # a hole punched: a range
         dropped = 0
         while True:
             # The only remover for a round, which runs whole under the map
@@ -678,7 +678,13 @@ class Removal:
                     self.num_pages -= 1
                     if self.lru is not None:
                         self.lru.removed(page)
-                    self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_REMOVAL | PG_PAGEMAP))
+                    self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_PAGEMAP))
+                    # Linux's second unmap_mapping_range: a fault that held the
+                    # page installed it after our unmap pass; PG_REMOVAL still
+                    # names it, and from here the fault sees no PG_PAGEMAP and
+                    # installs nothing (fault.py; punch-fault, fault-truncate).
+                    self._unmap_marked(page.index, page.index + 1, include_pinned=True)
+                    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
                     page.error = KernelError(
                         f"{self.name}: page {page.index} was dropped by truncate while held",
                         errno=errno.ENXIO,

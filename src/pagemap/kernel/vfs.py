@@ -34,6 +34,7 @@ from pagemap.kernel.errors import (
     KernelError,
     OutOfMemory,
 )
+from pagemap.kernel.fallocate import check_fallocate, fallocate_locked
 from pagemap.kernel.owner import as_buffer, as_int
 from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap, PageMapOps
@@ -90,6 +91,7 @@ class Inode:
         self.lock = executor.semaphore(1, f"{name}.i_rwsem")
         self.open_count = executor.atomic(0, f"{name}.open_count")
         self.mapping = make_page_map(self, self, name)
+        self.mapping.invalidate_lock.enabled = True  # a file's pages: see kernel/invalidate.py
         self._view = self.mapping.allocator.memory.view
         self._flags = self.mapping.flags
         self._points = executor.has_points
@@ -123,6 +125,19 @@ class Inode:
     def sync_backing(self) -> None:
         """Make what writepage wrote durable."""
         raise NotImplementedError
+
+    def allocate_backing(self, mode: int, offset: int, length: int) -> None:
+        """fallocate's allocation (mode 0 or KEEP_SIZE): give [offset,
+        offset + length) blocks; i_rwsem held.  The caller publishes a new size."""
+        raise KernelError(f"{self.name}: fallocate is not supported here", errno=errno.EOPNOTSUPP)
+
+    def punch_backing(self, offset: int, length: int) -> None:
+        """fallocate's hole punch: free the blocks of [offset, offset +
+        length), which then read as zeros; i_rwsem and the invalidate lock
+        held, the range's pages already gone from the cache."""
+        raise KernelError(
+            f"{self.name}: punching holes is not supported here", errno=errno.EOPNOTSUPP
+        )
 
     def largest_size(self) -> int:
         """The largest size a write or truncate may give the file; a filesystem
@@ -323,18 +338,42 @@ class Inode:
         self.lock.down()
         try:
             old_size = self.size_word.load()
+            if size < old_size:
+                self._shrink(size)
+            else:
+                self.set_size(size)
+                if size > old_size:
+                    self._zero_cached(old_size, size)
+        finally:
+            self.lock.up()
+
+    def _shrink(self, size: int) -> None:
+        """truncate's shrinking half, i_rwsem held: under the mapping's
+        invalidate lock (kernel/invalidate.py), so no read or fault adds a
+        page past the new end between the cut and the drop."""
+        invalidate = self.mapping.invalidate_lock
+        invalidate.down_write()
+        try:
             # The size first: from here readpage fills and writepage writes
             # nothing past it, so no page we are about to drop goes back out.
             self.set_size(size)
-            if size < old_size:
-                self.mapping.truncate_pages(pages_spanned(size))
-                self.mapping.drop_private_copies(pages_spanned(size))
-                # After the drop: a reader that loaded the last page before the
-                # size changed may have filled it with old bytes; find_page waits
-                # for that fill to finish before we zero.
-                self._zero_cached(size, pages_spanned(size) << PGSHIFT)
-            elif size > old_size:
-                self._zero_cached(old_size, size)
+            self.mapping.truncate_pages(pages_spanned(size))
+            self.mapping.drop_private_copies(pages_spanned(size))
+            # After the drop: a reader that loaded the last page before the
+            # size changed may have filled it with old bytes; find_page waits
+            # for that fill to finish before we zero.
+            self._zero_cached(size, pages_spanned(size) << PGSHIFT)
+        finally:
+            invalidate.up_write()
+
+    # -- fallocate ---------------------------------------------------------------
+    def fallocate(self, mode: int, offset: int, length: int, writable: bool = True) -> None:
+        """fallocate(2) (kernel/fallocate.py): allocate, or punch a hole."""
+        what = f"{self.name}: fallocate"
+        mode, offset, length = check_fallocate(self, what, mode, offset, length, writable)
+        self.lock.down()
+        try:
+            fallocate_locked(self, mode, offset, length)
         finally:
             self.lock.up()
 
@@ -369,7 +408,10 @@ class Inode:
 
 
 class File:
-    """An open file: a mode, and the inode it reads and writes."""
+    """An open file: a mode, the inode it reads and writes, and where it
+    stands in its mapping's record of writeback errors (kernel/errseq.py):
+    each fsync or msync reports, once, the errors recorded since this file
+    last reported one, or since it was opened."""
 
     def __init__(self, inode: Inode, path: str, mode: str, readable: bool, writable: bool) -> None:
         self.inode = inode
@@ -379,6 +421,10 @@ class File:
         self.writable = writable
         self._closed = inode.executor.atomic(0, f"{inode.name}.file.closed")
         inode.open_count.fetch_add(1)
+        self._wb_since = inode.mapping.wb_err.sample(self)  # file->f_wb_err
+        # file->f_lock: two syncs of one file description check and advance
+        # its mark one at a time, or both would report one error (eio-fsync).
+        self._f_lock = inode.executor.spinlock(f"{inode.name}.f_lock")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -433,15 +479,57 @@ class File:
         self._check_writable("truncate")
         self.inode.truncate(size)
 
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE frees
+        the blocks of a range (it reads as zeros after), 0 or KEEP_SIZE
+        allocates them (kernel/fallocate.py); Linux's errors."""
+        self._check_open("fallocate")
+        self.inode.fallocate(mode, offset, length, self.writable)
+
     def fsync(self) -> None:
+        """Write back and sync the inode, then report a writeback error
+        recorded since this file last reported one (whoever's writeback met
+        it), as Linux's file_write_and_wait_range: an error of this fsync's
+        own writeback is raised as it is, and counts as reported."""
         self._check_open("fsync")
-        self.inode.fsync()
+        try:
+            self.inode.fsync()
+        except OSError:
+            self.advance_wb_err()
+            raise
+        self._report_wb_err("fsync")
 
     def sync_backing(self) -> None:
         """Make what writeback wrote of this file durable, without writing
-        anything back: msync's MS_SYNC, after it wrote its range.  Works on a
-        closed file, as msync does through a mapping that outlived its fd."""
+        anything back: msync's MS_SYNC, after it wrote its range; then report
+        a writeback error as fsync does.  Works on a closed file, as msync
+        does through a mapping that outlived its fd."""
         self.inode.sync_backing()
+        self._report_wb_err("msync")
+
+    def advance_wb_err(self) -> None:
+        """Take the mapping's writeback errors as reported to this file: a
+        sync that raised its own writeback error (msync, fsync) told of it."""
+        self._check_and_advance_wb_err()
+
+    def _check_and_advance_wb_err(self) -> int:
+        """file_check_and_advance_wb_err: the errno to report (0 for none).
+        As Linux, a look without the lock first: most syncs find nothing new."""
+        if self.inode.mapping.wb_err.unchanged(self, self._wb_since):
+            return 0
+        with self._f_lock:
+            code, self._wb_since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
+        return code
+
+    def _report_wb_err(self, op: str) -> None:
+        code = self._check_and_advance_wb_err()
+        if code:
+            raise IOFailure(
+                f"{self.path}: {op}: writing back this file failed "
+                f"({errno.errorcode.get(code, code)}) since this file last synced or was opened; "
+                "what failed to be written may be lost",
+                errno=code,
+            )
 
     def close(self) -> None:
         """Close this file; closing twice is harmless.  As on Linux, the inode

@@ -38,7 +38,11 @@ class MappedFile(Protocol):
     def writable(self) -> bool: ...
 
     def sync_backing(self) -> None:
-        """Make what writeback wrote durable (msync's MS_SYNC)."""
+        """Make what writeback wrote durable (msync's MS_SYNC), and report a
+        writeback error recorded since the file last reported one."""
+
+    def advance_wb_err(self) -> None:
+        """Count the writeback errors recorded so far as reported to the file."""
 
 
 def prot_allows(prot: int, write: bool) -> bool:

@@ -24,6 +24,8 @@ import pagemap.kernel.pagemap as pagemap_module
 from pagemap.check.mutants.base import Mutant as Mutant
 from pagemap.check.mutants.cow import COW_MUTANTS
 from pagemap.check.mutants.tlb import TLB_MUTANTS
+from pagemap.check.mutants.errseq import ERRSEQ_MUTANTS
+from pagemap.check.mutants.punch import PUNCH_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
@@ -947,7 +949,7 @@ ROOM_MUTANTS = (
         "the policy forgets a victim the kernel could not free",
         "reclaim-store",
         {"kept": _kept_forgotten},
-        budget=200,
+        budget=400,
         target=Policy,
     ),
 )
@@ -1105,6 +1107,8 @@ MUTANTS = (
     + EXT2_TRUNCATE_MUTANTS
     + TLB_MUTANTS
     + COW_MUTANTS
+    + ERRSEQ_MUTANTS
+    + PUNCH_MUTANTS
 )
 
 

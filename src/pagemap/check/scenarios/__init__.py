@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pagemap.check.scenario import Scenario
-from pagemap.check.scenarios import cow, ext2, files, mappings, pagemap, process, tlb
+from pagemap.check.scenarios import (
+    cow,
+    errseq,
+    ext2,
+    files,
+    mappings,
+    pagemap,
+    process,
+    punch,
+    tlb,
+)
 
 
 def registry() -> dict[str, Scenario]:
     """Name -> scenario, in the order `pagemap check` runs them."""
     found: dict[str, Scenario] = {}
-    for module in (pagemap, mappings, process, cow, files, ext2, tlb):
+    for module in (pagemap, mappings, process, cow, files, ext2, tlb, errseq, punch):
         for scenario in module.SCENARIOS:
             found[scenario.name] = scenario
     return found

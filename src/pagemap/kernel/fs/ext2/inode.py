@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE
+from pagemap.kernel.fs.ext2 import punch
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.errors import Corrupt, IsADirectory, NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import (
@@ -303,6 +305,13 @@ class Ext2Inode(Inode):
         finally:
             self.mapping.put_page(page)
 
+    # -- fallocate (an extension: fs/ext2/punch.py) ------------------------------------------
+    def allocate_backing(self, mode: int, offset: int, length: int) -> None:
+        punch.allocate_backing(self, bool(mode & FALLOC_FL_KEEP_SIZE), offset, length)
+
+    def punch_backing(self, offset: int, length: int) -> None:
+        punch.punch_backing(self, offset, length)
+
     # -- truncate ----------------------------------------------------------------------------
     def truncate(self, size: int) -> None:
         """Make the file `size` bytes long; blocks past the end are freed.
@@ -340,6 +349,10 @@ class Ext2Inode(Inode):
         last = self.mapping.load_page(size >> PGSHIFT) if size % PGSIZE else None
         if last is not None:
             lock_page(last)
+        # No read or fault adds a page past the end while the blocks under it
+        # are freed (kernel/invalidate.py); its readers hold no page lock of
+        # ours, so taking it under the last page's lock cannot deadlock.
+        self.mapping.invalidate_lock.down_write()
         try:
             self.size_word.store(size)
             self.mapping.truncate_pages(pages_spanned(size))
@@ -364,6 +377,7 @@ class Ext2Inode(Inode):
                 # them (test_a_shrinking_truncate_that_fails_part_way_leaks_nothing).
                 self.trim_pending = True
         finally:
+            self.mapping.invalidate_lock.up_write()
             if last is not None:
                 unlock_page(last)
                 self.mapping.put_page(last)
