@@ -33,6 +33,9 @@ SOAK_CAP = 400_000
 # (scenario, bound): DFS past DFS_CAP schedules, or both explorations past
 # about 15 s on this machine kind (measured 2026-12-07, the machine loaded).
 SOAK_ROWS = {
+    ("reclaim-batch", 2),
+    ("mremap-race", 2),
+    ("errseq-open", 2),
     ("offsets-remove", 2),
     ("flusher-pwrite", 2),
     ("flusher-writers", 2),

@@ -23,9 +23,9 @@ import pagemap.kernel.mmap as mmap_module
 import pagemap.kernel.pagemap as pagemap_module
 from pagemap.check.mutants.base import Mutant as Mutant
 from pagemap.check.mutants.cow import COW_MUTANTS
-from pagemap.check.mutants.tlb import TLB_MUTANTS
 from pagemap.check.mutants.errseq import ERRSEQ_MUTANTS
 from pagemap.check.mutants.punch import PUNCH_MUTANTS
+from pagemap.check.mutants.tlb import TLB_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
