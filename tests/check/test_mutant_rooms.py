@@ -34,6 +34,7 @@ ROOMS = (
     "pagemap.kernel.uaccess",
     "pagemap.kernel.vfs",
     "pagemap.kernel.vmr",
+    "pagemap.kernel.writeback",
     "pagemap.kernel.policy.base",
     "pagemap.kernel.fs.ext2.balloc",
     "pagemap.kernel.fs.ext2.bmap",

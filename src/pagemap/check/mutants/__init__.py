@@ -75,6 +75,7 @@ from pagemap.kernel.vfs import Inode, pages_spanned
 from pagemap.kernel.vmr import VMR, among, split_outside, vmr_base
 from pagemap.kernel.vmr import register as vmr_register
 from pagemap.kernel.vmr import unregister as vmr_unregister
+from pagemap.kernel.writeback import Writeback
 from pagemap.sync.core import READ, WRITE
 
 # -- page-map mutants -------------------------------------------------------------
@@ -308,6 +309,7 @@ PAGEMAP_MUTANTS = (
         "writeback-remove",
         {"_writeback_page": _writeback_page_clears_late},
         budget=1200,
+        target=Writeback,
     ),
     Mutant(
         "eio-leaves-page",

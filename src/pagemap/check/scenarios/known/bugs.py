@@ -284,7 +284,7 @@ BUGS = (
         mechanism=(
             Step("kernel/mm.py", "MM._clear_ptes", "fetch_and", "munmap"),
             Step("kernel/mm.py", "MM._settle_dirty", "fetch_or", "munmap"),
-            Step("kernel/pagemap.py", "PageMap._writeback_page", "fetch_and", "fsync"),
+            Step("kernel/writeback.py", "Writeback.clear_page_dirty_for_io", "fetch_and", "fsync"),
             Step("check/memdisk.py", "MemInode.writepage", "writepage", "fsync"),
             Step(*_STORE, "frame.store", "store"),
             Step("kernel/mm.py", "MM.tlb_shootdown", "tlb.flush", "munmap"),
