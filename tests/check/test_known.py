@@ -35,6 +35,10 @@ LONGER = {
     "kernel (its held-page path and a second round), before the fault installs",
     "known-pte-clear": "removal's five passes with a 2-core shootdown are 37 steps, and the "
     "store racing its read and write 6 more",
+    "known-mkclean-fault": "a store's fault, fsync's page_mkclean with its shootdown over 2 "
+    "cores and writepage, then a second store and msync's walk: about 70 steps",
+    "known-mkwrite-writeback": "two write faults (each looks its page up, locks it, installs) "
+    "and a whole msync between them: about 100 steps",
 }
 
 

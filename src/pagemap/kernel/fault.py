@@ -17,6 +17,7 @@ import errno
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
+from pagemap.kernel.mkwrite import page_mkwrite_fault
 from pagemap.kernel.mm import MM
 from pagemap.kernel.mman import PROT_WRITE
 from pagemap.kernel.page import PG_FAULTED, Page
@@ -120,6 +121,12 @@ class FaultHandler(MM):
                 copy = self._zeroed_page(fill=page)
                 if not self._install(vmr, va, copy, True, owned=True):
                     self.allocator.decref(copy)
+            elif write and self.dirty_tracking == "wp":
+                # Write-protect tracking: the page is dirtied, under its lock,
+                # before the PTE becomes writable (kernel/mkwrite.py).
+                page_mkwrite_fault(
+                    self, mapping, page, lambda: self._install(vmr, va, page, True, owned=False)
+                )
             else:
                 self._install(vmr, va, page, write, owned=False)
         finally:
@@ -149,6 +156,8 @@ class FaultHandler(MM):
             if not self._region_survived(vmr, va):
                 return False
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
+            if writable and not write and not owned and self.dirty_tracking == "wp":
+                writable = vmr.file is None  # a shared file page: read-only until a write fault
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
                 # The recheck is d00806b18315's fix in our terms (the fault

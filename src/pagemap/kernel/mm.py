@@ -83,6 +83,13 @@ class MM:
         self.flush_before_unlock = True  # 1cf35d47712d: _settle_dirty, _clear_ptes
         self.settle_keeps_dirty = True  # the seed's munmap/mprotect dropping D
         self.recheck_size_at_install = True  # d00806b18315: fault.py's _install
+        self.mkwrite_locks_page = True  # 79352894b285: kernel/mkwrite.py
+        self.mkwrite_holds_lock = True  # b827e496c893: kernel/mkwrite.py
+        # "wp": shared file pages are mapped read-only until a write fault
+        # dirties them (kernel/mkwrite.py), and writeback write-protects them
+        # (page_mkclean); "dbit": writable at once, D bits collected.  Set by
+        # Machine.process().
+        self.dirty_tracking = "dbit"
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -104,7 +111,11 @@ class MM:
 
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits in [va_lo, va_hi) to PG_DIRTY, for a writeback
-        (msync, fsync) that must see the stores made through them."""
+        (msync, fsync) that must see the stores made through them.  Under
+        write-protect tracking a page is dirty before any PTE of it is
+        writable (kernel/mkwrite.py), so there is nothing to collect."""
+        if self.dirty_tracking == "wp":
+            return
         self._clear_ptes(va_lo, va_hi, PTE_D)
 
     def drop_private_copies(self, va_lo: int, va_hi: int) -> None:

@@ -130,6 +130,9 @@ class PageMap(Removal, Writeback, ReverseMap):
         # a scenario of `pagemap check --known` turns one off to put it back.
         self.unmap_every_vmr = True  # removal's _unmap_marked
         self.atomic_pte_clear = True  # removal's _pte_mark_not_present
+        self.mkclean_locks_pte = True  # 479db0bf408e: rmap's page_mkclean
+        # "wp" or "dbit" (kernel/mkwrite.py); set by Machine.page_map().
+        self.dirty_tracking = "dbit"
 
     @property
     def nr_pages(self) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pagemap.kernel.errors import KernelError
-from pagemap.kernel.page import PG_AGED, PG_DIRTY, Page, lock_page, unlock_page
+from pagemap.kernel.page import PG_AGED, PG_DIRTY, PG_WRITEBACK, Page, lock_page, unlock_page
 from pagemap.kernel.radix import RadixTree
 from pagemap.sync.arrays import AtomicArray
 from pagemap.sync.core import READ
@@ -46,8 +46,11 @@ class Writeback:
     flags: AtomicArray
     lock: SpinLock
     stats: PageMapStats
+    dirty_tracking: str
 
     if TYPE_CHECKING:
+
+        def page_mkclean(self, page: Page) -> bool: ...
 
         def _check_range(self, index: int, nr_pages: int) -> tuple[int, int]: ...
 
@@ -57,8 +60,26 @@ class Writeback:
 
     def clear_page_dirty_for_io(self, page: Page) -> bool:
         """Take the page's dirty state for a write: clear PG_DIRTY (and
-        PG_AGED), True if it was dirty.  The page lock is held."""
-        return bool(page.flags.fetch_and(~(PG_DIRTY | PG_AGED)) & PG_DIRTY)
+        PG_AGED), True if it was dirty.  The page lock is held.
+
+        Under write-protect tracking every PTE of the page is made read-only
+        first, its D and W bits counted as the page's dirt (page_mkclean,
+        kernel/rmap.py), as Linux does: a store after this faults and
+        dirties the page again (kernel/mkwrite.py), which it can do only once
+        we let go of the page lock, after writepage."""
+        if self.dirty_tracking != "wp":
+            return bool(page.flags.fetch_and(~(PG_DIRTY | PG_AGED)) & PG_DIRTY)
+        if self.page_mkclean(page):
+            page.flags.fetch_or(PG_DIRTY)
+        # PG_WRITEBACK before PG_DIRTY goes, as Linux moves the page from the
+        # dirty tag to the writeback tag in one step: writeback() below skips
+        # a page that is neither without its lock, so a page between the two
+        # would let an fsync return before this write lands.
+        page.flags.fetch_or(PG_WRITEBACK)
+        if page.flags.fetch_and(~(PG_DIRTY | PG_AGED)) & PG_DIRTY:
+            return True
+        page.flags.fetch_and(~PG_WRITEBACK)
+        return False
 
     def _writeback_page(self, page: Page) -> bool:
         """Write the page if dirty; True if it was written.
@@ -81,6 +102,9 @@ class Writeback:
             except BaseException:
                 page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
                 raise
+            finally:
+                if self.dirty_tracking == "wp":
+                    page.flags.fetch_and(~PG_WRITEBACK)
             self.stats.writebacks.add(1)
             return True
         finally:
@@ -95,7 +119,16 @@ class Writeback:
         """
         lo, hi = self._check_range(index, nr_pages)
         with self.lock:
-            indices = [i for i, _ in self.tree.items(lo, hi)]
+            if self.dirty_tracking == "wp":
+                # Only the pages dirty or being written now, as Linux's tagged
+                # lookups find them (the second to wait for the write): a
+                # page's dirt is in PG_DIRTY before any PTE of it is writable
+                # (kernel/mkwrite.py; mutant mkwrite-dirties-late).
+                flags = self.flags
+                busy = PG_DIRTY | PG_WRITEBACK
+                indices = [i for i, ppn in self.tree.items(lo, hi) if flags.load(ppn) & busy]
+            else:
+                indices = [i for i, _ in self.tree.items(lo, hi)]
         return self._each_cached(indices, self._writeback_page)
 
     def nr_dirty_hint(self) -> int:
