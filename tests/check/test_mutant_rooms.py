@@ -23,6 +23,7 @@ ROOMS = (
     "pagemap.kernel.flusher",
     "pagemap.kernel.hostfs",
     "pagemap.kernel.hostio",
+    "pagemap.kernel.mkwrite",
     "pagemap.kernel.mm",
     "pagemap.kernel.mmap",
     "pagemap.kernel.page",
