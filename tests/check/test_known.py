@@ -39,6 +39,8 @@ LONGER = {
     "cores and writepage, then a second store and msync's walk: about 70 steps",
     "known-mkwrite-writeback": "two write faults (each looks its page up, locks it, installs) "
     "and a whole msync between them: about 100 steps",
+    "known-mkclean-skip": "mprotect's split and merge of the region under its locks, then "
+    "fsync's walk and writepage, a store and msync: 45 steps",
 }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from pagemap.hw.memory import PGMASK, PGSHIFT
-from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
+from pagemap.hw.mmu import MMU, PTE_D, PTE_P, PageTable, pte_ppn
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
 from pagemap.kernel.vmr import VMR, find_vmr
 from pagemap.sync.atomic import AtomicWord, StatCounter
@@ -190,6 +190,25 @@ class MM:
             # between and a store through another core's stale entry is lost.
             self.tlb_shootdown()
         return disowned
+
+    def _modify_ptes(self, lo: int, hi: int) -> None:
+        """Pass every present PTE in [lo, hi) through a protection change
+        that keeps what it allows, as Linux's change_pte_range does (since
+        2.6.26): ptep_modify_prot_start takes the PTE and leaves it not
+        present, ptep_modify_prot_commit puts the new one; under pte_lock.
+        Our PTEs have no bit such a change alters (no NX), so the new PTE is
+        the old one with every bit the MMU set before it was taken.
+
+        In between the PTE is not present for an instant: a fault waits for
+        pte_lock, and so must any walk that would act on the PTE
+        (page_mkclean reads it only under the lock: 479db0bf408e, the zoo's
+        known-mkclean-skip)."""
+        with self.pte_lock:
+            for _, word in self.page_table.ptes(lo >> PGSHIFT, hi >> PGSHIFT):
+                if not word.load() & PTE_P:
+                    continue
+                old = word.swap(0)  # ptep_modify_prot_start: nothing can set D now
+                word.store(old)  # ptep_modify_prot_commit
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""
