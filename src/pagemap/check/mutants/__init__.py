@@ -463,6 +463,7 @@ MAPPING_MUTANTS = (
         {"_zap": _zap_drops_dirty},
         budget=10,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
 )
 
@@ -510,6 +511,7 @@ MM_MUTANTS = (
         {"_settle_dirty": _settle_forgets_dirty},
         budget=10,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "proc-no-shootdown",
@@ -526,6 +528,7 @@ MM_MUTANTS = (
         {"_set_pte": _set_pte_overwriting},
         budget=100,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "fault-after-munmap",
@@ -639,6 +642,7 @@ PROCESS_MUTANTS = (
         "fsync-store",
         {"collect_mapped_dirty": _mappings_not_collected},
         budget=20,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
 )
 
@@ -930,6 +934,7 @@ ROOM_MUTANTS = (
         {"_harvest_ptes": _harvest_ptes_racy},
         budget=50,
         target=Reclaim,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "kswapd-keeps-mutex",
