@@ -38,6 +38,7 @@ from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.fs.ext2.fs import Ext2FS
 from pagemap.kernel.fs.ext2.fs import mount as ext2_mount
 from pagemap.kernel.hostfs import HostFile, HostFS
+from pagemap.kernel.mkwrite import check_dirty_tracking
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
@@ -59,6 +60,9 @@ MAX_CORES = 1024
 # host's RAM is refused (ENOMEM) rather than swapping, or being killed, while
 # it is built.
 HOST_BYTES_PER_FRAME = 2 * PGSIZE
+# Machine(dirty_tracking=None) reads this variable, else takes the default.
+DIRTY_TRACKING_ENV = "PAGEMAP_DIRTY_TRACKING"
+DEFAULT_DIRTY_TRACKING = "wp"
 # Seconds a task of a "sim" Machine may run without reaching a scheduling point
 # before the run ends with TaskStuck, naming where it loops, instead of hanging.
 SIM_WATCHDOG = 30.0
@@ -126,6 +130,11 @@ class Machine:
     `watchdog`: under "sim", the seconds a task may run without reaching a
     scheduling point before run() raises TaskStuck with the task's stack
     (None: wait forever).
+    `dirty_tracking`: how stores through shared file mappings are found,
+    "wp" (as Linux: pages mapped read-only until a write fault dirties them,
+    write-protected again by writeback; kernel/mkwrite.py) or "dbit" (the
+    seed's: writable at once, the PTEs' D bits collected by msync, fsync,
+    munmap and removal); None takes $PAGEMAP_DIRTY_TRACKING, else "wp".
     A bad argument is a TypeError or ValueError, more frames than the host can
     hold OutOfMemory.  See the module docstring for sync(), close() and `with`.
     """
@@ -139,8 +148,12 @@ class Machine:
         max_steps: int | None = None,
         reclaim: str = KERNEL_DEFAULT,
         watchdog: float | None = SIM_WATCHDOG,
+        dirty_tracking: str | None = None,
     ) -> None:
         cores, nbytes = check_machine_args(cores, memory, seed, max_steps)
+        if dirty_tracking is None:
+            dirty_tracking = os.environ.get(DIRTY_TRACKING_ENV) or DEFAULT_DIRTY_TRACKING
+        self.dirty_tracking = check_dirty_tracking(dirty_tracking)
         if not isinstance(reclaim, str):
             raise TypeError(
                 f"Machine: reclaim must be a policy's name, not {type(reclaim).__name__}"
@@ -277,6 +290,7 @@ class Machine:
             raise TypeError(f"Machine.page_map: name must be a str, not {type(name).__name__}")
         pm = PageMap(self.executor, self.allocator, ops, host, name or f"pm{len(self.page_maps)}")
         pm.lru = self.reclaim
+        pm.dirty_tracking = self.dirty_tracking
         self.page_maps.append(pm)
         return pm
 
@@ -287,6 +301,7 @@ class Machine:
             len(self.procs) + 1, self.executor, self.allocator, self.mmu, self.executor.current_core
         )
         proc.new_process = self.process  # how its fork() makes the child
+        proc.dirty_tracking = self.dirty_tracking
         self.procs.append(proc)
         return proc
 

@@ -25,6 +25,7 @@ from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import registry
 from pagemap.kernel.page import Page
 from pagemap.kernel.proc import Proc
+from pagemap.machine import DEFAULT_DIRTY_TRACKING, DIRTY_TRACKING_ENV
 from pagemap.oracles import MEMORY_SAFETY
 from tests.check.final_state import explore_states
 
@@ -66,9 +67,27 @@ SOAK_ROWS = {
 SOAK = os.environ.get("PAGEMAP_SOAK", "") == "1"
 
 
-def _rows() -> list[tuple[str, int]]:
+# Rows where DPOR is known to miss a final state DFS reaches, and what is
+# known of why.  Not a pass: strict xfails, each to be explained and fixed.
+MISSES = {
+    ("ext2-hole-race", 1): "issue 22, open: under dirty_tracking='wp' (ext2's page_mkwrite "
+    "allocates the hole's blocks in the store's fault) DFS reaches one final state DPOR does "
+    "not, equal to a DPOR state but for the device's write count (ext2.img.nr_writes 7, "
+    "not 8); passes under 'dbit' and with page_mkwrite allocating nothing, so some step of "
+    "the allocation racing write() lacks a footprint (bmap's lockless `fresh` reads are a "
+    "suspect; locking BlockMap.written alone did not close it)",
+}
+
+
+def _rows() -> list[object]:
     rows = [(name, bound) for name in registry() for bound in (1, 2)]
-    return [r for r in rows if SOAK or r not in SOAK_ROWS]
+    kept = [r for r in rows if SOAK or r not in SOAK_ROWS]
+    return [
+        pytest.param(*r, marks=pytest.mark.xfail(strict=True, reason=MISSES[r]))
+        if r in MISSES and os.environ.get(DIRTY_TRACKING_ENV, DEFAULT_DIRTY_TRACKING) == "wp"
+        else r
+        for r in kept
+    ]
 
 
 @pytest.mark.parametrize(("name", "bound"), _rows(), ids=lambda v: str(v))

@@ -52,6 +52,12 @@ LONGER = {
     "known-punch-fault": "a fault is about 20 steps in our kernel (the region, the lookup, "
     "readpage under the page lock, the PTE), and the punch its i_rwsem, removal's flag and "
     "host_lock around it: about 50 steps",
+    "known-mkclean-fault": "a store's fault, fsync's page_mkclean with its shootdown over 2 "
+    "cores and writepage, then a second store and msync's walk: about 70 steps",
+    "known-mkwrite-writeback": "two write faults (each looks its page up, locks it, installs) "
+    "and a whole msync between them: about 100 steps",
+    "known-mkclean-skip": "mprotect's split and merge of the region under its locks, then "
+    "fsync's walk and writepage, a store and msync: 45 steps",
 }
 
 

@@ -53,6 +53,7 @@ from pagemap import (
 )
 from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, PUNCH
 from pagemap.kernel.hostfs import HostFile
+from pagemap.kernel.mkwrite import DIRTY_TRACKING
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux is the judge")
 
@@ -213,8 +214,10 @@ class Linux:
 class Ours:
     """A Machine over a copy of the file."""
 
-    def __init__(self, path: Path) -> None:
-        self.m = Machine(cores=2, memory=(48 + 1) * PGSIZE, executor="sim", seed=0)
+    def __init__(self, path: Path, mode: str = "wp") -> None:
+        self.m = Machine(
+            cores=2, memory=(48 + 1) * PGSIZE, executor="sim", seed=0, dirty_tracking=mode
+        )
         self.file: HostFile = self.m.open(path, "r+")
         self.ro: HostFile = self.m.open(path, "r")
         self.proc = self.m.process()
@@ -458,6 +461,13 @@ def initial_bytes() -> bytes:
     return b"".join(bytes([0x30 + i]) * PGSIZE for i in range(FILE_PAGES))[:-100]
 
 
+@pytest.fixture(params=DIRTY_TRACKING)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each test runs under both dirty-tracking modes (kernel/mkwrite.py)."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if linux_vma(REGION) is not None or linux_vma(REGION + REGION_PAGES * PGSIZE - 1) is not None:
@@ -472,11 +482,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(st.integers(1, 30), st.data())
-def test_a_machine_agrees_with_linux(workdir: Path, steps: int, data: st.DataObject) -> None:
+def test_a_machine_agrees_with_linux(
+    workdir: Path, mode: str, steps: int, data: st.DataObject
+) -> None:
     theirs_path, ours_path = workdir / "linux.bin", workdir / "machine.bin"
     theirs_path.write_bytes(initial_bytes())
     ours_path.write_bytes(initial_bytes())
-    linux, ours = Linux(theirs_path), Ours(ours_path)
+    linux, ours = Linux(theirs_path), Ours(ours_path, mode)
     try:
         for step in range(steps):
             op = data.draw(next_op(ours.mapped_pages()), label=f"step {step}")
@@ -587,13 +599,13 @@ HAND_PICKED = {
 }
 
 
-def agree(workdir: Path, label: str, ops: list[Op]) -> None:
+def agree(workdir: Path, label: str, ops: list[Op], mode: str) -> None:
     """Run `ops` on both sides over fresh copies of the file: every answer and
     the final bytes must agree."""
     theirs_path, ours_path = workdir / f"{label}.linux", workdir / f"{label}.ours"
     theirs_path.write_bytes(initial_bytes())
     ours_path.write_bytes(initial_bytes())
-    linux, ours = Linux(theirs_path), Ours(ours_path)
+    linux, ours = Linux(theirs_path), Ours(ours_path, mode)
     try:
         for step, op in enumerate(ops):
             want, got = apply(linux, op), apply(ours, op)
@@ -605,8 +617,8 @@ def agree(workdir: Path, label: str, ops: list[Op]) -> None:
 
 
 @pytest.mark.parametrize("name", list(HAND_PICKED))
-def test_hand_picked_sequences_agree_with_linux(workdir: Path, name: str) -> None:
-    agree(workdir, f"hand{list(HAND_PICKED).index(name)}", HAND_PICKED[name])
+def test_hand_picked_sequences_agree_with_linux(workdir: Path, mode: str, name: str) -> None:
+    agree(workdir, f"hand{list(HAND_PICKED).index(name)}", HAND_PICKED[name], mode)
 
 
 # mmap's bad input on a regular file (and a few near misses Linux accepts):
@@ -657,7 +669,9 @@ BAD_MMAPS: dict[str, tuple[int, int, bool]] = {
 
 
 @pytest.mark.parametrize("name", list(BAD_MMAPS))
-def test_mmap_flag_and_mode_combinations_agree_with_linux(workdir: Path, name: str) -> None:
+def test_mmap_flag_and_mode_combinations_agree_with_linux(
+    workdir: Path, mode: str, name: str
+) -> None:
     """The same errno, or the same mapping: a second mmap over half of the
     first (MAP_FIXED_NOREPLACE refuses it), then accesses that tell shared
     from private and read-only from writable."""
@@ -675,6 +689,7 @@ def test_mmap_flag_and_mode_combinations_agree_with_linux(workdir: Path, name: s
             Op("pread", (PGSIZE, 4)),
             Op("load", (2, 0, 4)),
         ],
+        mode,
     )
 
 

@@ -186,9 +186,13 @@ def test_shared_mappings_see_the_file_and_each_others_stores(
     assert q.load(b + PGSIZE, 11) == b"from pwrite"
 
 
-def test_a_store_marks_the_pte_dirty_and_munmap_passes_it_to_the_page(
-    machine: Machine, file: HostFile
-) -> None:
+def test_a_store_marks_the_pte_dirty_and_munmap_passes_it_to_the_page(tmp_path: Path) -> None:
+    # D-bit tracking: under "wp" the first store dirties the page itself
+    # (tests/kernel/test_wp.py).
+    machine = Machine(cores=2, memory=(32 + 1) * PGSIZE, executor="sim", dirty_tracking="dbit")
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"".join(pattern(i) for i in range(NPAGES)))
+    file = machine.open(path, "r+")
     p = machine.process()
     a = p.mmap(2 * PGSIZE, RW, MAP_SHARED, file)
     p.store(a + PGSIZE, b"dirty")

@@ -50,9 +50,12 @@ SEED_FUNCTIONS: dict[str, dict[str, str]] = {
         "_read_or_wait": "pm_load_page",
         "_read_locked_page": "pm_load_page",
         "_slot_get_page": "pm_slot_get_page",
+        "info": "print_page_map_info",
+    },
+    "kernel/writeback.py": {
         "writeback": "pm_writeback_pages",
         "_writeback_page": "pm_writeback_pages",
-        "info": "print_page_map_info",
+        "clear_page_dirty_for_io": "pm_writeback_pages",
     },
     "kernel/rmap.py": {
         "add_vmr": "pm_add_vmr",

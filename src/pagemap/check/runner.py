@@ -108,7 +108,12 @@ def run_schedule(
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
     log = EventLog(keep_objects or validate, sites) if record or validate else None
     sched.record(log)
-    machine = Machine(cores=model.cores, memory=model.memory, executor=sched)
+    machine = Machine(
+        cores=model.cores,
+        memory=model.memory,
+        executor=sched,
+        dirty_tracking=getattr(model, "dirty_tracking", None),
+    )
     ctx = RunContext(machine, sched)
     chooser.start(sched)
     validator = FootprintValidator(sched, machine.memory.view) if validate else None

@@ -35,6 +35,9 @@ class Scenario:
     limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # What the ranges cannot say: a sentence saying what is wrong, or "".
     valid: Callable[[Params], str] | None = None
+    # The Machine's dirty tracking when the race is one mode's ("wp" or
+    # "dbit"); None: the Machine's default ($PAGEMAP_DIRTY_TRACKING, else "wp").
+    dirty_tracking: str | None = None
 
     def params(self, overrides: Mapping[str, int] | None = None) -> Params:
         """The defaults with `overrides`; ValueError for a parameter the
@@ -74,6 +77,10 @@ class ScenarioModel:
     def cores(self) -> int:
         cores = self.scenario.cores
         return cores if isinstance(cores, int) else cores(self.params)
+
+    @property
+    def dirty_tracking(self) -> str | None:
+        return self.scenario.dirty_tracking
 
     @property
     def memory(self) -> int:

@@ -18,6 +18,7 @@ from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_D, PTE_P, PTE_U, PTE_W, make_pte, pte_ppn
 from pagemap.kernel.cow import CopyOnWrite
 from pagemap.kernel.errors import BusError, KernelBug, SegmentationFault
+from pagemap.kernel.mkwrite import page_mkwrite_fault
 from pagemap.kernel.mman import PROT_WRITE
 from pagemap.kernel.page import PG_FAULTED, PG_PAGEMAP, Page
 from pagemap.kernel.vmr import VMR, describe_prot, find_vmr, prot_allows
@@ -130,6 +131,12 @@ class FaultHandler(CopyOnWrite):
                 copy = self._zeroed_page(fill=page)
                 if not self._install(vmr, va, copy, True, owned=True):
                     self.allocator.decref(copy)
+            elif write and self.dirty_tracking == "wp":
+                # Write-protect tracking: the page is dirtied, under its lock,
+                # before the PTE becomes writable (kernel/mkwrite.py).
+                page_mkwrite_fault(
+                    self, mapping, page, lambda: self._install(vmr, va, page, True, owned=False)
+                )
             else:
                 self._install(vmr, va, page, write, owned=False)
         finally:
@@ -161,6 +168,8 @@ class FaultHandler(CopyOnWrite):
             writable = bool(vmr.prot & PROT_WRITE) and (vmr.shared or owned or vmr.file is None)
             if writable and owned and self._cow_read_only(vmr, page):
                 writable = False  # another process maps it too: its write faults and copies
+            if writable and not write and not owned and self.dirty_tracking == "wp":
+                writable = vmr.file is None  # a shared file page: read-only until a write fault
             bits = PTE_P | PTE_U | (PTE_W if writable else 0)
             with self.pte_lock:
                 # The recheck is d00806b18315's fix in our terms (the fault

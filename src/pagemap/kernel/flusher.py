@@ -29,6 +29,7 @@ from pagemap.kernel.errors import KernelError
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.reclaim import Reclaim
+from pagemap.kernel.writeback import write_expired
 from pagemap.sync.executor import Executor, Task
 
 # Fractions of memory: kswapd wakes under LOW free, and stops at HIGH free.
@@ -121,15 +122,10 @@ class Flusher:
             self.writeback_round()
 
     def writeback_round(self) -> int:
-        dirty = sum(pm.nr_dirty_hint() for pm in list(self.page_maps))
-        everything = dirty > self.dirty_limit
-        written = 0
-        for pm in list(self.page_maps):
-            try:
-                written += pm.writeback_expired(everything)
-            except KernelError as exc:
-                # A failed writepage keeps its page dirty; the next pass tries again.
-                self.stats.errors.append(exc)
+        # kernel/writeback.py: a failed writepage keeps its page dirty, and
+        # the next round tries again.
+        written, errors = write_expired(self.page_maps, self.dirty_limit)
+        self.stats.errors.extend(errors)
         self.stats.writeback_rounds += 1
         self.stats.pages_written += written
         return written

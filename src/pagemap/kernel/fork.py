@@ -58,6 +58,8 @@ _SWITCHES = (
     "mremap_flush_dirty",
     "flush_batched_first",
     "mremap_flush_in_lock",
+    "mkwrite_locks_page",
+    "mkwrite_holds_lock",
 )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from pagemap.hw.memory import PGMASK, PGSHIFT
-from pagemap.hw.mmu import MMU, PTE_D, PageTable, pte_ppn
+from pagemap.hw.mmu import MMU, PTE_D, PTE_P, PageTable, pte_ppn
 from pagemap.kernel.mapcount import unshare
 from pagemap.kernel.page import PG_DIRTY, Page, PageAllocator
 from pagemap.kernel.vmr import VMR, find_vmr
@@ -97,6 +97,13 @@ class MM:
         # (kernel/mapcount.py), so dropping one lowers its map count.  A process
         # that never forked spends no atomic operation on map counts.
         self.cow_shared = False
+        self.mkwrite_locks_page = True  # 79352894b285: kernel/mkwrite.py
+        self.mkwrite_holds_lock = True  # b827e496c893: kernel/mkwrite.py
+        # "wp": shared file pages are mapped read-only until a write fault
+        # dirties them (kernel/mkwrite.py), and writeback write-protects them
+        # (page_mkclean); "dbit": writable at once, D bits collected.  Set by
+        # Machine.process().
+        self.dirty_tracking = "dbit"
 
     def __repr__(self) -> str:
         return f"Proc({self.pid}, {len(self.vmrs)} VMRs, {len(self.anon)} anonymous pages)"
@@ -133,7 +140,11 @@ class MM:
 
     def collect_dirty(self, va_lo: int, va_hi: int) -> None:
         """Move the D bits in [va_lo, va_hi) to PG_DIRTY, for a writeback
-        (msync, fsync) that must see the stores made through them."""
+        (msync, fsync) that must see the stores made through them.  Under
+        write-protect tracking a page is dirty before any PTE of it is
+        writable (kernel/mkwrite.py), so there is nothing to collect."""
+        if self.dirty_tracking == "wp":
+            return
         self._clear_ptes(va_lo, va_hi, PTE_D)
 
     def drop_private_copies(self, va_lo: int, va_hi: int) -> None:
@@ -210,6 +221,25 @@ class MM:
             # between and a store through another core's stale entry is lost.
             self.tlb_shootdown(lo, hi)
         return disowned
+
+    def _modify_ptes(self, lo: int, hi: int) -> None:
+        """Pass every present PTE in [lo, hi) through a protection change
+        that keeps what it allows, as Linux's change_pte_range does (since
+        2.6.26): ptep_modify_prot_start takes the PTE and leaves it not
+        present, ptep_modify_prot_commit puts the new one; under pte_lock.
+        Our PTEs have no bit such a change alters (no NX), so the new PTE is
+        the old one with every bit the MMU set before it was taken.
+
+        In between the PTE is not present for an instant: a fault waits for
+        pte_lock, and so must any walk that would act on the PTE
+        (page_mkclean reads it only under the lock: 479db0bf408e, the zoo's
+        known-mkclean-skip)."""
+        with self.pte_lock:
+            for _, word in self.page_table.ptes(lo >> PGSHIFT, hi >> PGSHIFT):
+                if not word.load() & PTE_P:
+                    continue
+                old = word.swap(0)  # ptep_modify_prot_start: nothing can set D now
+                word.store(old)  # ptep_modify_prot_commit
 
     def _zap(self, lo: int, hi: int, free_owned: bool) -> list[Page]:
         """Zero every PTE in [lo, hi) (munmap, PROT_NONE); see _clear_ptes."""

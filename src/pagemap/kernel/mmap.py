@@ -373,6 +373,8 @@ class Mappings(FaultHandler):
             self._zap(lo, hi, free_owned=False)
         elif vmr.prot & ~prot & PROT_WRITE:
             self._clear_ptes(lo, hi, PTE_W | PTE_D)  # later stores fault, and set D afresh
+        else:
+            self._modify_ptes(lo, hi)  # Linux's change_pte_range, for a change that keeps W
         unregister(vmr)
 
     # -- msync -----------------------------------------------------------------------

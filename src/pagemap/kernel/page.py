@@ -37,6 +37,7 @@ PG_REMOVAL = 0x20  # a remover marked the page; a convenience, not a lock
 PG_REFERENCED = 0x40  # read or written through the VFS since reclaim last looked
 PG_FAULTED = 0x80  # read in by a fault: the A bit its own access set is no second use
 PG_AGED = 0x100  # dirty when writeback last looked: written back on its next pass
+PG_WRITEBACK = 0x200  # being written (write-protect tracking only: kernel/writeback.py)
 
 PG_FLAG_NAMES = (
     (PG_LOCKED, "LOCKED"),
@@ -48,6 +49,7 @@ PG_FLAG_NAMES = (
     (PG_REFERENCED, "REFERENCED"),
     (PG_FAULTED, "FAULTED"),
     (PG_AGED, "AGED"),
+    (PG_WRITEBACK, "WRITEBACK"),
 )
 
 

@@ -16,7 +16,8 @@ four files:
                                   one fused pass (clean pages of an unmapped
                                   range) is explained there
     print_page_map_info           PageMap.info
-    (later Akaros)                PageMap.writeback
+    (later Akaros)                PageMap.writeback: kernel/writeback.py
+                                  (mixed in), with the per-page write
 
 Where the 2014 code had a gap, the fix is named at the spot (see docs/seed.md).
 
@@ -38,7 +39,6 @@ read is AlreadyClosed (EBADF); put_page still gives back what was taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 from pagemap.kernel.errors import (
@@ -52,8 +52,6 @@ from pagemap.kernel.errseq import WritebackErrors
 from pagemap.kernel.invalidate import InvalidateLock
 from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
-    PG_AGED,
-    PG_DIRTY,
     PG_LOCKED,
     PG_PAGEMAP,
     PG_REMOVAL,
@@ -76,7 +74,7 @@ from pagemap.kernel.slot import (
     slot_dec_refcnt,
     slot_inc_refcnt,
 )
-from pagemap.sync.core import READ
+from pagemap.kernel.writeback import Writeback
 from pagemap.sync.executor import Executor
 
 if TYPE_CHECKING:
@@ -95,7 +93,7 @@ class PageMapOps(Protocol):
         """Write page.data to the backing store."""
 
 
-class PageMap(Removal, ReverseMap):
+class PageMap(Removal, Writeback, ReverseMap):
     """struct page_map."""
 
     def __init__(
@@ -136,6 +134,9 @@ class PageMap(Removal, ReverseMap):
         self.atomic_pte_clear = True  # removal's _pte_mark_not_present
         self.wb_err = WritebackErrors(executor, name)  # kernel/errseq.py
         self.invalidate_lock = InvalidateLock(executor, name)  # kernel/invalidate.py
+        self.mkclean_locks_pte = True  # 479db0bf408e: rmap's page_mkclean
+        # "wp" or "dbit" (kernel/mkwrite.py); set by Machine.page_map().
+        self.dirty_tracking = "dbit"
 
     @property
     def nr_pages(self) -> int:
@@ -446,99 +447,6 @@ class PageMap(Removal, ReverseMap):
         frames.flags.reset(page.ppn, 0)
         frames.locks.reset(page.ppn, 1)
         self.allocator.decref(page)
-
-    # -- writing back -------------------------------------------------------------
-    def _writeback_page(self, page: Page) -> bool:
-        """Write the page if dirty; True if it was written.
-
-        The page lock is held from clearing PG_DIRTY until writepage returns,
-        so two writebacks of one page never overlap, and an fsync that finds
-        the page clean because a remover is mid-write sleeps until that write
-        is done.  (The seed cleared PG_DIRTY under the map lock and wrote with
-        no lock at all: an fsync could return before the remover's write landed,
-        and an older copy could land after a newer one.)  Exercised by the
-        writeback-remove scenario and test_writeback_racing_writers_loses_nothing;
-        the dirty-cleared-late mutant breaks it and is caught.
-        """
-        lock_page(page)
-        try:
-            if not page.flags.fetch_and(~(PG_DIRTY | PG_AGED)) & PG_DIRTY:
-                return False
-            try:
-                self.ops.writepage(self, page)
-            except BaseException as exc:
-                if self.wb_err.record(exc):  # errseq.py; its failed_page switch is "keep":
-                    page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
-                raise
-            self.stats.writebacks.add(1)
-            return True
-        finally:
-            unlock_page(page)
-
-    def writeback(self, index: int, nr_pages: int) -> int:
-        """Write back the dirty pages in [index, index + nr_pages), evicting none.
-
-        Returns how many pages were written.  Behind msync and fsync.  On a
-        writepage error the remaining pages are still tried, the failed ones
-        stay dirty, and the first error is raised at the end.
-        """
-        lo, hi = self._check_range(index, nr_pages)
-        with self.lock:
-            indices = [i for i, _ in self.tree.items(lo, hi)]
-        return self._each_cached(indices, self._writeback_page)
-
-    def nr_dirty_hint(self) -> int:
-        """How many cached pages are dirty, as a hint for writeback: each
-        word is read with no point of its own, but named in the step's
-        footprint, so the checker still orders it against writers."""
-        flags = self.flags
-        touch = self.executor.touch
-        count = 0
-        with self.lock:
-            for _, ppn in self.tree.items():
-                touch(("page.flags", ppn), READ)
-                if flags.value(ppn) & PG_DIRTY:
-                    count += 1
-        return count
-
-    def writeback_expired(self, everything: bool = False) -> int:
-        """Writeback's pass: write the pages found dirty by the previous pass
-        too (PG_AGED), mark the newly dirty ones; with `everything`, write
-        every dirty page.  Evicts nothing; the pages written."""
-        flags = self.flags
-        with self.lock:
-            indices = [i for i, ppn in self.tree.items() if flags.load(ppn) & PG_DIRTY]
-
-        def expire(page: Page) -> bool:
-            old = flags.load(page.ppn)
-            if old & PG_DIRTY and (everything or old & PG_AGED):
-                return self._writeback_page(page)
-            if old & PG_DIRTY:
-                flags.fetch_or(page.ppn, PG_AGED)
-            return False
-
-        return self._each_cached(indices, expire)
-
-    def _each_cached(self, indices: list[int], write: Callable[[Page], bool]) -> int:
-        """Run `write` on each page still cached at `indices`, holding a
-        reference; how many it wrote.  A page whose write fails stays dirty
-        (_writeback_page's rule); the rest are still tried, and the first
-        error is raised at the end."""
-        written = 0
-        first_error: OSError | None = None
-        for i in indices:
-            page = self._find_page(i)
-            if page is None:
-                continue
-            try:
-                written += write(page)
-            except OSError as exc:
-                first_error = first_error or exc
-            finally:
-                self.put_page(page)
-        if first_error is not None:
-            raise first_error
-        return written
 
     # -- reporting ---------------------------------------------------------------
     def info(self) -> str:

@@ -106,7 +106,7 @@ class Removal:
     """The page-out half of struct page_map."""
 
     # What removal uses of its page map: fields PageMap.__init__ sets, and
-    # the one-page writeback that PageMap.writeback shares.
+    # the one-page writeback of kernel/writeback.py.
     name: str
     executor: Executor
     allocator: PageAllocator

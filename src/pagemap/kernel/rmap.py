@@ -22,8 +22,10 @@ from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.mmu import PTE_D, PTE_P, PTE_W, pte_ppn
 from pagemap.kernel.errors import InvalidArgument
 from pagemap.kernel.mman import MAP_SHARED
+from pagemap.kernel.page import Page
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.locks import SpinLock
@@ -145,6 +147,7 @@ class ReverseMap:
     name: str
     lock: SpinLock
     vmrs: list[VMRegion]
+    mkclean_locks_pte: bool
 
     def add_vmr(self, vmr: VMRegion) -> None:
         # Removal holds `lock` while it walks the VMRs, so a munmap that wants
@@ -168,6 +171,48 @@ class ReverseMap:
         with self.lock:
             for span in mapped_spans(self.vmrs, index, index + nr_pages, with_flags=MAP_SHARED):
                 span.proc.collect_dirty(span.lo, span.hi)
+
+    def page_mkclean(self, page: Page) -> bool:
+        """Write-protect every shared PTE that maps `page` and clean it: True
+        if one was writable or dirty (the caller then marks the page dirty).
+
+        Writeback's half of write-protect tracking (clear_page_dirty_for_io,
+        kernel/writeback.py), one walk of the reverse map for the page.  Each
+        PTE is changed by one atomic operation under its process's pte_lock
+        and that process's TLBs are shot down before the lock is dropped: a
+        store through an entry cached writable lands before the shootdown,
+        so before the caller clears PG_DIRTY and writes, and every later store
+        faults (kernel/mkwrite.py).  The PTE is read under the pte_lock, never
+        before: a PTE another path holds not-present for an instant under
+        that lock may be writable and dirty again when it lets go
+        (479db0bf408e; `mkclean_locks_pte` off puts the bug back for
+        check/scenarios/known/wp.py).  The page lock is held.
+        """
+        dirty = False
+        with self.lock:
+            for span in mapped_spans(self.vmrs, page.index, page.index + 1, with_flags=MAP_SHARED):
+                proc = span.proc
+                if not self.mkclean_locks_pte:
+                    pte = proc.pte_at(span.lo)
+                    if pte is None or not pte.load() & PTE_P:
+                        continue  # the 2008 shortcut: not present, so not ours to clean
+                with proc.pte_lock:
+                    pte = proc.pte_at(span.lo)
+                    if pte is not None and self._mkclean_one(pte, page):
+                        proc.tlb_shootdown()
+                        dirty = True
+        return dirty
+
+    @staticmethod
+    def _mkclean_one(pte: AtomicWord, page: Page) -> bool:
+        """Clear W and D in `pte` if it maps `page` writable or dirty; True
+        if it did (pte_lock held).  A CAS: the MMU may set D meanwhile."""
+        while True:
+            old = pte.load()
+            if pte_ppn(old) != page.ppn or not old & (PTE_W | PTE_D):
+                return False
+            if pte.cas(old, old & ~(PTE_W | PTE_D)):
+                return True
 
     def drop_private_copies(self, index: int) -> None:
         """Unmap and free the private copies of pages at or past `index` in

@@ -16,6 +16,8 @@ from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
 from pagemap.cli import main
 from pagemap.kernel.fs.ext2.bmap import BlockMap
+from pagemap.kernel.mkwrite import DIRTY_TRACKING
+from pagemap.machine import DIRTY_TRACKING_ENV
 
 SCENARIOS = [
     "ext2-store-remove",
@@ -32,10 +34,18 @@ SCENARIOS = [
 truncate_frees_first = lookup_mutant("ext2-frees-first").patches["truncate"]
 
 
+@pytest.mark.parametrize("mode", DIRTY_TRACKING)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_scenario_holds_under_pagemap_check_dpor_to_the_end(
-    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str,
+    mode: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Under both dirty-tracking modes: under "wp" a store into a hole
+    allocates its block in page_mkwrite, under "dbit" at writepage."""
+    monkeypatch.setenv(DIRTY_TRACKING_ENV, mode)
     code = main(["check", name, "--strategy", "dpor", "--traces", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out

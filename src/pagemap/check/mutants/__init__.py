@@ -26,6 +26,7 @@ from pagemap.check.mutants.cow import COW_MUTANTS
 from pagemap.check.mutants.errseq import ERRSEQ_MUTANTS
 from pagemap.check.mutants.punch import PUNCH_MUTANTS
 from pagemap.check.mutants.tlb import TLB_MUTANTS
+from pagemap.check.mutants.wp import WP_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
@@ -79,6 +80,7 @@ from pagemap.kernel.vfs import Inode, pages_spanned
 from pagemap.kernel.vmr import VMR, among, split_outside, vmr_base
 from pagemap.kernel.vmr import register as vmr_register
 from pagemap.kernel.vmr import unregister as vmr_unregister
+from pagemap.kernel.writeback import Writeback
 from pagemap.sync.core import READ, WRITE
 
 # -- page-map mutants -------------------------------------------------------------
@@ -312,6 +314,7 @@ PAGEMAP_MUTANTS = (
         "writeback-remove",
         {"_writeback_page": _writeback_page_clears_late},
         budget=1200,
+        target=Writeback,
     ),
     Mutant(
         "eio-leaves-page",
@@ -466,6 +469,7 @@ MAPPING_MUTANTS = (
         {"_zap": _zap_drops_dirty},
         budget=10,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
 )
 
@@ -515,6 +519,7 @@ MM_MUTANTS = (
         {"_settle_dirty": _settle_forgets_dirty},
         budget=10,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "proc-no-shootdown",
@@ -531,6 +536,7 @@ MM_MUTANTS = (
         {"_set_pte": _set_pte_overwriting},
         budget=100,
         target=Proc,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "fault-after-munmap",
@@ -644,6 +650,7 @@ PROCESS_MUTANTS = (
         "fsync-store",
         {"collect_mapped_dirty": _mappings_not_collected},
         budget=20,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
 )
 
@@ -935,6 +942,7 @@ ROOM_MUTANTS = (
         {"_harvest_ptes": _harvest_ptes_racy},
         budget=50,
         target=Reclaim,
+        dirty_tracking="dbit",  # a D bit is what it loses
     ),
     Mutant(
         "kswapd-keeps-mutex",
@@ -1109,6 +1117,7 @@ MUTANTS = (
     + COW_MUTANTS
     + ERRSEQ_MUTANTS
     + PUNCH_MUTANTS
+    + WP_MUTANTS
 )
 
 

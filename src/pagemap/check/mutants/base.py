@@ -10,6 +10,7 @@ one table, MUTANTS.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -19,6 +20,7 @@ from unittest import mock
 from pagemap.check.context import RunContext
 from pagemap.check.runner import Model
 from pagemap.kernel.pagemap import PageMap
+from pagemap.machine import DIRTY_TRACKING_ENV
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,18 @@ class Mutant:
     bound: int = 2
     params: dict[str, int] = field(default_factory=dict)
     target: type | ModuleType = PageMap
+    # A mutant of one dirty-tracking mode's mechanism ("dbit": the D bits
+    # that mode collects) runs with the Machine's default set to that mode
+    # ($PAGEMAP_DIRTY_TRACKING) while applied; None: the default's.
+    dirty_tracking: str | None = None
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
+            if self.dirty_tracking is not None:
+                stack.enter_context(
+                    mock.patch.dict(os.environ, {DIRTY_TRACKING_ENV: self.dirty_tracking})
+                )
             for attr, fn in self.patches.items():
                 stack.enter_context(mock.patch.object(self.target, attr, fn))
             yield

@@ -13,13 +13,14 @@ from pagemap.check.scenarios import (
     process,
     punch,
     tlb,
+    wp,
 )
 
 
 def registry() -> dict[str, Scenario]:
     """Name -> scenario, in the order `pagemap check` runs them."""
     found: dict[str, Scenario] = {}
-    for module in (pagemap, mappings, process, cow, files, ext2, tlb, errseq, punch):
+    for module in (pagemap, mappings, process, cow, files, ext2, tlb, errseq, punch, wp):
         for scenario in module.SCENARIOS:
             found[scenario.name] = scenario
     return found

@@ -12,9 +12,9 @@ kernel can express); each defines SCENARIOS and BUGS, gathered here in order.
 
 from __future__ import annotations
 
-from pagemap.check.scenarios.known import bugs, cow, fsyncgate, punch, tlb
+from pagemap.check.scenarios.known import bugs, cow, fsyncgate, punch, tlb, wp
 
-_ROOMS = (bugs, tlb, cow, fsyncgate, punch)
+_ROOMS = (bugs, tlb, cow, fsyncgate, punch, wp)
 
 SCENARIOS = tuple(s for room in _ROOMS for s in room.SCENARIOS)
 BUGS = tuple(b for room in _ROOMS for b in room.BUGS)

@@ -11,11 +11,15 @@ Blocks are allocated when write() runs, not at writepage: a full filesystem
 is then an ENOSPC (or a short write) that write() itself returns, before any
 byte is copied, as Linux's ext2 does; allocating at writepage would turn it
 into a failure of some later, unrelated fsync or eviction, with the data
-already accepted.  Only a page stored into through a shared mapping over a
-hole reaches writepage unallocated (there is no fault-time hook for it, as
-Linux's ext2 has none): writepage allocates then, and an ENOSPC leaves the
+already accepted.  A store through a shared mapping over a hole allocates at
+its first store under write-protect tracking (Machine(dirty_tracking="wp")):
+the write fault calls page_mkwrite (kernel/mkwrite.py), which allocates the
+page's holes below i_size under the page lock, as Linux's ext2 does through
+block_page_mkwrite; a full filesystem is then a bus error at that store.
+Under D-bit tracking there is no fault-time hook: such a page reaches
+writepage unallocated, writepage allocates then, and an ENOSPC leaves the
 page dirty and fails that writeback.  A block whose bytes in the page are all
-zeros stays a hole.
+zeros stays a hole at writepage.
 
 Locks, outermost first: `lock` (i_rwsem: write and truncate), a page lock
 (readpage, writepage, and truncate on the new last page), the map lock
@@ -28,7 +32,7 @@ the truth.
 from __future__ import annotations
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE
-from pagemap.kernel.errors import InvalidArgument
+from pagemap.kernel.errors import BusError, InvalidArgument
 from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE
 from pagemap.kernel.fs.ext2 import punch
 from pagemap.kernel.fs.ext2.bmap import BlockMap
@@ -238,6 +242,31 @@ class Ext2Inode(Inode):
         for i, j, blk in _runs(blocks):
             self.vol.dev.write_blocks(blk, data[i * bs : j * bs], bs)
         self.bmap.written([b for b in blocks if b])
+
+    def page_mkwrite(self, pm: PageMap, page: Page) -> None:
+        """A write fault's first store is coming to `page` (page lock held):
+        allocate the blocks of its holes below i_size, as Linux's
+        block_page_mkwrite does, so the store's block exists before any byte
+        lands.  A full filesystem is a bus error at that store."""
+        first, nblk, _ = self._span(page)
+        if not nblk:
+            return
+        self.vol.check_writable(f"a store to page {page.index} of inode {self.ino}")
+        known = self._remembered(page)
+        for i in range(nblk):
+            if not known[i]:
+                known[i] = self.bmap.lookup(first + i)
+        try:
+            for i in range(nblk):
+                if not known[i]:
+                    known[i] = self.bmap.allocate(first + i, fresh=True)
+                    self.dirty = True
+        except NoSpace as exc:
+            raise BusError(
+                f"SIGBUS: a store to page {page.index} of inode {self.ino}: {exc}"
+            ) from exc
+        finally:
+            page.buffers = known
 
     def sync_backing(self) -> None:
         if self.vol.readonly or self.deleted or not self.vol.mounted:
