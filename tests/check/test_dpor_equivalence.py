@@ -69,14 +69,9 @@ SOAK = os.environ.get("PAGEMAP_SOAK", "") == "1"
 
 # Rows where DPOR is known to miss a final state DFS reaches, and what is
 # known of why.  Not a pass: strict xfails, each to be explained and fixed.
-MISSES = {
-    ("ext2-hole-race", 1): "issue 22, open: under dirty_tracking='wp' (ext2's page_mkwrite "
-    "allocates the hole's blocks in the store's fault) DFS reaches one final state DPOR does "
-    "not, equal to a DPOR state but for the device's write count (ext2.img.nr_writes 7, "
-    "not 8); passes under 'dbit' and with page_mkwrite allocating nothing, so some step of "
-    "the allocation racing write() lacks a footprint (bmap's lockless `fresh` reads are a "
-    "suspect; locking BlockMap.written alone did not close it)",
-}
+# None today: ext2-hole-race at bound 1 under "wp" was one, until the block
+# map's words and fresh set got their footprints (kernel/fs/ext2/bmap.py).
+MISSES: dict[tuple[str, int], str] = {}
 
 
 def _rows() -> list[object]:

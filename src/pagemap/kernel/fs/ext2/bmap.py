@@ -37,6 +37,7 @@ from pagemap.kernel.fs.ext2.balloc import Allocator
 from pagemap.kernel.fs.ext2.errors import Corrupt, NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import N_BLOCKS, NDIR_BLOCKS, put_u32, u32
 from pagemap.kernel.fs.ext2.super import Geometry
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.locks import SpinLock
 
 
@@ -96,6 +97,20 @@ class BlockMap:
         # too when they are freed, not only the indirect blocks.
         self.cached_data = False
         self.goal = 0  # where the next allocation looks first (a hint)
+        # The footprints of the map's words (i_block) and of `fresh`: plain
+        # Python state, named in the step that reads or changes it, so that the
+        # checker orders a lookup without the lock against a splice under it.
+        # Without them DPOR took a write()'s lookup as independent of a
+        # page_mkwrite's splice of the same hole (ext2-hole-race under "wp",
+        # test_dpor_equivalence.py): a final state DFS reaches went unexplored.
+        self._map_key = (f"{lock.name}.i_block", 0)
+        self._fresh_key = (f"{lock.name}.fresh", 0)
+
+    def _touch_map(self, access: int) -> None:
+        self.dev.executor.touch(self._map_key, access)
+
+    def _touch_fresh(self, access: int) -> None:
+        self.dev.executor.touch(self._fresh_key, access)
 
     # -- lookup -----------------------------------------------------------------------
     def _where(self, n: int) -> str:
@@ -108,6 +123,7 @@ class BlockMap:
     def lookup(self, n: int) -> int:
         """The device block holding file block n, 0 for a hole."""
         path = block_path(n, self.geo.addr_per_block)
+        self._touch_map(READ)
         blk = self.i_block[path[0]]
         for idx in path[1:]:
             if not blk:
@@ -127,6 +143,7 @@ class BlockMap:
         apb = self.geo.addr_per_block
         seen: dict[int, bytes] = {}
         out: list[int] = []
+        self._touch_map(READ)
         for n in range(first, first + count):
             path = block_path(n, apb)
             blk = self.i_block[path[0]]
@@ -147,12 +164,15 @@ class BlockMap:
         return out
 
     def is_fresh(self, blk: int) -> bool:
+        self._touch_fresh(READ)
         return blk in self.fresh
 
     def written(self, blocks: list[int]) -> None:
         """These blocks now hold their file's bytes on disk."""
+        self._touch_fresh(READ)
         if self.fresh:
             with self.lock:
+                self._touch_fresh(WRITE)
                 self.fresh.difference_update(blocks)
 
     # -- allocation ---------------------------------------------------------------------
@@ -181,6 +201,7 @@ class BlockMap:
     ) -> tuple[int, BufferHead | None, int]:
         """Follow the path; (block, None, depth) if mapped, else (0, the buffer
         holding the empty slot or None for i_block, the depth of that slot)."""
+        self._touch_map(READ)
         blk = self.i_block[path[0]]
         holder: BufferHead | None = None
         depth = 0
@@ -215,15 +236,18 @@ class BlockMap:
         spliced = False
         slot = path[depth]
         with self.lock:
+            self._touch_map(READ)
             cur = self.i_block[slot] if holder is None else u32(holder.data, slot * 4)
             if not cur:
                 if holder is None:
+                    self._touch_map(WRITE)
                     self.i_block[slot] = new[0]
                 else:
                     put_u32(holder.data, slot * 4, new[0])
                     self.dev.dirty_buffer(holder)
                 self.blocks512 += need * self.geo.sectors_per_block
                 if fresh:
+                    self._touch_fresh(WRITE)
                     self.fresh.add(new[-1])
                 spliced = True
         if not spliced:
@@ -278,6 +302,7 @@ class BlockMap:
         """Phase one of truncate: what to zero and free; None if nothing."""
         apb = self.geo.addr_per_block
         plan = _Plan()
+        self._touch_map(READ)
         for k in range(min(keep, NDIR_BLOCKS), NDIR_BLOCKS):
             if self.i_block[k]:
                 plan.data.append(self.i_block[k])
@@ -339,6 +364,8 @@ class BlockMap:
         """Phase two of truncate: nothing here allocates or reads."""
         freed = plan.freed()
         with self.lock:
+            self._touch_map(WRITE)
+            self._touch_fresh(WRITE)
             for slot in plan.slots:
                 self.i_block[slot] = 0
             for bh, first in plan.edits:

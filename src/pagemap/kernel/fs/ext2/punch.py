@@ -32,6 +32,7 @@ from pagemap.kernel.blockdev import BufferHead
 from pagemap.kernel.fs.ext2.bmap import BlockMap, block_path
 from pagemap.kernel.fs.ext2.errors import NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import put_u32
+from pagemap.sync.core import WRITE
 
 if TYPE_CHECKING:
     from pagemap.kernel.fs.ext2.inode import Ext2Inode
@@ -53,6 +54,7 @@ def punch_blocks(bmap: BlockMap, first: int, count: int) -> int:
                 holder = held[-1] if len(path) > 1 else None
                 with bmap.lock:
                     if holder is None:
+                        bmap._touch_map(WRITE)
                         bmap.i_block[path[0]] = 0
                     else:
                         put_u32(holder.data, path[-1] * 4, 0)
