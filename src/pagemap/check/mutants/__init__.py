@@ -22,6 +22,7 @@ from unittest import mock
 import pagemap.kernel.mmap as mmap_module
 import pagemap.kernel.pagemap as pagemap_module
 from pagemap.check.mutants.base import Mutant as Mutant
+from pagemap.check.mutants.rooms2 import ROOM2_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_A, PTE_D, PTE_P, PageFault, make_pte, pte_ppn
 from pagemap.kernel.blockdev import BH_DIRTY, BlockDevice, BufferHead
@@ -1097,6 +1098,7 @@ MUTANTS = (
     + EXT2_ROOM_MUTANTS
     + EXT2_NAMESPACE_MUTANTS
     + EXT2_TRUNCATE_MUTANTS
+    + ROOM2_MUTANTS
 )
 
 

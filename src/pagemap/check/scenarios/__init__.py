@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pagemap.check.scenario import Scenario
-from pagemap.check.scenarios import ext2, files, mappings, pagemap, process, races
+from pagemap.check.scenarios import ext2, files, mappings, pagemap, process, races, races_ext2
 
 
 def registry() -> dict[str, Scenario]:
     """Name -> scenario, in the order `pagemap check` runs them."""
     found: dict[str, Scenario] = {}
-    for module in (pagemap, mappings, process, files, ext2, races):
+    for module in (pagemap, mappings, process, files, ext2, races, races_ext2):
         for scenario in module.SCENARIOS:
             found[scenario.name] = scenario
     return found

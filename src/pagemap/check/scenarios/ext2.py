@@ -130,6 +130,7 @@ class Ext2ShadowFile(ShadowFile):
         self.regions = []
         self._store = {}
         self._expect = {}
+        self._syncing = {}
         ctx.machine.on_access = self._on_access
 
     def end_checks(self) -> None:
