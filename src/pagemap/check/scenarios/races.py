@@ -17,6 +17,10 @@ tests/check/test_race_scenarios.py.
 - expire-remove: the writeback task's pass over a map (it marks a dirty
   page aged, and writes it at the next pass) races a pwrite and a remover
   of that page (PageMap.writeback_expired).  Nothing is lost.
+- truncate-held: a truncate drops a page a pread holds (its frame freed at
+  the last put) while another pread loads a page: the dropped page leaves
+  reclaim's policy (Reclaim.removed) as the loaded one joins it, under
+  reclaim's lock.
 - reclaim-contend: memory is full but for one frame; two preads of pages
   not cached allocate: the first takes the last frame and kicks kswapd, the
   second reclaims directly, and kswapd's round and the direct reclaim
@@ -34,12 +38,14 @@ from __future__ import annotations
 
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
-from pagemap.check.shadow import SLOT, Region, ShadowFile
+from pagemap.check.memdisk import MemInode
+from pagemap.check.shadow import SLOT, Region, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import AlreadyClosed
 from pagemap.kernel.mman import MAP_SHARED, PROT_READ, PROT_WRITE
 from pagemap.kernel.vfs import File
 from pagemap.oracles import COHERENCE
+from pagemap.oracles.coherence import describe
 
 RW = PROT_READ | PROT_WRITE
 
@@ -185,6 +191,60 @@ def _reclaim_contend(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+# -- truncate-held ----------------------------------------------------------------------
+
+
+def _truncate_held(ctx: RunContext, p: Params) -> None:
+    # Three pages, page 1 cached.  A truncate to one page drops pages 1 and
+    # 2 while a pread holds page 1 (a slot reference, for its copy): the
+    # page leaves the map and reclaim's policy (Reclaim.removed, under
+    # reclaim's lock, with this map's lock held) and its frame is freed at
+    # the last put, the pread's or the truncate's.  Meanwhile a pread of
+    # another file loads its page, which joins that file's map and the
+    # policy under reclaim's lock (Reclaim.inserted, with the other map's
+    # lock held: the two map locks do not order them).  The pread of page 1
+    # reads its bytes, or nothing once the truncate came first; the other
+    # file reads its bytes; nothing leaks.
+    f = ShadowFile(ctx, 3)
+    old = f.shadow.expect(PGSIZE, SLOT)
+    f.file.pread(SLOT, PGSIZE)
+    done = [False]  # the truncate has returned
+
+    def truncater() -> None:
+        f.truncate(PGSIZE)
+        done[0] = True
+
+    def holder() -> None:
+        after = done[0]
+        got = f.file.pread(SLOT, PGSIZE)
+        # Zeros past the new end: the pread began before the cut and copied
+        # page 1 after truncate zeroed what it cut (Inode.truncate).
+        if got != b"" and (after or got not in (old, bytes(SLOT))):
+            ctx.fail(
+                COHERENCE,
+                f"{ctx.who()} read {describe(got)} at offset {PGSIZE} of a file cut to "
+                f"{PGSIZE}" + (" before it began" if after else ""),
+            )
+
+    machine = ctx.machine
+    other = File(
+        MemInode(machine.executor, machine.page_map, "other", initial_bytes(1)),
+        "other",
+        "r",
+        True,
+        False,
+    )
+
+    def loader() -> None:
+        if other.pread(SLOT, 0) != initial_bytes(1)[:SLOT]:
+            ctx.fail(COHERENCE, f"{ctx.who()} read another file's first slot wrong")
+
+    ctx.machine.spawn(truncater, name="truncate")
+    ctx.machine.spawn(holder, name="pread-1")
+    ctx.machine.spawn(loader, name="pread-0")
+    f.end_checks()
+
+
 def _fits(p: Params) -> str:
     """reclaim-contend's readers each read a page not cached before the race."""
     return "" if p["readers"] < p["pages"] - 6 else "readers must be fewer than pages - 6"
@@ -228,5 +288,11 @@ SCENARIOS = (
         frames=8,
         limits={"pages": (9, 12), "readers": (1, 3), "remover": (0, 1)},
         valid=_fits,
+    ),
+    Scenario(
+        "truncate-held",
+        "a truncate drops a page a pread holds while a pread of another file loads a page",
+        _truncate_held,
+        {},
     ),
 )
