@@ -37,8 +37,8 @@ oracles; each explores to the end at the default bounds in a few seconds.
 from __future__ import annotations
 
 from pagemap.check.context import RunContext
-from pagemap.check.scenario import Params, Scenario
 from pagemap.check.memdisk import MemInode
+from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, Region, ShadowFile, initial_bytes
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.errors import AlreadyClosed
