@@ -64,18 +64,21 @@ def _close_use(ctx: RunContext, p: Params) -> None:
     f = ShadowFile(ctx, 1)
     user = File(f.inode, f.name, "r+", True, True)
     proc = ctx.machine.process()
-    closed = [False]  # close has returned
+    # Close has returned: a word, so that DPOR sees the user's look at it
+    # depend on the close and explores both orders (a plain flag would let
+    # it take the two tasks for independent once a mutant drops the check).
+    closed = ctx.machine.executor.atomic(0, "close-use.returned")
 
     def closer() -> None:
         user.close()
-        closed[0] = True
+        closed.store(1)
 
     def refused_late(what: str, after: bool) -> None:
         if after:
             ctx.fail(COHERENCE, f"{ctx.who()}'s {what} went through a file closed before it began")
 
     def user_task() -> None:
-        after = closed[0]
+        after = closed.load()
         data = f.shadow.next_stamp(0)
         try:
             user.pwrite(data, 0)
@@ -85,7 +88,7 @@ def _close_use(ctx: RunContext, p: Params) -> None:
             refused_late("pwrite", after)
             f.shadow.write(0, data)
             f.pread(0)
-        after = closed[0]
+        after = closed.load()
         try:
             base = proc.mmap(PGSIZE, RW, MAP_SHARED, file=user, offset=0)
         except AlreadyClosed:
