@@ -548,29 +548,65 @@ def _namespace_writeback(ctx: RunContext, p: Params) -> None:
         return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
 
     def read_back() -> list[Violation]:
-        ro = ctx.machine.mount(path, "r", clock=lambda: 0)
-        try:
-            listed = set(ro.listdir("/")) | {".", ".."}
-            problems = []
-            if listed != names:
-                problems.append(
-                    Violation(
-                        DURABILITY,
-                        f"the root lists {sorted(n[:8] for n in listed - names)} it should not "
-                        f"and lacks {sorted(n[:8] for n in names - listed)}",
-                    )
-                )
-            elif ro.read_file(renamed) != b"A" * A_SIZE:
-                problems.append(Violation(DURABILITY, f"{renamed} (once /a) lost its bytes"))
-            return problems
-        finally:
-            ro.unmount()
+        # A pure function of the image's bytes (the names and /a's new name
+        # are the model's): judged once per distinct final image, as e2fsck.
+        return _ns_read_back(_NsImage(path, ctx.machine, frozenset(names), renamed))
 
     ctx.at_end(lambda: quiescent(ctx.machine))
     ctx.at_end(unmount)
     ctx.at_end(lambda: no_leak(ctx.machine))
     ctx.at_end(lambda: _e2fsck_clean(path))
     ctx.at_end(read_back)
+
+
+class _NsImage(_Image):
+    """An ext2-namespace-writeback image at the end of a schedule, with what its
+    root must list: equal to another with the same bytes and expectations.
+    The machine mounts it on a miss, and is let go of after."""
+
+    __slots__ = ("machine", "names", "renamed")
+
+    def __init__(self, path: str, machine: Machine, names: frozenset[str], renamed: str) -> None:
+        super().__init__(path)
+        self.machine: Machine | None = machine
+        self.names = names
+        self.renamed = renamed
+
+    def __hash__(self) -> int:
+        return hash((self.digest, self.names, self.renamed))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NsImage) and (other.digest, other.names, other.renamed) == (
+            self.digest,
+            self.names,
+            self.renamed,
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def _ns_read_back(image: _NsImage) -> list[Violation]:
+    """A fresh read-only mount lists exactly the names the operations left,
+    and /a's bytes under its new name."""
+    machine, image.machine = image.machine, None
+    assert machine is not None
+    ro = machine.mount(image.path, "r", clock=lambda: 0)
+    try:
+        names = image.names
+        listed = set(ro.listdir("/")) | {".", ".."}
+        problems = []
+        if listed != names:
+            problems.append(
+                Violation(
+                    DURABILITY,
+                    f"the root lists {sorted(n[:8] for n in listed - names)} it should not "
+                    f"and lacks {sorted(n[:8] for n in names - listed)}",
+                )
+            )
+        elif ro.read_file(image.renamed) != b"A" * A_SIZE:
+            problems.append(Violation(DURABILITY, f"{image.renamed} (once /a) lost its bytes"))
+        return problems
+    finally:
+        ro.unmount()
 
 
 # -- ext2-dindirect-truncate --------------------------------------------------------------
