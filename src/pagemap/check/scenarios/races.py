@@ -78,7 +78,7 @@ def _close_use(ctx: RunContext, p: Params) -> None:
             ctx.fail(COHERENCE, f"{ctx.who()}'s {what} went through a file closed before it began")
 
     def user_task() -> None:
-        after = closed.load()
+        after = bool(closed.load())
         data = f.shadow.next_stamp(0)
         try:
             user.pwrite(data, 0)
@@ -88,7 +88,7 @@ def _close_use(ctx: RunContext, p: Params) -> None:
             refused_late("pwrite", after)
             f.shadow.write(0, data)
             f.pread(0)
-        after = closed.load()
+        after = bool(closed.load())
         try:
             base = proc.mmap(PGSIZE, RW, MAP_SHARED, file=user, offset=0)
         except AlreadyClosed:
