@@ -129,7 +129,13 @@ class Ext2File(File):
         # is the last close that may free an unlinked inode: a pwrite let in
         # before a racing close would otherwise write into an inode (and
         # allocate blocks for it) that the close had just freed
-        # (ext2-close-unlinked; the close-frees-in-use mutant).
+        # (ext2-close-unlinked; the close-frees-in-use mutant).  The calls
+        # that change the inode take one (pwrite, truncate, fsync); a pread
+        # does not: the last close frees an inode as a truncate to 0 does
+        # (the size first, then the pages, each waited for under its lock,
+        # then the blocks), so a pread racing it reads what a pread racing
+        # that truncate reads (ext2-truncate-read), and the reference would
+        # only make every pread contend with every other call on the file.
         self._refs = inode.executor.atomic(1, f"{inode.name}.file.refs")
 
     def _get(self, op: str) -> None:
@@ -150,13 +156,6 @@ class Ext2File(File):
         if self._refs.fetch_add(-1) == 1:
             self.inode.open_count.fetch_add(-1)
             self.fs.closed(self.inode)
-
-    def pread(self, nbytes: int, offset: int) -> bytes:
-        self._get("pread")
-        try:
-            return super().pread(nbytes, offset)
-        finally:
-            self._put()
 
     def pwrite(self, data: Buffer, offset: int) -> int:
         self._get("pwrite")
