@@ -544,7 +544,10 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
 def run_mutant(name: str, units: Sequence[Unit]) -> dict[str, Any]:
     """Mutant `name` against `units`, in this process: the first scenario (in the
     plan's fixed order) whose oracle it breaks, and which oracle; the schedules
-    and seconds it took.  JSON, as a --mutants worker answers it."""
+    and seconds that scenario took from its own start to the kill (the scenarios
+    before it in the plan, which held, are not counted: a mutant is judged by how
+    soon its killer finds it), or, for a survivor, those of the whole plan.
+    JSON, as a --mutants worker answers it."""
     from pagemap.check.mutants import lookup_mutant
 
     with lookup_mutant(name).applied():
@@ -555,8 +558,8 @@ def run_mutant(name: str, units: Sequence[Unit]) -> dict[str, Any]:
     return {
         "scenario": None if killer is None else killer.scenario,
         "oracle": None if killer is None or killer.trace is None else killer.trace.oracle,
-        "schedules": sum(r.schedules for r in results),
-        "seconds": seconds,
+        "schedules": sum(r.schedules for r in results) if killer is None else killer.schedules,
+        "seconds": seconds if killer is None else killer.seconds,
     }
 
 

@@ -28,6 +28,12 @@ SCENARIOS = [
     "ext2-dindirect-truncate",
     "ext2-namespace-writeback",
     "ext2-truncate-read",
+    "ext2-close-unlinked",
+    "ext2-truncate-write",
+    "ext2-forget-writeback",
+    "ext2-last-block",
+    "ext2-indirect-hole",
+    "ext2-dindirect-cut",
 ]
 
 

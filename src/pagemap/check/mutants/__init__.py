@@ -25,6 +25,7 @@ from pagemap.check.mutants.base import Mutant as Mutant
 from pagemap.check.mutants.cow import COW_MUTANTS
 from pagemap.check.mutants.errseq import ERRSEQ_MUTANTS
 from pagemap.check.mutants.punch import PUNCH_MUTANTS
+from pagemap.check.mutants.rooms2 import ROOM2_MUTANTS
 from pagemap.check.mutants.tlb import TLB_MUTANTS
 from pagemap.check.mutants.wp import WP_MUTANTS
 from pagemap.hw.memory import PGSHIFT, PGSIZE
@@ -1118,6 +1119,7 @@ MUTANTS = (
     + ERRSEQ_MUTANTS
     + PUNCH_MUTANTS
     + WP_MUTANTS
+    + ROOM2_MUTANTS
 )
 
 

@@ -12,6 +12,8 @@ from pagemap.check.scenarios import (
     pagemap,
     process,
     punch,
+    races,
+    races_ext2,
     tlb,
     wp,
 )
@@ -20,7 +22,20 @@ from pagemap.check.scenarios import (
 def registry() -> dict[str, Scenario]:
     """Name -> scenario, in the order `pagemap check` runs them."""
     found: dict[str, Scenario] = {}
-    for module in (pagemap, mappings, process, cow, files, ext2, tlb, errseq, punch, wp):
+    for module in (
+        pagemap,
+        mappings,
+        process,
+        cow,
+        files,
+        ext2,
+        tlb,
+        errseq,
+        punch,
+        wp,
+        races,
+        races_ext2,
+    ):
         for scenario in module.SCENARIOS:
             found[scenario.name] = scenario
     return found

@@ -287,6 +287,30 @@ def test_an_unlinked_open_file_lives_until_its_last_close(tmp_path: Path) -> Non
     done(image, machine, fs)
 
 
+def test_a_call_in_progress_keeps_an_unlinked_file_until_it_returns(tmp_path: Path) -> None:
+    """The last close of an unlinked file that a call is still using (a pwrite
+    let in just before a racing close) frees the inode when that call puts its
+    reference, not under it: before, the pwrite allocated blocks for an inode
+    the close had freed, and they leaked (ext2-close-unlinked)."""
+    image, machine, fs = fresh(tmp_path)
+    free = fs.statfs().blocks_free
+    f = fs.create("/tmp")
+    f.pwrite(b"x" * 3000, 0)
+    ino = f.inode.ino
+    fs.unlink("/tmp")
+    f._get("pwrite")  # a call in progress, as pwrite holds it
+    f.close()
+    assert ino in fs.inodes and not f.inode.deleted  # the call still has it
+    assert f.inode.write(b"y" * 5000, 3000) == 5000  # and may still grow it
+    with pytest.raises(KernelError) as info:
+        f.pwrite(b"z", 0)  # a call that begins after close returned
+    assert info.value.errno == errno.EBADF
+    f._put()  # the call returns: the last reference, the last close
+    assert f.inode.deleted and ino not in fs.inodes
+    assert fs.statfs().blocks_free == free
+    done(image, machine, fs)
+
+
 def test_an_unlinked_mapped_file_is_freed_at_unmount(tmp_path: Path) -> None:
     image, machine, fs = fresh(tmp_path)
     free = fs.statfs().blocks_free

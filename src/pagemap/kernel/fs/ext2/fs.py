@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pagemap.kernel.blockdev import BlockDevice
-from pagemap.kernel.errors import InvalidArgument, KernelError
+from pagemap.kernel.errors import AlreadyClosed, InvalidArgument, KernelError
 from pagemap.kernel.fs.ext2 import dir as dirops
 from pagemap.kernel.fs.ext2.errors import (
     Busy,
@@ -124,6 +124,59 @@ class Ext2File(File):
         super().__init__(inode, path, mode, readable, writable)
         self.fs = fs
         self.pos = 0
+        # The file's references, as Linux's f_count: one for the open file,
+        # one for each call in progress (fdget).  The last put, not close,
+        # is the last close that may free an unlinked inode: a pwrite let in
+        # before a racing close would otherwise write into an inode (and
+        # allocate blocks for it) that the close had just freed
+        # (ext2-close-unlinked; the close-frees-in-use mutant).  The calls
+        # that change the inode take one (pwrite, truncate, fsync); a pread
+        # does not: the last close frees an inode as a truncate to 0 does
+        # (the size first, then the pages, each waited for under its lock,
+        # then the blocks), so a pread racing it reads what a pread racing
+        # that truncate reads (ext2-truncate-read), and the reference would
+        # only make every pread contend with every other call on the file.
+        self._refs = inode.executor.atomic(1, f"{inode.name}.file.refs")
+
+    def _get(self, op: str) -> None:
+        """A reference for a call on this file, or EBADF once it is closed."""
+        refs = self._refs
+        while True:
+            n = refs.load()
+            if not n:
+                break
+            if refs.cas(n, n + 1):
+                if not self._closed.load():
+                    return
+                self._put()  # closed meanwhile: the call comes after the close
+                break
+        raise AlreadyClosed(f"{self.path}: {op} on a closed file")
+
+    def _put(self) -> None:
+        if self._refs.fetch_add(-1) == 1:
+            self.inode.open_count.fetch_add(-1)
+            self.fs.closed(self.inode)
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        self._get("pwrite")
+        try:
+            return super().pwrite(data, offset)
+        finally:
+            self._put()
+
+    def truncate(self, size: int) -> None:
+        self._get("truncate")
+        try:
+            super().truncate(size)
+        finally:
+            self._put()
+
+    def fsync(self) -> None:
+        self._get("fsync")
+        try:
+            super().fsync()
+        finally:
+            self._put()
 
     def __enter__(self) -> Ext2File:
         return self
@@ -150,10 +203,11 @@ class Ext2File(File):
         return self.pos
 
     def close(self) -> None:
-        if self.closed:
-            return
-        super().close()
-        self.fs.closed(self.inode)
+        """Close this file; closing twice is harmless.  The inode's last close
+        comes with the last reference: here, or at the end of a call still in
+        progress."""
+        if not self._closed.swap(1):
+            self._put()
 
 
 class Ext2FS:
