@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pagemap.kernel.blockdev import BlockDevice, BufferHead
 from pagemap.kernel.fs.ext2.errors import Corrupt, NoSpace
 from pagemap.kernel.fs.ext2.super import Geometry, Group
+from pagemap.sync.core import READ, WRITE
 
 
 def find_zero(data: memoryview, start: int, nbits: int) -> int:
@@ -96,7 +97,15 @@ class Allocator:
                 return blk
         raise NoSpace(f"{self.dev.name}: no free block is left")
 
+    def _count(self, group: Group, access: int) -> None:
+        """Name the group's free-block count in the step that reads or changes
+        it: the check before the lock is a plain read, and without its
+        footprint DPOR took two allocators racing for a group's last block as
+        independent (ext2-last-block: only PCT reached the re-check)."""
+        self.dev.executor.touch((f"{group.lock.name}.free_blocks", 0), access)
+
     def _alloc_in_group(self, group: Group, start: int) -> int:
+        self._count(group, READ)
         if not group.desc.free_blocks_count:
             return 0
         geo = self.geo
@@ -105,6 +114,7 @@ class Allocator:
         bh = self._bitmap(group.desc.block_bitmap)
         try:
             with group.lock:
+                self._count(group, READ)
                 if not group.desc.free_blocks_count:
                     return 0
                 bit = find_zero(bh.data, start, nbits)
@@ -122,6 +132,7 @@ class Allocator:
                         f"metadata, free"
                     )
                 set_bit(bh.data, bit)
+                self._count(group, WRITE)
                 group.desc.free_blocks_count -= 1
                 self.dev.dirty_buffer(bh)
                 return blk
@@ -160,6 +171,7 @@ class Allocator:
                             )
                     for bit in bits:
                         clear_bit(bh.data, bit)
+                    self._count(group, WRITE)
                     group.desc.free_blocks_count += len(bits)
                     self.dev.dirty_buffer(bh)
             finally:
