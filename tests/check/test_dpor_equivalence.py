@@ -34,6 +34,7 @@ SOAK_CAP = 400_000
 # (scenario, bound): DFS past DFS_CAP schedules, or both explorations past
 # about 15 s on this machine kind (measured 2026-12-07, the machine loaded).
 SOAK_ROWS = {
+    ("eio-truncate", 2),
     ("reclaim-batch", 2),
     ("mremap-race", 2),
     ("errseq-open", 2),

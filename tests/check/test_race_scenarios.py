@@ -79,7 +79,7 @@ def test_two_allocators_race_for_one_block_of_a_hole() -> None:
 RACED = {
     "close-use": ["kernel/vfs.py: File._check_open", "kernel/vfs.py: File.closed"],
     "sync-truncate": ["kernel/vfs.py: Inode.fsync", "kernel/vfs.py: File.sync_backing"],
-    "expire-remove": ["kernel/pagemap.py: PageMap.writeback_expired"],
+    "expire-remove": ["kernel/writeback.py: Writeback.writeback_expired"],
     "truncate-held": ["kernel/reclaim.py: Reclaim.removed"],
     "reclaim-contend": [
         "kernel/flusher.py: Flusher.reclaim_round",

@@ -10,7 +10,8 @@ from pagemap.kernel.mman import PROT_RW
 
 
 def _machine() -> Machine:
-    return Machine(cores=2, memory=32 * PGSIZE, executor="sim", seed=0)
+    # D bits: what msync takes, and flushes the range of, is the point here.
+    return Machine(cores=2, memory=32 * PGSIZE, executor="sim", seed=0, dirty_tracking="dbit")
 
 
 def _touch(m: Machine, proc: Proc, addrs: list[int]) -> None:

@@ -240,6 +240,7 @@ SCENARIOS = (
         "gup-remove",
         "the kernel writes a shared file mapping through a pin (ptrace) while removal drops it",
         _gup_remove,
+        dirty_tracking="dbit",  # as its author pinned it; the pin's write marks the page dirty
     ),
     Scenario(
         "mlock-remove",

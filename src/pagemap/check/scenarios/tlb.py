@@ -188,6 +188,7 @@ SCENARIOS = (
         "reclaim clears a dirty PTE and defers its flush while mprotect makes the page "
         "read-only and another core stores through its entry",
         _reclaim_batch,
+        dirty_tracking="dbit",  # the stale entry must be writable and dirty from the start
     ),
     Scenario(
         "mremap-race",
@@ -196,5 +197,6 @@ SCENARIOS = (
         _mremap_race,
         {"call": 0},
         limits={"call": (0, 1)},
+        dirty_tracking="dbit",  # the moved PTE's D bit is the store's only trace
     ),
 )

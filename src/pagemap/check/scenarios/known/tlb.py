@@ -89,6 +89,7 @@ SCENARIOS = (
         _mremap_dirty,
         {"fix": 1},
         limits=FIX,
+        dirty_tracking="dbit",  # a moved D bit is the store's only trace there
     ),
     Scenario(
         "known-mremap-stale",
