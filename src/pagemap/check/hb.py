@@ -130,13 +130,19 @@ class HappensBefore:
         self.no_race = {pair for pair in self.no_race if pair[1] < keep}
         for lst in (self.local, self.vc, self.preds, self.prev, self.fps, self._undo):
             del lst[keep:]
+        # Each task's last kept step, found from the end of the kept prefix:
+        # its count of steps is that step's index among them, plus one.
         self._last_of = [-1] * self.ntasks
         self._count = [0] * self.ntasks
-        tids = self.log.tids
-        for i in range(keep):
+        tids, left = self.log.tids, self.ntasks
+        for i in range(keep - 1, -1, -1):
             t = tids[i]
-            self._last_of[t] = i
-            self._count[t] += 1
+            if self._last_of[t] < 0:
+                self._last_of[t] = i
+                self._count[t] = self.local[i] + 1
+                left -= 1
+                if not left:
+                    break
 
     def _extend(self, start: int) -> None:
         """Add the steps start.. of the log."""

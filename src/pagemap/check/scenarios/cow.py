@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
+from pagemap.check.scenarios.process import end_anonymous
 from pagemap.check.shadow import SLOT, Region, ShadowFile
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_P
@@ -26,7 +27,6 @@ from pagemap.kernel.mman import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_REA
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.kernel.proc import Proc
 from pagemap.oracles import COHERENCE, Violation
-from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.private import PrivateIsolation, own_bytes
 
 
@@ -66,7 +66,7 @@ def _fork_store(ctx: RunContext, p: Params) -> None:
         return [v for v in found if v is not None]
 
     ctx.at_end(isolated)
-    _end(ctx)
+    end_anonymous(ctx)
 
 
 def _fork_remove(ctx: RunContext, p: Params) -> None:
@@ -203,20 +203,7 @@ def _pin_parent_write(ctx: RunContext, p: Params) -> None:
 
     ctx.machine.spawn(pinner, core=0, name="child")
     ctx.machine.spawn(writer, core=1, name="parent")
-    _end(ctx)
-
-
-def _end(ctx: RunContext) -> None:
-    """Exit every process, then nothing may be left behind."""
-
-    def exit_all() -> list[Violation]:
-        for proc in ctx.machine.procs:
-            proc.exit()
-        return []
-
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(exit_all)
-    ctx.at_end(lambda: no_leak(ctx.machine))
+    end_anonymous(ctx)
 
 
 SCENARIOS = (

@@ -90,11 +90,14 @@ def _image() -> bytes:
         return image.read_bytes()
 
 
-def _mount(ctx: RunContext) -> tuple[str, Ext2FS]:
+def _mount(ctx: RunContext, image: bytes | None = None, now: int = 0) -> tuple[str, Ext2FS]:
+    """`image` (the default one if None) written to the run's scratch folder
+    and mounted read-write, its clock at `now` (not zero where an inode is
+    deleted: e2fsck takes a dtime of 0 for a live inode's)."""
     path = os.path.join(ctx.scratch(), "ext2.img")
     with open(path, "wb") as img:
-        img.write(_image())
-    fs = ctx.machine.mount(path, "rw", clock=lambda: 0)
+        img.write(_image() if image is None else image)
+    fs = ctx.machine.mount(path, "rw", clock=lambda: now)
     ctx.cleanup(fs.vol.dev.io.close)
     return path, fs
 
@@ -502,13 +505,7 @@ def _namespace_writeback(ctx: RunContext, p: Params) -> None:
     # use is never freed.  At the end, unmounted: e2fsck finds nothing, and
     # a fresh mount lists exactly the names the operations left, /a's bytes
     # under its new name.
-    path = os.path.join(ctx.scratch(), "ext2.img")
-    with open(path, "wb") as img:
-        img.write(_ns_image())
-    # A clock that is not zero: e2fsck takes a deleted inode's dtime of 0 for
-    # a live inode's.
-    fs = ctx.machine.mount(path, "rw", clock=lambda: NOW)
-    ctx.cleanup(fs.vol.dev.io.close)
+    path, fs = _mount(ctx, _ns_image(), NOW)
     dev = fs.vol.dev
     fs.listdir("/")  # the root's block cached before the race
 
@@ -651,11 +648,7 @@ def _dindirect_truncate(ctx: RunContext, p: Params) -> None:
     # first at the blocks the truncate frees.  At every step no
     # block is named by both inodes; at the end, unmounted, e2fsck finds
     # nothing, and the bytes written are read back.
-    path = os.path.join(ctx.scratch(), "ext2.img")
-    with open(path, "wb") as img:
-        img.write(_deep_image())
-    fs = ctx.machine.mount(path, "rw", clock=lambda: NOW)
-    ctx.cleanup(fs.vol.dev.io.close)
+    path, fs = _mount(ctx, _deep_image(), NOW)
     deep = p["deep"] == 3
     cut_name = "/t" if deep else "/e"
     fd, fe = fs.open("/d", "r+"), fs.open(cut_name, "r+")

@@ -69,7 +69,7 @@ def _anon_fault_remap(ctx: RunContext, p: Params) -> None:
 
     ctx.machine.spawn(first, name="core-a")
     ctx.machine.spawn(second, name="core-b")
-    _end(ctx)
+    end_anonymous(ctx)
 
 
 def _anon_mprotect(ctx: RunContext, p: Params) -> None:
@@ -95,7 +95,7 @@ def _anon_mprotect(ctx: RunContext, p: Params) -> None:
 
     ctx.machine.spawn(storer, name="store")
     ctx.machine.spawn(protector, name="mprotect")
-    _end(ctx)
+    end_anonymous(ctx)
 
 
 def _private_fault_fault(ctx: RunContext, p: Params) -> None:
@@ -297,8 +297,10 @@ def _truncate_vm(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
-def _end(ctx: RunContext) -> None:
-    """Anonymous memory: exit the processes, then nothing may be left behind."""
+def end_anonymous(ctx: RunContext) -> None:
+    """Anonymous memory: exit the processes, then nothing may be left behind
+    (the end checks of every scenario whose pages no file owns: here, cow.py
+    and the zoo's known/cow.py)."""
 
     def exit_all() -> list[Violation]:
         for proc in ctx.machine.procs:

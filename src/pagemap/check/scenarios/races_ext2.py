@@ -18,7 +18,6 @@ small fsck (bitmaps and counts against the maps) and e2fsck -fn.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -38,7 +37,6 @@ from pagemap.check.scenarios.ext2 import (
     _dindirect_truncate,
     _e2fsck_clean,
     _fsck_at_end,
-    _image,
     _mount,
 )
 from pagemap.check.shadow import SLOT, initial_bytes
@@ -62,12 +60,7 @@ def _close_unlinked(ctx: RunContext, p: Params) -> None:
     # (EBADF); one that was let in must not leave a block to a freed inode,
     # nor a freed inode in use: at the end the bitmaps agree with the live
     # files' maps and e2fsck finds nothing.
-    image = os.path.join(ctx.scratch(), "ext2.img")
-    with open(image, "wb") as img:
-        img.write(_image())
-    # A clock that is not zero: the freed inode's dtime must not be 0.
-    fs = ctx.machine.mount(image, "rw", clock=lambda: NOW)
-    ctx.cleanup(fs.vol.dev.io.close)
+    image, fs = _mount(ctx, now=NOW)  # the freed inode's dtime must not be 0
     fa = fs.open("/a", "r+")
     fa.pread(1, 0)
     fs.unlink("/a")
@@ -208,11 +201,7 @@ def _last_block(ctx: RunContext, p: Params) -> None:
     # the other finds the count zero there and gets ENOSPC, its file
     # unchanged.  At the end the winner's bytes read back, the loser's file
     # is as it was, and the small fsck and e2fsck find nothing.
-    image = os.path.join(ctx.scratch(), "ext2.img")
-    with open(image, "wb") as img:
-        img.write(_full_image())
-    fs = ctx.machine.mount(image, "rw", clock=lambda: NOW)
-    ctx.cleanup(fs.vol.dev.io.close)
+    image, fs = _mount(ctx, _full_image(), NOW)
     fa, fb = fs.open("/a", "r+"), fs.open("/b", "r+")
     want = {"/a": b"A" * A_SIZE, "/b": b"B" * B_SIZE}
     refused: list[str] = []

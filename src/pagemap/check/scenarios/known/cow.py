@@ -13,13 +13,13 @@ from __future__ import annotations
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.scenarios.known.bugs import Bug, Step
+from pagemap.check.scenarios.process import end_anonymous
 from pagemap.check.shadow import SLOT, ShadowFile
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.madvise import MADV_DONTNEED
 from pagemap.kernel.mman import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.oracles import Violation
-from pagemap.oracles.accounting import no_leak, quiescent
 from pagemap.oracles.private import PrivateIsolation, own_bytes
 
 FIX = {"fix": (0, 1)}
@@ -99,7 +99,7 @@ def _fork_fault(ctx: RunContext, p: Params) -> None:
         return [] if lost is None else [lost]
 
     ctx.at_end(parent_kept)
-    _end(ctx)
+    end_anonymous(ctx)
 
 
 def _cow_either_way(ctx: RunContext, p: Params) -> None:
@@ -135,20 +135,7 @@ def _cow_either_way(ctx: RunContext, p: Params) -> None:
 
     ctx.machine.spawn(vmsplice, core=0, name="child")
     ctx.machine.spawn(parent.store, base, after, core=1, name="parent")
-    _end(ctx)
-
-
-def _end(ctx: RunContext) -> None:
-    """Anonymous memory: exit every process, then nothing may be left behind."""
-
-    def exit_all() -> list[Violation]:
-        for proc in ctx.machine.procs:
-            proc.exit()
-        return []
-
-    ctx.at_end(lambda: quiescent(ctx.machine))
-    ctx.at_end(exit_all)
-    ctx.at_end(lambda: no_leak(ctx.machine))
+    end_anonymous(ctx)
 
 
 SCENARIOS = (
