@@ -3,7 +3,8 @@
 A schedule's final state is everything an oracle could look at once the run is
 over: every word, lock, semaphore and TLB the run's executor made (named, since
 two equivalent schedules may make them in another order), every per-frame word,
-the bytes of every frame, the host files of the scenario's scratch directory,
+the bytes of every frame, the host files of the scenario's scratch directory
+(all taken once the tasks are done, before the scenario's end checks run),
 and the verdict (the violation's oracle and message, or none).  Two schedules
 of one Mazurkiewicz trace end in the same state, so an exploration that covers
 every trace DFS covers reaches exactly DFS's set of final states.
@@ -104,7 +105,11 @@ def explore_states(
                     errors.append(exc)
                 return []
 
-            ctx.at_end(at_end)
+            # First among the end checks: the state the tasks left, before any
+            # judge runs.  A judge that memoises its verdict (e2fsck, a
+            # read-back) does its work in some runs and not others; what it
+            # leaves behind is the process's history, not the schedule's.
+            ctx.end_checks.insert(0, at_end)
 
         outcome = run_schedule(
             model, chooser, max_steps, record=True, observe=observe, keep_objects=True

@@ -548,7 +548,7 @@ def _namespace_writeback(ctx: RunContext, p: Params) -> None:
     def read_back() -> list[Violation]:
         # A pure function of the image's bytes (the names and /a's new name
         # are the model's): judged once per distinct final image, as e2fsck.
-        return _ns_read_back(_NsImage(path, ctx.machine, frozenset(names), renamed))
+        return _ns_read_back(_NsImage(path, frozenset(names), renamed))
 
     ctx.at_end(lambda: quiescent(ctx.machine))
     ctx.at_end(unmount)
@@ -559,14 +559,12 @@ def _namespace_writeback(ctx: RunContext, p: Params) -> None:
 
 class _NsImage(_Image):
     """An ext2-namespace-writeback image at the end of a schedule, with what its
-    root must list: equal to another with the same bytes and expectations.
-    The machine mounts it on a miss, and is let go of after."""
+    root must list: equal to another with the same bytes and expectations."""
 
-    __slots__ = ("machine", "names", "renamed")
+    __slots__ = ("names", "renamed")
 
-    def __init__(self, path: str, machine: Machine, names: frozenset[str], renamed: str) -> None:
+    def __init__(self, path: str, names: frozenset[str], renamed: str) -> None:
         super().__init__(path)
-        self.machine: Machine | None = machine
         self.names = names
         self.renamed = renamed
 
@@ -584,10 +582,15 @@ class _NsImage(_Image):
 @functools.lru_cache(maxsize=1024)
 def _ns_read_back(image: _NsImage) -> list[Violation]:
     """A fresh read-only mount lists exactly the names the operations left,
-    and /a's bytes under its new name."""
-    machine, image.machine = image.machine, None
-    assert machine is not None
-    ro = machine.mount(image.path, "r", clock=lambda: 0)
+    and /a's bytes under its new name.
+
+    The mount is made on a machine of its own, not the run's: this runs only
+    on a cache miss, and a mount on the run's machine would leave frames and
+    words behind in some runs and not in others, so that one schedule ended
+    in two states depending on what ran before it in the process (DPOR's
+    equivalence test saw DFS's first schedule as a state DPOR missed)."""
+    judge = Machine(cores=1, memory="1MiB", executor="sim")
+    ro = judge.mount(image.path, "r", clock=lambda: 0)
     try:
         names = image.names
         listed = set(ro.listdir("/")) | {".", ".."}
@@ -605,6 +608,7 @@ def _ns_read_back(image: _NsImage) -> list[Violation]:
         return problems
     finally:
         ro.unmount()
+        judge.close()
 
 
 # -- ext2-dindirect-truncate --------------------------------------------------------------
