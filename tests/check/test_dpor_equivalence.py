@@ -28,7 +28,7 @@ from pagemap.check.scenarios import registry
 from pagemap.check.strategies import make_explorer
 from pagemap.kernel.page import Page
 from pagemap.kernel.proc import Proc
-from pagemap.oracles import MEMORY_SAFETY
+from pagemap.oracles import MEMORY_SAFETY, Violation
 from tests.check.final_state import explore_states, state_hash
 
 DFS_CAP = 6_000
@@ -167,7 +167,11 @@ def _state_after_judges(model: Any) -> str:
     seen: list[str] = []
 
     def observe(ctx: RunContext) -> None:
-        ctx.at_end(lambda: seen.append(state_hash(ctx, None)) or [])
+        def at_end() -> list[Violation]:
+            seen.append(state_hash(ctx, None))
+            return []
+
+        ctx.at_end(at_end)
 
     chooser = make_explorer("dfs", 0, 0).chooser(0)
     assert chooser is not None
