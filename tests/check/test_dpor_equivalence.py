@@ -81,18 +81,11 @@ SOAK_ROWS = {
 SOAK = os.environ.get("PAGEMAP_SOAK", "") == "1"
 # (scenario, bound): rows where DPOR is known to miss a final state DFS
 # reaches, with what it misses; each a strict xfail, so that the engine's
-# fix shows.  reclaim-contend (issue 18, found 2026-12-07): the only state
-# missed differs in kswapd's kick semaphore alone (count 0 against 1): DFS
-# runs kswapd's timed wait on the kick past the allocation that ups it (the
-# wait takes the kick), DPOR only the order where the wait timed out first
-# (logged as a read of the semaphore) and the up comes after.  The timed-out
-# wait ends only when the virtual clock advances, which happens when no task
-# can run, so the reversal DPOR would need is not an order of two steps but
-# a later timeout: bounded DPOR's treatment of timed waits does not produce it.
-KNOWN_MISSES = {
-    ("reclaim-contend", 1): "kswapd's timed wait taking the kick an allocation ups "
-    "(a timed-out wait reversed with a later up): see KNOWN_MISSES",
-}
+# fix shows.  None now.  reclaim-contend at bound 1 was one until the
+# flusher's stop flag was named by the steps that read and write it
+# (Flusher.stop_requested): kswapd's check of the plain attribute and the
+# last task's stop() looked independent.
+KNOWN_MISSES: dict[tuple[str, int], str] = {}
 
 
 # ext2-hole-race at bound 1 under "wp" was one, until the block map's words and

@@ -30,6 +30,7 @@ from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.reclaim import Reclaim
 from pagemap.kernel.writeback import write_expired
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor, Task
 
 # Fractions of memory: kswapd wakes under LOW free, and stops at HIGH free.
@@ -79,6 +80,9 @@ class Flusher:
         self.kick = executor.semaphore(0, "kswapd.kick")
         self.wb_kick = executor.semaphore(0, "writeback.kick")
         self.stopping = False
+        # The stop flag is plain Python state, not a word: each step that
+        # reads or writes it names this key instead (see stop_requested).
+        self._stop_key = ("flusher.stopping", 0)
         self.task: Task | None = None  # kswapd
         self.writeback_task: Task | None = None
         self.stats = FlusherStats()
@@ -86,9 +90,9 @@ class Flusher:
     # -- kswapd ---------------------------------------------------------------------
     def kswapd(self) -> None:
         """Reclaim to the high watermark each period, or when kicked."""
-        while not self.stopping:
+        while not self.stop_requested():
             self.kick.down_timeout(self.period)
-            if self.stopping:
+            if self.stop_requested():
                 break
             self.reclaim_round()
 
@@ -108,16 +112,16 @@ class Flusher:
     def low_on_memory(self, free: int) -> None:
         """Called by every allocation with the frames it left free: one that
         crosses the low watermark wakes kswapd."""
-        if free == self.low - 1 and not self.stopping:
+        if free == self.low - 1 and not self.stop_requested():
             self.stats.kicks += 1
             self.kick.up()
 
     # -- writeback ------------------------------------------------------------------
     def writeback(self) -> None:
         """Write back expired dirty pages each period."""
-        while not self.stopping:
+        while not self.stop_requested():
             self.wb_kick.down_timeout(self.period)
-            if self.stopping:
+            if self.stop_requested():
                 break
             self.writeback_round()
 
@@ -130,8 +134,20 @@ class Flusher:
         self.stats.pages_written += written
         return written
 
+    def stop_requested(self) -> bool:
+        """Whether stop() was called.  The step that asks names the flag, so
+        that DPOR orders it against the step that raised it: kswapd's check
+        at the top of its loop, taken before or after the last task's stop(),
+        decides whether it waits once more and takes stop()'s kick (the
+        semaphore's count at the end differs).  Unnamed, the two steps looked
+        independent and bounded DPOR reached one of the two ends only
+        (reclaim-contend at one preemption, tests/check/test_dpor_equivalence.py)."""
+        self.executor.touch(self._stop_key, READ)
+        return self.stopping
+
     def stop(self) -> None:
         """Ask both tasks to finish after their current round."""
+        self.executor.touch(self._stop_key, WRITE)
         self.stopping = True
         self.kick.up()
         self.wb_kick.up()

@@ -856,7 +856,7 @@ def _harvest_ptes_racy(
 
 def _low_on_memory_no_kick(self: Flusher, free: int) -> None:
     # BUG: an allocation that crosses the low watermark never wakes kswapd.
-    if free == self.low - 1 and not self.stopping:
+    if free == self.low - 1 and not self.stop_requested():
         self.stats.kicks += 1
 
 
