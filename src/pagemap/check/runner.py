@@ -19,6 +19,7 @@ from typing import Protocol
 from pagemap.check.blocking import HiddenBlocking
 from pagemap.check.context import RunContext
 from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV, FootprintValidator
+from pagemap.check.hidden import HiddenStateDetector
 from pagemap.check.path import Path
 from pagemap.check.strategies import (
     BoundExceeded,
@@ -117,22 +118,30 @@ def run_schedule(
     ctx = RunContext(machine, sched)
     chooser.start(sched)
     validator = FootprintValidator(sched, machine.memory.view) if validate else None
+    hidden = HiddenStateDetector(sched) if validate else None
     if validator is not None:
         observe = _validating(validator, observe)
     stopped: BaseException | None = None
     try:
         violation: Violation | None
         try:
+            if hidden is not None:
+                hidden.install()
             violation = _run(ctx, model, observe)
         except (SleepBlocked, BoundExceeded) as exc:
             violation, stopped = None, exc
-        if validator is not None:
+        finally:
+            if hidden is not None:
+                hidden.uninstall()
+        if validator is not None and hidden is not None:
             if violation is None and stopped is None:
                 # Only a run whose tasks all finished: unwinding a task stopped
                 # mid-step releases its locks with no point, which is no step's.
                 validator.finish()
-            if validator.problems:  # found before anything else went wrong
-                violation = Violation(FOOTPRINT, str(validator.problems[0]))
+                hidden.finish()
+            problems = [*map(str, validator.problems), *map(str, hidden.problems)]
+            if problems:  # found before anything else went wrong
+                violation = Violation(FOOTPRINT, problems[0])
         if violation is None and stopped is None:
             violation = _end_checks(ctx)
     finally:

@@ -22,7 +22,7 @@ from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
 from pagemap.kernel.errors import KernelBug, OutOfMemory
 from pagemap.sync.arrays import WordRef
 from pagemap.sync.atomic import Word
-from pagemap.sync.core import WRITE
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 if TYPE_CHECKING:
@@ -287,6 +287,17 @@ class PageAllocator:
             self.on_alloc(left)
         return self.pages[ppn]
 
+    def mapping_of(self, ppn: int) -> PageMap | None:
+        """The page map frame `ppn`'s page is in, None once it is freed: a
+        look with neither the page's lock nor a reference, as reclaim takes at
+        its victims before it locks their map.  The step names the frame's
+        mapping, which a free and an insertion write, so that DPOR orders the
+        look against them (reclaim-remove: kswapd reads a victim's map while a
+        remover frees it; the hidden-state check of check/hidden.py found it)."""
+        if self._points:
+            self._executor.touch(("page.mapping", ppn), READ)
+        return self.pages[ppn].mapping
+
     def _touch_frame(self, ppn: int) -> None:
         ex = self._executor
         ex.touch(ppn, WRITE)
@@ -294,6 +305,7 @@ class PageAllocator:
         ex.touch(("pm.slot", ppn), WRITE)
         ex.touch(("page.kref", ppn), WRITE)
         ex.touch(("page.lock", ppn), WRITE)
+        ex.touch(("page.mapping", ppn), WRITE)
         ex.touch(("page.mapcount", ppn), WRITE)
 
     def incref(self, page: Page) -> None:

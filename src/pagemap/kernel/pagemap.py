@@ -75,6 +75,7 @@ from pagemap.kernel.slot import (
     slot_inc_refcnt,
 )
 from pagemap.kernel.writeback import Writeback
+from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
 
 if TYPE_CHECKING:
@@ -241,6 +242,8 @@ class PageMap(Removal, Writeback, ReverseMap):
         reference keeps the page alive.  AlreadyExists if the index is taken.
         """
         with self.lock:
+            # The page's map, as reclaim reads it (PageAllocator.mapping_of).
+            self.executor.touch(("page.mapping", page.ppn), WRITE)
             page.mapping = self
             page.index = index
             # A fresh frame: nobody else can reach its slot word yet.

@@ -226,7 +226,7 @@ class Reclaim:
             if ppn in used:
                 continue
             page = pages[ppn]
-            pm = page.mapping
+            pm = self.allocator.mapping_of(ppn)
             if pm is None:
                 continue  # freed meanwhile, by another remover
             group = groups.setdefault(id(pm), (pm, {}))
@@ -268,7 +268,7 @@ class Reclaim:
                 PG_REFERENCED
             ):
                 used.add(ppn)
-            pm = self.allocator.pages[ppn].mapping
+            pm = self.allocator.mapping_of(ppn)
             if pm is not None and pm.vmrs:
                 by_map.setdefault(id(pm), (pm, []))[1].append(ppn)
         shoot: list[AddressSpace] = []
@@ -286,7 +286,7 @@ class Reclaim:
         with pm.lock:
             for ppn in ppns:
                 page = pages[ppn]
-                if page.mapping is not pm:
+                if self.allocator.mapping_of(ppn) is not pm:
                     continue
                 index = page.index
                 # The first look after a fault read the page in: that fault's

@@ -422,6 +422,11 @@ class File:
         self._closed = inode.executor.atomic(0, f"{inode.name}.file.closed")
         inode.open_count.fetch_add(1)
         self._wb_since = inode.mapping.wb_err.sample(self)  # file->f_wb_err
+        # f_wb_err is read without f_lock (the look first) and written under
+        # it: the steps that do either name it, so that DPOR orders a look of
+        # one sync against the advance of another (eio-fsync: an fsync and an
+        # msync of one file; found by the hidden-state check, check/hidden.py).
+        self._wb_key = (f"{inode.name}.f_wb_err", 0)
         # file->f_lock: two syncs of one file description check and advance
         # its mark one at a time, or both would report one error (eio-fsync).
         self._f_lock = inode.executor.spinlock(f"{inode.name}.f_lock")
@@ -515,10 +520,14 @@ class File:
     def _check_and_advance_wb_err(self) -> int:
         """file_check_and_advance_wb_err: the errno to report (0 for none).
         As Linux, a look without the lock first: most syncs find nothing new."""
+        touch = self.inode.executor.touch
+        touch(self._wb_key, READ)
         if self.inode.mapping.wb_err.unchanged(self, self._wb_since):
             return 0
         with self._f_lock:
-            code, self._wb_since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
+            code, since = self.inode.mapping.wb_err.check_and_advance(self, self._wb_since)
+            touch(self._wb_key, WRITE)  # in the step that writes it
+            self._wb_since = since
         return code
 
     def _report_wb_err(self, op: str) -> None:
