@@ -1,14 +1,19 @@
 """The race that decides: a counterexample names the pair of steps it turns on.
 
 check/explain.py tries the races of a failing run, data before locks, latest
-first, and keeps the first whose swap reverses the pair and passes.  What it
-claims is checked here by running it again: the schedule it names passes,
-and runs the pair the other way round.
+first, and keeps the first whose swap reverses the pair and passes (whatever
+the choices after it, if some race does).  What it claims is checked here by
+running it again: the schedule it names passes, and runs the pair the other
+way round.  And what it names is measured against the mutant table: for each
+mutant, one step of the pair is taken under the function the mutant broke
+(MISSES lists those where it is not, and why).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from types import CodeType, FrameType
 
 import pytest
 
@@ -22,6 +27,7 @@ from pagemap.check.report import Timeline, render_html
 from pagemap.check.runner import explore_model, run_schedule
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
+from pagemap.check.trace import Trace
 from pagemap.oracles import LIVENESS
 
 
@@ -44,14 +50,20 @@ def test_the_lost_update_names_the_load_and_the_store_it_missed() -> None:
     assert "with 3 before 1 no oracle fails" in message
 
 
+def _explained(mutant: Mutant) -> tuple[Trace, Race | None]:
+    """The mutant's counterexample and the race explain names in it (run with
+    the mutant applied)."""
+    model = lookup(mutant.scenario).model(mutant.params)
+    trace = explore_model(model, "dpor", bound=mutant.bound, budget=mutant.budget).trace
+    assert trace is not None, mutant.name
+    return trace, deciding_race(model, trace.schedule, trace.max_steps)
+
+
 def _claim_holds(mutant: Mutant) -> tuple[Race | None, str]:
     """Find the mutant's counterexample, explain it, and check the claim."""
     with mutant.applied():
         model = lookup(mutant.scenario).model(mutant.params)
-        found = explore_model(model, "dpor", bound=mutant.bound, budget=mutant.budget)
-        trace = found.trace
-        assert trace is not None, mutant.name
-        race = deciding_race(model, trace.schedule, trace.max_steps)
+        trace, race = _explained(mutant)
         if race is None:
             return None, trace.oracle
         first = run_schedule(model, FollowChooser(trace.schedule), trace.max_steps, record=True)
@@ -112,3 +124,131 @@ def test_a_bug_no_single_race_decides_says_so() -> None:
         result = replay(model, trace, explain=True)
     assert result.race.startswith("no one race decides it")
     assert not any(r.racing for r in result.rows)
+
+
+# The mutants whose named race has no step under the function they broke, and
+# why.  Each is a strict xfail: a change to explain.py that points one of them
+# at its bug fails the test until the entry goes.
+_EVERY_ORDER = (
+    "no one race decides it: it fails in the default order too, and no single "
+    "swap of its counterexample's races makes it pass"
+)
+_NO_SWAP = "no one race decides it: no single swap of its counterexample's races makes it pass"
+_UNRACED = (
+    "no step taken under the mutated function races with another task in the "
+    "counterexample (a lock or program order orders them, or the bug is a step "
+    "left out): the race whose swap passes is between other steps"
+)
+_SWAP_FAILS = (
+    "the mutated function's steps race in the counterexample, but no swap of "
+    "one of those races passes: the race whose swap passes is elsewhere"
+)
+MISSES = {
+    "eio-leaves-page": _EVERY_ORDER,
+    "writeback-error-frees": _EVERY_ORDER,
+    "pins-ignored": _EVERY_ORDER,
+    "munmap-drops-dirty": _EVERY_ORDER,
+    "settle-drops-dirty": _EVERY_ORDER,
+    "fsync-skips-mappings": _EVERY_ORDER,
+    "store-lost-after-fault": _EVERY_ORDER + " (it has no race at all)",
+    "host-write-eio-swallowed": _EVERY_ORDER,
+    "fork-no-wrprotect": _EVERY_ORDER,
+    "fork-unregistered": _EVERY_ORDER,
+    "pin-write-clean": _EVERY_ORDER,
+    "reuse-shared": _NO_SWAP,
+    "mlock-unregisters-first": _NO_SWAP,
+    "fault-after-munmap": _UNRACED,
+    "proc-no-shootdown": _UNRACED,
+    "private-second-copy": _UNRACED,
+    "truncate-keeps-copies": _UNRACED,
+    "ext2-frees-open-file": _UNRACED,
+    "unlock-page-no-wakeup": _UNRACED,
+    "radix-insert-overwrites": _UNRACED,
+    "kept-victim-lost": _UNRACED,
+    "batched-pending-not-flushed": _UNRACED,
+    "invalidate-read-ignores-writer": _UNRACED,
+    "mkclean-skips-pte": _UNRACED,
+    "closed-file-usable": _UNRACED,
+    "mark-referenced": _SWAP_FAILS,
+    "truncate-frees-before-flush": _SWAP_FAILS,
+    "merge-unregisters-first": _SWAP_FAILS,
+    "follow-any-read-only": _SWAP_FAILS,
+    "drop-held-frees-now": _SWAP_FAILS,
+    # A race with the mutated function passes when swapped, and another race
+    # that passes comes first:
+    "lookup-keeps-removal": (
+        "its race is between lock acquisitions (the lookup's and removal's), and a "
+        "data race that passes both ways, removal's free against the lookup's put, "
+        "comes first"
+    ),
+    "run-keeps-removal": (
+        "its race passes only with the default choices after it; removal's free "
+        "against a put_run passes both ways and comes first"
+    ),
+    "dirty-before-shootdown": (
+        "its race passes only with the default choices after it; the later race of "
+        "writeback's write and the user's store passes both ways and comes first"
+    ),
+    "free-after-reuse": (
+        "its race passes only with the default choices after it; a race of lock "
+        "acquisitions (a lookup's and removal's writeback) passes both ways and comes first"
+    ),
+    "errseq-sample-hides-unseen": (
+        "its race passes only with the default choices after it, as does a later "
+        "race (an unlock_page and writeback), which comes first"
+    ),
+}
+
+
+def _mutated_code(mutant: Mutant) -> set[CodeType]:
+    return {getattr(fn, "__func__", fn).__code__ for fn in mutant.patches.values()}
+
+
+def _under(code: set[CodeType]) -> Callable[[FrameType], str]:
+    """A site naming whether a step was taken under a function of `code` (it,
+    or what it called, took the step)."""
+
+    def site(frame: FrameType | None) -> str:
+        while frame is not None:
+            if frame.f_code in code:
+                return "under"
+            frame = frame.f_back
+        return ""
+
+    return site
+
+
+def _racing_pair_under_mutated(mutant: Mutant) -> bool:
+    with mutant.applied():
+        trace, race = _explained(mutant)
+        if race is None:
+            return False
+        model = lookup(mutant.scenario).model(mutant.params)
+        run = run_schedule(
+            model,
+            FollowChooser(trace.schedule),
+            trace.max_steps,
+            record=True,
+            sites=_under(_mutated_code(mutant)),
+        )
+    assert run.log is not None and run.log.sites is not None
+    at = {n: e for e, n in step_numbers(run.log).items()}
+    return "under" in (run.log.sites[at[race.first]], run.log.sites[at[race.second]])
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [
+        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=MISSES[m.name]))
+        if m.name in MISSES
+        else m
+        for m in MUTANTS
+    ],
+    ids=lambda m: m.name,
+)
+def test_the_named_race_has_a_step_of_the_mutated_function(mutant: Mutant) -> None:
+    assert _racing_pair_under_mutated(mutant), f"{mutant.name}: {MISSES.get(mutant.name, '')}"
+
+
+def test_every_miss_is_a_mutant() -> None:
+    assert set(MISSES) <= {m.name for m in MUTANTS}
