@@ -32,32 +32,31 @@ MAX_STEPS = 40
 # Rows whose shortest violating schedule in our kernel is longer, and why.
 LONGER = {
     "known-fault-truncate": "the fault's lookup and size check are 13 steps; truncate of the "
-    "page it holds 43 (mark, hold, unmap with a shootdown, free what it can, then drop the "
+    "page it holds 44 (mark, hold, unmap with a shootdown, free what it can, then drop the "
     "held page under its lock); the install, the put that frees the frame and the load "
-    "through it 14: 70, none of them optional in our kernel",
+    "through it 15: 72, with truncate's last pass put off past the load",
     "known-mremap-dirty": "mremap's move (its new region registered, the PTE moved, the old "
     "region split off) is about 15 steps and fsync's collect, flush and writeback 30 more, "
-    "before the store: 54",
-    "known-mremap-stale": "mremap's move is about 15 steps and truncate's unmap and free of "
-    "the moved page (the removal passes, a ranged 2-core flush) about 40, before the load: 62",
+    "before the store: 55",
+    "known-mremap-stale": "mremap's move is 7 steps and truncate's unmap and free of the "
+    "moved page (the removal passes, a ranged 2-core flush) about 40, before the load: 55",
     "known-dirty-cow": "a forced write is two rounds of get_user_pages (follow, fault with "
     "its copy and 2-core shootdown, follow again, fault the file page, look it up, recheck "
     "it): about 80 steps with the MADV_DONTNEED between",
     "known-fork-fault": "fork, a COW fault with its copy, and two 3-core shootdowns (the "
     "fault's and fork's) are about 60 steps",
-    "known-cow-either-way": "a pin (follow and take), MADV_DONTNEED with its 2-core "
-    "shootdown, and the parent's write fault are 43 steps",
-    "known-fsyncgate": "two fsyncs, each a writeback of the page, a host write and a host "
-    "sync before it looks at the error flag, and the flusher's failed write: about 60 steps",
+    "known-fsyncgate": "the failed writeback of the page (its lookup, lock, host write and "
+    "the error recorded) is about 25 steps, and two fsyncs, each a collect, a host sync and "
+    "a look at the error flag, about 10 each: 44",
     "known-punch-fault": "a fault is about 20 steps in our kernel (the region, the lookup, "
     "readpage under the page lock, the PTE), and the punch its i_rwsem, removal's flag and "
     "host_lock around it: about 50 steps",
     "known-mkclean-fault": "a store's fault, fsync's page_mkclean with its shootdown over 2 "
-    "cores and writepage, then a second store and msync's walk: about 70 steps",
+    "cores and writepage, then a second store and msync's walk: 70 steps",
     "known-mkwrite-writeback": "two write faults (each looks its page up, locks it, installs) "
-    "and a whole msync between them: about 100 steps",
-    "known-mkclean-skip": "mprotect's split and merge of the region under its locks, then "
-    "fsync's walk and writepage, a store and msync: 45 steps",
+    "and a whole msync between them: 102 steps",
+    "known-mkclean-skip": "mprotect's split and merge of the region under its locks (11 "
+    "steps), fsync's walk, page_mkclean and writepage (20), a store and msync (11): 43 steps",
 }
 
 
