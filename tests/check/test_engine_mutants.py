@@ -32,8 +32,11 @@ from tests.check.test_reference import disagreements
 from tests.check.test_verdicts import fail_on, model, passing
 
 # Scenarios the pinned judge explores: quick, and among them every primitive
-# the engine mutants touch (semaphores: flusher-pwrite's writer naps on one).
-PINNED_SCENARIOS = ("flusher-pwrite", "load-race", "store-remove", "eio-load")
+# the engine mutants touch (semaphores: flusher-writers' kswapd and writeback
+# wait on their kicks, which its writers up; flusher-pwrite's one writer no
+# longer shows an unrecorded up, since the flusher's stop flag names the
+# steps that read and write it and orders kswapd's look by itself).
+PINNED_SCENARIOS = ("flusher-writers", "load-race", "store-remove", "eio-load")
 
 
 # Two CASes of one per-frame word: the one that fails must see the other
