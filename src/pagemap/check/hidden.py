@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import MemberDescriptorType, ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pagemap.check.hb import HappensBefore
 from pagemap.sync.sim import EventLog, SimExecutor
@@ -67,6 +67,18 @@ KNOWN_HIDDEN: dict[str, str] = {
     "takes the inode lock in both)",
 }
 _Key = tuple[int, str]
+# Values whose equality means the same state: two writes of one commute.
+_PLAIN = (bool, int, str, type(None))
+
+
+class Access(NamedTuple):
+    """One step's read or write of an attribute."""
+
+    step: int
+    tid: int
+    wrote: bool
+    line: str  # file:line of the access
+    value: object  # what a write left (None for a read)
 
 
 @dataclass(frozen=True)
@@ -94,8 +106,8 @@ class HiddenStateDetector:
             raise ValueError("hidden-state detection needs a recorded run")
         self.sched = sched
         self.log: EventLog = sched.log
-        # Per attribute: [(step, tid, wrote, source line)], in the run's order.
-        self._seen: dict[_Key, list[tuple[int, int, bool, str]]] = {}
+        # Per attribute: its accesses, in the run's order.
+        self._seen: dict[_Key, list[Access]] = {}
         self._objects: dict[int, object] = {}  # keeps ids unique for the run
         self._names: dict[int, str] = {}
         self._restore: list[tuple[type, str, Any]] = []
@@ -127,14 +139,14 @@ class HiddenStateDetector:
 
         def setattr_(obj: object, name: str, value: Any) -> None:
             object.__setattr__(obj, name, value)
-            record(obj, name, True)
+            record(obj, name, True, value)
 
         for hook, fn in (("__getattribute__", getattribute), ("__setattr__", setattr_)):
             self._restore.append((cls, hook, cls.__dict__.get(hook)))
             setattr(cls, hook, fn)
 
     # -- recording --------------------------------------------------------------
-    def _record(self, obj: object, name: str, wrote: bool) -> None:
+    def _record(self, obj: object, name: str, wrote: bool, value: object = None) -> None:
         sched = self.sched
         cur = sched.current
         tids = self.log.tids
@@ -147,10 +159,13 @@ class HiddenStateDetector:
             seen = self._seen[key] = []
             self._objects[id(obj)] = obj
             self._names[id(obj)] = type(obj).__name__
-        elif seen[-1][0] == step and (seen[-1][2] or not wrote):
+        elif seen[-1].step == step and (seen[-1].wrote or not wrote):
+            if wrote:  # what the step leaves is its last write's value
+                seen[-1] = seen[-1]._replace(value=value)
             return  # this step already touched it as much
         frame = sys._getframe(2)
-        seen.append((step, cur.tid, wrote, f"{frame.f_code.co_filename}:{frame.f_lineno}"))
+        line = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        seen.append(Access(step, cur.tid, wrote, line, value))
 
     # -- the check --------------------------------------------------------------
     def finish(self) -> None:
@@ -170,31 +185,47 @@ class HiddenStateDetector:
                     HiddenRace(attribute, self._describe(pair[0]), self._describe(pair[1]))
                 )
 
-    def _describe(self, access: tuple[int, int, bool, str]) -> str:
-        step, tid, wrote, line = access
+    def _describe(self, access: Access) -> str:
+        step, tid, wrote, line, _ = access
         task = self.sched.tasks[tid].name
         verb = "writes" if wrote else "reads"
         return f"step {step + 1} ({task}: {self.log.kinds[step]}, {verb} at {_short(line)})"
 
 
-def _unordered_pair(
-    hb: HappensBefore, accesses: list[tuple[int, int, bool, str]]
-) -> tuple[tuple[int, int, bool, str], tuple[int, int, bool, str]] | None:
+def _unordered_pair(hb: HappensBefore, accesses: list[Access]) -> tuple[Access, Access] | None:
     """The first access pair (an earlier one, a later one of another task, one
-    of them a write) where the earlier does not happen before the later."""
-    last_write: tuple[int, int, bool, str] | None = None
-    reads: list[tuple[int, int, bool, str]] = []
+    of them a write) where the earlier does not happen before the later.
+
+    Two writes of one plain value (a flag set True by two tasks) commute: the
+    attribute ends the same in either order, so they are not a pair; each is
+    still a pair with every read and every other write around them."""
+    writes: list[Access] = []  # the last write, and the same value's writes before it
+    reads: list[Access] = []  # since the last write
     for access in accesses:
-        step, tid, wrote, _ = access
-        earlier = ([last_write] if last_write is not None else []) + (reads if wrote else [])
+        if access.wrote:
+            same = bool(writes) and _same_value(writes[-1].value, access.value)
+            earlier = reads + ([] if same else writes)
+        elif any(_ordered(hb, w, access) for w in writes):
+            earlier = []  # one of the writes it could see is fixed before it: so is the value
+        else:
+            earlier = writes
         for before in earlier:
-            if before[1] != tid and not _happens_before(hb, before[0], step):
+            if not _ordered(hb, before, access):
                 return before, access
-        if wrote:
-            last_write, reads = access, []
+        if access.wrote:
+            writes = [*writes, access] if same else [access]
+            reads = []
         else:
             reads.append(access)
     return None
+
+
+def _ordered(hb: HappensBefore, before: Access, after: Access) -> bool:
+    return before.tid == after.tid or _happens_before(hb, before.step, after.step)
+
+
+def _same_value(a: object, b: object) -> bool:
+    return type(a) is type(b) and type(a) in _PLAIN and a == b
 
 
 def _happens_before(hb: HappensBefore, a: int, b: int) -> bool:
