@@ -29,6 +29,35 @@ LONG_FILES_BEING_SPLIT = {
     "check/scenarios/files.py",
 }
 
+# Imports that point up, each the back edge of a cycle the tree has today: a
+# type named only for the checker (`if TYPE_CHECKING:`) or a function-local
+# import.  Each is a cycle to break by moving the type or the code it needs
+# into a lower module; this set only shrinks (a listed edge that is gone
+# fails test_each_allowed_back_edge_still_exists, so it is taken out).
+ALLOWED_BACK_EDGES = {
+    # The executor's primitives ask, at run time, whether theirs is a SimExecutor.
+    ("pagemap.sync.atomic", "pagemap.sync.sim"),
+    ("pagemap.sync.arrays", "pagemap.sync.sim"),
+    ("pagemap.sync.locks", "pagemap.sync.sim"),
+    # The page map's parts name PageMap, and the reclaim policy it feeds, as types.
+    ("pagemap.kernel.owner", "pagemap.kernel.page"),
+    ("pagemap.kernel.page", "pagemap.kernel.pagemap"),
+    ("pagemap.kernel.reclaim", "pagemap.kernel.pagemap"),
+    ("pagemap.kernel.writeback", "pagemap.kernel.pagemap"),
+    ("pagemap.kernel.removal", "pagemap.kernel.reclaim"),
+    ("pagemap.kernel.pagemap", "pagemap.kernel.reclaim"),
+    # fallocate's helpers take the Inode that calls them, as a type.
+    ("pagemap.kernel.fallocate", "pagemap.kernel.vfs"),
+    # The checker's strategies and traces name the runner's Outcome and Model
+    # as types; the runner shrinks a failing trace (a function-local import).
+    ("pagemap.check.strategies.base", "pagemap.check.runner"),
+    ("pagemap.check.strategies.search", "pagemap.check.runner"),
+    ("pagemap.check.trace", "pagemap.check.runner"),
+    ("pagemap.check.runner", "pagemap.check.shrink"),
+    # The trace schema's check reads the trace's own schema (function-local).
+    ("pagemap.check.schema", "pagemap.check.trace"),
+}
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
@@ -110,8 +139,17 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 
 def test_no_import_cycle() -> None:
-    cycle = _find_cycle(_graph())
+    graph = _graph()
+    for importer, imported in ALLOWED_BACK_EDGES:
+        graph[importer].discard(imported)
+    cycle = _find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_each_allowed_back_edge_still_exists() -> None:
+    graph = _graph()
+    gone = sorted(e for e in ALLOWED_BACK_EDGES if e[1] not in graph.get(e[0], set()))
+    assert not gone, f"no longer imported, take out of ALLOWED_BACK_EDGES: {gone}"
 
 
 def test_no_file_over_the_limit() -> None:
