@@ -122,7 +122,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             nxt = todo.pop(0)
             if colour.get(nxt, BLACK) == GREY:
                 path = [n for n, _ in stack]
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if colour.get(nxt) == WHITE:
                 colour[nxt] = GREY
                 stack.append((nxt, sorted(graph[nxt])))
