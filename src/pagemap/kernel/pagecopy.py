@@ -1,8 +1,9 @@
 """Copying between a caller and a file's cached pages, a page at a time:
-read (Akaros's generic file read), and the page walk write uses.
+the read path under Inode.read (Akaros's generic file read), and the page
+walk write uses.
 
-Part of Inode: kernel/vfs.py's Inode is this class with write, truncate,
-fallocate and fsync added.  Rules: no lock is taken here; each page is used
+Part of Inode: kernel/vfs.py's Inode is this class with read's checks,
+write, truncate, fallocate and fsync added.  Rules: no lock is taken here; each page is used
 under one slot reference (lookup or find_run, then put_page or put_run), and
 its bytes are copied while that reference is held.  A read loads the size
 once and copies what the pages hold.  Running out of frames or a failed
@@ -15,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
-from pagemap.kernel.errors import InvalidArgument, IOFailure, OutOfMemory
-from pagemap.kernel.owner import as_int
+from pagemap.kernel.errors import IOFailure, OutOfMemory
 from pagemap.kernel.page import PG_REFERENCED, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.sync.arrays import AtomicArray
@@ -24,22 +24,10 @@ from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
-# The most one read or write moves, as Linux caps a count (INT_MAX rounded
-# down to a page); more is a short count.
-MAX_RW_COUNT = 0x7FFF_F000
 # The most pages a read takes from the page map in one run, and so holds at
 # once: Linux's read path takes a batch of about as many (PAGEVEC_SIZE, 15),
 # few enough that readers in use do not starve reclaim of frames.
 READ_RUN = 16
-
-
-def check_range(what: str, offset: int, length: int) -> tuple[int, int]:
-    """(offset, length) as ints; TypeError for another type, EINVAL if negative."""
-    if type(offset) is not int or type(length) is not int:
-        offset, length = as_int(offset, what, "the offset"), as_int(length, what, "the length")
-    if offset < 0 or length < 0:
-        raise InvalidArgument(f"{what}: offset {offset} and length {length} may not be negative")
-    return offset, length
 
 
 class PageCopy:
@@ -55,28 +43,6 @@ class PageCopy:
     _points: bool
 
     # -- read --------------------------------------------------------------------
-    def read(self, nbytes: int, offset: int) -> bytes:
-        """Up to `nbytes` from `offset`, stopping at the end of the file.
-
-        Running out of frames or a failed readpage after some bytes were
-        copied gives those bytes (a short read, as POSIX has it); before any,
-        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; the
-        result is made of the pages as they are copied, so a huge count on a
-        huge file costs nothing up front.
-        """
-        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
-            offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
-        end = offset + (nbytes if nbytes <= MAX_RW_COUNT else MAX_RW_COUNT)
-        size = self.size_word.load()
-        if end > size:
-            end = size
-        if end <= offset:
-            return b""
-        off = offset & PGMASK
-        if off + (end - offset) <= PGSIZE:
-            return self._read_in_page(offset >> PGSHIFT, off, end - offset)
-        parts = self._read_pages(offset, end)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_pages(self, offset: int, end: int) -> list[bytes]:
         """The bytes of [offset, end), a run of cached pages at a time

@@ -19,8 +19,8 @@ file's size.  readpage fills only up to the size; truncate zeroes the new last
 page past the new size; and growth zeroes whatever a store through a shared
 mapping left past the old end of the last page.
 
-Where each part lives: read, and the page walk under write, in
-kernel/pagecopy.py (PageCopy, Inode's base); fallocate's work in
+Where each part lives: read's page copies, and the page walk under write,
+in kernel/pagecopy.py (PageCopy, Inode's base); fallocate's work in
 kernel/fallocate.py; File, the open file, here.
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from pagemap.hw.memory import PGSHIFT, PGSIZE
+from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.kernel.errors import (
     AlreadyClosed,
     FileTooLarge,
@@ -40,10 +40,8 @@ from pagemap.kernel.errors import (
 from pagemap.kernel.fallocate import check_fallocate, fallocate_locked
 from pagemap.kernel.owner import as_buffer, as_int
 from pagemap.kernel.page import PG_DIRTY, Page
-from pagemap.kernel.pagecopy import MAX_RW_COUNT as MAX_RW_COUNT
 from pagemap.kernel.pagecopy import READ_RUN as READ_RUN
 from pagemap.kernel.pagecopy import PageCopy
-from pagemap.kernel.pagecopy import check_range as check_range
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.sync.core import WRITE
@@ -55,6 +53,9 @@ MAX_FILE_SIZE = (1 << 63) - 1
 # What every filesystem allows (Linux's MAX_NON_LFS): a write or truncate that
 # ends below it need not ask the filesystem for its own limit.
 SMALL_FILE_SIZE = (1 << 31) - 1
+# The most one read or write moves, as Linux caps a count (INT_MAX rounded
+# down to a page); more is a short count.
+MAX_RW_COUNT = 0x7FFF_F000
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -63,6 +64,15 @@ PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
 def pages_spanned(size: int) -> int:
     """How many pages hold `size` bytes."""
     return (size + PGSIZE - 1) >> PGSHIFT
+
+
+def check_range(what: str, offset: int, length: int) -> tuple[int, int]:
+    """(offset, length) as ints; TypeError for another type, EINVAL if negative."""
+    if type(offset) is not int or type(length) is not int:
+        offset, length = as_int(offset, what, "the offset"), as_int(length, what, "the length")
+    if offset < 0 or length < 0:
+        raise InvalidArgument(f"{what}: offset {offset} and length {length} may not be negative")
+    return offset, length
 
 
 class Inode(PageCopy):
@@ -138,6 +148,30 @@ class Inode(PageCopy):
     def _size_limit(self, end: int) -> int:
         """The size limit that counts for a write or truncate ending at `end`."""
         return self.max_size if end <= SMALL_FILE_SIZE else self.largest_size()
+
+    # -- read ----------------------------------------------------------------------
+    def read(self, nbytes: int, offset: int) -> bytes:
+        """Up to `nbytes` from `offset`, stopping at the end of the file.
+
+        Running out of frames or a failed readpage after some bytes were
+        copied gives those bytes (a short read, as POSIX has it); before any,
+        it raises.  At most MAX_RW_COUNT bytes are read, as on Linux; the
+        result is made of the pages as they are copied, so a huge count on a
+        huge file costs nothing up front.
+        """
+        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
+            offset, nbytes = check_range(f"{self.name}: read", offset, nbytes)
+        end = offset + (nbytes if nbytes <= MAX_RW_COUNT else MAX_RW_COUNT)
+        size = self.size_word.load()
+        if end > size:
+            end = size
+        if end <= offset:
+            return b""
+        off = offset & PGMASK
+        if off + (end - offset) <= PGSIZE:
+            return self._read_in_page(offset >> PGSHIFT, off, end - offset)
+        parts = self._read_pages(offset, end)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # -- write -------------------------------------------------------------------
     def write(self, data: Buffer, offset: int) -> int:
