@@ -1,7 +1,7 @@
 """The page map: a file's (or block device's) cache of pages.
 
 This is the seed, Akaros's kern/src/pagemap.c, function for function, over
-four files:
+the files below:
 
     pm_slot_* helpers             kernel/slot.py
     pm_add_vmr / pm_remove_vmr    kernel/rmap.py, the reverse map (mixed in),
@@ -11,11 +11,16 @@ four files:
     pm_insert_page                PageMap._insert_page
     pm_put_page                   PageMap.put_page
     pm_load_page                  PageMap.load_page (over PageMap.lookup)
-    (a run of pm_find_page)       PageMap.find_run, PageMap.put_run
+    (a run of pm_find_page)       PageMap.find_run, PageMap.put_run:
+                                  kernel/runs.py (mixed in)
     pm_remove_contig and passes   kernel/removal.py (mixed into PageMap); the
                                   one fused pass (clean pages of an unmapped
-                                  range) is explained there
-    print_page_map_info           PageMap.info
+                                  range) is explained there; its PTE passes
+                                  in kernel/unmap_marked.py, and truncation
+                                  (PageMap.truncate_pages) in
+                                  kernel/truncate_pages.py
+    print_page_map_info           PageMap.info: kernel/pagemap_info.py (mixed
+                                  in), with the accounting oracle's check
     (later Akaros)                PageMap.writeback: kernel/writeback.py
                                   (mixed in), with the per-page write
 
@@ -54,26 +59,27 @@ from pagemap.kernel.owner import as_int, check_page
 from pagemap.kernel.page import (
     PG_LOCKED,
     PG_PAGEMAP,
-    PG_REMOVAL,
     PG_UPTODATE,
     Page,
     PageAllocator,
     lock_page,
     unlock_page,
 )
-from pagemap.kernel.radix import RADIX_FANOUT, RADIX_MAX_INDEX, RadixTree
-from pagemap.kernel.removal import PageMapStats, Removal
+from pagemap.kernel.pagemap_info import PageMapInfo
+from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
+from pagemap.kernel.removal import PageMapStats
 from pagemap.kernel.rmap import ReverseMap, VMRegion
+from pagemap.kernel.runs import FindRun
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
     PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
     PM_REMOVAL,
-    decode_slot,
     encode_slot,
     slot_dec_refcnt,
     slot_inc_refcnt,
 )
+from pagemap.kernel.truncate_pages import TruncatePages
 from pagemap.kernel.writeback import Writeback
 from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
@@ -94,7 +100,7 @@ class PageMapOps(Protocol):
         """Write page.data to the backing store."""
 
 
-class PageMap(Removal, Writeback, ReverseMap):
+class PageMap(TruncatePages, Writeback, ReverseMap, FindRun, PageMapInfo):
     """struct page_map."""
 
     def __init__(
@@ -178,62 +184,6 @@ class PageMap(Removal, Writeback, ReverseMap):
             return self.allocator.pages[ppn]
         finally:
             lock.release()
-
-    def find_run(self, index: int, n: int) -> list[Page]:
-        """pm_find_page for index, index+1, ... under one hold of the map
-        lock: the up-to-date pages cached from `index` on, each with one more
-        slot reference, stopping at the first index with none (or with one
-        still being read), and after `n`.  For sequential reads: one lock
-        round trip for a run rather than one a page.  Each page is taken
-        exactly as _find_page takes it (REMOVAL cleared in the CAS that takes
-        the reference), so a remover racing the run spares what it found;
-        give them back with put_run.  An error (RefcountOverflow) gives back
-        what was taken before it passes on."""
-        found: list[Page] = []
-        self.lock.acquire()
-        try:
-            self._find_run_locked(index, n, found)
-        except BaseException:
-            self.lock.release()
-            self.put_run(found)
-            raise
-        self.stats.hits += len(found)
-        self.lock.release()
-        return found
-
-    def _find_run_locked(self, index: int, n: int, found: list[Page]) -> None:
-        slots, flags, pages = self.slots, self.flags, self.allocator.pages
-        for base, leaf in self.tree.leaves(index, index + n):
-            j = index + len(found) - base
-            if j < 0:
-                return  # a hole before this leaf: the run ended
-            while j < RADIX_FANOUT and len(found) < n:
-                ppn = leaf[j]
-                # Not cached, or still being read: lookup's path waits for it.
-                if not ppn or not flags.load(ppn) & PG_UPTODATE:
-                    return
-                while True:
-                    old = slots.load(ppn)
-                    if not old & PM_PPN_MASK:
-                        return
-                    if slots.cas(ppn, old, slot_inc_refcnt(old & _NOT_REMOVAL)):
-                        break
-                found.append(pages[ppn])
-                j += 1
-            if j < RADIX_FANOUT:
-                return
-
-    def put_run(self, run: list[Page]) -> None:
-        """put_page of each page find_run handed out."""
-        olds = self.slots.fetch_add_many([page.ppn for page in run], -PM_REFCNT_ONE)
-        for page, old in zip(run, olds, strict=True):
-            refs = old >> PM_REFCNT_SHIFT
-            if refs == 1:
-                if self._errors and page.error is not None:
-                    self._free_detached(page)
-            elif not refs:
-                self.slots.fetch_add(page.ppn, PM_REFCNT_ONE)
-                slot_dec_refcnt(old)  # refuses, with KernelBug: a put without a get
 
     def _insert_page(self, index: int, page: Page) -> None:
         """Put a fresh page in the tree with one slot reference held.
@@ -450,56 +400,6 @@ class PageMap(Removal, Writeback, ReverseMap):
         frames.flags.reset(page.ppn, 0)
         frames.locks.reset(page.ppn, 1)
         self.allocator.decref(page)
-
-    # -- reporting ---------------------------------------------------------------
-    def info(self) -> str:
-        """print_page_map_info, as a string."""
-        lines = [f"Page Map {self.name}", f"\tNum pages: {self.num_pages}"]
-        with self.lock:
-            for v in self.vmrs:
-                lines.append(
-                    f"\tVMR proc {v.proc.pid}: ({v.base:#x} - {v.end:#x}): "
-                    f"prot {v.prot:#x}, flags {v.flags:#x}, foff {v.foff:#x}"
-                )
-        return "\n".join(lines)
-
-    def check_quiescent(self) -> list[str]:
-        """What is wrong with the map when no task is running (the accounting
-        oracle): every complaint as a sentence; an empty list if all is well."""
-        problems: list[str] = []
-        count = 0
-        for i, ppn in self.tree.items():
-            count += 1
-            word = decode_slot(self.slots.value(ppn))
-            if word.refcnt:
-                problems.append(f"{self.name}: slot {i} still has {word.refcnt} reference(s)")
-            if word.removal:
-                problems.append(f"{self.name}: slot {i} still has REMOVAL set")
-            if not word.ppn:
-                problems.append(f"{self.name}: slot {i} has no page")
-                continue
-            if word.ppn != ppn:
-                problems.append(f"{self.name}: slot {i} of frame {ppn} names frame {word.ppn}")
-                continue
-            page = self.allocator.pages[ppn]
-            flags = page.flags.value
-            if not flags & PG_PAGEMAP:
-                problems.append(f"{self.name}: page {i} (frame {page.ppn}) lacks PG_PAGEMAP")
-            if flags & (PG_LOCKED | PG_REMOVAL):
-                problems.append(f"{self.name}: page {i} (frame {page.ppn}) left LOCKED or REMOVAL")
-            if page.index != i or page.mapping is not self:
-                problems.append(f"{self.name}: page at slot {i} does not point back at it")
-            if self.allocator.is_free(page.ppn):
-                problems.append(f"{self.name}: page {i} sits in free frame {page.ppn}")
-        if count != self.num_pages:
-            problems.append(f"{self.name}: nr_pages is {self.num_pages} but the tree holds {count}")
-        if self.lock.held:
-            problems.append(f"{self.name}: the map lock is still held")
-        if self.removal.value:
-            problems.append(f"{self.name}: the removal flag is still set")
-        if self.invalidate_lock.held:
-            problems.append(f"{self.name}: the invalidate lock is still held")
-        return problems
 
 
 __all__ = ["PageMap", "PageMapOps"]

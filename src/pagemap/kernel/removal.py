@@ -1,4 +1,5 @@
-"""How pages leave a page map: pm_remove_contig, and truncate_pages.
+"""How pages leave a page map: pm_remove_contig (and, built on it,
+truncate_pages in kernel/truncate_pages.py).
 
 Part of PageMap: kernel/pagemap.py mixes this class in, sets its fields and
 writes single pages back for it.  The seed's removal protocol, pass by pass:
@@ -40,56 +41,51 @@ and any use in between saves it.  It waits for another remover instead of
 returning 0, so that "busy" is never taken for "nothing to free".  Slot
 words live in the frame table (kernel/page.py); the tree maps an index to
 the frame whose slot it is.
+
+Where each part lives: passes 1, 4 and 5 and the entry points here; passes
+2 and 3 (the PTEs) in kernel/unmap_marked.py, this class's base;
+truncate_pages in kernel/truncate_pages.py, a subclass of this one.
 """
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pagemap.hw.mmu import PTE_D, PTE_P, pte_ppn
-from pagemap.kernel.errors import InvalidArgument, KernelError
+from pagemap.kernel.errors import InvalidArgument
 from pagemap.kernel.mman import MAP_LOCKED
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import (
     PG_DIRTY,
     PG_LOCKED,
-    PG_PAGEMAP,
     PG_REMOVAL,
     Page,
     PageAllocator,
-    lock_page,
-    unlock_page,
 )
 from pagemap.kernel.radix import ALL_PAGES, RADIX_FANOUT, RadixTree
 from pagemap.kernel.rmap import (
     AddressSpace,
-    Span,
     VMRegion,
     mapped_spans,
     vmr_has_page_idx,
-    vmr_idx_to_va,
 )
 from pagemap.kernel.slot import (
     PM_PPN_MASK,
-    PM_REFCNT_ONE,
     PM_REFCNT_SHIFT,
     PM_REMOVAL,
     slot_check_removal,
     slot_set_ppn,
 )
+from pagemap.kernel.unmap_marked import PTR_ARR_LEN as PTR_ARR_LEN
+from pagemap.kernel.unmap_marked import UnmapMarked
 from pagemap.sync.arrays import AtomicArray
-from pagemap.sync.atomic import AtomicWord, StatCounter, Word
+from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
 if TYPE_CHECKING:
     from pagemap.kernel.reclaim import Reclaim
-
-# How many processes, or dirty pages, removal batches before acting (PTR_ARR_LEN).
-PTR_ARR_LEN = 10
 
 
 @dataclass
@@ -102,7 +98,7 @@ class PageMapStats:
     writebacks: StatCounter = field(default_factory=StatCounter)  # pages written
 
 
-class Removal:
+class Removal(UnmapMarked):
     """The page-out half of struct page_map."""
 
     # What removal uses of its page map: fields PageMap.__init__ sets, and
@@ -315,160 +311,6 @@ class Removal:
             # The page's own bit is only for our convenience when we walk PTEs.
             flags.fetch_or(ppn, PG_REMOVAL)
 
-    def _unmap_marked(
-        self,
-        lo: int,
-        hi: int,
-        include_pinned: bool = False,
-        indices: list[int] | None = None,
-        ranged: bool = False,
-        batched: list[AddressSpace] | None = None,
-    ) -> None:
-        """Passes 2 and 3: unmap marked pages from every region, shoot down, and
-        collect the dirty bits of every PTE we clear.  With `indices`, only
-        those pages' PTEs are looked at.  The seed flushes each process's
-        whole address space; with `ranged` (truncate, as Linux's
-        unmap_mapping_range flushes each region's range) a process's flush
-        covers only the addresses of its spans.  With `batched` (reclaim)
-        nothing is flushed here: each process whose PTEs were cleared is
-        marked tlb_flush_batched and added to the list, for the caller to
-        flush (_flush_batched) before it writes or frees; a D bit is
-        collected at once, since a TLB entry with D cached means the PTE had
-        D too, so the page is dirty already when a store lands through it."""
-        spans = mapped_spans(self.vmrs, lo, hi, without_flags=0 if include_pinned else MAP_LOCKED)
-        if not self.unmap_every_vmr:
-            # The seed's bug, for check/scenarios/known: only the regions that
-            # map the first page of the range were visited.
-            spans = [s for s in spans if vmr_has_page_idx(s.vmr, lo)]
-        if not spans:
-            return
-        procs: list[AddressSpace] = []
-        where: dict[int, tuple[int, int]] | None = {} if ranged else None
-        for span in spans:
-            proc = span.proc
-            with proc.pte_lock:
-                hit = False
-                for pte in self._span_ptes(span, indices):
-                    hit = bool(self._pte_mark_not_present(pte)) or hit
-            if where is not None and hit:
-                # Only spans where a PTE was cleared: Linux's zap flushes
-                # nothing where it unmapped nothing (an mremap's old range,
-                # whose PTEs already moved: the mremap-race scenario).
-                a, b = where.get(proc.pid, (span.lo, span.hi))
-                where[proc.pid] = (min(a, span.lo), max(b, span.hi))
-            # Batch the shootdowns, one per process, PTR_ARR_LEN at a time
-            # (test_shootdowns_are_batched_ten_processes_at_a_time).  The region,
-            # so its process, stays put meanwhile: munmap must take `lock` to
-            # take it off the list (munmap-remove; "munmap leaves the page map
-            # before zeroing PTEs" in tests/check/test_mm_mutants.py is caught).
-            if any(p is proc for p in procs):
-                continue
-            if len(procs) == PTR_ARR_LEN and batched is None:
-                self._shootdown_and_reset(procs, where)
-            procs.append(proc)
-        # Only after every TLB has forgotten the pages will stores fault, so
-        # only now can the D bits be trusted (store-remove: a store through a
-        # TLB entry with D cached; the no-shootdown and dirty-before-shootdown
-        # mutants lose it).
-        if batched is None:
-            self._shootdown_and_reset(procs, where)
-        for span in spans:
-            proc = span.proc
-            # Whatever vm_prot says now: a concurrent mprotect may have just
-            # downgraded a PTE that was written through a moment ago
-            # (the mprotect-remove scenario).
-            with proc.pte_lock:
-                for pte in self._span_ptes(span, indices):
-                    self._pte_unmap_keep_dirty(pte)
-                if batched is not None:
-                    # Read under pte_lock by whoever changes these PTEs next
-                    # (MM.flush_tlb_batched_pending; reclaim-batch).
-                    proc.tlb_flush_batched = True
-                    if not any(p is proc for p in batched):
-                        batched.append(proc)
-
-    @staticmethod
-    def _flush_batched(pending: list[AddressSpace]) -> None:
-        """Flush the processes reclaim left pending, each whole (Linux's
-        arch_tlbbatch_flush); their tlb_flush_batched stays set, as Linux's
-        does, for the next flush_tlb_batched_pending to clear."""
-        for proc in pending:
-            proc.tlb_shootdown()
-        pending.clear()
-
-    @staticmethod
-    def _span_ptes(span: Span, indices: list[int] | None) -> list[Word]:
-        """The PTE words of a span, or of the pages of `indices` it maps; the
-        process's pte_lock held."""
-        proc = span.proc
-        if indices is None:
-            return list(proc.ptes(span.lo, span.hi))
-        vmr = span.vmr
-        out: list[Word] = []
-        for i in indices:
-            if vmr_has_page_idx(vmr, i):
-                va = vmr_idx_to_va(vmr, i)
-                if span.lo <= va < span.hi:
-                    pte = proc.pte_at(va)
-                    if pte is not None:
-                        out.append(pte)
-        return out
-
-    @staticmethod
-    def _shootdown_and_reset(
-        procs: list[AddressSpace], where: dict[int, tuple[int, int]] | None = None
-    ) -> None:
-        """Shoot down each of `procs`: all of it, or with `where` the range
-        it names for the process (pid -> [lo, hi))."""
-        for proc in procs:
-            if where is None:
-                proc.tlb_shootdown()
-            elif proc.pid in where:
-                proc.tlb_shootdown(*where.pop(proc.pid))
-        procs.clear()
-
-    def _removal_target(self, pte_val: int) -> Page | None:
-        ppn = pte_ppn(pte_val)
-        page = self.allocator.pages[ppn]
-        # Only our marked pages: a private copy or another map's page in this
-        # region's range is not ours to unmap.
-        if page.mapping is self and self.flags.load(ppn) & PG_REMOVAL:
-            return page
-        return None
-
-    def _pte_mark_not_present(self, pte: Word) -> bool:
-        """Clear P on a PTE that maps a page marked for removal; whether it did.
-
-        A CAS, not a read then a write: the MMU may set D between them, and a
-        fault may install a different page (a private copy) in the meantime
-        (the store-remove and private-remove scenarios).
-        """
-        while True:
-            old = pte.load()
-            if not old & PTE_P or self._removal_target(old) is None:
-                return False
-            if not self.atomic_pte_clear:
-                # The seed's read then write, for check/scenarios/known: a D
-                # bit the MMU sets in between is overwritten.
-                pte.store(old & ~PTE_P)
-                return True
-            if pte.cas(old, old & ~PTE_P):
-                return True
-
-    def _pte_unmap_keep_dirty(self, pte: Word) -> None:
-        """Zero a (formerly present) PTE of a marked page, moving D to PG_DIRTY."""
-        while True:
-            old = pte.load()
-            if not old:
-                return
-            page = self._removal_target(old)
-            if page is None:
-                return
-            if pte.cas(old, 0):
-                if old & PTE_D:
-                    self.flags.fetch_or(page.ppn, PG_DIRTY)
-                return
-
     def _write_back_marked(
         self,
         lo: int,
@@ -599,101 +441,3 @@ class Removal:
         if self.lru is not None:
             self.lru.removed_many(freed)  # before the frames can be handed out again
         self.allocator.decref_many(freed)
-
-    # -- truncation --------------------------------------------------------------
-    def truncate_pages(self, first_index: int, nr_pages: int = ALL_PAGES) -> int:
-        """Drop every page at or past `first_index`; the number dropped.
-
-        For truncate, once the host's size is already below these pages: their
-        bytes are past the end of the file, so they are dropped dirty or not,
-        pinned or not, and unmapped from every region (an access there is now a
-        bus error).  It runs the removal protocol without the writeback pass,
-        as the only remover.  A page somebody holds a slot reference to is
-        dropped too, as Linux's truncate drops a page from the cache whatever
-        its count: it leaves the map, and its frame is freed when its last
-        reference is put (`_drop_held`).  Waiting for the reference instead
-        would wait forever for a holder that is not going to put it soon (a
-        caller of the public PageMap.load_page;
-        test_truncate_with_a_page_held_drops_it_and_frees_it_at_the_last_put).
-        A fault that looked the page up before the size shrank cannot map it
-        after we unmapped it: it checks the size again under its pte_lock as
-        it installs (fault.py; test_a_fault_racing_truncate_unmaps_what_it_installed).
-        """
-        lo, hi = self._check_range(first_index, nr_pages)  # a hole punched: a range
-        dropped = 0
-        while True:
-            # The only remover for a round, which runs whole under the map
-            # lock; not while we sleep on a held page's lock below, so that a
-            # writepage we wait for may reclaim from this map meanwhile.
-            while self.removal.swap(1):
-                self.executor.relax()  # another remover is mid-protocol; let it finish
-            try:
-                with self.lock:
-                    if next(self.tree.items(lo, hi), None) is None:
-                        return dropped
-                    self._mark_for_removal(lo, hi, respect_pins=False)
-                    held = self._hold_referenced(lo, hi)
-                    self._unmap_marked(lo, hi, include_pinned=True, ranged=True)
-                    dropped += self._free_marked(lo, hi)
-            finally:
-                self.removal.store(0)
-            for page in held:
-                dropped += self._drop_held(page)
-
-    def _hold_referenced(self, lo: int, hi: int) -> list[Page]:
-        """The pages of [lo, hi) that pass 1 left unmarked because somebody
-        holds them, each with one more slot reference, ours, and PG_REMOVAL
-        set so that the PTE passes unmap them (pass 5 spares them, as it
-        spares any page whose slot lacks REMOVAL, and clears that bit).  The
-        map lock held."""
-        slots, flags = self.slots, self.flags
-        held: list[Page] = []
-        for _, ppn in self.tree.entries(lo, hi):
-            while True:
-                old = slots.load(ppn)
-                if not old & PM_PPN_MASK or old & PM_REMOVAL:
-                    break
-                if slots.cas(ppn, old, old + PM_REFCNT_ONE):
-                    flags.fetch_or(ppn, PG_REMOVAL)
-                    held.append(self.allocator.pages[ppn])
-                    break
-        return held
-
-    def _drop_held(self, page: Page) -> int:
-        """Take a held page past the end out of the map; 1 if we did.
-
-        The page lock first, as Linux's truncate locks each page: a readpage
-        or a writepage in flight finishes before the page goes, so no
-        writepage that read the old size writes its bytes after the blocks
-        under it are freed (ext2).  Its dirty bit goes (its bytes are past
-        the end), it leaves the tree, the policy and the count, and it is
-        marked detached (page.error): whoever puts the last reference, us or
-        its holder, frees the frame (PageMap.put_page)."""
-        lock_page(page)
-        dropped = 0
-        try:
-            with self.lock:
-                if self.tree.lookup(page.index) == page.ppn:
-                    self.tree.delete(page.index)
-                    self.num_pages -= 1
-                    if self.lru is not None:
-                        self.lru.removed(page)
-                    self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_PAGEMAP))
-                    # Linux's second unmap_mapping_range: a fault that held the
-                    # page installed it after our unmap pass; PG_REMOVAL still
-                    # names it, and from here the fault sees no PG_PAGEMAP and
-                    # installs nothing (fault.py; punch-fault, fault-truncate).
-                    self._unmap_marked(page.index, page.index + 1, include_pinned=True)
-                    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
-                    page.error = KernelError(
-                        f"{self.name}: page {page.index} was dropped by truncate while held",
-                        errno=errno.ENXIO,
-                    )
-                    dropped = 1
-                else:
-                    # A failed read took it out already; that loader's mark stays.
-                    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
-        finally:
-            unlock_page(page)
-        self.put_page(page)
-        return dropped

@@ -18,6 +18,10 @@ One invariant makes growing a file simple: a cached page holds zeros past the
 file's size.  readpage fills only up to the size; truncate zeroes the new last
 page past the new size; and growth zeroes whatever a store through a shared
 mapping left past the old end of the last page.
+
+Where each part lives: read's page copies, and the page walk under write,
+in kernel/pagecopy.py (PageCopy, Inode's base); fallocate's work in
+kernel/fallocate.py; File, the open file, here.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from pagemap.kernel.errors import (
     InvalidArgument,
     IOFailure,
     KernelError,
-    OutOfMemory,
 )
 from pagemap.kernel.fallocate import check_fallocate, fallocate_locked
 from pagemap.kernel.owner import as_buffer, as_int
-from pagemap.kernel.page import PG_DIRTY, PG_REFERENCED, PG_UPTODATE, Page
+from pagemap.kernel.page import PG_DIRTY, Page
+from pagemap.kernel.pagecopy import READ_RUN as READ_RUN
+from pagemap.kernel.pagecopy import PageCopy
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
-from pagemap.sync.core import READ, WRITE
+from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.  A
@@ -51,10 +56,6 @@ SMALL_FILE_SIZE = (1 << 31) - 1
 # The most one read or write moves, as Linux caps a count (INT_MAX rounded
 # down to a page); more is a short count.
 MAX_RW_COUNT = 0x7FFF_F000
-# The most pages a read takes from the page map in one run, and so holds at
-# once: Linux's read path takes a batch of about as many (PAGEVEC_SIZE, 15),
-# few enough that readers in use do not starve reclaim of frames.
-READ_RUN = 16
 
 Buffer = bytes | bytearray | memoryview
 PageMapFactory = Callable[[PageMapOps, object, str], PageMap]
@@ -74,7 +75,7 @@ def check_range(what: str, offset: int, length: int) -> tuple[int, int]:
     return offset, length
 
 
-class Inode:
+class Inode(PageCopy):
     """struct inode, as much of it as the page cache needs.
 
     A filesystem subclasses it and fills in how its pages are read and
@@ -148,7 +149,7 @@ class Inode:
         """The size limit that counts for a write or truncate ending at `end`."""
         return self.max_size if end <= SMALL_FILE_SIZE else self.largest_size()
 
-    # -- read --------------------------------------------------------------------
+    # -- read ----------------------------------------------------------------------
     def read(self, nbytes: int, offset: int) -> bytes:
         """Up to `nbytes` from `offset`, stopping at the end of the file.
 
@@ -171,107 +172,6 @@ class Inode:
             return self._read_in_page(offset >> PGSHIFT, off, end - offset)
         parts = self._read_pages(offset, end)
         return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _read_pages(self, offset: int, end: int) -> list[bytes]:
-        """The bytes of [offset, end), a run of cached pages at a time
-        (PageMap.find_run: one map-lock round trip a run), a page not cached
-        through lookup (read, or waited for); each run's bytes are copied
-        straight from its frames, once, while the run is held (the frames'
-        slices joined: a fresh buffer filled slice by slice would fault its
-        every page in first).  Short counts as _each_page: what was copied
-        before a failure; nothing, and the error, if it was the first page."""
-        pos = offset
-        mapping, view, flags = self.mapping, self._view, self._flags
-        last = (end - 1) >> PGSHIFT
-        parts: list[bytes] = []
-        try:
-            while pos < end:
-                index = pos >> PGSHIFT
-                run = mapping.find_run(index, min(last - index + 1, READ_RUN))
-                hit = bool(run)
-                if not hit:
-                    page, read = mapping.lookup(index)
-                    run = [page]
-                    hit = not read
-                try:
-                    slices = []
-                    for page in run:
-                        ppn = page.ppn
-                        if self._points:
-                            self.executor.point("frame_read", ppn, READ)
-                        if hit and not flags.load(ppn) & PG_REFERENCED:
-                            flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
-                        off = pos & PGMASK
-                        chunk = min(PGSIZE - off, end - pos)
-                        start = (ppn << PGSHIFT) + off
-                        slices.append(view[start : start + chunk])
-                        pos += chunk
-                    parts.append(b"".join(slices))
-                finally:
-                    mapping.put_run(run)
-        except (OutOfMemory, IOFailure):
-            if pos == offset:
-                raise
-        return parts
-
-    def _read_in_page(self, index: int, off: int, n: int) -> bytes:
-        """The hit path of read(): one page, one copy, straight from its frame,
-        under a slot reference as every use of a page is (pm_load_page, the
-        copy, pm_put_page)."""
-        mapping = self.mapping
-        flags = self._flags
-        page = mapping._find_page(index)
-        if page is None or not flags.load(page.ppn) & PG_UPTODATE:
-            page, read = mapping.lookup_found(index, page)
-        else:
-            read = False
-        try:
-            ppn = page.ppn
-            if self._points:
-                self.executor.point("frame_read", ppn, READ)
-            if not read and not flags.load(ppn) & PG_REFERENCED:
-                flags.fetch_or(ppn, PG_REFERENCED)  # _referenced, inline
-            start = (ppn << PGSHIFT) + off
-            return self._view[start : start + n].tobytes()
-        finally:
-            mapping.put_page(page)
-
-    def _referenced(self, ppn: int) -> None:
-        """A use of a cached page through the VFS: reclaim's policy hears of it
-        when it next looks (kernel/reclaim.py).  A miss is no such use: the
-        read that brought the page in was its first."""
-        flags = self._flags
-        if not flags.load(ppn) & PG_REFERENCED:
-            flags.fetch_or(ppn, PG_REFERENCED)
-
-    def _each_page(
-        self, offset: int, end: int, what: str, copy: Callable[[Page, int, int, int], None]
-    ) -> int:
-        """copy(page, offset in page, length, bytes done so far) for each page
-        of [offset, end), holding a slot reference; the bytes done.
-
-        Running out of frames or a failed readpage after some bytes gives
-        that short count, as POSIX has it; before any, it raises.
-        """
-        pos = offset
-        mapping = self.mapping
-        try:
-            while pos < end:
-                index, off = divmod(pos, PGSIZE)
-                chunk = min(PGSIZE - off, end - pos)
-                page, read = mapping.lookup(index)
-                try:
-                    self.executor.point(what, page.ppn, WRITE if what == "frame_write" else READ)
-                    if not read:
-                        self._referenced(page.ppn)
-                    copy(page, off, chunk, pos - offset)
-                finally:
-                    mapping.put_page(page)
-                pos += chunk
-        except (OutOfMemory, IOFailure):
-            if pos == offset:
-                raise
-        return pos - offset
 
     # -- write -------------------------------------------------------------------
     def write(self, data: Buffer, offset: int) -> int:

@@ -29,6 +29,9 @@ Rules:
 - `log`, when set, records every step as it happens (task, kind, footprint,
   and the tasks that could have gone instead): the raw material of the
   checker's path record.  Recording costs nothing when `log` is None.
+
+Where each part lives: the log in sync/eventlog.py, virtual time and timers
+in sync/vclock.py (mixed into SimExecutor); the scheduler here.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ import heapq
 import random
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 import greenlet
 
@@ -57,72 +59,15 @@ from pagemap.sync.core import (
     Strategy,
     Task,
 )
+from pagemap.sync.eventlog import EventLog as EventLog
+from pagemap.sync.eventlog import Site as Site
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import Semaphore, SimSemaphore, SimSpinLock, SpinLock
+from pagemap.sync.vclock import CLOCKS as CLOCKS
+from pagemap.sync.vclock import VirtualClock
 from pagemap.sync.watchdog import Watchdog, WatchdogInterrupt
 
 StepHook = Callable[[Task], None]
-# Names the code a step's point was taken in, from the frame that logs it.
-Site = Callable[[FrameType], str]
-
-CLOCKS = ("steps", "idle")
-
-
-class EventLog:
-    """Every step of one run, in the order the steps took effect.
-
-    Step i was taken by task `tids[i]`, at a point of kind `kinds[i]`, on the
-    object `objs[i]` with access `accs[i]`; `enabled[i]` is the bit mask of
-    task ids that could have gone instead (the choice it was); `extra[i]`
-    lists further (object, access) pairs that step touched.  With
-    `keep_objects`, `objects` lists every registered object in the order they
-    were made (a replay reads the machine's state from them); off by default,
-    since it keeps the run's objects alive as long as the log.
-    """
-
-    __slots__ = (
-        "_site",
-        "accs",
-        "enabled",
-        "extra",
-        "kinds",
-        "made",
-        "objects",
-        "objs",
-        "sites",
-        "tids",
-    )
-
-    def __init__(self, keep_objects: bool = False, sites: Site | None = None) -> None:
-        self.tids: list[int] = []
-        self.kinds: list[str] = []
-        self.objs: list[object] = []
-        self.accs: list[int] = []
-        self.enabled: list[int] = []
-        self.extra: dict[int, list[tuple[object, int]]] = {}
-        # Stable identities: the n-th object registered in the run gets sid -n,
-        # so a footprint names the same object in every schedule that made it
-        # the same way (frames are ints >= 0, keys are tuples).
-        self.made = 0
-        self.objects: list[object] | None = [] if keep_objects else None
-        # With `sites`, where each step's point was taken, as sites(frame) names it.
-        self.sites: list[str] | None = [] if sites is not None else None
-        self._site = sites
-
-    def key(self, obj: object) -> object:
-        """The stable identity of a footprint object."""
-        if type(obj) is int or type(obj) is tuple:
-            return obj
-        sid = getattr(obj, "sid", 0)
-        if not sid:
-            raise ValueError(
-                f"footprint object {obj!r} has no stable identity: make it with the "
-                "executor (atomic, spinlock, semaphore) or register it"
-            )
-        return sid
-
-    def __len__(self) -> int:
-        return len(self.tids)
 
 
 class SeededRandom(Strategy):
@@ -143,7 +88,7 @@ def _mask_of(tasks: Sequence[Task]) -> int:
     return mask
 
 
-class SimExecutor(Executor):
+class SimExecutor(VirtualClock, Executor):
     """The deterministic scheduler (see the module docstring)."""
 
     name = "sim"
@@ -430,46 +375,6 @@ class SimExecutor(Executor):
                 self._wait_on(t, *self._waiters(obj))
             else:
                 i += 1
-
-    @property
-    def now(self) -> int:
-        """Virtual time in microseconds: a step is one (clock="steps"), and idle
-        time is skipped over."""
-        return self._base() + self._skipped
-
-    def _base(self) -> int:
-        return self.steps if self.clock == "steps" else 0
-
-    def _set_next_deadline(self) -> None:
-        if self._timers and self.clock == "steps":
-            self._next_deadline = self._timers[0][0] - self._skipped
-        else:
-            self._next_deadline = sys.maxsize
-
-    def _fire_timers(self) -> None:
-        """Wake every task whose deadline has come and that still waits on it."""
-        timers = self._timers
-        now = self.now
-        while timers and timers[0][0] <= now:
-            _, seq, task, queue = heapq.heappop(timers)
-            if task.timer != seq:
-                continue  # woken since, or waiting under a newer timer
-            for i, t in enumerate(queue):
-                if t is task:
-                    del queue[i]
-                    task.timer = 0
-                    task.timed_out = True
-                    bisect.insort(self.runnable, task)
-                    break
-        self._set_next_deadline()
-
-    def _advance_clock(self) -> bool:
-        """Everyone is asleep: jump to the next deadline that still wakes
-        somebody.  False if no timer is left (then it is a deadlock)."""
-        while self._timers and not self.runnable:
-            self._skipped = max(self._skipped, self._timers[0][0] - self._base())
-            self._fire_timers()
-        return bool(self.runnable)
 
     def abort(self, exc: BaseException) -> None:
         """Stop the run at once and make run() raise `exc`: how an oracle that

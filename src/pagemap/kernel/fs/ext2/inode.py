@@ -27,6 +27,10 @@ Locks, outermost first: `lock` (i_rwsem: write and truncate), a page lock
 outside all of these.  The on-disk inode is written by write_inode (fsync,
 sync, and every namespace change); between those the in-memory fields are
 the truth.
+
+Where each part lives: truncation and deletion in truncate.py (Truncate,
+this class's base), the inode table's reads and checks in itable.py, and
+fallocate in punch.py.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from pagemap.kernel.fallocate import FALLOC_FL_KEEP_SIZE
 from pagemap.kernel.fs.ext2 import punch
 from pagemap.kernel.fs.ext2.bmap import BlockMap
 from pagemap.kernel.fs.ext2.errors import Corrupt, IsADirectory, NoSpace, TooBig
+from pagemap.kernel.fs.ext2.itable import check_disk_inode as check_disk_inode
+from pagemap.kernel.fs.ext2.itable import locate_inode
+from pagemap.kernel.fs.ext2.itable import new_extra as new_extra
+from pagemap.kernel.fs.ext2.itable import read_disk_inode as read_disk_inode
 from pagemap.kernel.fs.ext2.layout import (
-    CRTIME_OFFSET,
-    EXTRA_ISIZE_OFFSET,
     GOOD_OLD_INODE_SIZE,
     N_BLOCKS,
     RO_COMPAT_LARGE_FILE,
@@ -47,22 +53,17 @@ from pagemap.kernel.fs.ext2.layout import (
     S_IFLNK,
     S_IFMT,
     S_IFREG,
-    XATTR_MAGIC,
     DiskInode,
-    put_u32,
-    u32,
 )
+from pagemap.kernel.fs.ext2.truncate import ZERO_PAGE, Truncate
 from pagemap.kernel.fs.ext2.volume import Volume
-from pagemap.kernel.owner import as_int
-from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page, lock_page, unlock_page
+from pagemap.kernel.page import PG_DIRTY, PG_UPTODATE, Page
 from pagemap.kernel.pagemap import PageMap
-from pagemap.kernel.vfs import Inode, PageMapFactory, pages_spanned
+from pagemap.kernel.vfs import PageMapFactory
 from pagemap.sync.core import READ, WRITE
 
-ZERO_PAGE = bytes(PGSIZE)
 
-
-class Ext2Inode(Inode):
+class Ext2Inode(Truncate):
     def __init__(
         self,
         vol: Volume,
@@ -341,154 +342,6 @@ class Ext2Inode(Inode):
     def punch_backing(self, offset: int, length: int) -> None:
         punch.punch_backing(self, offset, length)
 
-    # -- truncate ----------------------------------------------------------------------------
-    def truncate(self, size: int) -> None:
-        """Make the file `size` bytes long; blocks past the end are freed.
-
-        Order: the new size, then the pages past it (truncate_pages waits for
-        their users), then the blocks past it, with the new last page held
-        locked throughout so no writepage that read the old size can write a
-        block being freed, and so its bytes past the end are zeroed (and made
-        dirty, so the disk gets the zeros too) before anybody sees them.
-        """
-        size = as_int(size, f"{self.name}: truncate", "the size")
-        self.vol.check_writable(f"truncate of inode {self.ino}")
-        if not self.is_reg():
-            raise IsADirectory(f"{self.name}: truncate of something that is not a regular file")
-        if size < 0:
-            raise InvalidArgument(f"{self.name}: truncate to {size}: a size may not be negative")
-        if size > self.vol.max_file_size:
-            raise TooBig(
-                f"{self.name}: truncate to {size} passes the largest file this filesystem "
-                f"can hold ({self.vol.max_file_size} bytes)"
-            )
-        self.lock.down()
-        try:
-            old = self.size_word.load()
-            if size > old:
-                self._zero_tail(old)
-                self.size_word.store(size)
-            elif size < old:
-                self._shrink(size)
-            self.touch()
-        finally:
-            self.lock.up()
-
-    def _shrink(self, size: int) -> None:
-        last = self.mapping.load_page(size >> PGSHIFT) if size % PGSIZE else None
-        if last is not None:
-            lock_page(last)
-        # No read or fault adds a page past the end while the blocks under it
-        # are freed (kernel/invalidate.py); its readers hold no page lock of
-        # ours, so taking it under the last page's lock cannot deadlock.
-        self.mapping.invalidate_lock.down_write()
-        try:
-            self.size_word.store(size)
-            self.mapping.truncate_pages(pages_spanned(size))
-            self.mapping.drop_private_copies(pages_spanned(size))
-            if last is not None:
-                self.executor.point("frame_write", last.ppn, WRITE)
-                last.data[size % PGSIZE :] = ZERO_PAGE[size % PGSIZE :]
-                if size % self.vol.geo.block_size:
-                    last.flags.fetch_or(PG_DIRTY)
-                self._forget_past(last, size)
-            try:
-                self._free_blocks_past(size)
-            except Corrupt:
-                raise
-            except OSError:
-                # The size is cut and the pages are gone: the truncate has
-                # happened, as on Linux, where freeing the blocks cannot fail
-                # it.  The blocks could not be freed for now (no frame for an
-                # indirect block or a bitmap, a read error), and nothing of
-                # the map changed (bmap.truncate is all or nothing): the next
-                # sync, or unmount, frees them (trim), so e2fsck never sees
-                # them (test_a_shrinking_truncate_that_fails_part_way_leaks_nothing).
-                self.trim_pending = True
-        finally:
-            self.mapping.invalidate_lock.up_write()
-            if last is not None:
-                unlock_page(last)
-                self.mapping.put_page(last)
-
-    def _free_past(self, size: int) -> None:
-        """Free blocks past `size` that a failed write allocated (no page past
-        `size` holds bytes for them); the last page is locked around it."""
-        last = self.mapping.find_page(size >> PGSHIFT) if size % PGSIZE else None
-        if last is not None:
-            lock_page(last)
-        try:
-            self._forget_past(last, size)
-            self._free_blocks_past(size)
-            self.trim_pending = False
-        except OSError:
-            # Freeing needs buffers, and so frames; if none could be had, the
-            # blocks past the end stay allocated (unreachable, fresh) until the
-            # next sync trims them (fs.py), so e2fsck never sees them.
-            self.trim_pending = True
-        finally:
-            if last is not None:
-                unlock_page(last)
-                self.mapping.put_page(last)
-
-    def trim(self) -> None:
-        """Free blocks a failed write left past the end, if any."""
-        if self.trim_pending:
-            self.lock.down()
-            try:
-                self._free_past(self.size_word.load())
-            finally:
-                self.lock.up()
-
-    def _forget_past(self, last: Page | None, size: int) -> None:
-        """The locked last page no longer has blocks past `size` under it."""
-        if last is None or not isinstance(last.buffers, list):
-            return
-        bs = self.vol.geo.block_size
-        keep = (size + bs - 1) // bs - last.index * (PGSIZE // bs)
-        for i in range(max(0, keep), len(last.buffers)):
-            last.buffers[i] = 0
-
-    def _free_blocks_past(self, size: int) -> None:
-        bs = self.vol.geo.block_size
-        if self.bmap.truncate((size + bs - 1) // bs):
-            self.dirty = True
-
-    # -- deletion ----------------------------------------------------------------------------
-    def release_blocks(self) -> None:
-        """Free every block the inode owns (data, indirect, its xattr block):
-        the last link and the last user are gone."""
-        if not self.fast_symlink:
-            self.size_word.store(0)
-            self.mapping.truncate_pages(0)
-            self.bmap.truncate(0)
-        self._drop_xattr_block()
-        self.dirty = True
-
-    def _drop_xattr_block(self) -> None:
-        blk = self.disk.file_acl
-        if not blk:
-            return
-        vol = self.vol
-        where = f"inode {self.ino}'s extended attribute block"
-        vol.alloc.check_data_block(blk, where)
-        bh = vol.dev.get_buffer(blk, vol.geo.block_size)
-        try:
-            if u32(bh.data, 0) != XATTR_MAGIC:
-                raise Corrupt(f"{where} {blk} has a bad magic number {u32(bh.data, 0):#x}")
-            refs = u32(bh.data, 4)
-            if refs > 1:
-                put_u32(bh.data, 4, refs - 1)
-                vol.dev.dirty_buffer(bh)
-        finally:
-            vol.dev.put_buffer(bh)
-        if refs <= 1:
-            vol.dev.forget_buffer(blk, vol.geo.block_size)
-            vol.alloc.free_blocks([blk], where)
-        with self.bmap.lock:
-            self.bmap.blocks512 = max(0, self.bmap.blocks512 - vol.geo.sectors_per_block)
-        self.disk.file_acl = 0
-
     # -- symlinks ----------------------------------------------------------------------------
     def read_link(self) -> bytes:
         size = self.size_word.load()
@@ -522,63 +375,3 @@ def _runs(blocks: list[int]) -> list[tuple[int, int, int]]:
         out.append((i, j, blocks[i]))
         i = j
     return out
-
-
-def locate_inode(vol: Volume, ino: int) -> tuple[int, int]:
-    """(block, offset) of inode `ino` in its group's inode table."""
-    geo = vol.geo
-    if not 1 <= ino <= geo.inodes_count:
-        raise Corrupt(f"inode number {ino} is outside 1..{geo.inodes_count}")
-    group = vol.groups[(ino - 1) // geo.inodes_per_group]
-    return geo.inode_location(ino, group.desc.inode_table)
-
-
-def read_disk_inode(vol: Volume, ino: int) -> tuple[DiskInode, bytes]:
-    """The on-disk inode and the bytes past its first 128."""
-    blk, off = locate_inode(vol, ino)
-    isz = vol.geo.inode_size
-    bh = vol.dev.get_buffer(blk, vol.geo.block_size)
-    try:
-        raw = bytes(bh.data[off : off + isz])
-    finally:
-        vol.dev.put_buffer(bh)
-    return DiskInode.parse(raw), raw[GOOD_OLD_INODE_SIZE:]
-
-
-def check_disk_inode(vol: Volume, ino: int, d: DiskInode) -> None:
-    """What must hold of an inode a directory entry names."""
-    where = f"inode {ino}"
-    if not d.links_count or not d.mode:
-        raise Corrupt(f"{where} is named by a directory entry but is free (no links or mode)")
-    fmt = d.mode & S_IFMT
-    if fmt not in (S_IFREG, S_IFDIR, S_IFLNK, 0o020000, 0o060000, 0o010000, 0o140000):
-        raise Corrupt(f"{where}: unknown file type in mode {d.mode:#o}")
-    geo = vol.geo
-    if fmt == S_IFDIR and (d.size() % geo.block_size or d.size_high):
-        raise Corrupt(
-            f"{where}: a directory of {d.size()} bytes, not a whole number of "
-            f"{geo.block_size}-byte blocks"
-        )
-    # A directory has no holes: its size is bounded by the blocks it owns,
-    # and those by the filesystem (so a walk over its blocks ends soon).
-    if fmt == S_IFDIR and d.size() > min(d.blocks * 512, geo.blocks_count * geo.block_size):
-        raise Corrupt(f"{where}: a directory of {d.size()} bytes owning only {d.blocks} sectors")
-    if d.size() > vol.max_file_size:
-        raise Corrupt(f"{where}: size {d.size()} passes the largest file the filesystem allows")
-    if d.file_acl:
-        vol.alloc.check_data_block(d.file_acl, f"{where}'s extended attribute block")
-
-
-def new_extra(vol: Volume, now: int) -> bytes:
-    """The bytes past 128 of a fresh inode: i_extra_isize as mke2fs sets it,
-    and the creation time."""
-    isz = vol.geo.inode_size
-    if isz <= GOOD_OLD_INODE_SIZE:
-        return b""
-    extra = bytearray(isz - GOOD_OLD_INODE_SIZE)
-    want = vol.sb.want_extra_isize or 32
-    want = min(want, isz - GOOD_OLD_INODE_SIZE) & ~3
-    extra[EXTRA_ISIZE_OFFSET - 128 : EXTRA_ISIZE_OFFSET - 126] = want.to_bytes(2, "little")
-    if want >= CRTIME_OFFSET + 4 - 128:
-        extra[CRTIME_OFFSET - 128 : CRTIME_OFFSET - 124] = now.to_bytes(4, "little")
-    return bytes(extra)

@@ -25,17 +25,36 @@ cached, so no writepage can name a block being freed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.blockdev import BufferHead
 from pagemap.kernel.fs.ext2.bmap import BlockMap, block_path
 from pagemap.kernel.fs.ext2.errors import NoSpace, TooBig
 from pagemap.kernel.fs.ext2.layout import put_u32
+from pagemap.kernel.fs.ext2.volume import Volume
+from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import WRITE
 
-if TYPE_CHECKING:
-    from pagemap.kernel.fs.ext2.inode import Ext2Inode
+
+class Ext2Inode(Protocol):
+    """What fallocate uses of an ext2 inode (inode.py's Ext2Inode, which
+    imports this module: the inode calls in, so it is named by shape here)."""
+
+    vol: Volume
+    name: str
+    ino: int
+    size_word: AtomicWord
+    bmap: BlockMap
+    dirty: bool
+
+    def touch(self, mtime: bool = True) -> None: ...
+
+    def _zero_tail(self, size: int) -> None: ...
+
+    def _allocate_range(self, offset: int, length: int) -> int: ...
+
+    def _free_past(self, size: int) -> None: ...
 
 
 def punch_blocks(bmap: BlockMap, first: int, count: int) -> int:
