@@ -44,7 +44,7 @@ from pagemap.kernel.pagecopy import READ_RUN as READ_RUN
 from pagemap.kernel.pagecopy import PageCopy
 from pagemap.kernel.pagemap import PageMap, PageMapOps
 from pagemap.kernel.radix import ALL_PAGES
-from pagemap.sync.core import WRITE
+from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
 # As large as a signed 64-bit file offset allows, like Linux's off_t.  A
