@@ -45,27 +45,11 @@ _PACKAGES = ("pagemap.kernel", "pagemap.hw")
 # decide anything: a race on them changes no verdict.
 _BOOKKEEPING = frozenset({"stats"})
 # Hidden races this check has found and the kernel has not fixed yet, by
-# class and attribute, each with the race and its fix.  Not reported while
-# listed; tests/check/test_footprints.py runs the scenario that shows each
-# one with the list set aside, and fails once the race is gone, so that the
-# entry goes too.
-KNOWN_HIDDEN: dict[str, str] = {
-    "Ext2Inode.dirty": "set by a write's touch under the file's i_rwsem and by a "
-    "namespace operation (unlink, link, rename) or writeback's block allocation "
-    "under other locks (ext2-unlink-reuse, ext2-hole-race).  Linux's vfs_unlink, "
-    "vfs_link and vfs_rename hold the target's inode lock; the allocation's mark "
-    "is ordered by i_lock: the fix takes the target's lock in the namespace "
-    "operations and names the mark in writeback's steps",
-    "DiskInode.ctime": "stamped by a write's touch under the file's i_rwsem and by "
-    "unlink's under the namespace lock only (ext2-unlink-reuse): the same fix as "
-    "Ext2Inode.dirty's, the target's inode lock in the namespace operations",
-    "DiskInode.links_count": "read by the last close (free the inode if it has no "
-    "name left) without a lock, written by unlink under the namespace lock "
-    "(ext2-unlink-reuse): the close and the unlink each decide from the other's "
-    "counter whether to free, and DPOR does not order the close's look against "
-    "the unlink's decrement.  The fix names the link count in both steps (or "
-    "takes the inode lock in both)",
-}
+# class and attribute ("Ext2Inode.dirty"), each with the race and its fix:
+# not reported while listed.  None now: the ones it found (the flusher's stop
+# flag, a file's f_wb_err, a page's map as reclaim reads it, an ext2 inode's
+# link count and dirty mark) are fixed in the kernel.
+KNOWN_HIDDEN: dict[str, str] = {}
 _Key = tuple[int, str]
 # Values whose equality means the same state: two writes of one commute.
 _PLAIN = (bool, int, str, type(None))

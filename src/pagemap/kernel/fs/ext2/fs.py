@@ -150,7 +150,7 @@ class Ext2FS(Namespace, ReadTree, SyncUnmount):
         that frees it) finishes the job: the bitmap never names an inode
         that is not written as in use, nor the other way round
         (test_mkdir_on_a_full_image_leaves_no_inode_behind)."""
-        inode.disk.links_count = 0
+        inode.set_links(0)
         try:
             self._maybe_free(inode)
         except OSError:
@@ -169,10 +169,10 @@ class Ext2FS(Namespace, ReadTree, SyncUnmount):
         finally:
             inode.lock.up()
         inode.disk.dtime = self.vol.now()
-        inode.disk.links_count = 0
+        inode.set_links(0)
         inode.write_inode()
         self.vol.alloc.free_inode(inode.ino, inode.is_dir())
-        inode.deleted = True
+        inode.set_deleted()
         self.inodes.pop(inode.ino, None)
 
     def _free_or_defer(self, inode: Ext2Inode) -> None:
@@ -197,7 +197,7 @@ class Ext2FS(Namespace, ReadTree, SyncUnmount):
     def closed(self, inode: Ext2Inode) -> None:
         """A File was closed: free its inode if that was the last user of an
         unlinked one."""
-        if inode.links or inode.deleted or not self.vol.mounted:
+        if not inode.may_be_orphan() or not self.vol.mounted:
             return
         with self._ns("close"):
             self._free_or_defer(inode)

@@ -13,7 +13,8 @@ freed now if nobody has it open or mapped, else at its last close.
 from __future__ import annotations
 
 import errno
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 from pagemap.kernel.errors import InvalidArgument, KernelError
@@ -70,7 +71,7 @@ class Namespace(PathWalk):
             except BaseException:
                 self._discard_new(inode)
                 raise
-            parent.disk.links_count += 1
+            parent.set_links(parent.links + 1)
             inode.mark_dirty()
             parent.mark_dirty()
 
@@ -92,8 +93,8 @@ class Namespace(PathWalk):
             if not dirops.is_empty(child):
                 raise NotEmpty(f"{path}: directory not empty")
             dirops.remove(parent, name)
-            parent.disk.links_count = max(0, parent.links - 1)
-            child.disk.links_count = 0
+            parent.set_links(max(0, parent.links - 1))
+            child.set_links(0)
             child.touch()
             parent.mark_dirty()
             self._free_or_defer(child)
@@ -110,10 +111,11 @@ class Namespace(PathWalk):
             if slash:
                 raise NotADirectory(f"{path}: not a directory")
             dirops.remove(parent, name)
-            child.disk.links_count -= 1
-            child.touch(mtime=False)
+            with _locked(child):
+                child.set_links(child.links - 1)
+                child.touch(mtime=False)
+                child.mark_dirty()
             parent.mark_dirty()
-            child.mark_dirty()
             self._free_or_defer(child)
 
     def link(self, old: str, new: str) -> None:
@@ -133,9 +135,10 @@ class Namespace(PathWalk):
             if inode.links >= LINK_MAX:
                 raise TooManyLinks(f"{old}: already has {LINK_MAX} links")
             dirops.add(parent, name, inode.ino, dir_entry_type(inode.mode, True))
-            inode.disk.links_count += 1
-            inode.touch(mtime=False)
-            inode.mark_dirty()
+            with _locked(inode):
+                inode.set_links(inode.links + 1)
+                inode.touch(mtime=False)
+                inode.mark_dirty()
             parent.mark_dirty()
 
     def symlink(self, target: str, path: str) -> None:
@@ -228,18 +231,38 @@ class Namespace(PathWalk):
         dirops.remove(op, oname)
         if src.is_dir() and op is not np:
             dirops.retarget(src, b"..", np.ino, FT_DIR)
-            op.disk.links_count -= 1
-            np.disk.links_count += 1
+            op.set_links(op.links - 1)
+            np.set_links(np.links + 1)
         if dst is not None:
-            if dst.is_dir():
-                np.disk.links_count -= 1  # dst's ".." is gone
-                dst.disk.links_count = 0
-            else:
-                dst.disk.links_count -= 1
-            dst.touch(mtime=False)
-        src.touch(mtime=False)
-        for inode in {op.ino: op, np.ino: np, src.ino: src}.values():
+            with _locked(dst):
+                if dst.is_dir():
+                    np.set_links(np.links - 1)  # dst's ".." is gone
+                    dst.set_links(0)
+                else:
+                    dst.set_links(dst.links - 1)
+                dst.touch(mtime=False)
+                dst.mark_dirty()
+        with _locked(src):
+            src.touch(mtime=False)
+            src.mark_dirty()
+        for inode in {op.ino: op, np.ino: np}.values():
             inode.mark_dirty()
         if dst is not None:
-            dst.mark_dirty()
             self._free_or_defer(dst)
+
+
+@contextmanager
+def _locked(inode: Ext2Inode) -> Iterator[None]:
+    """The inode's own lock (i_rwsem) around a namespace call's change to an
+    inode a name points at: its links, its ctime, its packing into the inode
+    table.  Linux's vfs_unlink, vfs_link and vfs_rename hold the target's
+    inode lock, so that a write to the same file (its size, blocks and times,
+    its `dirty` mark) never interleaves with them: an unlink's write_inode
+    clearing `dirty` between a write's changes and its mark lost the mark
+    (ext2-unlink-reuse; found by the hidden-state check, check/hidden.py).
+    Taken after the namespace lock, as every path that holds both does."""
+    inode.lock.down()
+    try:
+        yield
+    finally:
+        inode.lock.up()
