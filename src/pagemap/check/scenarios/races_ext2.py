@@ -25,18 +25,16 @@ from pathlib import Path
 from pagemap import e2fsprogs
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
-from pagemap.check.scenarios.ext2 import (
+from pagemap.check.scenarios.ext2_dindirect import DIND, _dindirect_truncate
+from pagemap.check.scenarios.ext2_fsck import _e2fsck_clean, _fsck_at_end
+from pagemap.check.scenarios.ext2_image import (
     A_SIZE,
     B_SIZE,
     BS,
-    DIND,
     FILES,
     J_SIZE,
     NOW,
     Ext2ShadowFile,
-    _dindirect_truncate,
-    _e2fsck_clean,
-    _fsck_at_end,
     _mount,
 )
 from pagemap.check.shadow import SLOT, initial_bytes
