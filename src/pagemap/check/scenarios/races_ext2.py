@@ -3,7 +3,7 @@
 As check/scenarios/races.py, for the ext2 filesystem: each scenario races a
 function `pagemap check --coverage` listed as unraced, named below and
 asserted by tests/check/test_race_scenarios.py.  Each schedule mounts a copy
-of the image ext2.py makes (e2fsprogs needed) and ends, unmounted, with the
+of the image ext2_image.py makes (e2fsprogs needed) and ends, unmounted, with the
 small fsck (bitmaps and counts against the maps) and e2fsck -fn.
 
 - ext2-close-unlinked: an unlinked file's last close (which frees the inode
@@ -171,7 +171,7 @@ def _free_blocks(image: Path) -> int:
 
 @functools.cache
 def _full_image() -> bytes:
-    """/a and /b as ext2.py's image has them, and /f filling every block but
+    """/a and /b as ext2_image.py's image has them, and /f filling every block but
     one (made once per process: a second mkfs with /f sized by the first)."""
     with tempfile.TemporaryDirectory(prefix="pagemap-ext2-scenario-") as tmp:
         fill = 0
