@@ -292,7 +292,7 @@ FINDING_BOUND_1: Program = from_soundness_encoding(
 # run goes t0 store, t0 load p, t1 cas, t1 relax, and the relax forces t0's
 # load of y: the race of that load with t1's store starts at a step that is
 # no choice point, so it was dropped, and nothing asked for t1 at the choice
-# before the private load (fixed: search.py `_before_forced`).
+# before the private load (fixed: backtrack.py `_before_forced`).
 RELAX_MISS: Program = (
     (("", (("store", 0, 3, 0),)), ("", (("load", 2, 0, 0),)), ("", (("load", 1, 0, 0),))),
     (("", (("spin", 0, 2, 0),)), ("", (("store", 1, 1, 0),))),

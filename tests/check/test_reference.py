@@ -85,9 +85,9 @@ def test_the_bounded_dpor_finding(strategy: str, bound: int | None) -> None:
 
 
 # Two more misses the reference found, each strategy and bound its own case:
-# the race of a step a relax forced (search.py `_before_forced`), and a
+# the race of a step a relax forced (backtrack.py `_before_forced`), and a
 # choice made when every task had parked, which BPOR did not take for a
-# context switch (search.py `_switches`).
+# context switch (backtrack.py `_switches`).
 @pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("strategy", ["dfs", "dpor"])
 @pytest.mark.parametrize("program", [RELAX_MISS, TIMED_BOUND_0], ids=["relax", "timed"])

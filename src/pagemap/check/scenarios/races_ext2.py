@@ -3,7 +3,7 @@
 As check/scenarios/races.py, for the ext2 filesystem: each scenario races a
 function `pagemap check --coverage` listed as unraced, named below and
 asserted by tests/check/test_race_scenarios.py.  Each schedule mounts a copy
-of the image ext2.py makes (e2fsprogs needed) and ends, unmounted, with the
+of the image ext2_image.py makes (e2fsprogs needed) and ends, unmounted, with the
 small fsck (bitmaps and counts against the maps) and e2fsck -fn.
 
 - ext2-close-unlinked: an unlinked file's last close (which frees the inode
@@ -25,18 +25,16 @@ from pathlib import Path
 from pagemap import e2fsprogs
 from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
-from pagemap.check.scenarios.ext2 import (
+from pagemap.check.scenarios.ext2_dindirect import DIND, _dindirect_truncate
+from pagemap.check.scenarios.ext2_fsck import _e2fsck_clean, _fsck_at_end
+from pagemap.check.scenarios.ext2_image import (
     A_SIZE,
     B_SIZE,
     BS,
-    DIND,
     FILES,
     J_SIZE,
     NOW,
     Ext2ShadowFile,
-    _dindirect_truncate,
-    _e2fsck_clean,
-    _fsck_at_end,
     _mount,
 )
 from pagemap.check.shadow import SLOT, initial_bytes
@@ -173,7 +171,7 @@ def _free_blocks(image: Path) -> int:
 
 @functools.cache
 def _full_image() -> bytes:
-    """/a and /b as ext2.py's image has them, and /f filling every block but
+    """/a and /b as ext2_image.py's image has them, and /f filling every block but
     one (made once per process: a second mkfs with /f sized by the first)."""
     with tempfile.TemporaryDirectory(prefix="pagemap-ext2-scenario-") as tmp:
         fill = 0

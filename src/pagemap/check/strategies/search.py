@@ -58,6 +58,10 @@ bound `distinct` counts schedules (some may share a trace).
 frozen, a race that wants an alternative at one of them becomes a `Request`,
 and `frontier()` hands back the work left as subtrees.  check/fanout cuts
 an exploration into units of work that way.
+
+Rules: Search is the explorer (strategies/base.py); its stack's nodes and the
+chooser that replays them are in strategies/stack.py, the backtrack points a
+run's races ask for in strategies/backtrack.py (a part of Search's class).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from typing import TYPE_CHECKING
 
 from pagemap.check.hb import Footprint, HappensBefore, footprint, independent
 from pagemap.check.path import default_pick
+from pagemap.check.strategies.backtrack import Backtracks
 from pagemap.check.strategies.base import (
     BoundExceeded,
     Chooser,
@@ -76,6 +81,9 @@ from pagemap.check.strategies.base import (
     Nondeterminism,
     SleepBlocked,
 )
+from pagemap.check.strategies.stack import Node as Node
+from pagemap.check.strategies.stack import SearchChooser as SearchChooser
+from pagemap.check.strategies.stack import _tids
 from pagemap.check.strategies.subtree import Frozen, Request, Subtree
 from pagemap.sync.core import RELAX, Task
 from pagemap.sync.sim import EventLog, SimExecutor
@@ -84,118 +92,7 @@ if TYPE_CHECKING:
     from pagemap.check.runner import Outcome
 
 
-class Node:
-    """One choice point of the schedule being run."""
-
-    __slots__ = (
-        "backtrack",
-        "conservative",
-        "current",
-        "done",
-        "done_fp",
-        "enabled",
-        "event",
-        "order",
-        "preemptions",
-        "relax",
-        "sleep",
-        "tid",
-    )
-
-    def __init__(
-        self,
-        event: int,
-        enabled: int,
-        order: tuple[int, ...],
-        current: int,
-        relax: bool,
-        preemptions: int,
-    ) -> None:
-        self.event = event  # index of the step this choice takes
-        self.enabled = enabled  # bit mask of the candidates
-        self.order = order  # candidates in the order DFS tries them
-        self.current = current  # the task that could have gone on, or -1
-        self.relax = relax
-        self.preemptions = preemptions  # preemptions before this choice
-        self.tid = -1  # the candidate chosen in the schedule being run
-        self.backtrack = 0  # candidates to try here
-        self.conservative = 0  # those added for the bound's sake (BPOR)
-        self.done = 0  # candidates tried here
-        self.done_fp: dict[int, Footprint] = {}  # their steps' footprints (DPOR)
-        self.sleep: dict[int, Footprint] = {}  # asleep task -> its next step
-
-    def cost(self, tid: int) -> int:
-        """Preemptions a schedule has after choosing `tid` here."""
-        switch = self.current >= 0 and tid != self.current and not self.relax
-        return self.preemptions + (1 if switch else 0)
-
-    def sleep_mask(self) -> int:
-        mask = 0
-        for t in self.sleep:
-            mask |= 1 << t
-        return mask
-
-
-class SearchChooser(Chooser):
-    """Replays the explorer's stack, then extends it with default choices."""
-
-    def __init__(self, search: Search) -> None:
-        super().__init__()
-        self.search = search
-        self.k = 0  # index of the next choice point
-
-    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
-        alts = runnable
-        k = self.k
-        self.k = k + 1
-        stack = self.search.stack
-        if k < len(stack):
-            node = stack[k]
-            mask = 0
-            for t in alts:
-                mask |= 1 << t.tid
-            if mask != node.enabled:
-                self._fail(
-                    Nondeterminism(
-                        f"choice point {k} offered tasks {_tids(mask)} on replay, "
-                        f"but {_tids(node.enabled)} before"
-                    )
-                )
-            want = node.tid
-            for t in alts:
-                if t.tid == want:
-                    return self._chose(t, current, kind)
-            raise AssertionError("unreachable: the node's choice is among its candidates")
-        node = self.search.new_node(self, alts, current, kind)
-        if k <= self.search.root:
-            node.tid = self.search.enter(self, node, k)
-            nxt = next(t for t in alts if t.tid == node.tid)
-        else:
-            nxt = self._default(node, alts, current, kind)
-            node.tid = nxt.tid
-            node.backtrack |= 1 << nxt.tid
-        stack.append(node)
-        return self._chose(nxt, current, kind)
-
-    def _default(self, node: Node, alts: Sequence[Task], current: Task | None, kind: str) -> Task:
-        """The non-preemptive choice, among the tasks not asleep."""
-        awake = [t for t in alts if t.tid not in node.sleep] if node.sleep else alts
-        if not awake:
-            self._fail(SleepBlocked())
-        nxt = default_pick(awake, current, kind)
-        bound = self.search.bound
-        if bound is not None and node.cost(nxt.tid) > bound:
-            self._fail(BoundExceeded())
-        return nxt
-
-    def _fail(self, exc: BaseException) -> None:
-        sched = self.sched
-        assert isinstance(sched, SimExecutor)
-        sched.abort(exc)
-        raise exc  # not reached inside a task
-
-
-class Search(Explorer):
+class Search(Explorer, Backtracks):
     """Bounded DFS (`reduce=False`) or DPOR (`reduce=True`)."""
 
     def __init__(
@@ -256,12 +153,6 @@ class Search(Explorer):
 
     def _within(self, node: Node, tid: int) -> bool:
         return self.bound is None or node.cost(tid) <= self.bound
-
-    def _ask(self, depth: int, tid: int, conservative: bool) -> None:
-        req = Request(depth, tid, conservative)
-        if req not in self._asked:
-            self._asked.add(req)
-            self.requests.append(req)
 
     def take_requests(self) -> list[Request]:
         out, self.requests = self.requests, []
@@ -389,117 +280,6 @@ class Search(Explorer):
                 out[task.tid] = ((log.key(task.obj), task.access),)
         return out
 
-    def _add_pending_backtracks(
-        self, log: EventLog, hb: HappensBefore, pending: dict[int, Footprint]
-    ) -> None:
-        """Bounded DPOR: Flanagan and Godefroid's races with pending steps
-        (hb.pending_races), each asking for its task at the racing step, or
-        for every task that can go there when it cannot (a persistent set),
-        and again at the last context switch before it (BPOR)."""
-        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        switches = self._switches(log)
-        for i, p in hb.pending_races(pending):
-            found = at.get(i)
-            if found is None:
-                self._before_forced(log, i, p)
-                continue
-            depth, node = found
-            want = 1 << p if node.enabled >> p & 1 else node.enabled
-            if depth <= self.root:
-                for t in _tids(want & ~node.backtrack):
-                    self._ask(depth, t, False)
-            else:
-                node.backtrack |= want
-            for d, n in reversed(switches):
-                if n.event < node.event:
-                    bits = 1 << p if n.enabled >> p & 1 else n.enabled
-                    if d <= self.root:
-                        for t in _tids(bits & ~n.backtrack & ~n.done):
-                            self._ask(d, t, True)
-                    else:
-                        n.backtrack |= bits
-                        n.conservative |= bits
-                    break
-
-    def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
-        start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
-        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        switches = self._switches(log)
-        for i, j in hb.races(max(start, 0)):
-            found = at.get(i)
-            if found is None:
-                self._before_forced(log, i, log.tids[j])
-                continue
-            depth, node = found
-            self.races += 1
-            initials = [t for t in sorted(hb.initials(i, j)) if node.enabled >> t & 1]
-            if not initials:
-                continue  # nobody in the race could go first: not reversible
-            want = log.tids[j] if log.tids[j] in initials else initials[0]
-            if not any(node.backtrack >> t & 1 for t in initials):
-                if depth <= self.root:
-                    self._ask(depth, want, False)
-                else:
-                    node.backtrack |= 1 << want
-            if self.bound is not None:
-                self._conservative(node, want, switches)
-
-    def _switches(self, log: EventLog) -> list[tuple[int, Node]]:
-        """The choices where any task may go at no cost, BPOR's context
-        switches: the first choice, every choice that ran a task other than
-        the one that took the step before it, and every choice made when no
-        task could go on (its task blocked or done) or at a relax.  The last
-        are free whichever task goes, though the log may show the same task
-        on both sides: a task that parks is logged only once it resumes
-        (test_reference.py, timed downs at bound 0)."""
-        tids = log.tids
-        return [
-            (d, n)
-            for d, n in enumerate(self.stack)
-            if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
-        ]
-
-    def _before_forced(self, log: EventLog, event: int, tid: int) -> None:
-        """Step `event` was no choice: only one task could go.  When that is
-        because `tid` had just relaxed (a task that relaxes is not offered
-        until another has taken a step, sync/sim.py), which step the relax
-        forces depends on where the spinner came in: ask for `tid` at the
-        latest choice before the step where it could have gone and this
-        schedule chose another, with no sleep set below (programs.RELAX_MISS:
-        the relax forced the very load that races the spinner's store).  A
-        step forced because the others were blocked is left alone: the races
-        of the steps that blocked them reach further back."""
-        # The relax is logged as the spinner resumes: the step after the forced one.
-        after = event + 1
-        if after >= len(log.tids) or log.tids[after] != tid or log.kinds[after] is not RELAX:
-            return
-        bit = 1 << tid
-        for depth in range(len(self.stack) - 1, -1, -1):
-            node = self.stack[depth]
-            if node.event >= event or not node.enabled & bit or node.tid == tid:
-                continue
-            if not (node.done | node.backtrack) & bit:
-                if depth <= self.root:
-                    self._ask(depth, tid, True)
-                else:
-                    node.backtrack |= bit
-                    node.conservative |= bit
-            return
-
-    def _conservative(self, node: Node, tid: int, switches: list[tuple[int, Node]]) -> None:
-        """BPOR: also try `tid` at the last context switch before `node`,
-        where it may cost no new preemption; explored with no sleep set."""
-        for depth, n in reversed(switches):
-            if n.event < node.event:
-                bit = 1 << tid
-                if n.enabled & bit and not n.done & bit:
-                    if depth <= self.root and not n.backtrack & bit:
-                        self._ask(depth, tid, True)
-                    elif depth >= self.root:
-                        n.backtrack |= bit
-                        n.conservative |= bit
-                return
-
     def _advance(self, log: EventLog | None) -> None:
         """Mark what was just run as done, deepest node first, and set up the
         next alternative; exhausted when none is left."""
@@ -599,10 +379,6 @@ def trace_key(signature: Sequence[int]) -> int:
     """A 64-bit name for a trace's normal form, the same on every machine."""
     raw = b"".join(t.to_bytes(4, "little") for t in signature)
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
-
-
-def _tids(mask: int) -> list[int]:
-    return [t for t in range(mask.bit_length()) if mask >> t & 1]
 
 
 __all__ = ["Node", "Search", "SearchChooser"]
