@@ -13,7 +13,7 @@ Search.enter for a subtree's frozen nodes).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pagemap.check.hb import Footprint
 from pagemap.check.path import default_pick
@@ -26,8 +26,21 @@ from pagemap.check.strategies.base import (
 from pagemap.sync.core import Task
 from pagemap.sync.sim import SimExecutor
 
-if TYPE_CHECKING:
-    from pagemap.check.strategies.search import Search
+
+class Search(Protocol):
+    """What a chooser asks of the search that made it (search.py's Search):
+    the stack of choice points, the bound, where the replayed prefix ends, and
+    the two calls that fill a new choice point."""
+
+    stack: list[Node]
+    bound: int | None
+    root: int
+
+    def new_node(
+        self, chooser: SearchChooser, alts: Sequence[Task], current: Task | None, kind: str
+    ) -> Node: ...
+
+    def enter(self, chooser: SearchChooser, node: Node, k: int) -> int: ...
 
 
 class Node:
