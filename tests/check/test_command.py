@@ -254,3 +254,21 @@ def test_mutants_run_in_jobs_worker_processes_with_the_table_of_one(
     for err in (serial.err, parallel.err):
         lines = err.splitlines()
         assert len(lines) == 2 and all(" run (" in line for line in lines), err
+
+
+def test_validate_finds_a_hidden_dependency(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--validate` turns on the footprint and hidden-state checks: a kernel
+    whose flusher reads its stop flag without naming it fails, naming it."""
+    from pagemap.check.footprints import VALIDATE_ENV
+    from pagemap.kernel.flusher import Flusher
+
+    monkeypatch.setenv(VALIDATE_ENV, "0")  # restored after the test
+    monkeypatch.setattr(Flusher, "stop_requested", lambda self: self.stopping)
+    args = ["check", "reclaim-contend", "--strategy", "random", "--budget", "12"]
+    args += ["--traces", str(tmp_path), "--no-shrink"]
+    assert main(args) == 0  # unvalidated, the hidden flag goes unseen
+    assert main([*args, "--validate"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Flusher.stopping" in out and "footprint" in out

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -76,6 +77,7 @@ from pagemap.check.counterexample import renderable, replay_command, timeline_of
 from pagemap.check.fanout import SPLIT, Explored, Stop, Unit, explore, make_engine, merge
 from pagemap.check.fanout import run_serial as run_serial
 from pagemap.check.fanout.display import Display
+from pagemap.check.footprints import VALIDATE_ENV
 from pagemap.check.modelpath import ModelPath, Refused
 from pagemap.check.replay import replay
 from pagemap.check.runner import DEFAULT_CAP, Model, Summary
@@ -155,6 +157,10 @@ def run_check(args: argparse.Namespace) -> int:
     if args.strategy in ("random", "pct") and args.time is None and args.budget is None:
         args.budget = DEFAULT_BUDGET
     _check_output_paths(args)
+    if args.validate:
+        # Read by every run_schedule of this process and of the workers it
+        # starts, which inherit the environment.
+        os.environ[VALIDATE_ENV] = "1"
     if args.mutant and not args.mutants:
         return _under_mutant(console, args)
     names = args.scenarios or list(scenarios)

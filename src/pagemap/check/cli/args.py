@@ -115,6 +115,14 @@ def register(sub: Any, run_check: Command, run_replay: Command) -> None:
     )
     check.add_argument("--traces", default="traces", help="directory for counterexample traces")
     check.add_argument("--no-shrink", action="store_true", help="keep counterexamples unshrunk")
+    check.add_argument(
+        "--validate",
+        action="store_true",
+        help="check every step's footprint against what it did (check/footprints.py) and "
+        "every plain attribute two tasks touch against the order the footprints give "
+        "(check/hidden.py): a step that hides a dependency from DPOR is a violation "
+        "(slower; the same as PAGEMAP_VALIDATE=1)",
+    )
     check.add_argument("--list", action="store_true", help="list the scenarios and exit")
     check.add_argument(
         "--mutants",
