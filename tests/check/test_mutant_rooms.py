@@ -50,6 +50,12 @@ ROOMS = (
     "pagemap.kernel.fs.ext2.dir",
     "pagemap.kernel.fs.ext2.fs",
     "pagemap.kernel.fs.ext2.inode",
+    "pagemap.kernel.fs.ext2.file",
+    "pagemap.kernel.fs.ext2.namei",
+    "pagemap.kernel.fs.ext2.truncate",
+    "pagemap.kernel.runs",
+    "pagemap.kernel.truncate_pages",
+    "pagemap.kernel.unmap_marked",
 )
 
 # The other modules, each with why it has no mutant (yet).
@@ -82,6 +88,18 @@ LEFT_OUT = {
     "pagemap.kernel.fs.ext2.layout": "on-disk formats: pack and parse, no lock, no point",
     "pagemap.kernel.fs.ext2.volume": "state set at mount; check_writable's refusals are "
     "asked by every modifying call and seen by no race",
+    "pagemap.kernel.pagemap_info": "info and check_quiescent: a page map described and "
+    "checked after a run, outside any task",
+    "pagemap.kernel.pagecopy": "the byte copies of read and write between a page and a "
+    "buffer, under the page reference their callers in vfs.py hold; the copies' points "
+    "are the callers' (pwrite-store, pwrite-remove race them)",
+    "pagemap.kernel.fs.ext2.itable": "an inode-table record read and checked at iget, under "
+    "the namespace lock, through a buffer whose locking is blockdev.py's",
+    "pagemap.kernel.fs.ext2.lookup": "path walks under the namespace lock: reads of "
+    "directories whose changes namei.py makes under the same lock",
+    "pagemap.kernel.fs.ext2.stat": "stat, readdir and statfs: reads under the namespace lock",
+    "pagemap.kernel.fs.ext2.unmount": "sync and unmount, run by the scenarios once their "
+    "tasks are done; the writeback they call is writeback.py's and inode.py's",
     "pagemap.kernel.fs.ext2.super": "mount-time checks, and write_super at sync, whose "
     "copies under a group's lock have no point inside; no scenario syncs beside allocation",
 }

@@ -87,7 +87,7 @@ RACED = {
     ],
     "reclaim-remove": ["kernel/removal.py: Removal.remove_pages"],
     "ext2-truncate-write": [
-        "kernel/fs/ext2/inode.py: Ext2Inode.truncate",
+        "kernel/fs/ext2/truncate.py: Truncate.truncate",
         "kernel/fs/ext2/bmap.py: BlockMap._apply",
     ],
 }

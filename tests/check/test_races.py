@@ -17,7 +17,7 @@ def test_store_remove_races_the_removal_protocol_against_the_store() -> None:
     # Removal's marking and PTE clearing race the store's walk of that PTE.
     for raced in (
         "kernel/removal.py: Removal._mark_for_removal",
-        "kernel/removal.py: Removal._pte_mark_not_present",
+        "kernel/unmap_marked.py: UnmapMarked._pte_mark_not_present",
         "hw/mmu.py: MMU._walk",
     ):
         assert found.raced[raced] > 0, raced

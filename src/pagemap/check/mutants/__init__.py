@@ -25,6 +25,7 @@ from pagemap.check.mutants.ext2 import (
     EXT2_ROOM_MUTANTS,
     EXT2_TRUNCATE_MUTANTS,
 )
+from pagemap.check.mutants.ext2_rooms import EXT2_NAMEI_MUTANTS
 from pagemap.check.mutants.mm import MM_MUTANTS, PROCESS_MUTANTS
 from pagemap.check.mutants.pagemap import PAGEMAP_MUTANTS
 from pagemap.check.mutants.punch import PUNCH_MUTANTS
@@ -52,6 +53,7 @@ MUTANTS = (
     + PUNCH_MUTANTS
     + WP_MUTANTS
     + ROOM2_MUTANTS
+    + EXT2_NAMEI_MUTANTS
 )
 
 

@@ -306,7 +306,7 @@ BUGS = (
         ),
         mechanism=(
             Step("check/memdisk.py", "MemInode.set_size", "store", "truncate"),
-            Step("kernel/removal.py", "Removal._drop_held", "lock", "truncate"),
+            Step("kernel/truncate_pages.py", "TruncatePages._drop_held", "lock", "truncate"),
             Step("kernel/fault.py", "FaultHandler._set_pte", "cas", "fault"),
             Step(*_LOAD, "frame.load", "fault"),
         ),
@@ -318,13 +318,13 @@ BUGS = (
         "removal unmaps only the regions that map the first page of its range",
         racy=(
             Step("kernel/uaccess.py", "UserAccess.load", "frame.load", "load"),
-            Step("kernel/removal.py", "Removal._pte_mark_not_present", "cas", "remover"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "cas", "remover"),
         ),
         mechanism=(
             Step("kernel/removal.py", "Removal._mark_for_removal", "cas", "remover"),
             Step("kernel/removal.py", "Removal._free_marked", "cas", "remover"),
         ),
-        absent=(Step("kernel/removal.py", "Removal._pte_mark_not_present", "load"),),
+        absent=(Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "load"),),
     ),
     Bug(
         "known-drops-dirty",
@@ -348,14 +348,14 @@ BUGS = (
         "Akaros seed",
         "removal clears P by a read and a write: a D bit set between is lost",
         racy=(
-            Step("kernel/removal.py", "Removal._pte_mark_not_present", "load", "remover"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "load", "remover"),
             Step(*_STORE, "cas", "store"),
         ),
         mechanism=(
-            Step("kernel/removal.py", "Removal._pte_mark_not_present", "load", "remover"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "load", "remover"),
             Step(*_STORE, "cas", "store"),
             Step(*_STORE, "frame.store", "store"),
-            Step("kernel/removal.py", "Removal._pte_mark_not_present", "store", "remover"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "store", "remover"),
             Step("kernel/removal.py", "Removal._free_marked", "cas", "remover"),
         ),
     ),

@@ -66,7 +66,7 @@ SCENARIOS = (
 
 def _mechanism(reader: str) -> tuple[Step, ...]:
     return (
-        Step("kernel/removal.py", "Removal.truncate_pages", "swap", "punch"),
+        Step("kernel/truncate_pages.py", "TruncatePages.truncate_pages", "swap", "punch"),
         Step("kernel/hostio.py", "HostIO._enter", "host_read", reader),
         # The host punch itself is no step of its own: the lock around it
         # is let go once it is done.

@@ -111,11 +111,11 @@ BUGS = (
         "3ea277194daa",
         "mprotect vs batched flush: a PTE reclaim cleared is skipped, and so is the flush",
         racy=(
-            Step("kernel/removal.py", "Removal._pte_unmap_keep_dirty", "cas", "reclaim"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_unmap_keep_dirty", "cas", "reclaim"),
             Step("kernel/uaccess.py", "UserAccess._store_in_page", "frame.store", "store"),
         ),
         mechanism=(
-            Step("kernel/removal.py", "Removal._pte_unmap_keep_dirty", "cas", "reclaim"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_unmap_keep_dirty", "cas", "reclaim"),
             Step("kernel/mm.py", "MM._clear_ptes", "load", "mprotect"),
             Step("kernel/uaccess.py", "UserAccess._store_in_page", "frame.store", "store"),
         ),
@@ -149,7 +149,7 @@ BUGS = (
         ),
         mechanism=(
             Step(*_MOVE, "swap", "mremap"),
-            Step("kernel/removal.py", "Removal._pte_mark_not_present", "cas", "truncate"),
+            Step("kernel/unmap_marked.py", "UnmapMarked._pte_mark_not_present", "cas", "truncate"),
             Step("kernel/removal.py", "Removal._free_marked", "cas", "truncate"),
             Step("kernel/uaccess.py", "UserAccess.load", "frame.load", "load"),
         ),
