@@ -40,14 +40,6 @@ ALLOWED_BACK_EDGES = {
     ("pagemap.kernel.pagemap", "pagemap.kernel.reclaim"),
     # fallocate's helpers take the Inode that calls them, as a type.
     ("pagemap.kernel.fallocate", "pagemap.kernel.vfs"),
-    # The checker's strategies and traces name the runner's Outcome and Model
-    # as types; the runner shrinks a failing trace (a function-local import).
-    ("pagemap.check.strategies.base", "pagemap.check.runner"),
-    ("pagemap.check.strategies.search", "pagemap.check.runner"),
-    ("pagemap.check.trace", "pagemap.check.runner"),
-    ("pagemap.check.runner", "pagemap.check.shrink"),
-    # The trace schema's check reads the trace's own schema (function-local).
-    ("pagemap.check.schema", "pagemap.check.trace"),
 }
 
 
