@@ -31,9 +31,10 @@ import time
 
 from bench.harness import Report
 from pagemap.check.command import plan
+from pagemap.check.explore import explore_model
 from pagemap.check.fanout import run_serial
 from pagemap.check.mutants import MUTANTS
-from pagemap.check.runner import DEFAULT_MAX_STEPS, explore_model
+from pagemap.check.runner import DEFAULT_MAX_STEPS
 from pagemap.check.scenarios import lookup, registry
 from pagemap.sync.sim import SeededRandom, SimExecutor
 

@@ -19,7 +19,7 @@ import statistics
 import time
 
 from bench.harness import Report
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.check.scenarios.known import BUGS
 from pagemap.check.strategies import DEFAULT_BOUND

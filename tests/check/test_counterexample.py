@@ -9,10 +9,10 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.counterexample import as_text, timeline_of, title_of
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import MUTANTS
 from pagemap.check.replay import replay
 from pagemap.check.report import Timeline, render_html
-from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.check.trace import Trace
 from pagemap.machine import Machine

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from pagemap.check.context import RunContext
-from pagemap.check.runner import explore_model, run_schedule
+from pagemap.check.explore import explore_model
+from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import registry
 from pagemap.check.strategies import make_explorer
 from pagemap.kernel.page import Page

@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pagemap.check.explore import explore_model
 from pagemap.check.model import FunctionModel
-from pagemap.check.runner import explore_model
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.locks import SpinLock

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
 from pagemap.check.engine_mutants import ENGINE_MUTANTS, JUDGES, EngineMutant
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenarios import registry
 from tests.check.programs import (
     FINDING_BOUND_1,

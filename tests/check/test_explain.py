@@ -19,12 +19,13 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.explain import Race, deciding_race, step_numbers
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import MUTANTS, Mutant
 from pagemap.check.path import decode_schedule
 from pagemap.check.recorder import where
 from pagemap.check.replay import replay
 from pagemap.check.report import Timeline, render_html
-from pagemap.check.runner import explore_model, run_schedule
+from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Trace

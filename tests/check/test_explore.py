@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pagemap.check import CounterexampleFound, Trace, explore, model, replay_model
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import MUTANTS
-from pagemap.check.runner import explore_model, run_schedule
+from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.shrink import shrink_trace
 from pagemap.check.strategies import (

@@ -8,7 +8,7 @@ import errno
 
 import pytest
 
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.kernel.errors import IOFailure, KernelError
 from pagemap.kernel.radix import ALL_PAGES

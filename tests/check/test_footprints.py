@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import pytest
 
 from pagemap.check import hidden
+from pagemap.check.explore import explore_model
 from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV
 from pagemap.check.hidden import KNOWN_HIDDEN
 from pagemap.check.model import FunctionModel
-from pagemap.check.runner import explore_model, run_schedule
+from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.strategies import Chooser, make_explorer
 from pagemap.kernel.flusher import Flusher

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
+from pagemap.check.explore import explore_model
 from pagemap.check.hb import HappensBefore
-from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.check.strategies.search import Search
 from tests.check import programs

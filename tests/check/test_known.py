@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pagemap.check.context import RunContext
+from pagemap.check.explore import explore_model
 from pagemap.check.memdisk import MemInode
-from pagemap.check.runner import explore_model
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.scenarios import lookup, registry, zoo
 from pagemap.check.scenarios.known import BUGS

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import EQUIVALENT_MUTANTS, MUTANTS, Mutant
-from pagemap.check.runner import explore_model, run_schedule
+from pagemap.check.runner import run_schedule
 from pagemap.check.scenarios import lookup, registry
 from pagemap.check.strategies import FollowChooser
 from pagemap.cli import main

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenario import Scenario
 from pagemap.check.scenarios import ext2, files, mappings, pagemap, process, registry
 

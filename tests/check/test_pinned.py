@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenarios import registry
 
 PINNED = Path(__file__).with_name("pinned_traces.json")

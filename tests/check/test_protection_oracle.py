@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import lookup_mutant
-from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.hw.memory import PGSIZE
 from pagemap.kernel.mman import PROT_NONE, PROT_READ, PROT_RW

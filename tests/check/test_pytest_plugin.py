@@ -16,8 +16,9 @@ import pytest
 
 from pagemap.check import CounterexampleFound, explore
 from pagemap.check.database import Database, current_test
+from pagemap.check.explore import explore_model
 from pagemap.check.model import model
-from pagemap.check.runner import Summary, explore_model
+from pagemap.check.runner import Summary
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
 

@@ -20,9 +20,9 @@ import pytest
 
 from pagemap import e2fsprogs
 from pagemap.check.coverage import default_exclusions, race_exclusions
+from pagemap.check.explore import explore_model
 from pagemap.check.mutants import lookup_mutant
 from pagemap.check.races import census
-from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import ext2 as ext2_scenarios
 from pagemap.check.scenarios import registry
 from pagemap.kernel.fs.ext2.balloc import Allocator

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, seed, settings
 
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from tests.check.programs import (
     FINDING_BOUND_1,
     RELAX_MISS,

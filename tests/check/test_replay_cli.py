@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pagemap.check import CounterexampleFound, explore
+from pagemap.check.explore import explore_model
 from pagemap.check.model import FunctionModel
 from pagemap.check.mutants import MUTANTS
-from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.cli import main
 from pagemap.machine import Machine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pagemap.check.runner import explore_model
+from pagemap.check.explore import explore_model
 from pagemap.check.scenarios import registry
 from pagemap.kernel.mkwrite import DIRTY_TRACKING
 from pagemap.machine import DIRTY_TRACKING_ENV

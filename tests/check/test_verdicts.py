@@ -23,10 +23,11 @@ import pytest
 
 from pagemap import PG_UPTODATE
 from pagemap.check.context import RunContext
+from pagemap.check.explore import explore_model
 from pagemap.check.fanout import ModelRef, SerialEngine, Unit, explore
 from pagemap.check.fanout.local import LocalEngine
 from pagemap.check.model import FunctionModel
-from pagemap.check.runner import Summary, explore_model
+from pagemap.check.runner import Summary
 from pagemap.check.scenarios import registry
 from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap

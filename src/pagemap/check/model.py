@@ -30,10 +30,11 @@ from pagemap.check import knobs as settings
 from pagemap.check.blocking import check_model
 from pagemap.check.context import RunContext
 from pagemap.check.database import Database
+from pagemap.check.explore import explore_model
 from pagemap.check.knobs import FROM_ENV, Knobs
 from pagemap.check.modelpath import model_path_args
 from pagemap.check.replay import Replay, replay
-from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary, explore_model
+from pagemap.check.runner import DEFAULT_MAX_STEPS, Summary
 from pagemap.check.trace import Trace
 from pagemap.hw.memory import parse_size
 from pagemap.oracles import ACCOUNTING, Violation

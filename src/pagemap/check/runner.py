@@ -1,4 +1,5 @@
-"""Running schedules: one at a time (`run_schedule`) and many (`explore_model`).
+"""Running schedules: one at a time (`run_schedule`) and many (`Exploration`;
+`explore_model` in check/explore.py adds the shrinking of a counterexample).
 
 Every schedule gets a fresh Machine whose executor is a SimExecutor driven
 by one chooser of the exploration's strategy (check/strategies/), so the only
@@ -14,13 +15,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pagemap.check.blocking import HiddenBlocking
 from pagemap.check.context import RunContext
 from pagemap.check.footprints import FOOTPRINT, VALIDATE_ENV, FootprintValidator
 from pagemap.check.hidden import HiddenStateDetector
-from pagemap.check.path import Path
+from pagemap.check.outcome import Model as Model
+from pagemap.check.outcome import Outcome as Outcome
 from pagemap.check.strategies import (
     BoundExceeded,
     Chooser,
@@ -43,43 +44,6 @@ DEFAULT_MAX_STEPS = 20_000
 DEFAULT_WATCHDOG = 10.0
 # An exhaustive strategy stops here if the space is larger (and says so).
 DEFAULT_CAP = 200_000
-
-
-class Model(Protocol):
-    """What the runner explores: a scenario with its parameters, or a user's model."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def params(self) -> dict[str, int]: ...
-
-    @property
-    def cores(self) -> int: ...
-
-    @property
-    def memory(self) -> int: ...
-
-    def build(self, ctx: RunContext) -> None: ...
-
-
-@dataclass
-class Outcome:
-    """How one schedule ended."""
-
-    violation: Violation | None
-    path: Path
-    steps: int
-    log: EventLog | None = None
-    stopped: BaseException | None = None  # DPOR cut it short: a reordering, not a failure
-
-    @property
-    def schedule(self) -> list[int]:
-        return self.path.choices
-
-    @property
-    def preemptions(self) -> int:
-        return self.path.preemptions
 
 
 def run_schedule(
@@ -357,36 +321,3 @@ class Exploration:
             outcome,
         )
         self.done = True
-
-
-def explore_model(
-    model: Model,
-    strategy: str = "dpor",
-    seed: int = 0,
-    budget: int | None = None,
-    time_limit: float | None = None,
-    bound: int | None = None,
-    depth: int = 3,
-    max_steps: int = DEFAULT_MAX_STEPS,
-    first: int = 0,
-    progress: Progress | None = None,
-    shrink: bool = True,
-    watchdog: float | None = DEFAULT_WATCHDOG,
-) -> Summary:
-    """Run schedules first, first+1, ... until a violation, the budget, the time
-    limit, or (DPOR, DFS) the end of the space."""
-    from pagemap.check.shrink import shrink_trace
-
-    if budget is None and time_limit is None and strategy not in ("dpor", "dfs"):
-        raise ValueError(f"a {strategy} exploration needs a budget or a time limit")
-    dog = Watchdog(watchdog) if watchdog is not None else None
-    try:
-        run = Exploration(model, strategy, seed, bound, depth, max_steps, first, budget, dog)
-        run.run(None, time_limit, progress)
-        summary = run.summary
-        if summary.trace is not None and shrink:
-            summary.trace = shrink_trace(model, summary.trace, watchdog=dog)
-        return summary
-    finally:
-        if dog is not None:
-            dog.close()

@@ -79,27 +79,5 @@ def validate(doc: Any, name: str, where: str) -> None:
     raise SchemaError(f"{where}: {field}: {_short(error.message)}")
 
 
-def check_trace(raw: Any, where: str) -> None:
-    from pagemap.check.trace import TRACE_SCHEMA, TraceError
-
-    if not isinstance(raw, dict):
-        raise TraceError(f"{where} is not a trace: expected a JSON object")
-    version = raw.get("schema", raw.get("version"))
-    if version != TRACE_SCHEMA:
-        raise TraceError(
-            f"{where}: trace schema {version!r} is not the one this pagemap reads "
-            f"({TRACE_SCHEMA}); re-run the exploration that found it"
-        )
-    try:
-        validate(raw, "trace", where)
-        field = first_float(raw)
-    except SchemaError as exc:
-        raise TraceError(str(exc)) from None
-    except RecursionError:
-        raise TraceError(f"{where}: nested too deeply to be a trace") from None
-    if field is not None:
-        raise TraceError(f"{where}: {field}: a number in a trace is an integer, not a float")
-
-
 def _short(message: str, limit: int = 160) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."

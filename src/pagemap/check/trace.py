@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pagemap.check.path import decode_schedule, encode_schedule
 
 if TYPE_CHECKING:
-    from pagemap.check.runner import Model, Outcome
+    from pagemap.check.outcome import Model, Outcome
 
 TRACE_SCHEMA = 2
 
@@ -145,8 +145,6 @@ class Trace:
     def from_dict(cls, raw: Any, where: str = "trace") -> Trace:
         """A trace from its JSON form, checked field by field (TraceError says
         which field is wrong and how)."""
-        from pagemap.check.schema import check_trace
-
         check_trace(raw, where)
         try:
             schedule = decode_schedule(raw["schedule"])
@@ -172,3 +170,27 @@ class Trace:
             schema=raw["schema"],
             pagemap=raw["pagemap"],
         )
+
+
+def check_trace(raw: Any, where: str) -> None:
+    """TraceError unless `raw` is a trace of this schema that follows
+    check/schemas/trace.schema.json, with integers for numbers."""
+    from pagemap.check.schema import SchemaError, first_float, validate
+
+    if not isinstance(raw, dict):
+        raise TraceError(f"{where} is not a trace: expected a JSON object")
+    version = raw.get("schema", raw.get("version"))
+    if version != TRACE_SCHEMA:
+        raise TraceError(
+            f"{where}: trace schema {version!r} is not the one this pagemap reads "
+            f"({TRACE_SCHEMA}); re-run the exploration that found it"
+        )
+    try:
+        validate(raw, "trace", where)
+        found = first_float(raw)
+    except SchemaError as exc:
+        raise TraceError(str(exc)) from None
+    except RecursionError:
+        raise TraceError(f"{where}: nested too deeply to be a trace") from None
+    if found is not None:
+        raise TraceError(f"{where}: {found}: a number in a trace is an integer, not a float")

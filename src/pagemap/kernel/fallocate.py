@@ -34,16 +34,16 @@ truncate that grows it.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pagemap.hw.memory import PGMASK, PGSHIFT, PGSIZE
 from pagemap.kernel.errors import FileTooLarge, InvalidArgument, KernelError
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PG_DIRTY, lock_page, unlock_page
+from pagemap.kernel.pagemap import PageMap
+from pagemap.sync.atomic import AtomicWord
 from pagemap.sync.core import WRITE
-
-if TYPE_CHECKING:
-    from pagemap.kernel.vfs import Inode
+from pagemap.sync.executor import Executor
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -64,6 +64,28 @@ SUPPORTED_MASK = (
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 # The modes our filesystems implement.
 MODES = (0, FALLOC_FL_KEEP_SIZE, PUNCH)
+
+
+class Inode(Protocol):
+    """What fallocate uses of an inode (kernel/vfs.py's Inode, which imports
+    this module: the inode calls in, so it is named by shape here)."""
+
+    @property
+    def executor(self) -> Executor: ...
+
+    @property
+    def size_word(self) -> AtomicWord: ...
+
+    @property
+    def mapping(self) -> PageMap: ...
+
+    def _size_limit(self, end: int) -> int: ...
+
+    def _zero_cached(self, lo: int, hi: int) -> None: ...
+
+    def allocate_backing(self, mode: int, offset: int, length: int) -> None: ...
+
+    def punch_backing(self, offset: int, length: int) -> None: ...
 
 
 def _unsupported(what: str) -> KernelError:

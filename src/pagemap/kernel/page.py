@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pagemap.hw.memory import PGSHIFT, PGSIZE, PhysicalMemory
 from pagemap.kernel.errors import KernelBug, OutOfMemory
@@ -25,8 +25,16 @@ from pagemap.sync.atomic import Word
 from pagemap.sync.core import READ, WRITE
 from pagemap.sync.executor import Executor
 
-if TYPE_CHECKING:
-    from pagemap.kernel.pagemap import PageMap
+
+class PageMapping(Protocol):
+    """The page map a page is in (Linux's page->mapping), as the page names
+    it: kernel/pagemap.py's PageMap, which is built on this module, so it is
+    named here by shape.  The page itself only asks whether it has one; who
+    reaches a map through its page (reclaim) knows what it holds."""
+
+    @property
+    def name(self) -> str: ...
+
 
 PG_LOCKED = 0x01  # someone holds lock_page(); the page may be mid-load
 PG_UPTODATE = 0x02  # the frame holds the backing store's bytes (or newer)
@@ -78,7 +86,7 @@ class Page:
     def __init__(self, ppn: int, frames: FrameTable) -> None:
         self.ppn = ppn
         self._frames = frames
-        self.mapping: PageMap | None = None
+        self.mapping: PageMapping | None = None
 
     @property
     def data(self) -> memoryview:
@@ -287,7 +295,7 @@ class PageAllocator:
             self.on_alloc(left)
         return self.pages[ppn]
 
-    def mapping_of(self, ppn: int) -> PageMap | None:
+    def mapping_of(self, ppn: int) -> PageMapping | None:
         """The page map frame `ppn`'s page is in, None once it is freed: a
         look with neither the page's lock nor a reference, as reclaim takes at
         its victims before it locks their map.  The step names the frame's

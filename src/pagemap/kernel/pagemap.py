@@ -44,7 +44,7 @@ read is AlreadyClosed (EBADF); put_page still gives back what was taken.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, overload
+from typing import Literal, Protocol, overload
 
 from pagemap.kernel.errors import (
     AlreadyClosed,
@@ -67,7 +67,7 @@ from pagemap.kernel.page import (
 )
 from pagemap.kernel.pagemap_info import PageMapInfo
 from pagemap.kernel.radix import RADIX_MAX_INDEX, RadixTree
-from pagemap.kernel.removal import PageMapStats
+from pagemap.kernel.removal import Lru, PageMapStats
 from pagemap.kernel.rmap import ReverseMap, VMRegion
 from pagemap.kernel.runs import FindRun
 from pagemap.kernel.slot import (
@@ -83,9 +83,6 @@ from pagemap.kernel.truncate_pages import TruncatePages
 from pagemap.kernel.writeback import Writeback
 from pagemap.sync.core import WRITE
 from pagemap.sync.executor import Executor
-
-if TYPE_CHECKING:
-    from pagemap.kernel.reclaim import Reclaim
 
 _NOT_REMOVAL = ~PM_REMOVAL
 
@@ -115,7 +112,7 @@ class PageMap(TruncatePages, Writeback, ReverseMap, FindRun, PageMapInfo):
         self.host = host
         self.name = name
         self.executor = executor
-        self.ops = ops
+        self.ops: PageMapOps = ops
         self.allocator = allocator
         # Slot words live in the frame table, one per frame; the tree maps an
         # index to the frame whose slot it is (kernel/radix.py).
@@ -132,7 +129,7 @@ class PageMap(TruncatePages, Writeback, ReverseMap, FindRun, PageMapInfo):
         self.stats = PageMapStats()
         # The machine's reclaim, told of every page that enters or leaves the
         # map (with `lock` held), so its policy knows what may be evicted.
-        self.lru: Reclaim | None = None
+        self.lru: Lru | None = None
         # Set once, by Machine.close(), after it wrote back and dropped every page.
         self.closed = False
         # Where we fixed the 2014 seed (docs/seed.md), on switches that are on;

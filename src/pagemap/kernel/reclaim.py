@@ -226,7 +226,8 @@ class Reclaim:
             if ppn in used:
                 continue
             page = pages[ppn]
-            pm = self.allocator.mapping_of(ppn)
+            # A page names its map by shape (kernel/page.py); it is a PageMap.
+            pm = cast("PageMap | None", self.allocator.mapping_of(ppn))
             if pm is None:
                 continue  # freed meanwhile, by another remover
             group = groups.setdefault(id(pm), (pm, {}))
@@ -268,7 +269,7 @@ class Reclaim:
                 PG_REFERENCED
             ):
                 used.add(ppn)
-            pm = self.allocator.mapping_of(ppn)
+            pm = cast("PageMap | None", self.allocator.mapping_of(ppn))
             if pm is not None and pm.vmrs:
                 by_map.setdefault(id(pm), (pm, []))[1].append(ppn)
         shoot: list[AddressSpace] = []

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pagemap.kernel.errors import InvalidArgument
 from pagemap.kernel.mman import MAP_LOCKED
@@ -84,8 +84,17 @@ from pagemap.sync.atomic import AtomicWord, StatCounter
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
-if TYPE_CHECKING:
-    from pagemap.kernel.reclaim import Reclaim
+
+class Lru(Protocol):
+    """What the page map tells the machine's reclaim (kernel/reclaim.py's
+    Reclaim, which frees pages through this module: named here by shape),
+    with the map lock held, of every page that enters or leaves it."""
+
+    def inserted(self, page: Page) -> None: ...
+
+    def removed(self, page: Page) -> None: ...
+
+    def removed_many(self, pages: list[Page]) -> None: ...
 
 
 @dataclass
@@ -114,7 +123,7 @@ class Removal(UnmapMarked):
     vmrs: list[VMRegion]
     removal: AtomicWord
     stats: PageMapStats
-    lru: Reclaim | None
+    lru: Lru | None
     unmap_every_vmr: bool
     atomic_pte_clear: bool
 

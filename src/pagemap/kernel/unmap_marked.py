@@ -34,7 +34,10 @@ PTR_ARR_LEN = 10
 class UnmapMarked:
     """Passes 2 and 3 of the removal protocol."""
 
-    # What the PTE passes use of their page map: fields PageMap.__init__ sets.
+    # What the PTE passes use of their page map: fields PageMap.__init__ sets
+    # (`name` too: a page's map is one with a name, kernel/page.py's
+    # PageMapping, and _removal_target asks whether it is this one).
+    name: str
     allocator: PageAllocator
     flags: AtomicArray
     vmrs: list[VMRegion]

@@ -20,7 +20,7 @@ the first error at the end.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pagemap.kernel.errors import KernelError
 from pagemap.kernel.errseq import WritebackErrors
@@ -32,8 +32,15 @@ from pagemap.sync.executor import Executor
 from pagemap.sync.locks import SpinLock
 
 if TYPE_CHECKING:
-    from pagemap.kernel.pagemap import PageMap, PageMapOps
     from pagemap.kernel.removal import PageMapStats
+
+
+class WritePage(Protocol):
+    """What writeback asks of its map's ops: kernel/pagemap.py's PageMapOps
+    (named here by shape, as pagemap.py mixes this module in), given the
+    PageMap being written."""
+
+    def writepage(self, pm: Any, page: Page) -> None: ...
 
 
 class Writeback:
@@ -42,7 +49,7 @@ class Writeback:
     # What writeback uses of its page map: fields PageMap.__init__ sets.
     name: str
     executor: Executor
-    ops: PageMapOps
+    ops: WritePage
     tree: RadixTree
     flags: AtomicArray
     lock: SpinLock
@@ -100,7 +107,7 @@ class Writeback:
             if not self.clear_page_dirty_for_io(page):
                 return False
             try:
-                self.ops.writepage(self, page)  # type: ignore[arg-type]
+                self.ops.writepage(self, page)
             except BaseException as exc:
                 if self.wb_err.record(exc):  # errseq.py; its failed_page switch is "keep":
                     page.flags.fetch_or(PG_DIRTY)  # not written, so still dirty: nothing lost
@@ -188,7 +195,9 @@ class Writeback:
         return written
 
 
-def write_expired(page_maps: Sequence[PageMap], dirty_limit: int) -> tuple[int, list[KernelError]]:
+def write_expired(
+    page_maps: Sequence[Writeback], dirty_limit: int
+) -> tuple[int, list[KernelError]]:
     """The flusher's writeback round over every page map: expired pages, or
     every dirty page when more than `dirty_limit` are dirty.  The pages
     written, and the errors met (a failed writepage keeps its page dirty;
@@ -205,4 +214,4 @@ def write_expired(page_maps: Sequence[PageMap], dirty_limit: int) -> tuple[int, 
     return written, errors
 
 
-__all__ = ["Writeback", "write_expired"]
+__all__ = ["WritePage", "Writeback", "write_expired"]

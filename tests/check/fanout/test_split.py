@@ -15,8 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pagemap.check.explore import explore_model
 from pagemap.check.fanout import SerialEngine, Unit, explore
-from pagemap.check.runner import DEFAULT_MAX_STEPS, explore_model
+from pagemap.check.runner import DEFAULT_MAX_STEPS
 from tests.check.test_dpor_soundness import Op, build_model, programs
 
 EXAMPLES = int(os.environ.get("DPOR_EXAMPLES", "60"))

@@ -20,7 +20,7 @@ from pagemap.check.path import Path
 from pagemap.sync.core import RELAX, Strategy, Task
 
 if TYPE_CHECKING:
-    from pagemap.check.runner import Outcome
+    from pagemap.check.outcome import Outcome
 
 
 class Nondeterminism(Exception):

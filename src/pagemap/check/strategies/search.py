@@ -89,7 +89,7 @@ from pagemap.sync.core import RELAX, Task
 from pagemap.sync.sim import EventLog, SimExecutor
 
 if TYPE_CHECKING:
-    from pagemap.check.runner import Outcome
+    from pagemap.check.outcome import Outcome
 
 
 class Search(Explorer, Backtracks):

@@ -20,10 +20,11 @@ from types import FrameType
 from typing import Any
 
 from pagemap.check.context import RunContext
+from pagemap.check.explore import explore_model
 from pagemap.check.path import encode_schedule
 from pagemap.check.recorder import where
 from pagemap.check.replay import replay
-from pagemap.check.runner import DEFAULT_MAX_STEPS, Outcome, explore_model, run_schedule
+from pagemap.check.runner import DEFAULT_MAX_STEPS, Outcome, run_schedule
 from pagemap.check.scenario import ScenarioModel
 from pagemap.check.scenarios.known import BUGS
 from pagemap.check.scenarios.known.bugs import Bug, Step
