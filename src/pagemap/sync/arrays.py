@@ -433,9 +433,15 @@ class SimLockTable(LockTable):
             )
         key = (self.name, i)
         sched.point("down", key, ACQUIRE)
-        self.counts[i] -= 1
-        if not self.counts[i]:
-            sched.took(key)
+        counts = self.counts
+        counts[i] -= 1
+        if not counts[i]:
+            # The scheduler parks the other tasks about to take lock i, if any.
+            cur = sched.current
+            for t in sched.runnable:
+                if t.obj == key and t is not cur and t.access == ACQUIRE:
+                    sched.took(key)
+                    break
 
     def up(self, i: int) -> None:
         sched = self._sched

@@ -143,6 +143,16 @@ class ThreadSemaphore(Semaphore):
         return self._count
 
 
+def _took(sched: SimExecutor, obj: object) -> None:
+    """`obj` was just taken and is now unavailable: the scheduler parks the
+    other tasks about to take it, if there are any (most often none)."""
+    cur = sched.current
+    for t in sched.runnable:
+        if t.obj is obj and t is not cur and t.access == ACQUIRE:
+            sched.took(obj)  # type: ignore[arg-type]
+            return
+
+
 class SimSpinLock(SpinLock):
     __slots__ = ("_sched", "holder", "sid", "waiters")
 
@@ -160,9 +170,13 @@ class SimSpinLock(SpinLock):
         holder = self.holder
         return f"spinlock {self.name} (held by {holder.name if holder else '?'})"
 
+    # The hot path of every model: `with lock` calls acquire itself (no
+    # __enter__ in between), and the scheduler's `took` is called only when
+    # another runnable task is about to take this lock too.
     def acquire(self) -> None:
         sched = self._sched
-        if sched.current is None:
+        cur = sched.current
+        if cur is None:
             if self.holder is not None:
                 raise RuntimeError(
                     f"spinlock {self.name} is held by {self.holder.name}, and code outside "
@@ -171,10 +185,27 @@ class SimSpinLock(SpinLock):
             self.holder = sched.outside
             return
         sched.point("lock", self, ACQUIRE)  # returns once the lock is free and ours to take
-        self.holder = sched.current
-        sched.took(self)
+        self.holder = cur
+        for t in sched.runnable:
+            if t.obj is self and t is not cur and t.access == ACQUIRE:
+                sched.took(self)
+                break
+
+    __enter__ = acquire
 
     def release(self) -> None:
+        sched = self._sched
+        sched.point("unlock", self, WRITE)
+        self.holder = None
+        if self.waiters:
+            sched.unpark(self.waiters)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         sched = self._sched
         sched.point("unlock", self, WRITE)
         self.holder = None
@@ -211,7 +242,7 @@ class SimSemaphore(Semaphore):
         sched.point("down", self, ACQUIRE)
         self._count -= 1
         if self._count == 0:
-            sched.took(self)
+            _took(sched, self)
 
     def up(self) -> None:
         sched = self._sched
@@ -232,7 +263,7 @@ class SimSemaphore(Semaphore):
             return False
         self._count -= 1
         if self._count == 0:
-            sched.took(self)
+            _took(sched, self)
         return True
 
     def reset(self, count: int) -> None:

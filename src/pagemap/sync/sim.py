@@ -112,6 +112,7 @@ class SimExecutor(VirtualClock, Executor):
         self.watchdog = watchdog
         self.steps = 0
         self.runnable: list[Task] = []
+        self._runmask = 0  # `runnable` as a bit mask of task ids
         self.current: Task | None = None
         self.outside = Task(-1, "outside", 0, lambda: None, ())
         self.on_step: StepHook | None = None
@@ -215,14 +216,19 @@ class SimExecutor(VirtualClock, Executor):
             log.accs[-1] = READ
 
     # -- the scheduler proper -------------------------------------------------
+    # point() is the one call every step makes: its common case (no hook, no
+    # choice, nothing to record) reads a few fields and returns, and fields
+    # are read into locals once.  `_runmask` is `runnable` as a bit mask, kept
+    # as the list changes, for the log's enabled sets.
     def point(self, kind: str, obj: object, access: int) -> None:
         cur = self.current
         if cur is None:
             return  # outside any task (set-up code, oracles): nothing can interleave
-        self.steps += 1
-        if self.steps > self.max_steps:
+        steps = self.steps + 1
+        self.steps = steps
+        if steps > self.max_steps:
             self._abort_run(self._pending_abort or StepBudgetExceeded(self.max_steps))
-        if self.steps >= self._next_deadline:
+        if steps >= self._next_deadline:
             self._fire_timers()
         cur.kind = kind
         cur.obj = obj
@@ -231,22 +237,52 @@ class SimExecutor(VirtualClock, Executor):
             self.on_step(cur)
         if self._prologue:
             self._stop_at_first_point(cur, obj, access)
-        elif access == ACQUIRE and self._blocked(obj):
+        elif access == ACQUIRE and (
+            self.keyed[obj[0]].sim_blocked_at(obj[1])  # type: ignore[attr-defined]
+            if type(obj) is tuple
+            else obj.sim_blocked()  # type: ignore[attr-defined]
+        ):
             self._park(cur, *self._waiters(obj))
-        elif len(self.runnable) > 1 or self.every_step:
+        else:
             runnable = self.runnable
-            if kind is RELAX and len(runnable) > 1:
-                runnable = [t for t in runnable if t is not cur]
-            if self.recording:
-                self._mask = _mask_of(runnable)
-            if len(runnable) > 1 or self.every_step:
+            if len(runnable) > 1:
+                if kind is RELAX:
+                    runnable = [t for t in runnable if t is not cur]
+                    mask = self._runmask & ~(1 << cur.tid)
+                else:
+                    mask = self._runmask
+                if len(runnable) > 1 or self.every_step:
+                    if self.recording:
+                        self._mask = mask
+                    nxt = self.strategy.pick(runnable, cur, kind)
+                else:
+                    if self.recording:
+                        self._mask = mask
+                    nxt = runnable[0]
+                if nxt is not cur:
+                    self.current = nxt
+                    nxt.glet.switch()  # type: ignore[union-attr]
+            elif self.every_step:
+                if self.recording:
+                    self._mask = self._runmask
                 nxt = self.strategy.pick(runnable, cur, kind)
-            else:
-                nxt = runnable[0]
-            if nxt is not cur:
-                self._switch_to(nxt)
+                if nxt is not cur:
+                    self.current = nxt
+                    nxt.glet.switch()  # type: ignore[union-attr]
         if self.recording:
-            self._log(cur)
+            log = self.log
+            assert log is not None
+            log.tids.append(cur.tid)
+            log.kinds.append(kind)
+            log.objs.append(obj)
+            log.accs.append(access)
+            log.enabled.append(self._mask or 1 << cur.tid)
+            self._mask = 0
+            if log.sites is not None:
+                assert log._site is not None
+                log.sites.append(log._site(sys._getframe()))
+            if self.on_event is not None:
+                self.on_event(len(log.tids) - 1)
 
     def _stop_at_first_point(self, cur: Task, obj: object, access: int) -> None:
         """The prologue: a task that has just started stops at its first point
@@ -304,7 +340,7 @@ class SimExecutor(VirtualClock, Executor):
         """The next task when the one that ran cannot go on (parked or done)."""
         runnable = self.runnable
         if self.recording:
-            self._mask = _mask_of(runnable)
+            self._mask = self._runmask
         if len(runnable) == 1 and not self.every_step:
             return runnable[0]
         return self.strategy.pick(runnable, None, "")
@@ -332,6 +368,7 @@ class SimExecutor(VirtualClock, Executor):
         task.waiting_on = why
         queue.append(task)
         self.runnable.remove(task)
+        self._runmask &= ~(1 << task.tid)
         if task.timeout is not None:
             if task.deadline < 0:
                 task.deadline = self.now + task.timeout
@@ -355,9 +392,11 @@ class SimExecutor(VirtualClock, Executor):
         return True
 
     def unpark(self, queue: list[Task]) -> None:
+        runnable = self.runnable
         for task in queue:
             task.timer = 0  # its timer, if any, no longer wakes it
-            bisect.insort(self.runnable, task)
+            bisect.insort(runnable, task)
+            self._runmask |= 1 << task.tid
         queue.clear()
 
     def took(self, obj: Blocking | tuple[str, int]) -> None:
@@ -413,12 +452,14 @@ class SimExecutor(VirtualClock, Executor):
             self._failures.append(task)
         task.done = True
         self.runnable.remove(task)
+        self._runmask &= ~(1 << task.tid)
         self.current = None
         # Returning hands control to the hub, the greenlet's parent.
 
     def _start(self, task: Task) -> None:
         task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
         self.runnable.append(task)  # the newest task has the largest id
+        self._runmask |= 1 << task.tid
 
     def run(self) -> None:
         if self._hub is not None:
@@ -477,6 +518,7 @@ class SimExecutor(VirtualClock, Executor):
                 with contextlib.suppress(BaseException):
                     glet.throw(greenlet.GreenletExit)
         self.runnable = [t for t in self.runnable if not t.done]
+        self._runmask = _mask_of(self.runnable)
         self._hub = None
 
 
