@@ -260,31 +260,41 @@ class SimAtomicArray(AtomicArray):
     def reset(self, i: int, v: int) -> None:
         # No point, but a footprint: the word may be new to other tasks, yet
         # one holding a stale page of the frame could still reach it.
-        self._sched.touch((self.name, i), WRITE)
-        super().reset(i, v)
+        sched = self._sched
+        if sched.recording:
+            sched.touch((self.name, i), WRITE)
+        self.words[i] = v & MASK64
 
     def reset_many(self, indices: list[int], v: int) -> None:
-        touch, name = self._sched.touch, self.name
-        for i in indices:
-            touch((name, i), WRITE)
+        sched = self._sched
+        if sched.recording:
+            touch, name = sched.touch, self.name
+            for i in indices:
+                touch((name, i), WRITE)
         super().reset_many(indices, v)
 
-    def _write(self, kind: str, i: int, new: int) -> int:
-        sched = self._sched
-        sched.point(kind, (self.name, i), WRITE)
-        words = self.words
-        old = words[i]
-        new &= MASK64
-        if new == old and sched.recording:
-            sched.read_only()
-        words[i] = new
-        return old
-
+    # Each operation is its point and its effect in one frame (the hot path
+    # of every model); a write that leaves the word as it was is logged as a
+    # read, which costs nothing unless the run is recorded.
     def store(self, i: int, v: int) -> None:
-        self._write("store", i, v)
+        sched = self._sched
+        sched.point("store", (self.name, i), WRITE)
+        words = self.words
+        v &= MASK64
+        if v == words[i] and sched.recording:
+            sched.read_only()
+        words[i] = v
 
     def swap(self, i: int, v: int) -> int:
-        return self._write("swap", i, v)
+        sched = self._sched
+        sched.point("swap", (self.name, i), WRITE)
+        words = self.words
+        old = words[i]
+        v &= MASK64
+        if v == old and sched.recording:
+            sched.read_only()
+        words[i] = v
+        return old
 
     def cas(self, i: int, expected: int, new: int) -> bool:
         sched = self._sched
@@ -404,13 +414,17 @@ class SimLockTable(LockTable):
         sched.register_keyed(name, self)
 
     def reset(self, i: int, count: int) -> None:
-        self._sched.touch((self.name, i), WRITE)  # see SimAtomicArray.reset
+        sched = self._sched
+        if sched.recording:
+            sched.touch((self.name, i), WRITE)  # see SimAtomicArray.reset
         self.counts[i] = count
 
     def reset_many(self, indices: list[int], count: int) -> None:
-        touch, name = self._sched.touch, self.name
-        for i in indices:
-            touch((name, i), WRITE)
+        sched = self._sched
+        if sched.recording:
+            touch, name = sched.touch, self.name
+            for i in indices:
+                touch((name, i), WRITE)
         super().reset_many(indices, count)
 
     def sim_blocked_at(self, i: int) -> bool:

@@ -157,7 +157,7 @@ class SimSpinLock(SpinLock):
     __slots__ = ("_sched", "holder", "sid", "waiters")
 
     def __init__(self, name: str, sched: SimExecutor) -> None:
-        super().__init__(name)
+        self.name = name  # SpinLock's own __init__, inlined: a model makes many
         self._sched = sched
         self.sid = 0
         self.holder: Task | None = None
