@@ -27,10 +27,6 @@ MAX_LINES = 500
 # into a lower module; this set only shrinks (a listed edge that is gone
 # fails test_each_allowed_back_edge_still_exists, so it is taken out).
 ALLOWED_BACK_EDGES = {
-    # The executor's primitives ask, at run time, whether theirs is a SimExecutor.
-    ("pagemap.sync.atomic", "pagemap.sync.sim"),
-    ("pagemap.sync.arrays", "pagemap.sync.sim"),
-    ("pagemap.sync.locks", "pagemap.sync.sim"),
     # The page map's parts name PageMap, and the reclaim policy it feeds, as types.
     ("pagemap.kernel.owner", "pagemap.kernel.page"),
     ("pagemap.kernel.page", "pagemap.kernel.pagemap"),

@@ -34,13 +34,9 @@ from __future__ import annotations
 
 import threading
 from array import array
-from typing import TYPE_CHECKING
 
 from pagemap.sync.atomic import MASK64, Word
-from pagemap.sync.core import ACQUIRE, READ, WRITE, Task
-
-if TYPE_CHECKING:
-    from pagemap.sync.sim import SimExecutor
+from pagemap.sync.core import ACQUIRE, READ, WRITE, SimScheduler, Task
 
 # Stripes of the thread flavour's lock tables: enough that two cores rarely
 # share one, few enough to cost nothing per page.
@@ -249,7 +245,7 @@ class SimAtomicArray(AtomicArray):
 
     __slots__ = ("_sched",)
 
-    def __init__(self, n: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, n: int, name: str, sched: SimScheduler) -> None:
         super().__init__(n, name)
         self._sched = sched
 
@@ -407,7 +403,7 @@ class SimLockTable(LockTable):
 
     __slots__ = ("_sched", "_waiting")
 
-    def __init__(self, n: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, n: int, name: str, sched: SimScheduler) -> None:
         super().__init__(n, name)
         self._sched = sched
         self._waiting: dict[int, list[Task]] = {}

@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from pagemap.sync.core import ACQUIRE, WRITE, Task
-
-if TYPE_CHECKING:
-    from pagemap.sync.sim import SimExecutor
+from pagemap.sync.core import ACQUIRE, WRITE, SimScheduler, Task
 
 # Virtual time under the SimExecutor: one scheduling step is one microsecond.
 SIM_STEPS_PER_SECOND = 1_000_000
@@ -143,20 +139,20 @@ class ThreadSemaphore(Semaphore):
         return self._count
 
 
-def _took(sched: SimExecutor, obj: object) -> None:
+def _took(sched: SimScheduler, obj: object) -> None:
     """`obj` was just taken and is now unavailable: the scheduler parks the
     other tasks about to take it, if there are any (most often none)."""
     cur = sched.current
     for t in sched.runnable:
         if t.obj is obj and t is not cur and t.access == ACQUIRE:
-            sched.took(obj)  # type: ignore[arg-type]
+            sched.took(obj)
             return
 
 
 class SimSpinLock(SpinLock):
     __slots__ = ("_sched", "holder", "sid", "waiters")
 
-    def __init__(self, name: str, sched: SimExecutor) -> None:
+    def __init__(self, name: str, sched: SimScheduler) -> None:
         self.name = name  # SpinLock's own __init__, inlined: a model makes many
         self._sched = sched
         self.sid = 0
@@ -220,7 +216,7 @@ class SimSpinLock(SpinLock):
 class SimSemaphore(Semaphore):
     __slots__ = ("_count", "_sched", "sid", "waiters")
 
-    def __init__(self, count: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, count: int, name: str, sched: SimScheduler) -> None:
         super().__init__(name)
         self._count = count
         self._sched = sched

@@ -81,13 +81,6 @@ class SeededRandom(Strategy):
         return runnable[self.rng.randrange(len(runnable))]
 
 
-def _mask_of(tasks: Sequence[Task]) -> int:
-    mask = 0
-    for t in tasks:
-        mask |= 1 << t.tid
-    return mask
-
-
 class SimExecutor(VirtualClock, Executor):
     """The deterministic scheduler (see the module docstring)."""
 
@@ -216,10 +209,9 @@ class SimExecutor(VirtualClock, Executor):
             log.accs[-1] = READ
 
     # -- the scheduler proper -------------------------------------------------
-    # point() is the one call every step makes: its common case (no hook, no
-    # choice, nothing to record) reads a few fields and returns, and fields
-    # are read into locals once.  `_runmask` is `runnable` as a bit mask, kept
-    # as the list changes, for the log's enabled sets.
+    # point() is the one call a step makes (a lock's `took` only when another
+    # task is about to take the lock too).  `_runmask` is `runnable` as a bit
+    # mask, kept as the list changes: the log's enabled sets.
     def point(self, kind: str, obj: object, access: int) -> None:
         cur = self.current
         if cur is None:
@@ -245,44 +237,22 @@ class SimExecutor(VirtualClock, Executor):
             self._park(cur, *self._waiters(obj))
         else:
             runnable = self.runnable
-            if len(runnable) > 1:
-                if kind is RELAX:
+            if len(runnable) > 1 or self.every_step:
+                mask = self._runmask
+                if kind is RELAX and len(runnable) > 1:
                     runnable = [t for t in runnable if t is not cur]
-                    mask = self._runmask & ~(1 << cur.tid)
-                else:
-                    mask = self._runmask
+                    mask &= ~(1 << cur.tid)
+                if self.recording:
+                    self._mask = mask
                 if len(runnable) > 1 or self.every_step:
-                    if self.recording:
-                        self._mask = mask
                     nxt = self.strategy.pick(runnable, cur, kind)
                 else:
-                    if self.recording:
-                        self._mask = mask
                     nxt = runnable[0]
                 if nxt is not cur:
                     self.current = nxt
                     nxt.glet.switch()  # type: ignore[union-attr]
-            elif self.every_step:
-                if self.recording:
-                    self._mask = self._runmask
-                nxt = self.strategy.pick(runnable, cur, kind)
-                if nxt is not cur:
-                    self.current = nxt
-                    nxt.glet.switch()  # type: ignore[union-attr]
         if self.recording:
-            log = self.log
-            assert log is not None
-            log.tids.append(cur.tid)
-            log.kinds.append(kind)
-            log.objs.append(obj)
-            log.accs.append(access)
-            log.enabled.append(self._mask or 1 << cur.tid)
-            self._mask = 0
-            if log.sites is not None:
-                assert log._site is not None
-                log.sites.append(log._site(sys._getframe()))
-            if self.on_event is not None:
-                self.on_event(len(log.tids) - 1)
+            self._log(cur)
 
     def _stop_at_first_point(self, cur: Task, obj: object, access: int) -> None:
         """The prologue: a task that has just started stops at its first point
@@ -399,7 +369,7 @@ class SimExecutor(VirtualClock, Executor):
             self._runmask |= 1 << task.tid
         queue.clear()
 
-    def took(self, obj: Blocking | tuple[str, int]) -> None:
+    def took(self, obj: object) -> None:
         """`obj` was just taken: if it is now unavailable, every other runnable
         task whose next step is to take it must wait for it."""
         if not self._blocked(obj):
@@ -518,7 +488,7 @@ class SimExecutor(VirtualClock, Executor):
                 with contextlib.suppress(BaseException):
                     glet.throw(greenlet.GreenletExit)
         self.runnable = [t for t in self.runnable if not t.done]
-        self._runmask = _mask_of(self.runnable)
+        self._runmask = sum(1 << t.tid for t in self.runnable)
         self._hub = None
 
 
