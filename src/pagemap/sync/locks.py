@@ -236,9 +236,14 @@ class SimSemaphore(Semaphore):
                 f"semaphore {self.name} is 0, and code outside any task cannot wait for it"
             )
         sched.point("down", self, ACQUIRE)
-        self._count -= 1
-        if self._count == 0:
-            _took(sched, self)
+        count = self._count - 1
+        self._count = count
+        if count == 0:
+            cur = sched.current
+            for t in sched.runnable:
+                if t.obj is self and t is not cur and t.access == ACQUIRE:
+                    sched.took(self)
+                    break
 
     def up(self) -> None:
         sched = self._sched
