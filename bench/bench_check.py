@@ -10,7 +10,8 @@ process, interleaved with the subject, the best of several rounds:
 - the checker's steps/s on store-remove and write-remove (DPOR, random),
   against the bare SimExecutor running schedules of the same length (two
   tasks doing atomic adds on a fresh executor per schedule, no Machine, no
-  oracle);
+  oracle), and against a bare greenlet loop taking the same steps (an empty
+  call each) with the same greenlet switches per schedule;
 - schedules/s on store-remove (DPOR and random), printed with the machine;
 - the whole default `pagemap check` (PCT over every scenario, then DPOR <= 2
   to the end), against DFS <= 2 to the end over every scenario (what
@@ -28,6 +29,9 @@ import argparse
 import math
 import platform
 import time
+from typing import Any
+
+import greenlet
 
 from bench.harness import Report
 from pagemap.check.command import plan
@@ -141,19 +145,71 @@ def bare_steps_per_second(steps: int, schedules: int) -> float:
     return steps * schedules / (time.perf_counter() - t0)
 
 
+def switches_per_schedule(model: Any, strategy: str, budget: int | None) -> float:
+    """Greenlet switches per schedule of the exploration (counted once, untimed)."""
+    count = 0
+
+    def trace(event: str, args: object) -> None:
+        nonlocal count
+        if event in ("switch", "throw"):
+            count += 1
+
+    old = greenlet.settrace(trace)
+    try:
+        s = explore_model(model, strategy, budget=budget, bound=2, shrink=False, watchdog=None)
+    finally:
+        greenlet.settrace(old)
+    return count / s.schedules
+
+
+def bare_greenlet_steps_per_second(steps: int, switches: float, schedules: int) -> float:
+    """A plain greenlet loop: per schedule a fresh greenlet, `steps` empty
+    calls (the least a scheduling point can cost), and `switches` switches
+    (round trips to the fresh greenlet) spread among them."""
+    trips = max(1, round(switches / 2))
+    every = max(1, steps // trips)
+
+    def step() -> None:
+        pass
+
+    def once() -> None:
+        main = greenlet.getcurrent()
+
+        def bounce() -> None:
+            while True:
+                main.switch()
+
+        other = greenlet.greenlet(bounce)
+        done = 0
+        for i in range(steps):
+            step()
+            if i % every == 0 and done < trips:
+                other.switch()
+                done += 1
+        other.throw(greenlet.GreenletExit)  # a task's end: its greenlet dies
+
+    t0 = time.perf_counter()
+    for _ in range(schedules):
+        once()
+    return steps * schedules / (time.perf_counter() - t0)
+
+
 def speed_figures(report: Report) -> None:
     for name in ("store-remove", "write-remove"):
         model = lookup(name).model()
         for strategy, budget in (("dpor", None), ("random", 2000)):
-            best_checker = best_bare = 0.0
+            best_checker = best_bare = best_loop = 0.0
             best_schedules = 0.0
+            switches = switches_per_schedule(model, strategy, budget)
             for _ in range(ROUNDS):
                 s = explore_model(
                     model, strategy, budget=budget, bound=2, shrink=False, watchdog=None
                 )
                 length = max(2, round(s.steps / s.schedules))
                 bare = bare_steps_per_second(length, s.schedules)
+                loop = bare_greenlet_steps_per_second(length, switches, s.schedules)
                 best_checker = max(best_checker, s.steps_per_second)
+                best_loop = max(best_loop, loop)
                 best_schedules = max(best_schedules, s.schedules_per_second)
                 best_bare = max(best_bare, bare)
             report.add(
@@ -161,6 +217,13 @@ def speed_figures(report: Report) -> None:
                 best_checker,
                 "steps/s",
                 baseline=best_bare,
+            )
+            report.add(
+                f"check {name} {strategy}: steps/s (vs a bare greenlet loop, same steps and "
+                f"{switches:.0f} switches per schedule)",
+                best_checker,
+                "steps/s",
+                baseline=best_loop,
             )
             report.add(
                 f"check {name} {strategy}: schedules/s ({platform.machine()}, "

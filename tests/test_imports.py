@@ -21,17 +21,11 @@ SRC = Path(pagemap.__file__).resolve().parent
 MAX_LINES = 500
 
 
-# Imports that point up, each the back edge of a cycle the tree has today: a
-# type named only for the checker (`if TYPE_CHECKING:`) or a function-local
-# import.  Each is a cycle to break by moving the type or the code it needs
-# into a lower module; this set only shrinks (a listed edge that is gone
-# fails test_each_allowed_back_edge_still_exists, so it is taken out).
-ALLOWED_BACK_EDGES = {
-    # The executor's primitives ask, at run time, whether theirs is a SimExecutor.
-    ("pagemap.sync.atomic", "pagemap.sync.sim"),
-    ("pagemap.sync.arrays", "pagemap.sync.sim"),
-    ("pagemap.sync.locks", "pagemap.sync.sim"),
-}
+# Imports that point up, each the back edge of a cycle: a type named only for
+# the checker (`if TYPE_CHECKING:`) or a function-local import.  None today:
+# a new one is a cycle to break by moving the type or the code it needs into a
+# lower module, or by naming what is needed with a Protocol there.
+ALLOWED_BACK_EDGES: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

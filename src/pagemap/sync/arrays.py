@@ -34,13 +34,9 @@ from __future__ import annotations
 
 import threading
 from array import array
-from typing import TYPE_CHECKING
 
 from pagemap.sync.atomic import MASK64, Word
-from pagemap.sync.core import ACQUIRE, READ, WRITE, Task
-
-if TYPE_CHECKING:
-    from pagemap.sync.sim import SimExecutor
+from pagemap.sync.core import ACQUIRE, READ, WRITE, SimScheduler, Task
 
 # Stripes of the thread flavour's lock tables: enough that two cores rarely
 # share one, few enough to cost nothing per page.
@@ -249,7 +245,7 @@ class SimAtomicArray(AtomicArray):
 
     __slots__ = ("_sched",)
 
-    def __init__(self, n: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, n: int, name: str, sched: SimScheduler) -> None:
         super().__init__(n, name)
         self._sched = sched
 
@@ -260,31 +256,41 @@ class SimAtomicArray(AtomicArray):
     def reset(self, i: int, v: int) -> None:
         # No point, but a footprint: the word may be new to other tasks, yet
         # one holding a stale page of the frame could still reach it.
-        self._sched.touch((self.name, i), WRITE)
-        super().reset(i, v)
+        sched = self._sched
+        if sched.recording:
+            sched.touch((self.name, i), WRITE)
+        self.words[i] = v & MASK64
 
     def reset_many(self, indices: list[int], v: int) -> None:
-        touch, name = self._sched.touch, self.name
-        for i in indices:
-            touch((name, i), WRITE)
+        sched = self._sched
+        if sched.recording:
+            touch, name = sched.touch, self.name
+            for i in indices:
+                touch((name, i), WRITE)
         super().reset_many(indices, v)
 
-    def _write(self, kind: str, i: int, new: int) -> int:
-        sched = self._sched
-        sched.point(kind, (self.name, i), WRITE)
-        words = self.words
-        old = words[i]
-        new &= MASK64
-        if new == old and sched.recording:
-            sched.read_only()
-        words[i] = new
-        return old
-
+    # Each operation is its point and its effect in one frame (the hot path
+    # of every model); a write that leaves the word as it was is logged as a
+    # read, which costs nothing unless the run is recorded.
     def store(self, i: int, v: int) -> None:
-        self._write("store", i, v)
+        sched = self._sched
+        sched.point("store", (self.name, i), WRITE)
+        words = self.words
+        v &= MASK64
+        if v == words[i] and sched.recording:
+            sched.read_only()
+        words[i] = v
 
     def swap(self, i: int, v: int) -> int:
-        return self._write("swap", i, v)
+        sched = self._sched
+        sched.point("swap", (self.name, i), WRITE)
+        words = self.words
+        old = words[i]
+        v &= MASK64
+        if v == old and sched.recording:
+            sched.read_only()
+        words[i] = v
+        return old
 
     def cas(self, i: int, expected: int, new: int) -> bool:
         sched = self._sched
@@ -397,20 +403,24 @@ class SimLockTable(LockTable):
 
     __slots__ = ("_sched", "_waiting")
 
-    def __init__(self, n: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, n: int, name: str, sched: SimScheduler) -> None:
         super().__init__(n, name)
         self._sched = sched
         self._waiting: dict[int, list[Task]] = {}
         sched.register_keyed(name, self)
 
     def reset(self, i: int, count: int) -> None:
-        self._sched.touch((self.name, i), WRITE)  # see SimAtomicArray.reset
+        sched = self._sched
+        if sched.recording:
+            sched.touch((self.name, i), WRITE)  # see SimAtomicArray.reset
         self.counts[i] = count
 
     def reset_many(self, indices: list[int], count: int) -> None:
-        touch, name = self._sched.touch, self.name
-        for i in indices:
-            touch((name, i), WRITE)
+        sched = self._sched
+        if sched.recording:
+            touch, name = sched.touch, self.name
+            for i in indices:
+                touch((name, i), WRITE)
         super().reset_many(indices, count)
 
     def sim_blocked_at(self, i: int) -> bool:
@@ -433,9 +443,15 @@ class SimLockTable(LockTable):
             )
         key = (self.name, i)
         sched.point("down", key, ACQUIRE)
-        self.counts[i] -= 1
-        if not self.counts[i]:
-            sched.took(key)
+        counts = self.counts
+        counts[i] -= 1
+        if not counts[i]:
+            # The scheduler parks the other tasks about to take lock i, if any.
+            cur = sched.current
+            for t in sched.runnable:
+                if t.obj == key and t is not cur and t.access == ACQUIRE:
+                    sched.took(key)
+                    break
 
     def up(self, i: int) -> None:
         sched = self._sched

@@ -9,12 +9,8 @@ ThreadExecutor a per-word lock gives the same indivisibility.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
-from pagemap.sync.core import READ, WRITE
-
-if TYPE_CHECKING:
-    from pagemap.sync.sim import SimExecutor
+from pagemap.sync.core import READ, WRITE, SimScheduler
 
 MASK64 = (1 << 64) - 1
 
@@ -199,7 +195,7 @@ class SimAtomicWord(AtomicWord):
 
     __slots__ = ("_sched", "sid")
 
-    def __init__(self, value: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, value: int, name: str, sched: SimScheduler) -> None:
         super().__init__(value, name)
         self._sched = sched
         self.sid = 0  # its stable identity in a recorded run (sync/sim.py EventLog)

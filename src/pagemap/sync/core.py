@@ -207,6 +207,35 @@ class Scheduler:
         raise NotImplementedError
 
 
+class SimScheduler(Protocol):
+    """What the SimExecutor's own primitives (sync/atomic.py, arrays.py,
+    locks.py) ask of it, beyond a Scheduler's calls: the running task, the
+    run queue an acquire looks through for other takers, and whether the run
+    is being recorded (a write that changed nothing is then logged as a read)."""
+
+    current: Task | None
+    outside: Task  # the holder of a lock taken by code outside any task
+    runnable: list[Task]
+    recording: bool
+
+    def point(self, kind: str, obj: object, access: int) -> None: ...
+
+    def touch(self, obj: object, access: int) -> None: ...
+
+    def read_only(self) -> None:
+        """The step just logged left its object unchanged: log it as a read."""
+
+    def took(self, obj: object) -> None:
+        """`obj` was just taken: park the other tasks about to take it, if it
+        is now unavailable."""
+
+    def unpark(self, queue: list[Task]) -> None: ...
+
+    def timed_point(self, kind: str, obj: Blocking, steps: int) -> bool: ...
+
+    def register_keyed(self, name: str, table: object) -> None: ...
+
+
 class Strategy:
     """Chooses the next task wherever more than one may run (SimExecutor).
 
@@ -237,6 +266,7 @@ __all__ = [
     "Blocking",
     "Deadlock",
     "Scheduler",
+    "SimScheduler",
     "StepBudgetExceeded",
     "Strategy",
     "Task",

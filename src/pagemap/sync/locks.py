@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from pagemap.sync.core import ACQUIRE, WRITE, Task
-
-if TYPE_CHECKING:
-    from pagemap.sync.sim import SimExecutor
+from pagemap.sync.core import ACQUIRE, WRITE, SimScheduler, Task
 
 # Virtual time under the SimExecutor: one scheduling step is one microsecond.
 SIM_STEPS_PER_SECOND = 1_000_000
@@ -143,11 +139,21 @@ class ThreadSemaphore(Semaphore):
         return self._count
 
 
+def _took(sched: SimScheduler, obj: object) -> None:
+    """`obj` was just taken and is now unavailable: the scheduler parks the
+    other tasks about to take it, if there are any (most often none)."""
+    cur = sched.current
+    for t in sched.runnable:
+        if t.obj is obj and t is not cur and t.access == ACQUIRE:
+            sched.took(obj)
+            return
+
+
 class SimSpinLock(SpinLock):
     __slots__ = ("_sched", "holder", "sid", "waiters")
 
-    def __init__(self, name: str, sched: SimExecutor) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, sched: SimScheduler) -> None:
+        self.name = name  # SpinLock's own __init__, inlined: a model makes many
         self._sched = sched
         self.sid = 0
         self.holder: Task | None = None
@@ -160,9 +166,13 @@ class SimSpinLock(SpinLock):
         holder = self.holder
         return f"spinlock {self.name} (held by {holder.name if holder else '?'})"
 
+    # The hot path of every model: `with lock` calls acquire itself (no
+    # __enter__ in between), and the scheduler's `took` is called only when
+    # another runnable task is about to take this lock too.
     def acquire(self) -> None:
         sched = self._sched
-        if sched.current is None:
+        cur = sched.current
+        if cur is None:
             if self.holder is not None:
                 raise RuntimeError(
                     f"spinlock {self.name} is held by {self.holder.name}, and code outside "
@@ -171,10 +181,27 @@ class SimSpinLock(SpinLock):
             self.holder = sched.outside
             return
         sched.point("lock", self, ACQUIRE)  # returns once the lock is free and ours to take
-        self.holder = sched.current
-        sched.took(self)
+        self.holder = cur
+        for t in sched.runnable:
+            if t.obj is self and t is not cur and t.access == ACQUIRE:
+                sched.took(self)
+                break
+
+    __enter__ = acquire
 
     def release(self) -> None:
+        sched = self._sched
+        sched.point("unlock", self, WRITE)
+        self.holder = None
+        if self.waiters:
+            sched.unpark(self.waiters)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         sched = self._sched
         sched.point("unlock", self, WRITE)
         self.holder = None
@@ -189,7 +216,7 @@ class SimSpinLock(SpinLock):
 class SimSemaphore(Semaphore):
     __slots__ = ("_count", "_sched", "sid", "waiters")
 
-    def __init__(self, count: int, name: str, sched: SimExecutor) -> None:
+    def __init__(self, count: int, name: str, sched: SimScheduler) -> None:
         super().__init__(name)
         self._count = count
         self._sched = sched
@@ -209,9 +236,14 @@ class SimSemaphore(Semaphore):
                 f"semaphore {self.name} is 0, and code outside any task cannot wait for it"
             )
         sched.point("down", self, ACQUIRE)
-        self._count -= 1
-        if self._count == 0:
-            sched.took(self)
+        count = self._count - 1
+        self._count = count
+        if count == 0:
+            cur = sched.current
+            for t in sched.runnable:
+                if t.obj is self and t is not cur and t.access == ACQUIRE:
+                    sched.took(self)
+                    break
 
     def up(self) -> None:
         sched = self._sched
@@ -232,7 +264,7 @@ class SimSemaphore(Semaphore):
             return False
         self._count -= 1
         if self._count == 0:
-            sched.took(self)
+            _took(sched, self)
         return True
 
     def reset(self, count: int) -> None:

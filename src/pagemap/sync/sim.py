@@ -81,13 +81,6 @@ class SeededRandom(Strategy):
         return runnable[self.rng.randrange(len(runnable))]
 
 
-def _mask_of(tasks: Sequence[Task]) -> int:
-    mask = 0
-    for t in tasks:
-        mask |= 1 << t.tid
-    return mask
-
-
 class SimExecutor(VirtualClock, Executor):
     """The deterministic scheduler (see the module docstring)."""
 
@@ -112,6 +105,7 @@ class SimExecutor(VirtualClock, Executor):
         self.watchdog = watchdog
         self.steps = 0
         self.runnable: list[Task] = []
+        self._runmask = 0  # `runnable` as a bit mask of task ids
         self.current: Task | None = None
         self.outside = Task(-1, "outside", 0, lambda: None, ())
         self.on_step: StepHook | None = None
@@ -215,14 +209,18 @@ class SimExecutor(VirtualClock, Executor):
             log.accs[-1] = READ
 
     # -- the scheduler proper -------------------------------------------------
+    # point() is the one call a step makes (a lock's `took` only when another
+    # task is about to take the lock too).  `_runmask` is `runnable` as a bit
+    # mask, kept as the list changes: the log's enabled sets.
     def point(self, kind: str, obj: object, access: int) -> None:
         cur = self.current
         if cur is None:
             return  # outside any task (set-up code, oracles): nothing can interleave
-        self.steps += 1
-        if self.steps > self.max_steps:
+        steps = self.steps + 1
+        self.steps = steps
+        if steps > self.max_steps:
             self._abort_run(self._pending_abort or StepBudgetExceeded(self.max_steps))
-        if self.steps >= self._next_deadline:
+        if steps >= self._next_deadline:
             self._fire_timers()
         cur.kind = kind
         cur.obj = obj
@@ -231,20 +229,28 @@ class SimExecutor(VirtualClock, Executor):
             self.on_step(cur)
         if self._prologue:
             self._stop_at_first_point(cur, obj, access)
-        elif access == ACQUIRE and self._blocked(obj):
+        elif access == ACQUIRE and (
+            self.keyed[obj[0]].sim_blocked_at(obj[1])  # type: ignore[attr-defined]
+            if type(obj) is tuple
+            else obj.sim_blocked()  # type: ignore[attr-defined]
+        ):
             self._park(cur, *self._waiters(obj))
-        elif len(self.runnable) > 1 or self.every_step:
+        else:
             runnable = self.runnable
-            if kind is RELAX and len(runnable) > 1:
-                runnable = [t for t in runnable if t is not cur]
-            if self.recording:
-                self._mask = _mask_of(runnable)
             if len(runnable) > 1 or self.every_step:
-                nxt = self.strategy.pick(runnable, cur, kind)
-            else:
-                nxt = runnable[0]
-            if nxt is not cur:
-                self._switch_to(nxt)
+                mask = self._runmask
+                if kind is RELAX and len(runnable) > 1:
+                    runnable = [t for t in runnable if t is not cur]
+                    mask &= ~(1 << cur.tid)
+                if self.recording:
+                    self._mask = mask
+                if len(runnable) > 1 or self.every_step:
+                    nxt = self.strategy.pick(runnable, cur, kind)
+                else:
+                    nxt = runnable[0]
+                if nxt is not cur:
+                    self.current = nxt
+                    nxt.glet.switch()  # type: ignore[union-attr]
         if self.recording:
             self._log(cur)
 
@@ -304,7 +310,7 @@ class SimExecutor(VirtualClock, Executor):
         """The next task when the one that ran cannot go on (parked or done)."""
         runnable = self.runnable
         if self.recording:
-            self._mask = _mask_of(runnable)
+            self._mask = self._runmask
         if len(runnable) == 1 and not self.every_step:
             return runnable[0]
         return self.strategy.pick(runnable, None, "")
@@ -332,6 +338,7 @@ class SimExecutor(VirtualClock, Executor):
         task.waiting_on = why
         queue.append(task)
         self.runnable.remove(task)
+        self._runmask &= ~(1 << task.tid)
         if task.timeout is not None:
             if task.deadline < 0:
                 task.deadline = self.now + task.timeout
@@ -355,12 +362,14 @@ class SimExecutor(VirtualClock, Executor):
         return True
 
     def unpark(self, queue: list[Task]) -> None:
+        runnable = self.runnable
         for task in queue:
             task.timer = 0  # its timer, if any, no longer wakes it
-            bisect.insort(self.runnable, task)
+            bisect.insort(runnable, task)
+            self._runmask |= 1 << task.tid
         queue.clear()
 
-    def took(self, obj: Blocking | tuple[str, int]) -> None:
+    def took(self, obj: object) -> None:
         """`obj` was just taken: if it is now unavailable, every other runnable
         task whose next step is to take it must wait for it."""
         if not self._blocked(obj):
@@ -413,12 +422,14 @@ class SimExecutor(VirtualClock, Executor):
             self._failures.append(task)
         task.done = True
         self.runnable.remove(task)
+        self._runmask &= ~(1 << task.tid)
         self.current = None
         # Returning hands control to the hub, the greenlet's parent.
 
     def _start(self, task: Task) -> None:
         task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
         self.runnable.append(task)  # the newest task has the largest id
+        self._runmask |= 1 << task.tid
 
     def run(self) -> None:
         if self._hub is not None:
@@ -477,6 +488,7 @@ class SimExecutor(VirtualClock, Executor):
                 with contextlib.suppress(BaseException):
                     glet.throw(greenlet.GreenletExit)
         self.runnable = [t for t in self.runnable if not t.done]
+        self._runmask = sum(1 << t.tid for t in self.runnable)
         self._hub = None
 
 

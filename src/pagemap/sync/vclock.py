@@ -28,6 +28,7 @@ class VirtualClock:
     clock: str
     steps: int
     runnable: list[Task]
+    _runmask: int
     _timers: list[tuple[int, int, Task, list[Task]]]
     _skipped: int
     _next_deadline: int
@@ -61,6 +62,7 @@ class VirtualClock:
                     task.timer = 0
                     task.timed_out = True
                     bisect.insort(self.runnable, task)
+                    self._runmask |= 1 << task.tid
                     break
         self._set_next_deadline()
 
