@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit chromium bench check soak run-soak ext2-soak e2fsprogs clean
+.PHONY: run test lint typecheck unit docs chromium bench check soak run-soak ext2-soak e2fsprogs clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The reference site (mkdocs.yml), into build/site/.  `make test` builds it too,
+# in tests/test_docs.py, which fails on any warning as this does.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 # The browser test drives the system's Chromium through Playwright; Playwright's own
 # browser download is never used.  As root on Debian we install the package; elsewhere

@@ -1,4 +1,5 @@
-"""The README's examples run as written."""
+"""The README's examples (and those it moved to docs/) run as written, and make
+their particular claims; tests/test_docs.py runs every block of every page."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 
 from pagemap.check.model import CounterexampleFound
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(page: Path = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 
 
 def test_readme_opens_with_exactly_the_two_commands() -> None:
@@ -31,17 +33,19 @@ def test_the_first_screen_says_what_pagemap_is_for_and_who_for() -> None:
     assert before.count("\n") + 4 <= 24  # the two commands still on the first screen
 
 
-def block_with(marker: str) -> str:
-    (code,) = [b for b in python_blocks() if marker in b]
+def block_with(marker: str, page: Path) -> str:
+    (code,) = [b for b in python_blocks(page) if marker in b]
     return code
 
 
 def test_the_race_window_example_finds_its_race() -> None:
-    exec(compile(block_with("class Slots"), "README.md", "exec"), {})
+    page = ROOT / "docs" / "writing-a-model.md"
+    exec(compile(block_with("class Slots", page), str(page), "exec"), {})
 
 
 def test_the_page_map_example_holds_to_the_end() -> None:
-    exec(compile(block_with("class Disk"), "README.md", "exec"), {})
+    page = ROOT / "docs" / "writing-a-model.md"
+    exec(compile(block_with("class Disk", page), str(page), "exec"), {})
 
 
 def test_the_machine_example_runs(tmp_path: Path) -> None:
@@ -56,5 +60,5 @@ def test_the_explore_example_finds_the_lost_update() -> None:
 
 
 def test_the_lifecycle_example_runs() -> None:
-    (block,) = [b for b in python_blocks() if "with Machine(" in b]
-    exec(compile(block, "README.md", "exec"), {})
+    page = ROOT / "docs" / "machine-api.md"
+    exec(compile(block_with("with Machine(", page), str(page), "exec"), {})
