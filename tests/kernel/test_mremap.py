@@ -104,14 +104,24 @@ def test_the_old_range_is_flushed_before_the_page_table_lock_is_released(
     m.spawn(toucher, core=1)
     m.run()
     lock_type = type(p.pte_lock)
-    release = lock_type.release
+    release, leave = lock_type.release, lock_type.__exit__
 
-    def watching(lock: object) -> None:
+    def look(lock: object) -> None:
         if lock is p.pte_lock:
             seen.append({vpn for _, vpn, _ in m.mmu.cached_ppns(p.pid)})
+
+    def watching(lock: object) -> None:
+        look(lock)
         release(lock)  # type: ignore[arg-type]
 
+    def watching_exit(lock: object, *exc: object) -> None:
+        look(lock)
+        leave(lock, *exc)  # type: ignore[arg-type]
+
+    # A release by call and the end of a `with` block (which releases on its
+    # own, one call for the lock's common path): watched both.
     monkeypatch.setattr(lock_type, "release", watching)
+    monkeypatch.setattr(lock_type, "__exit__", watching_exit)
     b = p.mremap(a, PGSIZE, PGSIZE, FIXED, a + 4 * PGSIZE)
     monkeypatch.undo()
     assert seen and all(a // PGSIZE not in s for s in seen)
