@@ -7,7 +7,7 @@ an errno that is not an int would reach the caller as a string, silently.
 
 What is not a KernelError: a wrong type is a TypeError, and a value that no
 system call could be handed (an unknown executor, fault kind or size string)
-a ValueError; both are the caller's programming errors (README, "Errors").
+a ValueError; both are the caller's programming errors (docs/errors.md).
 """
 
 from __future__ import annotations
