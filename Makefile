@@ -85,6 +85,8 @@ soak: $(STAMP)
 	$(BIN)/pagemap check --strategy pct --budget 20000 --jobs 2
 	$(BIN)/pagemap check --strategy random --budget 20000 --jobs 2
 	$(BIN)/pagemap check --strategy dpor --preemptions 4 --time 120
+	$(BIN)/pagemap check --validate --strategy random --budget 500 --jobs 2
+	$(BIN)/pagemap check --validate --strategy dpor --preemptions 1 --budget 2000 --jobs 2
 	PAGEMAP_SOAK=1 $(BIN)/pytest -n 2 tests/check/test_dpor_equivalence.py
 	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_diff_mremap.py
 	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_fork_diff.py
