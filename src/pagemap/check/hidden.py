@@ -41,14 +41,16 @@ from pagemap.sync.sim import EventLog, SimExecutor
 
 # Modules whose classes hold the kernel's state.
 _PACKAGES = ("pagemap.kernel", "pagemap.hw")
-# Attributes that are bookkeeping for people, never read by the kernel to
-# decide anything: a race on them changes no verdict.
+# Attributes, and classes (their names' ending), that are bookkeeping for
+# people, never read by the kernel to decide anything: a race on them changes
+# no verdict.
 _BOOKKEEPING = frozenset({"stats"})
+_BOOKKEEPING_CLASSES = "Stats"
 # Hidden races this check has found and the kernel has not fixed yet, by
 # class and attribute ("Ext2Inode.dirty"), each with the race and its fix:
 # not reported while listed.  None now: the ones it found (the flusher's stop
 # flag, a file's f_wb_err, a page's map as reclaim reads it, an ext2 inode's
-# link count and dirty mark) are fixed in the kernel.
+# link count and dirty mark, ext2's allocation hint) are fixed in the kernel.
 KNOWN_HIDDEN: dict[str, str] = {}
 _Key = tuple[int, str]
 # Values whose equality means the same state: two writes of one commute.
@@ -249,6 +251,8 @@ def _kernel_classes() -> Iterator[type]:
 
 def _patchable(cls: type) -> bool:
     if issubclass(cls, BaseException | tuple) or cls.__dict__.get("_is_protocol"):
+        return False
+    if cls.__name__.endswith(_BOOKKEEPING_CLASSES):
         return False
     for base in cls.__mro__[:-1]:
         if "__getattr__" in base.__dict__ or "__getattribute__" in base.__dict__:
