@@ -446,12 +446,7 @@ class SimLockTable(LockTable):
         counts = self.counts
         counts[i] -= 1
         if not counts[i]:
-            # The scheduler parks the other tasks about to take lock i, if any.
-            cur = sched.current
-            for t in sched.runnable:
-                if t.obj == key and t is not cur and t.access == ACQUIRE:
-                    sched.took(key)
-                    break
+            sched.took(key)  # parks the other tasks about to take lock i, if any
 
     def up(self, i: int) -> None:
         sched = self._sched

@@ -139,16 +139,6 @@ class ThreadSemaphore(Semaphore):
         return self._count
 
 
-def _took(sched: SimScheduler, obj: object) -> None:
-    """`obj` was just taken and is now unavailable: the scheduler parks the
-    other tasks about to take it, if there are any (most often none)."""
-    cur = sched.current
-    for t in sched.runnable:
-        if t.obj is obj and t is not cur and t.access == ACQUIRE:
-            sched.took(obj)
-            return
-
-
 class SimSpinLock(SpinLock):
     __slots__ = ("_sched", "holder", "sid", "waiters")
 
@@ -167,8 +157,7 @@ class SimSpinLock(SpinLock):
         return f"spinlock {self.name} (held by {holder.name if holder else '?'})"
 
     # The hot path of every model: `with lock` calls acquire itself (no
-    # __enter__ in between), and the scheduler's `took` is called only when
-    # another runnable task is about to take this lock too.
+    # __enter__ in between), and __exit__ releases without calling release.
     def acquire(self) -> None:
         sched = self._sched
         cur = sched.current
@@ -182,10 +171,7 @@ class SimSpinLock(SpinLock):
             return
         sched.point("lock", self, ACQUIRE)  # returns once the lock is free and ours to take
         self.holder = cur
-        for t in sched.runnable:
-            if t.obj is self and t is not cur and t.access == ACQUIRE:
-                sched.took(self)
-                break
+        sched.took(self)
 
     __enter__ = acquire
 
@@ -239,11 +225,7 @@ class SimSemaphore(Semaphore):
         count = self._count - 1
         self._count = count
         if count == 0:
-            cur = sched.current
-            for t in sched.runnable:
-                if t.obj is self and t is not cur and t.access == ACQUIRE:
-                    sched.took(self)
-                    break
+            sched.took(self)
 
     def up(self) -> None:
         sched = self._sched
@@ -264,7 +246,7 @@ class SimSemaphore(Semaphore):
             return False
         self._count -= 1
         if self._count == 0:
-            _took(sched, self)
+            sched.took(self)
         return True
 
     def reset(self, count: int) -> None:

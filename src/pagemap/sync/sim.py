@@ -371,12 +371,19 @@ class SimExecutor(VirtualClock, Executor):
 
     def took(self, obj: object) -> None:
         """`obj` was just taken: if it is now unavailable, every other runnable
-        task whose next step is to take it must wait for it."""
-        if not self._blocked(obj):
-            return
+        task whose next step is to take it must wait for it.  Called after
+        every acquisition, so the common case comes first and costs one pass
+        over the run queue: nobody else is about to take `obj`."""
         cur = self.current
         runnable = self.runnable
         keyed = type(obj) is tuple
+        for t in runnable:
+            if t is not cur and t.access == ACQUIRE and (t.obj == obj if keyed else t.obj is obj):
+                break
+        else:
+            return
+        if not self._blocked(obj):
+            return
         i = 0
         while i < len(runnable):
             t = runnable[i]
