@@ -371,9 +371,7 @@ class SimExecutor(VirtualClock, Executor):
 
     def took(self, obj: object) -> None:
         """`obj` was just taken: if it is now unavailable, every other runnable
-        task whose next step is to take it must wait for it.  Called after
-        every acquisition, so the common case comes first and costs one pass
-        over the run queue: nobody else is about to take `obj`."""
+        task about to take it waits.  The common case first: nobody is."""
         cur = self.current
         runnable = self.runnable
         keyed = type(obj) is tuple
