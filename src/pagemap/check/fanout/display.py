@@ -2,18 +2,24 @@
 
 One display for every engine: it reads only the driver's Status
 (check/fanout/driver.py).  Units made grows while DFS and DPOR units split,
-so the time left is then a lower bound, shown as such ("≥").  Rules: use it
+so the time left is then a lower bound, shown as such ("≥").  On a terminal
+it is one live bar; into a file or a pipe (a long run's log) a live bar is
+never drawn, so it writes a plain line every LOG_EVERY seconds and when a
+scenario's units are all done, and the last status at the end.  Rules: use it
 as a context manager around `explore`; `update` from the driver's thread.
 """
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from pagemap.check.fanout.driver import Status
+
+LOG_EVERY = 30.0  # seconds between plain progress lines when not on a terminal
 
 
 def clock(seconds: float) -> str:
@@ -36,7 +42,13 @@ def describe(status: Status) -> str:
 
 
 class Display:
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, log_every: float = LOG_EVERY) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.log_every = log_every
+        self.logged = time.monotonic()
+        self.last: Status | None = None
+        self.scenario = ""
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -49,8 +61,9 @@ class Display:
         self.task: TaskID | None = None
 
     def __enter__(self) -> Display:
-        self.progress.start()
-        self.task = self.progress.add_task("exploring", total=None, line="", scenario="")
+        if self.live:
+            self.progress.start()
+            self.task = self.progress.add_task("exploring", total=None, line="", scenario="")
         return self
 
     def __exit__(
@@ -59,9 +72,15 @@ class Display:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
+        elif self.last is not None:
+            self._log(self.last)
 
     def update(self, status: Status) -> None:
+        if not self.live:
+            self._maybe_log(status)
+            return
         assert self.task is not None
         self.progress.update(
             self.task,
@@ -70,6 +89,21 @@ class Display:
             line=describe(status),
             scenario=status.scenario,
         )
+
+    def _maybe_log(self, status: Status) -> None:
+        self.last = status
+        now = time.monotonic()
+        # A change of scenario in the fixed order means the one before is done.
+        moved = status.scenario != self.scenario and bool(self.scenario)
+        self.scenario = status.scenario
+        if moved or now - self.logged >= self.log_every:
+            self._log(status)
+
+    def _log(self, status: Status) -> None:
+        self.logged = time.monotonic()
+        self.last = None
+        where = f" · at {status.scenario}" if status.scenario else ""
+        self.console.print(f"exploring: {describe(status)}{where}", highlight=False, soft_wrap=True)
 
 
 __all__ = ["Display", "clock", "describe"]
