@@ -4,8 +4,9 @@ One display for every engine: it reads only the driver's Status
 (check/fanout/driver.py).  Units made grows while DFS and DPOR units split,
 so the time left is then a lower bound, shown as such ("≥").  On a terminal
 it is one live bar; into a file or a pipe (a long run's log) a live bar is
-never drawn, so it writes a plain line every LOG_EVERY seconds and when a
-scenario's units are all done, and the last status at the end.  Rules: use it
+never drawn, so it writes a plain line every LOG_EVERY seconds and the last
+status at the end (units of many scenarios run in turn, so a change of the
+scenario shown says nothing finished).  Rules: use it
 as a context manager around `explore`; `update` from the driver's thread.
 """
 
@@ -48,7 +49,6 @@ class Display:
         self.log_every = log_every
         self.logged = time.monotonic()
         self.last: Status | None = None
-        self.scenario = ""
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -92,11 +92,7 @@ class Display:
 
     def _maybe_log(self, status: Status) -> None:
         self.last = status
-        now = time.monotonic()
-        # A change of scenario in the fixed order means the one before is done.
-        moved = status.scenario != self.scenario and bool(self.scenario)
-        self.scenario = status.scenario
-        if moved or now - self.logged >= self.log_every:
+        if time.monotonic() - self.logged >= self.log_every:
             self._log(status)
 
     def _log(self, status: Status) -> None:
