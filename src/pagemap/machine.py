@@ -42,7 +42,7 @@ from pagemap.kernel.mkwrite import check_dirty_tracking
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
-from pagemap.kernel.policy import KERNEL_DEFAULT, make_policy
+from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES, make_policy
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.reclaim import Reclaim
@@ -60,6 +60,8 @@ MAX_CORES = 1024
 # host's RAM is refused (ENOMEM) rather than swapping, or being killed, while
 # it is built.
 HOST_BYTES_PER_FRAME = 2 * PGSIZE
+# Host bytes a Machine may need without the host's RAM being asked.
+HOST_HOLDS_ANYWAY = 64 << 20
 # Machine(dirty_tracking=None) reads this variable, else takes the default.
 DIRTY_TRACKING_ENV = "PAGEMAP_DIRTY_TRACKING"
 DEFAULT_DIRTY_TRACKING = "wp"
@@ -98,11 +100,13 @@ def check_machine_args(
     if not isinstance(memory, str):
         memory = as_int(memory, "Machine", "memory (bytes, or a size such as '64MiB')")
     nbytes = parse_size(memory)
-    host = host_ram()
-    if host and nbytes // PGSIZE * HOST_BYTES_PER_FRAME > host:
+    need = nbytes // PGSIZE * HOST_BYTES_PER_FRAME
+    # Asking the host costs two system calls: not for a machine any host holds.
+    host = host_ram() if need > HOST_HOLDS_ANYWAY else 0
+    if host and need > host:
         raise OutOfMemory(
             f"Machine: {nbytes} bytes of frames would need about "
-            f"{nbytes // PGSIZE * HOST_BYTES_PER_FRAME} bytes of the host, which has {host}"
+            f"{need} bytes of the host, which has {host}"
         )
     if seed is not None:
         as_int(seed, "Machine", "seed")
@@ -158,7 +162,8 @@ class Machine:
             raise TypeError(
                 f"Machine: reclaim must be a policy's name, not {type(reclaim).__name__}"
             )
-        make_policy(reclaim)  # an unknown name is refused before any frame is made
+        if reclaim not in POLICIES:
+            make_policy(reclaim)  # an unknown name is refused before any frame is made
         self.nr_cores = cores
         self.seed = seed
         if watchdog is not None and (

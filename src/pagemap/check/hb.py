@@ -188,6 +188,10 @@ class HappensBefore:
                         self.no_race.add((w, i))  # a release, then the acquire it allowed
                     undo.append((last_acquire, k, _MISSING if q is None else q))
                     last_acquire[k] = i
+            if len(preds) > 1:
+                # One predecessor once (the last write of an object may also
+                # be a read of another): races and the normal form count each once.
+                preds = list(dict.fromkeys(preds))
             for q in preds:
                 clock = [a if a > b else b for a, b in zip(clock, vcs[q], strict=True)]
             local.append(count[t])
@@ -265,45 +269,44 @@ class HappensBefore:
         reverse an acquisition may only be direct in a schedule past the
         bound, and then only the blocked task's pending step shows it
         (../findings: a lock taken twice by one task, once by another)."""
-        log = self.log
-        tids = log.tids
-        n = len(tids)
+        tids = self.log.tids
         history: dict[object, list[tuple[int, int]]] = {}  # object -> (step, access)
-        last_of: dict[int, int] = {}
+        last_of = [-1] * max(self.ntasks, max(pending, default=-1) + 1)
         out: set[tuple[int, int]] = set()
-
-        vc, local = self.vc, self.local
-
-        def look(p: int, prev: int, fp: Sequence[tuple[object, int]]) -> None:
-            # The steps of other tasks dependent with fp that do not happen
-            # before p's previous step: all since it, and the latest before it.
+        vc, local, fps = self.vc, self.local, self.fps
+        # The steps of other tasks dependent with p's step (footprint fp) that
+        # do not happen before p's previous step: all since it, and the
+        # latest before it.  Each executed step first, then the pending ones.
+        work: list[tuple[int, int, Sequence[tuple[object, int]]]]
+        work = [(tids[j], j, fps[j]) for j in range(len(tids))]
+        work.extend((p, -1, fp) for p, fp in pending.items())
+        for p, j, fp in work:
+            prev = last_of[p]
             seen_by_p = vc[prev] if prev >= 0 else None
             for obj, acc in fp:
                 steps = history.get(obj)
-                if not steps:
-                    continue
-                for k in range(len(steps) - 1, -1, -1):
-                    i, a = steps[k]
-                    t = tids[i]
-                    if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
-                        if a & WRITE:
-                            break  # every older step on obj happens before this write
-                        continue
-                    if not (a | acc) & WRITE:
-                        continue
-                    out.add((i, p))
-                    if i < prev:
-                        break  # the latest one before p's previous step is enough
-
-        fps = self.fps
-        for j in range(n):
-            p = tids[j]
-            look(p, last_of.get(p, -1), fps[j])
-            for obj, acc in fps[j]:
-                history.setdefault(obj, []).append((j, acc))
+                if steps:
+                    for k in range(len(steps) - 1, -1, -1):
+                        i, a = steps[k]
+                        t = tids[i]
+                        if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
+                            if a & WRITE:
+                                break  # every older step on obj happens before this write
+                            continue
+                        if not (a | acc) & WRITE:
+                            continue
+                        out.add((i, p))
+                        if i < prev:
+                            break  # the latest one before p's previous step is enough
+            if j < 0:
+                continue
+            for obj, acc in fp:
+                steps = history.get(obj)
+                if steps is None:
+                    history[obj] = [(j, acc)]
+                else:
+                    steps.append((j, acc))
             last_of[p] = j
-        for p, pending_fp in pending.items():
-            look(p, last_of.get(p, -1), pending_fp)
         return sorted(out)
 
     def initials(self, i: int, j: int) -> set[int]:
@@ -337,33 +340,42 @@ class HappensBefore:
         n = len(tids)
         queues: dict[int, list[int]] = {}
         for e in range(n):
-            queues.setdefault(tids[e], []).append(e)
+            q = queues.get(tids[e])
+            if q is None:
+                queues[tids[e]] = [e]
+            else:
+                q.append(e)
         # Kahn's algorithm, the ready task with the lowest id first: a task
-        # is ready when the next step in its queue has no predecessor left.
-        missing = [0] * n
-        succs: list[list[int]] = [[] for _ in range(n)]
-        for e in range(n):
-            for r in set(self.preds[e]):
-                missing[e] += 1
-                succs[r].append(e)
+        # is ready when the next step in its queue has no predecessor left
+        # (a step's predecessors are distinct, _extend).
+        missing = [len(p) for p in self.preds]
+        succs: dict[int, list[int]] = {}
+        for e, preds in enumerate(self.preds):
+            for r in preds:
+                s = succs.get(r)
+                if s is None:
+                    succs[r] = [e]
+                else:
+                    s.append(e)
         pos = dict.fromkeys(queues, 0)
         ready = [t for t, steps in queues.items() if not missing[steps[0]]]
         heapq.heapify(ready)
         out: list[int] = []
+        push, pop = heapq.heappush, heapq.heappop
         while ready:
-            t = heapq.heappop(ready)
+            t = pop(ready)
             q = queues[t]
             e = q[pos[t]]
             out.append(t)
-            pos[t] += 1
-            if pos[t] < len(q) and not missing[q[pos[t]]]:
-                heapq.heappush(ready, t)
-            for s in succs[e]:
-                missing[s] -= 1
-                if not missing[s]:
-                    ts = tids[s]
-                    if queues[ts][pos[ts]] == s:
-                        heapq.heappush(ready, ts)
+            k = pos[t] = pos[t] + 1
+            if k < len(q) and not missing[q[k]]:
+                push(ready, t)
+            for s_ in succs.get(e, ()):
+                missing[s_] -= 1
+                if not missing[s_]:
+                    ts = tids[s_]
+                    if queues[ts][pos[ts]] == s_:
+                        push(ready, ts)
         if len(out) < n:  # pragma: no cover - the dependence graph of a run has no cycle
             raise AssertionError("no step is ready: the dependence graph has a cycle")
         return tuple(out)

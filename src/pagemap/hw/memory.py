@@ -11,6 +11,8 @@ import mmap
 PGSHIFT = 12
 PGSIZE = 1 << PGSHIFT
 PGMASK = PGSIZE - 1  # the offset within a page
+# Up to this many bytes of frames, memory is a bytearray rather than a mapping.
+SMALL_MEMORY = 256 * PGSIZE
 
 _UNITS = {
     "": 1,
@@ -60,11 +62,17 @@ class PhysicalMemory:
         self.nr_frames = nbytes // PGSIZE
         # Anonymous memory from the host, zero pages until first written: a
         # machine of 1 GiB costs the host what its frames hold, not 1 GiB up
-        # front (a bytearray is zero-filled, every byte, as it is made).
-        try:
-            self._buf = mmap.mmap(-1, nbytes)
-        except OSError as exc:
-            raise MemoryError(f"the host cannot map {nbytes} bytes of frames: {exc}") from None
+        # front (a bytearray is zero-filled, every byte, as it is made).  A
+        # small machine (the checker builds one per schedule) takes a
+        # bytearray: zeroing a few frames costs less than mapping and unmapping.
+        self._buf: mmap.mmap | bytearray
+        if nbytes <= SMALL_MEMORY:
+            self._buf = bytearray(nbytes)
+        else:
+            try:
+                self._buf = mmap.mmap(-1, nbytes)
+            except OSError as exc:
+                raise MemoryError(f"the host cannot map {nbytes} bytes of frames: {exc}") from None
         # The one view of all frames; a frame's view is a slice of it, made on
         # use (a view kept per frame would cost more than the page's metadata).
         self.view = memoryview(self._buf)

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -377,7 +378,7 @@ class Search(Explorer, Backtracks):
 
 def trace_key(signature: Sequence[int]) -> int:
     """A 64-bit name for a trace's normal form, the same on every machine."""
-    raw = b"".join(t.to_bytes(4, "little") for t in signature)
+    raw = struct.pack(f"<{len(signature)}I", *signature)  # each tid as 4 bytes, little-endian
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
