@@ -27,13 +27,14 @@ def _fsyncgate(ctx: RunContext, p: Params) -> None:
     "errseq: Always report a writeback error once"), under "clean" (a page
     whose writeback failed is marked clean, as Linux does).
 
-    Racing paths: the flusher's writeback of a dirty page, whose host write
-    fails, and the fsyncs of two file descriptions of the inode.
-    Interleaving: the flusher's write fails, the page is marked clean and
-    the mapping's error flag set; the first fsync finds the flag and clears
-    it; the second finds nothing, and nothing dirty either.  Broken: the
-    second fsync returns 0 though an error was recorded since its file last
-    saw one, and the data it was to make durable is gone (the errseq
+    Racing paths: the fsyncs of two file descriptions of the inode, both
+    open when the flusher's writeback of a dirty page failed (the set-up,
+    before they run: the host write fails, the page is marked clean and the
+    mapping's error flag set; scenarios/errseq.py races the failure itself
+    with syncs and opens).  Interleaving: the first fsync finds the flag and
+    clears it; the second finds nothing, and nothing dirty either.  Broken:
+    the second fsync returns 0 though an error was recorded since its file
+    last saw one, and the data it was to make durable is gone (the errseq
     oracle, oracles/errseq.py).  The fix is an errseq word per mapping and
     a mark per file; fix=0 is WritebackErrors.per_file = False, the single
     AS_EIO flag of before 4.13.
@@ -47,10 +48,8 @@ def _fsyncgate(ctx: RunContext, p: Params) -> None:
     f.pwrite(0)  # page 0 dirty before the race
     assert isinstance(f.file, HostFile)
     f.file.faults.fail("write", 1)
-
-    def flusher() -> None:
-        with contextlib.suppress(KernelError):  # the flusher keeps its errors to itself
-            f.pm.writeback_expired(everything=True)
+    with contextlib.suppress(KernelError):  # the flusher keeps its errors to itself
+        f.pm.writeback_expired(everything=True)
 
     def syncer(file: File) -> None:
         try:
@@ -60,8 +59,7 @@ def _fsyncgate(ctx: RunContext, p: Params) -> None:
             if exc.errno != errno.EIO:
                 ctx.fail(CRASH, f"a failed host write gave errno {exc.errno}, not EIO")
 
-    ctx.machine.spawn(flusher, core=0, name="writeback")
-    ctx.machine.spawn(syncer, f.file, core=1, name="fsync-a")
+    ctx.machine.spawn(syncer, f.file, core=0, name="fsync-a")
     ctx.machine.spawn(syncer, other, core=1, name="fsync-b")
     # Not the durability oracle: under "clean" the failed bytes are dropped
     # by design; what must hold is that every file was told (errseq oracle).
@@ -87,14 +85,12 @@ BUGS = (
         2017,
         "5660e13d2fd6",
         "fsyncgate: one fsync clears the mapping's error flag; another file's fsync returns 0",
-        racy=(
-            Step("kernel/errseq.py", "WritebackErrors.record", "cas", "writeback"),
-            Step(*_CHECK, "load", "fsync-b"),
-        ),
-        mechanism=(
-            Step("kernel/errseq.py", "WritebackErrors.record", "fetch_or"),
-            Step(*_CHECK, "fetch_and"),
-            Step(*_CHECK, "fetch_and"),
-        ),
+        # Either fsync may look first: the second is told nothing (fix off),
+        # or told too (fix on: each file keeps its own mark).
+        racy=(Step(*_CHECK, "load"), Step(*_CHECK, "load")),
+        mechanism=(Step(*_CHECK, "fetch_and"), Step(*_CHECK, "fetch_and")),
+        # The error was recorded in the set-up, before the fsyncs ran; neither
+        # records one (the page is clean: nothing left to write).
+        absent=(Step("kernel/errseq.py", "WritebackErrors.record", "fetch_or"),),
     ),
 )
