@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pagemap.check.context import RunContext
-from pagemap.check.explain import MAX_TRIES, deciding_race
+from pagemap.check.explain import MAX_TRIES, deciding_race, fails_in_default_order
 from pagemap.check.recorder import Recorder
 from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
@@ -107,6 +107,13 @@ def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) 
         return ""  # a livelock or a deadlock: no one pair of steps decides it
     found = deciding_race(model, trace.schedule, trace.max_steps)
     if found is None:
+        if fails_in_default_order(model, trace.max_steps):
+            return (
+                "no one race decides it: it fails in the default order too (no "
+                "preemption: each task runs on until it blocks or ends), so the bug "
+                f"needs no race, and swapping any race of this run alone (up to {MAX_TRIES} "
+                "tried) still fails"
+            )
         return (
             "no one race decides it: swapping any race of this run alone (up to "
             f"{MAX_TRIES} tried) still fails, or reorders more than the pair"
