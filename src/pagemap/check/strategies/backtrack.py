@@ -46,7 +46,7 @@ class Backtracks:
         and again at the last context switch before it (BPOR)."""
         at = {node.event: (d, node) for d, node in enumerate(self.stack)}
         switches = self._switches(log)
-        for i, p in hb.pending_races(pending):
+        for i, p in hb.new_pending_races(pending):
             found = at.get(i)
             if found is None:
                 self._before_forced(log, i, p)

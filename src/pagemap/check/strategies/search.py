@@ -264,7 +264,8 @@ class Search(Explorer, Backtracks):
         """The run's happens-before, computed from the first step it does not
         share with the last run (hb.py `rebase`)."""
         if self.hb is None:
-            self.hb = HappensBefore(log, release_races=self.bound is not None)
+            bounded = self.bound is not None
+            self.hb = HappensBefore(log, release_races=bounded, pending=bounded)
         else:
             self.hb.rebase(log, shared)
         return self.hb
