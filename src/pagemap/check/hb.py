@@ -180,11 +180,9 @@ class HappensBefore:
             p = last_of[t]
             prev.append(p)
             obj, acc = objs[i], accs[i]
-            if acc and obj is not None:
-                tp = type(obj)
-                fp = [(obj if tp is int or tp is tuple else key(obj), acc)]
-            else:
-                fp = []
+            # log.key(obj): the object's sid, or the object itself for an int
+            # or a tuple (key raises for anything else without a sid).
+            fp = [(getattr(obj, "sid", 0) or key(obj), acc)] if acc and obj is not None else []
             more = extra.get(i)
             if more:
                 fp.extend((key(o), a) for o, a in more)
@@ -228,7 +226,7 @@ class HappensBefore:
             local.append(n)
             count[t] = clock[t] = n + 1
             if pairs is not None:
-                pairs.append(self._races_of_pending(t, p, fp))
+                pairs.append(self._races_of_pending(t, p, fp) if fp else ())
             vcs.append(clock)
             preds_of.append(preds)
             succs.append([])
