@@ -220,13 +220,16 @@ class HappensBefore:
                 if clock[tids[q]] <= local[q]:
                     clock = list(map(max, clock, vcs[q]))
                 succs[q].append(i)
+            if pairs is not None:
+                # The scan meets the step's predecessors first, and stops
+                # there if all happen before the task's previous step (the
+                # clock took nothing from them): no race then.
+                pairs.append(self._races_of_pending(t, p, fp) if clock is not base else ())
             if clock is base:
                 clock = base.copy()
             n = count[t]
             local.append(n)
             count[t] = clock[t] = n + 1
-            if pairs is not None:
-                pairs.append(self._races_of_pending(t, p, fp) if fp else ())
             vcs.append(clock)
             preds_of.append(preds)
             succs.append([])
