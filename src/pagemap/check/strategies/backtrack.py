@@ -12,8 +12,7 @@ by Search.take_requests, never a change to the node.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
 from operator import attrgetter
 
 from pagemap.check.hb import Footprint, HappensBefore
@@ -50,6 +49,7 @@ class Backtracks:
         (hb.pending_races), each asking for its task at the racing step, or
         for every task that can go there when it cannot (a persistent set),
         and again at the last context switch before it (BPOR)."""
+        switches: list[int] | None = None
         for i, p in hb.new_pending_races(pending):
             found = self._node_at(i)
             if found is None:
@@ -62,7 +62,11 @@ class Backtracks:
                     self._ask(depth, t, False)
             else:
                 node.backtrack |= want
-            for d, n in self._switches(log, depth, node.event):
+            if switches is None:
+                switches = self._switches(log)
+            d = self._switch_before(switches, node.event)
+            if d >= 0:
+                n = self.stack[d]
                 bits = 1 << p if n.enabled >> p & 1 else n.enabled
                 if d <= self.root:
                     for t in _tids(bits & ~n.backtrack & ~n.done):
@@ -70,10 +74,10 @@ class Backtracks:
                 else:
                     n.backtrack |= bits
                     n.conservative |= bits
-                break
 
     def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
+        switches: list[int] | None = None
         for i, j in hb.races(max(start, 0)):
             found = self._node_at(i)
             if found is None:
@@ -91,7 +95,9 @@ class Backtracks:
                 else:
                     node.backtrack |= 1 << want
             if self.bound is not None:
-                self._conservative(log, depth, node, want)
+                if switches is None:
+                    switches = self._switches(log)
+                self._conservative(node, want, switches)
 
     def _node_at(self, event: int) -> tuple[int, Node] | None:
         """The choice point that took step `event` (the deepest, should a
@@ -102,22 +108,26 @@ class Backtracks:
             return d, self.stack[d]
         return None
 
-    def _switches(self, log: EventLog, depth: int, event: int) -> Iterator[tuple[int, Node]]:
-        """The choices above `depth` and before step `event` where any task
-        may go at no cost, BPOR's context switches, the latest first: the
-        first choice, every choice that ran a task other than the one that
-        took the step before it, and every choice made when no task could go
-        on (its task blocked or done) or at a relax.  The last are free
-        whichever task goes, though the log may show the same task on both
-        sides: a task that parks is logged only once it resumes
-        (test_reference.py, timed downs at bound 0)."""
-        tids, stack = log.tids, self.stack
-        for d in range(depth - 1, -1, -1):
-            n = stack[d]
-            if n.event < event and (
-                n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
-            ):
-                yield d, n
+    def _switches(self, log: EventLog) -> list[int]:
+        """The depths of the choices where any task may go at no cost, BPOR's
+        context switches: the first choice, every choice that ran a task
+        other than the one that took the step before it, and every choice
+        made when no task could go on (its task blocked or done) or at a
+        relax.  The last are free whichever task goes, though the log may
+        show the same task on both sides: a task that parks is logged only
+        once it resumes (test_reference.py, timed downs at bound 0)."""
+        tids = log.tids
+        return [
+            d
+            for d, n in enumerate(self.stack)
+            if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
+        ]
+
+    def _switch_before(self, switches: list[int], event: int) -> int:
+        """The depth of the last context switch before step `event`, or -1."""
+        stack = self.stack
+        k = bisect_left(switches, event, key=lambda d: stack[d].event)  # events never decrease
+        return switches[k - 1] if k else -1
 
     def _before_forced(self, log: EventLog, event: int, tid: int) -> None:
         """Step `event` was no choice: only one task could go.  When that is
@@ -146,16 +156,16 @@ class Backtracks:
                     node.conservative |= bit
             return
 
-    def _conservative(self, log: EventLog, depth: int, node: Node, tid: int) -> None:
-        """BPOR: also try `tid` at the last context switch before `node`
-        (at `depth`), where it may cost no new preemption; explored with no
-        sleep set."""
-        for d, n in self._switches(log, depth, node.event):
+    def _conservative(self, node: Node, tid: int, switches: list[int]) -> None:
+        """BPOR: also try `tid` at the last context switch before `node`,
+        where it may cost no new preemption; explored with no sleep set."""
+        depth = self._switch_before(switches, node.event)
+        if depth >= 0:
+            n = self.stack[depth]
             bit = 1 << tid
             if n.enabled & bit and not n.done & bit:
-                if d <= self.root and not n.backtrack & bit:
-                    self._ask(d, tid, True)
-                elif d >= self.root:
+                if depth <= self.root and not n.backtrack & bit:
+                    self._ask(depth, tid, True)
+                elif depth >= self.root:
                     n.backtrack |= bit
                     n.conservative |= bit
-            return
