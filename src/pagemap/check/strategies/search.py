@@ -292,7 +292,8 @@ class Search(Explorer, Backtracks):
             bit = 1 << node.tid
             if not node.done & bit:
                 node.done |= bit
-                if self.reduce and log is not None and node.event < len(log.tids):
+                if self.sleep_sets and log is not None and node.event < len(log.tids):
+                    # Read only to put tasks to sleep (_sleep_for, _carried).
                     node.done_fp[node.tid] = footprint(log, node.event)
             todo = self._todo(node, len(stack) - 1)
             for tid in node.order:
