@@ -33,6 +33,7 @@ the reads since that write.  From those:
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Sequence
 
 from pagemap.sync.core import ACQUIRE, WRITE
@@ -134,12 +135,11 @@ class HappensBefore:
 
     def _rollback(self, keep: int) -> None:
         """Undo steps keep.. of the current log, latest first."""
-        tids = self.log.tids
-        segs, acqs, succs, queues = self._segs, self._acqs, self._succs, self._queues
-        last_of, count = self._last_of, self._count
-        after, local, prev, preds_of = self.acquired_after, self.local, self.prev, self.preds
+        segs, acqs, succs = self._segs, self._acqs, self._succs
+        after, preds_of, fps = self.acquired_after, self.preds, self.fps
         for i in range(len(self.vc) - 1, keep - 1, -1):
-            for k, a in reversed(self.fps[i]):
+            fp = fps[i]
+            for k, a in reversed(fp) if len(fp) > 1 else fp:
                 s = segs[k]
                 if a & WRITE:
                     s.pop()
@@ -153,11 +153,14 @@ class HappensBefore:
                 after.pop(i, None)
             for q in preds_of[i]:
                 succs[q].pop()  # i is q's latest successor
-            t = tids[i]
-            queues[t].pop()
-            last_of[t] = prev[i]
-            count[t] = local[i]
-        for lst in (self.local, self.vc, self.preds, self.prev, self.fps, succs, self._pairs):
+        # Each task's steps, last step and count: its kept steps.
+        last_of, count = self._last_of, self._count
+        for t, steps in enumerate(self._queues):
+            n = bisect_left(steps, keep)
+            del steps[n:]
+            count[t] = n
+            last_of[t] = steps[-1] if n else -1
+        for lst in (self.local, self.vc, self.preds, self.prev, fps, succs, self._pairs):
             del lst[keep:]
         self._told = min(self._told, keep)
         if self.no_race:
@@ -180,35 +183,52 @@ class HappensBefore:
             p = last_of[t]
             prev.append(p)
             obj, acc = objs[i], accs[i]
-            # log.key(obj): the object's sid, or the object itself for an int
-            # or a tuple (key raises for anything else without a sid).
-            fp = [(getattr(obj, "sid", 0) or key(obj), acc)] if acc and obj is not None else []
             more = extra.get(i)
-            if more:
-                fp.extend((key(o), a) for o, a in more)
-            preds: list[int] = []
-            for k, a in fp:
+            one = bool(acc) and obj is not None and not more and acc != ACQUIRE
+            if one:
+                # The usual step: one object, no lock taken.  The general
+                # case below, with the object's segments looked up once.
+                k = getattr(obj, "sid", 0) or key(obj)  # log.key(obj), without the call
+                fp = [(k, acc)]
                 s = segs.get(k)
                 if s is None:
-                    w = -1
+                    preds: list[int] = []
                 else:
                     top = s[-1]
                     w = top[0]
-                    if w >= 0:
-                        preds.append(w)
-                    if a & WRITE and len(top) > 1:
-                        preds.extend(top[1:])
-                if a == ACQUIRE:
-                    acq = acqs.get(k)
-                    q = acq[-1] if acq else -1
-                    if q >= 0 and tids[q] != t and w >= 0:
-                        after[i] = (q, w)
-                    if w >= 0 and not release_races and isinstance(obj, SpinLock):
-                        no_race.add((w, i))  # a release, then the acquire it allowed
-                    if acq is None:
-                        acqs[k] = [i]
+                    if acc & WRITE:
+                        preds = top.copy() if w >= 0 else top[1:]
                     else:
-                        acq.append(i)
+                        preds = [w] if w >= 0 else []
+            else:
+                # log.key(obj): the object's sid, or the object itself for an
+                # int or a tuple (key raises for anything else without a sid).
+                fp = [(getattr(obj, "sid", 0) or key(obj), acc)] if acc and obj is not None else []
+                if more:
+                    fp.extend((key(o), a) for o, a in more)
+                preds = []
+                for k, a in fp:
+                    s = segs.get(k)
+                    if s is None:
+                        w = -1
+                    else:
+                        top = s[-1]
+                        w = top[0]
+                        if w >= 0:
+                            preds.append(w)
+                        if a & WRITE and len(top) > 1:
+                            preds.extend(top[1:])
+                    if a == ACQUIRE:
+                        acq = acqs.get(k)
+                        q = acq[-1] if acq else -1
+                        if q >= 0 and tids[q] != t and w >= 0:
+                            after[i] = (q, w)
+                        if w >= 0 and not release_races and isinstance(obj, SpinLock):
+                            no_race.add((w, i))  # a release, then the acquire it allowed
+                        if acq is None:
+                            acqs[k] = [i]
+                        else:
+                            acq.append(i)
             if len(preds) > 1:
                 # One predecessor once (the last write of an object may also
                 # be a read of another): races and the normal form count each once.
@@ -236,6 +256,14 @@ class HappensBefore:
             queues[t].append(i)
             last_of[t] = i
             fps.append(fp)
+            if one:
+                if s is None:
+                    segs[k] = [[i]] if acc & WRITE else [[-1, i]]
+                elif acc & WRITE:
+                    s.append([i])
+                else:
+                    top.append(i)
+                continue
             for k, a in fp:
                 s = segs.get(k)
                 if a & WRITE:
