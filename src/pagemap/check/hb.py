@@ -33,8 +33,8 @@ the reads since that write.  From those:
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any
 
 from pagemap.sync.core import ACQUIRE, WRITE
 from pagemap.sync.locks import SpinLock
@@ -64,25 +64,28 @@ def independent(a: Footprint, b: Footprint) -> bool:
     return True
 
 
-_MISSING = object()  # the key was not in the map
-_APPENDED = object()  # the step appended to the list
-# What a step overwrote: (map, key, old value or _MISSING), or (list, _APPENDED, None).
-_Undo = tuple[Any, object, object]
-
-
 class HappensBefore:
     """Vector clocks and direct dependences of every step of `log`.
 
     `rebase(log, keep)` moves the object to another run that shares its
     first `keep` steps with the current one (the schedule DPOR runs next
     replays the last one up to its branch point): the steps after `keep` are
-    undone, through the record each step keeps of what it overwrote, and the
-    new run's are added.  A search pays for the steps past the branch point
-    only, not for the whole run again (test_hb.py compares every rebase with
-    a fresh computation)."""
+    undone and the new run's are added.  A search pays for the steps past the
+    branch point only, not for the whole run again (test_hb_incremental.py
+    compares every rebase with a fresh computation).
 
-    def __init__(self, log: EventLog, release_races: bool = False) -> None:
+    What a step reads of the steps before it is each object's accesses, kept
+    as a stack of segments per object: a write and the reads since it
+    (-1 for no write yet).  A write pushes a segment, a read appends to the
+    top one, so undoing a step needs only its footprint, read backwards.
+
+    With `pending`, each step's races with pending steps (`pending_races`)
+    are found as it is added, and kept with it: `new_pending_races` hands
+    out those of the steps added since it was last called."""
+
+    def __init__(self, log: EventLog, release_races: bool = False, pending: bool = False) -> None:
         self.release_races = release_races
+        self.tracks_pending = pending
         self.log = log
         self.ntasks = 0
         self.local: list[int] = []  # index of step i among its task's steps
@@ -94,15 +97,26 @@ class HappensBefore:
         # release it follows), the race DPOR must consider instead of release->acquire.
         self.acquired_after: dict[int, tuple[int, int]] = {}
         self.no_race: set[tuple[int, int]] = set()
-        # The state after the last step, and each step's record of what it
-        # overwrote there: (map, key, old value or _MISSING).
-        self._last_of: list[int] = []
-        self._count: list[int] = []
-        self._last_write: dict[object, int] = {}
-        self._reads: dict[object, list[int]] = {}
-        self._last_acquire: dict[object, int] = {}
-        self._undo: list[list[_Undo]] = []
+        self._clear()
         self.rebase(log, 0)
+
+    def _clear(self) -> None:
+        """No step at all."""
+        for lst in (self.local, self.vc, self.preds, self.prev, self.fps):
+            lst.clear()
+        self.acquired_after.clear()
+        self.no_race.clear()
+        # The state after the last step: each task's last step and count of
+        # steps, each object's segments and acquisitions, each step's
+        # successors (the normal form's), each task's steps.
+        self._last_of = [-1] * self.ntasks
+        self._count = [0] * self.ntasks
+        self._segs: dict[object, list[list[int]]] = {}
+        self._acqs: dict[object, list[int]] = {}
+        self._succs: list[list[int]] = []
+        self._queues: list[list[int]] = [[] for _ in range(self.ntasks)]
+        self._pairs: list[Sequence[tuple[int, int]]] = []  # each step's pending races
+        self._told = 0  # steps whose pending races new_pending_races handed out
 
     def rebase(self, log: EventLog, keep: int) -> None:
         """Become the happens-before of `log`, whose first `keep` steps are
@@ -112,110 +126,155 @@ class HappensBefore:
             keep = 0  # clocks grow a component: start over
             self.ntasks = width
         keep = max(0, min(keep, len(self.vc)))
-        self._rollback(keep)
+        if keep:
+            self._rollback(keep)
+        else:
+            self._clear()
         self.log = log
         self._extend(keep)
 
     def _rollback(self, keep: int) -> None:
         """Undo steps keep.. of the current log, latest first."""
+        segs, acqs, succs = self._segs, self._acqs, self._succs
+        after, preds_of, fps = self.acquired_after, self.preds, self.fps
         for i in range(len(self.vc) - 1, keep - 1, -1):
-            for table, k, old in reversed(self._undo[i]):
-                if k is _APPENDED:
-                    table.pop()
-                elif old is _MISSING:
-                    del table[k]
+            fp = fps[i]
+            for k, a in reversed(fp) if len(fp) > 1 else fp:
+                s = segs[k]
+                if a & WRITE:
+                    s.pop()
+                    if a == ACQUIRE:
+                        acqs[k].pop()
+                    if not s:
+                        del segs[k]
                 else:
-                    table[k] = old
-            self.acquired_after.pop(i, None)
-        self.no_race = {pair for pair in self.no_race if pair[1] < keep}
-        for lst in (self.local, self.vc, self.preds, self.prev, self.fps, self._undo):
+                    s[-1].pop()
+            if after:
+                after.pop(i, None)
+            for q in preds_of[i]:
+                succs[q].pop()  # i is q's latest successor
+        # Each task's steps, last step and count: its kept steps.
+        last_of, count = self._last_of, self._count
+        for t, steps in enumerate(self._queues):
+            n = bisect_left(steps, keep)
+            del steps[n:]
+            count[t] = n
+            last_of[t] = steps[-1] if n else -1
+        for lst in (self.local, self.vc, self.preds, self.prev, fps, succs, self._pairs):
             del lst[keep:]
-        # Each task's last kept step, found from the end of the kept prefix:
-        # its count of steps is that step's index among them, plus one.
-        self._last_of = [-1] * self.ntasks
-        self._count = [0] * self.ntasks
-        tids, left = self.log.tids, self.ntasks
-        for i in range(keep - 1, -1, -1):
-            t = tids[i]
-            if self._last_of[t] < 0:
-                self._last_of[t] = i
-                self._count[t] = self.local[i] + 1
-                left -= 1
-                if not left:
-                    break
+        self._told = min(self._told, keep)
+        if self.no_race:
+            self.no_race = {pair for pair in self.no_race if pair[1] < keep}
 
     def _extend(self, start: int) -> None:
         """Add the steps start.. of the log."""
         log = self.log
         tids = log.tids
-        width = self.ntasks
         last_of, count = self._last_of, self._count
-        last_write, reads, last_acquire = self._last_write, self._reads, self._last_acquire
+        segs, acqs, succs, queues = self._segs, self._acqs, self._succs, self._queues
         objs, accs, extra, key = log.objs, log.accs, log.extra, log.key
         vcs, preds_of, local, prev = self.vc, self.preds, self.local, self.prev
-        fps, undo_of = self.fps, self._undo
+        fps, after, no_race = self.fps, self.acquired_after, self.no_race
+        pairs = self._pairs if self.tracks_pending else None
         release_races = self.release_races
-        zeros = [0] * width
+        zeros = [0] * self.ntasks
         for i in range(start, len(tids)):
             t = tids[i]
             p = last_of[t]
             prev.append(p)
-            clock = list(vcs[p]) if p >= 0 else list(zeros)
             obj, acc = objs[i], accs[i]
-            if acc and obj is not None:
-                tp = type(obj)
-                fp = [(obj if tp is int or tp is tuple else key(obj), acc)]
-            else:
-                fp = []
             more = extra.get(i)
-            if more:
-                fp.extend((key(o), a) for o, a in more)
-            preds: list[int] = []
-            undo: list[_Undo] = []
-            for k, a in fp:
-                w = last_write.get(k)
-                if w is not None:
-                    preds.append(w)
-                if a & WRITE:
-                    seen = reads.get(k)
-                    if seen:
-                        preds.extend(seen)
-                if a == ACQUIRE:
-                    q = last_acquire.get(k)
-                    if q is not None and tids[q] != t and w is not None:
-                        self.acquired_after[i] = (q, w)
-                    if w is not None and not release_races and isinstance(obj, SpinLock):
-                        self.no_race.add((w, i))  # a release, then the acquire it allowed
-                    undo.append((last_acquire, k, _MISSING if q is None else q))
-                    last_acquire[k] = i
+            one = bool(acc) and obj is not None and not more and acc != ACQUIRE
+            if one:
+                # The usual step: one object, no lock taken.  The general
+                # case below, with the object's segments looked up once.
+                k = getattr(obj, "sid", 0) or key(obj)  # log.key(obj), without the call
+                fp = [(k, acc)]
+                s = segs.get(k)
+                if s is None:
+                    preds: list[int] = []
+                else:
+                    top = s[-1]
+                    w = top[0]
+                    if acc & WRITE:
+                        preds = top.copy() if w >= 0 else top[1:]
+                    else:
+                        preds = [w] if w >= 0 else []
+            else:
+                # log.key(obj): the object's sid, or the object itself for an
+                # int or a tuple (key raises for anything else without a sid).
+                fp = [(getattr(obj, "sid", 0) or key(obj), acc)] if acc and obj is not None else []
+                if more:
+                    fp.extend((key(o), a) for o, a in more)
+                preds = []
+                for k, a in fp:
+                    s = segs.get(k)
+                    if s is None:
+                        w = -1
+                    else:
+                        top = s[-1]
+                        w = top[0]
+                        if w >= 0:
+                            preds.append(w)
+                        if a & WRITE and len(top) > 1:
+                            preds.extend(top[1:])
+                    if a == ACQUIRE:
+                        acq = acqs.get(k)
+                        q = acq[-1] if acq else -1
+                        if q >= 0 and tids[q] != t and w >= 0:
+                            after[i] = (q, w)
+                        if w >= 0 and not release_races and isinstance(obj, SpinLock):
+                            no_race.add((w, i))  # a release, then the acquire it allowed
+                        if acq is None:
+                            acqs[k] = [i]
+                        else:
+                            acq.append(i)
             if len(preds) > 1:
                 # One predecessor once (the last write of an object may also
                 # be a read of another): races and the normal form count each once.
                 preds = list(dict.fromkeys(preds))
+            # The clock: the task's previous step's, joined with each
+            # predecessor's not already below it (a clock is downward closed).
+            base = clock = vcs[p] if p >= 0 else zeros
             for q in preds:
-                clock = [a if a > b else b for a, b in zip(clock, vcs[q], strict=True)]
-            local.append(count[t])
-            count[t] += 1
-            clock[t] = count[t]
+                if clock[tids[q]] <= local[q]:
+                    clock = list(map(max, clock, vcs[q]))
+                succs[q].append(i)
+            if pairs is not None:
+                # The scan meets the step's predecessors first, and stops
+                # there if all happen before the task's previous step (the
+                # clock took nothing from them): no race then.
+                pairs.append(self._races_of_pending(t, p, fp) if clock is not base else ())
+            if clock is base:
+                clock = base.copy()
+            n = count[t]
+            local.append(n)
+            count[t] = clock[t] = n + 1
             vcs.append(clock)
             preds_of.append(preds)
+            succs.append([])
+            queues[t].append(i)
             last_of[t] = i
             fps.append(fp)
-            for k, a in fp:
-                if a & WRITE:
-                    undo.append((last_write, k, last_write.get(k, _MISSING)))
-                    undo.append((reads, k, reads.get(k, _MISSING)))
-                    last_write[k] = i
-                    reads[k] = []
+            if one:
+                if s is None:
+                    segs[k] = [[i]] if acc & WRITE else [[-1, i]]
+                elif acc & WRITE:
+                    s.append([i])
                 else:
-                    seen = reads.get(k)
-                    if seen is None:
-                        undo.append((reads, k, _MISSING))
-                        reads[k] = [i]
+                    top.append(i)
+                continue
+            for k, a in fp:
+                s = segs.get(k)
+                if a & WRITE:
+                    if s is None:
+                        segs[k] = [[i]]
                     else:
-                        undo.append((seen, _APPENDED, None))
-                        seen.append(i)
-            undo_of.append(undo)
+                        s.append([i])
+                elif s is None:
+                    segs[k] = [[-1, i]]
+                else:
+                    s[-1].append(i)
 
     def before(self, i: int, j: int) -> bool:
         """Step i happens before step j (i < j)."""
@@ -269,45 +328,71 @@ class HappensBefore:
         reverse an acquisition may only be direct in a schedule past the
         bound, and then only the blocked task's pending step shows it
         (../findings: a lock taken twice by one task, once by another)."""
-        tids = self.log.tids
-        history: dict[object, list[tuple[int, int]]] = {}  # object -> (step, access)
-        last_of = [-1] * max(self.ntasks, max(pending, default=-1) + 1)
+        if not self.tracks_pending:
+            return HappensBefore(self.log, self.release_races, pending=True).pending_races(pending)
+        return self._pending_since(0, pending)
+
+    def new_pending_races(self, pending: dict[int, Footprint]) -> list[tuple[int, int]]:
+        """pending_races, less those of the steps kept from the runs before
+        (rebase): the ones the steps added since the last call find, and the
+        ones of `pending`.  A search that acted on every race it was handed
+        has acted on the rest already."""
+        assert self.tracks_pending, "made with pending=True"
+        start, self._told = self._told, len(self.vc)
+        return self._pending_since(start, pending)
+
+    def _pending_since(self, start: int, pending: dict[int, Footprint]) -> list[tuple[int, int]]:
         out: set[tuple[int, int]] = set()
-        vc, local, fps = self.vc, self.local, self.fps
-        # The steps of other tasks dependent with p's step (footprint fp) that
-        # do not happen before p's previous step: all since it, and the
-        # latest before it.  Each executed step first, then the pending ones.
-        work: list[tuple[int, int, Sequence[tuple[object, int]]]]
-        work = [(tids[j], j, fps[j]) for j in range(len(tids))]
-        work.extend((p, -1, fp) for p, fp in pending.items())
-        for p, j, fp in work:
-            prev = last_of[p]
-            seen_by_p = vc[prev] if prev >= 0 else None
-            for obj, acc in fp:
-                steps = history.get(obj)
-                if steps:
-                    for k in range(len(steps) - 1, -1, -1):
-                        i, a = steps[k]
-                        t = tids[i]
-                        if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
-                            if a & WRITE:
-                                break  # every older step on obj happens before this write
-                            continue
-                        if not (a | acc) & WRITE:
-                            continue
-                        out.add((i, p))
-                        if i < prev:
-                            break  # the latest one before p's previous step is enough
-            if j < 0:
-                continue
-            for obj, acc in fp:
-                steps = history.get(obj)
-                if steps is None:
-                    history[obj] = [(j, acc)]
-                else:
-                    steps.append((j, acc))
-            last_of[p] = j
+        for found in self._pairs[start:]:
+            if found:
+                out.update(found)
+        for p, fp in pending.items():
+            prev = self._last_of[p] if p < self.ntasks else -1
+            out.update(self._races_of_pending(p, prev, fp))
         return sorted(out)
+
+    def _races_of_pending(
+        self, p: int, prev: int, fp: Sequence[tuple[object, int]]
+    ) -> Sequence[tuple[int, int]]:
+        """The races of p's step `fp`, pending since p's step `prev`, with
+        the steps so far: on each object it touches, the dependent steps of
+        other tasks that do not happen before `prev`, all those since it
+        and the latest before it (newest first, the segments read backwards)."""
+        out: list[tuple[int, int]] = []
+        tids, local = self.log.tids, self.local
+        seen_by_p = self.vc[prev] if prev >= 0 else None
+        segs = self._segs
+        for obj, acc in fp:
+            s = segs.get(obj)
+            if not s:
+                continue
+            writes = acc & WRITE
+            done = False
+            for g in range(len(s) - 1, -1, -1):
+                seg = s[g]
+                # Its reads, newest first, then its write (a read after a
+                # read is no race: skipped unless this step writes).
+                for k in range(len(seg) - 1, 0, -1) if writes else ():
+                    i = seg[k]
+                    t = tids[i]
+                    if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
+                        continue
+                    out.append((i, p))
+                    if i < prev:
+                        done = True
+                        break
+                if done:
+                    break
+                i = seg[0]
+                if i < 0:
+                    break  # reads with no write before them: the object's first segment
+                t = tids[i]
+                if seen_by_p is not None and (t == p or seen_by_p[t] > local[i]):
+                    break  # every older step on obj happens before this write
+                out.append((i, p))
+                if i < prev:
+                    break  # the latest one before p's previous step is enough
+        return out or ()
 
     def initials(self, i: int, j: int) -> set[int]:
         """The tasks whose first step in notdep(i).j depends on no other step
@@ -338,39 +423,24 @@ class HappensBefore:
         they are the same Mazurkiewicz trace (of one deterministic program)."""
         tids = self.log.tids
         n = len(tids)
-        queues: dict[int, list[int]] = {}
-        for e in range(n):
-            q = queues.get(tids[e])
-            if q is None:
-                queues[tids[e]] = [e]
-            else:
-                q.append(e)
+        queues, succs = self._queues, self._succs
         # Kahn's algorithm, the ready task with the lowest id first: a task
         # is ready when the next step in its queue has no predecessor left
         # (a step's predecessors are distinct, _extend).
         missing = [len(p) for p in self.preds]
-        succs: dict[int, list[int]] = {}
-        for e, preds in enumerate(self.preds):
-            for r in preds:
-                s = succs.get(r)
-                if s is None:
-                    succs[r] = [e]
-                else:
-                    s.append(e)
-        pos = dict.fromkeys(queues, 0)
-        ready = [t for t, steps in queues.items() if not missing[steps[0]]]
-        heapq.heapify(ready)
+        pos = [0] * len(queues)
+        ready = [t for t, q in enumerate(queues) if q and not missing[q[0]]]
         out: list[int] = []
         push, pop = heapq.heappush, heapq.heappop
         while ready:
             t = pop(ready)
             q = queues[t]
-            e = q[pos[t]]
+            k = pos[t]
             out.append(t)
-            k = pos[t] = pos[t] + 1
-            if k < len(q) and not missing[q[k]]:
+            pos[t] = k + 1
+            if k + 1 < len(q) and not missing[q[k + 1]]:
                 push(ready, t)
-            for s_ in succs.get(e, ()):
+            for s_ in succs[q[k]]:
                 missing[s_] -= 1
                 if not missing[s_]:
                     ts = tids[s_]

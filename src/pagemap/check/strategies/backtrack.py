@@ -12,11 +12,16 @@ by Search.take_requests, never a change to the node.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from operator import attrgetter
+
 from pagemap.check.hb import Footprint, HappensBefore
 from pagemap.check.strategies.stack import Node, _tids
 from pagemap.check.strategies.subtree import Request
 from pagemap.sync.core import RELAX
 from pagemap.sync.sim import EventLog
+
+_event = attrgetter("event")  # a node's step, the key the stack is ordered by
 
 
 class Backtracks:
@@ -44,10 +49,9 @@ class Backtracks:
         (hb.pending_races), each asking for its task at the racing step, or
         for every task that can go there when it cannot (a persistent set),
         and again at the last context switch before it (BPOR)."""
-        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        switches = self._switches(log)
-        for i, p in hb.pending_races(pending):
-            found = at.get(i)
+        switches: list[int] | None = None
+        for i, p in hb.new_pending_races(pending):
+            found = self._node_at(i)
             if found is None:
                 self._before_forced(log, i, p)
                 continue
@@ -58,23 +62,24 @@ class Backtracks:
                     self._ask(depth, t, False)
             else:
                 node.backtrack |= want
-            for d, n in reversed(switches):
-                if n.event < node.event:
-                    bits = 1 << p if n.enabled >> p & 1 else n.enabled
-                    if d <= self.root:
-                        for t in _tids(bits & ~n.backtrack & ~n.done):
-                            self._ask(d, t, True)
-                    else:
-                        n.backtrack |= bits
-                        n.conservative |= bits
-                    break
+            if switches is None:
+                switches = self._switches(log)
+            d = self._switch_before(switches, node.event)
+            if d >= 0:
+                n = self.stack[d]
+                bits = 1 << p if n.enabled >> p & 1 else n.enabled
+                if d <= self.root:
+                    for t in _tids(bits & ~n.backtrack & ~n.done):
+                        self._ask(d, t, True)
+                else:
+                    n.backtrack |= bits
+                    n.conservative |= bits
 
     def _add_backtracks(self, log: EventLog, hb: HappensBefore) -> None:
         start = self.stack[self.branch].event if self.branch < len(self.stack) else 0
-        at = {node.event: (d, node) for d, node in enumerate(self.stack)}
-        switches = self._switches(log)
+        switches: list[int] | None = None
         for i, j in hb.races(max(start, 0)):
-            found = at.get(i)
+            found = self._node_at(i)
             if found is None:
                 self._before_forced(log, i, log.tids[j])
                 continue
@@ -90,22 +95,39 @@ class Backtracks:
                 else:
                     node.backtrack |= 1 << want
             if self.bound is not None:
+                if switches is None:
+                    switches = self._switches(log)
                 self._conservative(node, want, switches)
 
-    def _switches(self, log: EventLog) -> list[tuple[int, Node]]:
-        """The choices where any task may go at no cost, BPOR's context
-        switches: the first choice, every choice that ran a task other than
-        the one that took the step before it, and every choice made when no
-        task could go on (its task blocked or done) or at a relax.  The last
-        are free whichever task goes, though the log may show the same task
-        on both sides: a task that parks is logged only once it resumes
-        (test_reference.py, timed downs at bound 0)."""
+    def _node_at(self, event: int) -> tuple[int, Node] | None:
+        """The choice point that took step `event` (the deepest, should a
+        step-less choice share its event), with its depth; None if the step
+        was no choice.  The stack's events never decrease."""
+        d = bisect_right(self.stack, event, key=_event) - 1
+        if d >= 0 and self.stack[d].event == event:
+            return d, self.stack[d]
+        return None
+
+    def _switches(self, log: EventLog) -> list[int]:
+        """The depths of the choices where any task may go at no cost, BPOR's
+        context switches: the first choice, every choice that ran a task
+        other than the one that took the step before it, and every choice
+        made when no task could go on (its task blocked or done) or at a
+        relax.  The last are free whichever task goes, though the log may
+        show the same task on both sides: a task that parks is logged only
+        once it resumes (test_reference.py, timed downs at bound 0)."""
         tids = log.tids
         return [
-            (d, n)
+            d
             for d, n in enumerate(self.stack)
             if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
         ]
+
+    def _switch_before(self, switches: list[int], event: int) -> int:
+        """The depth of the last context switch before step `event`, or -1."""
+        stack = self.stack
+        k = bisect_left(switches, event, key=lambda d: stack[d].event)  # events never decrease
+        return switches[k - 1] if k else -1
 
     def _before_forced(self, log: EventLog, event: int, tid: int) -> None:
         """Step `event` was no choice: only one task could go.  When that is
@@ -134,16 +156,16 @@ class Backtracks:
                     node.conservative |= bit
             return
 
-    def _conservative(self, node: Node, tid: int, switches: list[tuple[int, Node]]) -> None:
+    def _conservative(self, node: Node, tid: int, switches: list[int]) -> None:
         """BPOR: also try `tid` at the last context switch before `node`,
         where it may cost no new preemption; explored with no sleep set."""
-        for depth, n in reversed(switches):
-            if n.event < node.event:
-                bit = 1 << tid
-                if n.enabled & bit and not n.done & bit:
-                    if depth <= self.root and not n.backtrack & bit:
-                        self._ask(depth, tid, True)
-                    elif depth >= self.root:
-                        n.backtrack |= bit
-                        n.conservative |= bit
-                return
+        depth = self._switch_before(switches, node.event)
+        if depth >= 0:
+            n = self.stack[depth]
+            bit = 1 << tid
+            if n.enabled & bit and not n.done & bit:
+                if depth <= self.root and not n.backtrack & bit:
+                    self._ask(depth, tid, True)
+                elif depth >= self.root:
+                    n.backtrack |= bit
+                    n.conservative |= bit

@@ -264,7 +264,8 @@ class Search(Explorer, Backtracks):
         """The run's happens-before, computed from the first step it does not
         share with the last run (hb.py `rebase`)."""
         if self.hb is None:
-            self.hb = HappensBefore(log, release_races=self.bound is not None)
+            bounded = self.bound is not None
+            self.hb = HappensBefore(log, release_races=bounded, pending=bounded)
         else:
             self.hb.rebase(log, shared)
         return self.hb
@@ -291,7 +292,8 @@ class Search(Explorer, Backtracks):
             bit = 1 << node.tid
             if not node.done & bit:
                 node.done |= bit
-                if self.reduce and log is not None and node.event < len(log.tids):
+                if self.sleep_sets and log is not None and node.event < len(log.tids):
+                    # Read only to put tasks to sleep (_sleep_for, _carried).
                     node.done_fp[node.tid] = footprint(log, node.event)
             todo = self._todo(node, len(stack) - 1)
             for tid in node.order:
