@@ -78,7 +78,8 @@ check: $(RUN_STAMP)
 	$(BIN)/pagemap check --preemptions 3
 
 # Long explorations: DFS and DPOR judged by the brute-force reference on 1000
-# generated programs, PCT and random schedules by the ten thousand, and long runs
+# generated programs, PCT and random schedules by the ten thousand, every lock of
+# the kernel not taken (the lock mutants), and long runs
 # of the main job under both executors.  Minutes, not part of `make test`.
 soak: $(STAMP)
 	REFERENCE_EXAMPLES=1000 $(BIN)/pytest tests/check/test_reference.py
@@ -88,6 +89,7 @@ soak: $(STAMP)
 	$(BIN)/pagemap check --validate --strategy random --budget 500 --jobs 2
 	$(BIN)/pagemap check --validate --strategy dpor --preemptions 1 --budget 2000 --jobs 2
 	PAGEMAP_SOAK=1 $(BIN)/pytest -n 2 tests/check/test_dpor_equivalence.py
+	$(BIN)/pagemap check --mutants --auto --jobs 2
 	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_diff_mremap.py
 	PAGEMAP_SOAK=1 $(BIN)/pytest tests/kernel/test_linux_fork_diff.py
 	$(BIN)/pagemap run --ops 200000

@@ -45,6 +45,7 @@ from rich.console import Console
 from pagemap import options as opt
 from pagemap.check.cli.args import _check_output_paths
 from pagemap.check.cli.args import register as register_parsers
+from pagemap.check.cli.auto import _auto_mutants
 from pagemap.check.cli.common import BAD_INPUT as BAD_INPUT
 from pagemap.check.cli.common import CHECK_SCHEMA as CHECK_SCHEMA
 from pagemap.check.cli.common import (
@@ -161,6 +162,12 @@ def run_check(args: argparse.Namespace) -> int:
         # Read by every run_schedule of this process and of the workers it
         # starts, which inherit the environment.
         os.environ[VALIDATE_ENV] = "1"
+    if args.auto and not args.mutants:
+        raise ValueError("--auto goes with --mutants")
+    if args.mutants and args.auto:
+        if args.scenarios or args.scheduler is not None:
+            raise ValueError("--mutants --auto chooses its scenarios and runs here (--jobs)")
+        return _auto_mutants(console, args, plan)
     if args.mutant and not args.mutants:
         return _under_mutant(console, args)
     names = args.scenarios or list(scenarios)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pagemap import options as opt
-from pagemap.check.cli.common import DEFAULT_BUDGET, UNIT_TIMEOUT, Command
+from pagemap.check.cli.common import DEFAULT_BUDGET, DEFAULT_MUTANT_TIME, UNIT_TIMEOUT, Command
 from pagemap.check.fanout import SPLIT
 from pagemap.check.runner import DEFAULT_CAP, DEFAULT_MAX_STEPS
 from pagemap.check.strategies import DEFAULT_BOUND, STRATEGIES
@@ -129,6 +129,22 @@ def register(sub: Any, run_check: Command, run_replay: Command) -> None:
         action="store_true",
         help="run the scenarios against every mutant of the kernel (check/mutants/) and "
         "report which scenario killed each; exit 0 only if every mutant is killed",
+    )
+    check.add_argument(
+        "--auto",
+        action="store_true",
+        help="with --mutants: instead of the table of check/mutants/, a mutant per lock "
+        "taken by a `with` in kernel/, that lock not taken, each against the scenarios "
+        "that run its function; exit 0 only if every one is killed or listed in "
+        "check/mutants/auto_equivalent.txt",
+    )
+    check.add_argument(
+        "--mutant-time",
+        type=opt.seconds(0.001, 10**7),
+        default=DEFAULT_MUTANT_TIME,
+        metavar="SECONDS",
+        help=f"with --mutants --auto: seconds per mutant before it is called a survivor "
+        f"(default {DEFAULT_MUTANT_TIME:g})",
     )
     check.add_argument(
         "--mutant",

@@ -24,6 +24,9 @@ DEFAULT_BUDGET = 1000  # schedules per scenario for random and PCT
 PORTFOLIO_PCT = 100  # schedules per scenario in the portfolio's PCT pass
 PCT_CHUNK = 20  # PCT schedules per unit: small, so every scenario is looked at early
 CHUNK = 100  # random and PCT schedules per unit outside the portfolio
+DEFAULT_MUTANT_TIME = (
+    60.0  # seconds per lock mutant (--mutants --auto): survivors cost bounded time
+)
 UNIT_TIMEOUT = 600.0  # seconds a unit may run before it is given up as timed out
 
 OK, VIOLATION, BAD_INPUT, NO_LONGER_FITS = 0, 1, 2, 3

@@ -10,6 +10,7 @@ EQUIVALENT_MUTANTS survives.  Ctrl-C and SIGTERM stop it with no table.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pagemap.check.cli.common import OK, VIOLATION, _progress, _say, _why, plural
-from pagemap.check.fanout import Stop, Unit, run_serial
+from pagemap.check.fanout import SerialEngine, Stop, Unit, explore
+from pagemap.check.mutants.base import Mutant
 from pagemap.check.workers import Pool, Progress, Stopped, WorkerFailed
 
 
@@ -85,25 +87,46 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
     return OK
 
 
-def run_mutant(name: str, units: Sequence[Unit]) -> dict[str, Any]:
-    """Mutant `name` against `units`, in this process: the first scenario (in the
+def run_mutant(name: str, units: Sequence[Unit], time_limit: float | None = None) -> dict[str, Any]:
+    """Mutant `name` against `units`, in this process (run_against)."""
+    from pagemap.check.mutants import lookup_mutant
+
+    return run_against(lookup_mutant(name), units, time_limit)
+
+
+def run_against(
+    mutant: Mutant, units: Sequence[Unit], time_limit: float | None = None
+) -> dict[str, Any]:
+    """`mutant` against `units`, in this process: the first scenario (in the
     plan's fixed order) whose oracle it breaks, and which oracle; the schedules
     and seconds that scenario took from its own start to the kill (the scenarios
     before it in the plan, which held, are not counted: a mutant is judged by how
     soon its killer finds it), or, for a survivor, those of the whole plan.
-    JSON, as a --mutants worker answers it."""
-    from pagemap.check.mutants import lookup_mutant
-
-    with lookup_mutant(name).applied():
+    `time_limit`: seconds after which the plan is stopped, the mutant a
+    survivor of what ran (`limited`).  JSON, as a --mutants worker answers it."""
+    stop = Stop()
+    timer = threading.Timer(time_limit, stop.request) if time_limit is not None else None
+    with mutant.applied():
         t0 = time.perf_counter()
-        results = run_serial(units)
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            results = explore(units, SerialEngine(), None, stop).summaries
+        finally:
+            if timer is not None:
+                timer.cancel()
         seconds = time.perf_counter() - t0
     killer = next((r for r in results if r.trace is not None), None)
+    trace = None if killer is None else killer.trace
     return {
         "scenario": None if killer is None else killer.scenario,
-        "oracle": None if killer is None or killer.trace is None else killer.trace.oracle,
+        "oracle": None if trace is None else trace.oracle,
+        "message": None if trace is None else trace.message,
         "schedules": sum(r.schedules for r in results) if killer is None else killer.schedules,
         "seconds": seconds if killer is None else killer.seconds,
+        "scenarios": sorted({r.scenario for r in results if r.schedules}),
+        "limited": killer is None and stop.requested,
     }
 
 
@@ -113,7 +136,8 @@ from pagemap.check.cli.mutants import run_mutant
 from pagemap.check.fanout import Unit
 for line in sys.stdin:
     item = json.loads(line)
-    answer(run_mutant(item["mutant"], [Unit.from_json(u) for u in item["units"]]))
+    units = [Unit.from_json(u) for u in item["units"]]
+    answer(run_mutant(item["mutant"], units, item.get("time_limit")))
 """
 
 

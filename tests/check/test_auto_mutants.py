@@ -1,0 +1,115 @@
+"""The lock mutants (check/mutants/auto.py): one per lock a `with` takes in
+kernel/, that lock not taken, and the rest of the function the same.  The full
+sweep (`pagemap check --mutants --auto`) is long and runs in `make soak`; here,
+the generator, one mutant against the scenario its hand-written twin dies in,
+and the command on one mutant."""
+
+from __future__ import annotations
+
+import ast
+import dis
+import inspect
+from pathlib import Path
+
+import pytest
+
+from pagemap.check.cli.auto import default_equivalents, load_equivalents
+from pagemap.check.explore import explore_model
+from pagemap.check.mutants import lookup_mutant
+from pagemap.check.mutants.auto import LOCKLIKE, LockMutant, generate
+from pagemap.check.mutants.auto_map import calls
+from pagemap.check.scenarios import lookup
+from pagemap.cli import main
+from pagemap.kernel.hostfs import HostInode
+from pagemap.kernel.mm import MM
+
+WRITEPAGE = "kernel/hostfs.py:HostInode.writepage:self.host_lock"
+
+
+@pytest.fixture(scope="module")
+def generated() -> tuple[list[LockMutant], list[object]]:
+    mutants, skipped = generate()
+    return mutants, list(skipped)
+
+
+def _names(code: object) -> set[str]:
+    return {i.argval for i in dis.get_instructions(code) if isinstance(i.argval, str)}  # type: ignore[arg-type]
+
+
+def test_every_lock_with_of_the_kernel_is_a_mutant_or_skipped(
+    generated: tuple[list[LockMutant], list[object]],
+) -> None:
+    mutants, skipped = generated
+    root = Path(inspect.getfile(MM)).parent
+    items = 0
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.With):
+                items += sum(bool(LOCKLIKE.search(ast.unparse(i.context_expr))) for i in node.items)
+    assert items > 50
+    assert len(mutants) + len(skipped) == items
+    assert len({m.name for m in mutants}) == len(mutants)
+    assert all(m.broken.endswith(f"not taken in {m.site.function}") for m in mutants)
+
+
+def test_the_mutant_drops_that_one_lock_and_nothing_else(
+    generated: tuple[list[LockMutant], list[object]],
+) -> None:
+    mutants, _ = generated
+    both = {m.site.expr: m for m in mutants if m.site.function == "MM.drop_private_copies"}
+    assert set(both) == {"self.vmr_lock", "self.pte_lock"}  # `with self.vmr_lock, self.pte_lock:`
+    real = MM.drop_private_copies.__code__
+    assert {"vmr_lock", "pte_lock"} <= _names(real)
+    for expr, m in both.items():
+        other = ({"self.vmr_lock", "self.pte_lock"} - {expr}).pop()
+        assert m.function is MM.drop_private_copies
+        assert expr.removeprefix("self.") not in _names(m.code)
+        assert other.removeprefix("self.") in _names(m.code)
+        # The same place: its file, first line and qualified name.
+        assert (m.code.co_filename, m.code.co_firstlineno, m.code.co_qualname) == (
+            real.co_filename,
+            real.co_firstlineno,
+            real.co_qualname,
+        )
+        with m.applied():
+            assert MM.drop_private_copies.__code__ is m.code
+        assert MM.drop_private_copies.__code__ is real
+
+
+def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
+    generated: tuple[list[LockMutant], list[object]],
+) -> None:
+    """writepage-unlocked (check/mutants/mm.py) is a lock not taken: the
+    generated mutant of that site must die where it does, as soon."""
+    mutant = next(m for m in generated[0] if m.name == WRITEPAGE)
+    twin = lookup_mutant("writepage-unlocked")
+    assert mutant.function is HostInode.writepage
+    model = lookup(twin.scenario).model(twin.params)
+    assert (HostInode.writepage.__code__.co_filename, mutant.site.first_line) in calls(
+        lookup(twin.scenario)
+    )
+    with mutant.applied():
+        summary = explore_model(model, "dpor", budget=twin.budget, bound=twin.bound)
+    assert summary.trace is not None, f"survived {summary.schedules} schedules"
+    assert not any(e in summary.trace.message for e in ("TypeError", "NameError"))
+    # The real writepage holds the lock: the same search finds nothing.
+    assert explore_model(model, "dpor", budget=twin.budget, bound=twin.bound).trace is None
+
+
+def test_every_equivalent_names_a_site_with_a_reason(
+    generated: tuple[list[LockMutant], list[object]],
+) -> None:
+    listed = default_equivalents()
+    names = {m.name for m in generated[0]}
+    assert set(listed) <= names
+    assert all(len(reason) > 20 for reason in listed.values())
+    with pytest.raises(ValueError, match="line 2"):
+        load_equivalents("# a comment\nkernel/x.py:f:self.lock no reason\n")
+
+
+def test_the_command_runs_one_lock_mutant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--mutants", "--auto", "--mutant", WRITEPAGE]) == 0
+    out = capsys.readouterr().out
+    assert "1 lock mutant" in out and "1 killed" in out
+    assert main(["check", "--auto"]) == 2  # --auto goes with --mutants
+    assert main(["check", "--mutants", "--auto", "--mutant", "kernel/nowhere.py:f:lock"]) == 2
