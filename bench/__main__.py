@@ -34,11 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console = Console()
     report = Report()
-    for name in wanted:
-        console.print(f"[bold]{name}[/bold] ...")
+    start = time.perf_counter()
+    for i, name in enumerate(wanted, 1):
+        console.print(f"[bold]{name}[/bold] ({i}/{len(wanted)}) ...")
         t0 = time.perf_counter()
         importlib.import_module(f"bench.{name}").run(report)
         console.print(f"  done in {time.perf_counter() - t0:.1f}s")
+    console.print(f"all done in {time.perf_counter() - start:.1f}s")
     table = Table(title=f"pagemap benchmarks ({platform.machine()}, {platform.python_version()})")
     for col in ("figure", "value", "unit", "baseline", "ratio"):
         table.add_column(col, justify="left" if col in ("figure", "unit") else "right")

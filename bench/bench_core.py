@@ -1,4 +1,10 @@
-"""The kernel core: the page-cache hit path, and the SimExecutor's step rate."""
+"""The kernel core: the page-cache hit path, and the SimExecutor's step rate.
+
+Each figure is paired with its baseline, median of paired rounds (harness):
+a cached page's load_page+put_page against a 4 KiB os.pread of a
+host-cached file, as many of each; and the SimExecutor's scheduling steps
+against as many bare greenlet switches.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Callable
 
 import greenlet
 
-from bench.harness import Report, interleaved, per_op
+from bench.harness import Paired, Report, paired
 from pagemap import PG_UPTODATE, PGSIZE, Machine, Page, PageMap
 
 N_PAGES = 64
@@ -22,9 +28,9 @@ class MemoryOps:
         pass
 
 
-def hit_path(executor: str, fd: int) -> tuple[float, float]:
-    """(seconds per load_page + put_page of a cached page, per 4 KiB os.pread
-    of a host-cached file), interleaved."""
+def hit_path(executor: str, fd: int) -> Paired:
+    """Seconds per load_page + put_page of a cached page, against per 4 KiB
+    os.pread of a host-cached file."""
     machine = Machine(cores=1, memory=(N_PAGES + 1) * PGSIZE, executor=executor)
     pm = machine.page_map(MemoryOps())
     for i in range(N_PAGES):
@@ -35,7 +41,7 @@ def hit_path(executor: str, fd: int) -> tuple[float, float]:
         for i in range(n):
             put(load(i & (N_PAGES - 1)))
 
-    return interleaved(loop, host_preads(fd), 50_000)
+    return paired(loop, host_preads(fd), 50_000)
 
 
 def host_preads(fd: int) -> Callable[[int], None]:
@@ -47,9 +53,9 @@ def host_preads(fd: int) -> Callable[[int], None]:
     return loop
 
 
-def hit_path_in_sim_task() -> float:
+def hit_path_in_sim_task(fd: int) -> Paired:
     """The same, inside a SimExecutor task racing another, so every
-    scheduling point consults the strategy."""
+    scheduling point consults the strategy (against as many preads)."""
     machine = Machine(cores=2, memory=(N_PAGES + 1) * PGSIZE, executor="sim", seed=1)
     pm = machine.page_map(MemoryOps())
     for i in range(N_PAGES):
@@ -66,11 +72,12 @@ def hit_path_in_sim_task() -> float:
         m2.spawn(loader)
         m2.run()
 
-    return per_op(once, 2 * n, repeat=3)
+    return paired(once, host_preads(fd), 2 * n, rounds=5)
 
 
-def sim_steps_per_second() -> tuple[float, float]:
-    """(scheduling steps/s with 4 tasks hammering atomics, greenlet switches/s)."""
+def sim_steps() -> Paired:
+    """Seconds per scheduling step with 4 tasks hammering atomics, against
+    per greenlet switch (as many switches as steps)."""
     machine = Machine(cores=4, memory="64KiB", executor="sim", seed=3)
     word = machine.executor.atomic(0, "w")
     n = 25_000
@@ -84,22 +91,20 @@ def sim_steps_per_second() -> tuple[float, float]:
             machine.spawn(hammer)
         machine.run()
 
-    step_time = per_op(run, 4 * n, repeat=3)
-
-    def pingpong(count: int) -> None:
+    def pingpong(switches: int) -> None:
+        trips = switches // 2  # two switches per round trip
         other: greenlet.greenlet
 
         def bounce() -> None:
-            for _ in range(count):
+            for _ in range(trips):
                 main.switch()
 
         main = greenlet.getcurrent()
         other = greenlet.greenlet(bounce)
-        for _ in range(count):
+        for _ in range(trips):
             other.switch()
 
-    switch_time = per_op(pingpong, 100_000) / 2  # two switches per round trip
-    return 1 / step_time, 1 / switch_time
+    return paired(run, pingpong, 4 * n, rounds=5)
 
 
 def run(report: Report) -> None:
@@ -109,18 +114,20 @@ def run(report: Report) -> None:
         fd = f.fileno()
         os.pread(fd, N_PAGES * PGSIZE, 0)  # warm the host cache
         for executor in ("threads", "sim"):
-            ours, pread = hit_path(executor, fd)
+            hit = hit_path(executor, fd)
             where = "threads executor" if executor == "threads" else "sim, outside tasks"
-            report.add("os.pread 4 KiB, warm (baseline of the next)", pread * 1e6, "us/op")
-            report.add(
-                f"load_page+put_page hit, {where}", ours * 1e6, "us/op", baseline=pread * 1e6
-            )
-        report.add(
-            "load_page+put_page hit, sim, 2 racing tasks (against the last pread)",
-            hit_path_in_sim_task() * 1e6,
+            report.add("os.pread 4 KiB, warm (baseline of the next)", hit.baseline * 1e6, "us/op")
+            report.add_time(f"load_page+put_page hit, {where}", hit, "us/op", 1e6)
+        report.add_time(
+            "load_page+put_page hit, sim, 2 racing tasks (vs as many os.pread 4 KiB)",
+            hit_path_in_sim_task(fd),
             "us/op",
-            baseline=pread * 1e6,
+            1e6,
         )
-    steps, switches = sim_steps_per_second()
-    report.add("greenlet switches/s (baseline)", switches, "switch/s")
-    report.add("SimExecutor steps/s, 4 tasks, random strategy", steps, "step/s", baseline=switches)
+    steps = sim_steps()
+    report.add("greenlet switches/s (baseline)", 1 / steps.baseline, "switch/s")
+    report.add_rate(
+        "SimExecutor steps/s, 4 tasks, random strategy (vs as many greenlet switches)",
+        steps,
+        "step/s",
+    )

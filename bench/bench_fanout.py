@@ -1,9 +1,11 @@
 """Exploration across processes and machines: speed-up, cost per unit, DPOR's loss when split.
 
-Every timed figure is a ratio against a baseline doing the same work in the
-same process, interleaved with it, the best of ROUNDS rounds:
+Every timed figure is a ratio against a baseline doing the same work, driven
+from the same process, in paired rounds (the harness's rule: each figure the
+median of its ROUNDS rounds, each ratio the median of the per-round ratios,
+the order of the candidates reversed every other round):
 
-- schedules/s of one exploration (DPOR <= 2 preemptions over every scenario
+- schedules/s of one exploration (DPOR <= 2 preemptions over the first SCENARIOS scenarios
   to the end, as `pagemap check`'s DPOR pass, split every SPLIT schedules)
   with 2 workers against 1 worker, per engine (local processes, a local Dask
   cluster; goal: at least 1.7x for local processes on two cores), and each
@@ -20,7 +22,7 @@ same process, interleaved with it, the best of ROUNDS rounds:
   in the fixed order (the ledger), against the rate one worker runs them;
 - DPOR's loss when split (subtrees share no source sets, and a subtree a
   request makes sleeps only what its node had explored when it froze):
-  schedules to cover every scenario split every SPLIT and every 25
+  schedules to cover those scenarios split every SPLIT and every 25
   schedules, against DPOR unsplit, under a bound of 2 and with none (with
   none, the scenarios DPOR unsplit covers within UNBOUNDED_CAP schedules).
   These are counts, the same in every run.
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 
-from bench.harness import Report
+from bench.harness import Report, Rounds, interleave
 from pagemap.check.fanout import SPLIT, Engine, SerialEngine, Unit, explore, run_serial
 from pagemap.check.fanout.cluster import DaskEngine
 from pagemap.check.fanout.ledger import Ledger
@@ -45,6 +47,10 @@ from pagemap.check.scenarios import registry
 
 ROUNDS = 3
 BOUND = 2
+# The registry's first scenarios (the page map's own), a plan of about 4,000
+# schedules: every scenario (some 50) would take `make bench` past its
+# half hour on two cores, and the figures are rates and ratios of one plan.
+SCENARIOS = 4
 TINY_UNITS = 200
 UNBOUNDED_CAP = 3000
 
@@ -62,8 +68,12 @@ def _unit(
     return Unit(name, params, strategy, 0, bound, 3, DEFAULT_MAX_STEPS, first, budget, split=split)
 
 
+def _names() -> list[str]:
+    return list(registry())[:SCENARIOS]
+
+
 def _whole(split: int | None) -> list[Unit]:
-    return [_unit(n, "dpor", split) for n in registry()]
+    return [_unit(n, "dpor", split) for n in _names()]
 
 
 class _Busy:
@@ -95,22 +105,22 @@ class _Busy:
         self.inner.close()
 
 
-def _rate(plan: list[Unit], engine: Engine, jobs: int = 1) -> tuple[float, float, int]:
-    """Schedules/s of `plan` on `engine` (started already; its close not
+def _seconds(plan: list[Unit], engine: Engine, jobs: int = 1) -> tuple[float, float, int]:
+    """Seconds of `plan` on `engine` (started already; its close not
     counted), the share of its workers' time spent inside units, and its
     schedules."""
     busy = _Busy(engine)
     done = explore(plan, busy)
     assert all(s.trace is None for s in done.summaries), "the real kernel failed a scenario"
     seconds = done.status.seconds
-    return done.status.schedules / seconds, busy.seconds / (jobs * seconds), done.status.schedules
+    return seconds, busy.seconds / (jobs * seconds), done.status.schedules
 
 
-def _serial_rate(plan: list[Unit]) -> float:
-    """Schedules/s of the plan in this process, as `pagemap check` runs it."""
+def _serial_seconds(plan: list[Unit]) -> float:
+    """Seconds of the plan in this process, as `pagemap check` runs it."""
     t0 = time.perf_counter()
-    count = sum(s.schedules for s in run_serial(plan))
-    return count / (time.perf_counter() - t0)
+    run_serial(plan)
+    return time.perf_counter() - t0
 
 
 def _halves(plan: list[Unit], counts: dict[str, int]) -> list[list[Unit]]:
@@ -124,12 +134,11 @@ def _halves(plan: list[Unit], counts: dict[str, int]) -> list[list[Unit]]:
     return halves
 
 
-def _ceiling(parts: list[list[Unit]], count: int, pool: ProcessPoolExecutor) -> float:
-    """Schedules/s of the parts (`count` schedules in all) each run in a
-    process of its own at once."""
+def _ceiling(parts: list[list[Unit]], pool: ProcessPoolExecutor) -> float:
+    """Seconds of the parts, each run in a process of its own at once."""
     t0 = time.perf_counter()
-    list(pool.map(_serial_rate, parts))
-    return count / (time.perf_counter() - t0)
+    list(pool.map(_serial_seconds, parts))
+    return time.perf_counter() - t0
 
 
 ENGINES: dict[str, Callable[[int], Engine]] = {
@@ -140,53 +149,60 @@ ENGINES: dict[str, Callable[[int], Engine]] = {
 
 def speedup_figures(report: Report) -> None:
     plan = _whole(SPLIT)
-    best: dict[str, float] = {}
     counts = {s.scenario: s.schedules for s in run_serial(plan)}
     count = sum(counts.values())  # the answer is the same on every engine: so is its count
     spawn = multiprocessing.get_context("spawn")
+    got = Rounds()  # seconds of each candidate (the same schedules), and the engines' busy share
+
+    def on(name: str, make: Callable[[int], Engine], jobs: int) -> Callable[[], float]:
+        def once() -> float:
+            engine = make(jobs)
+            time.sleep(0.5)  # workers up and imported
+            seconds, busy, schedules = _seconds(plan, engine, jobs)
+            assert schedules == count, (name, jobs, schedules, count)
+            got.add(f"{name} {jobs} busy", busy)
+            return seconds
+
+        return once
+
     with ProcessPoolExecutor(2, mp_context=spawn) as pool:
         list(pool.map(math.sqrt, [1.0, 2.0]))  # both processes up before any timing
-        for _ in range(ROUNDS):
-            rates = {"this process": _rate(plan, SerialEngine())[0]}
-            for name, make in ENGINES.items():
-                for jobs in (1, 2):
-                    engine = make(jobs)
-                    time.sleep(0.5)  # workers up and imported
-                    rate, busy, got = _rate(plan, engine, jobs)
-                    assert got == count, (name, jobs, got, count)
-                    rates[f"{name} {jobs}"] = rate
-                    rates[f"{name} {jobs} busy"] = busy
-            rates["ceiling 1"] = _ceiling([plan], count, pool)
-            rates["ceiling 2"] = _ceiling(_halves(plan, counts), count, pool)
-            for key, rate in rates.items():
-                best[key] = max(best.get(key, 0.0), rate)
-    what = f"DPOR <={BOUND} over every scenario, split every {SPLIT} ({count:,} schedules)"
-    report.add(
+        candidates: dict[str, Callable[[], float]] = {
+            "this process": lambda: _seconds(plan, SerialEngine())[0]
+        }
+        for name, make in ENGINES.items():
+            for jobs in (1, 2):
+                candidates[f"{name} {jobs}"] = on(name, make, jobs)
+        candidates["ceiling 1"] = lambda: _ceiling([plan], pool)
+        candidates["ceiling 2"] = lambda: _ceiling(_halves(plan, counts), pool)
+        interleave(candidates, ROUNDS, into=got, progress="fanout speed-up")
+    what = f"DPOR <={BOUND} over {', '.join(_names())}, split every {SPLIT} ({count:,} schedules)"
+    report.add_rate(
         f"the machine's ceiling: {what}, its scenarios in 2 halves run at once in 2 processes, "
         "schedules/s (vs the whole in 1 process)",
-        best["ceiling 2"],
+        got.paired("ceiling 2", "ceiling 1"),
         "schedules/s",
-        baseline=best["ceiling 1"],
+        count,
     )
     for name in ENGINES:
-        report.add(
+        report.add_rate(
             f"{what}, on {name}, 2 workers: schedules/s (vs 1 worker)",
-            best[f"{name} 2"],
+            got.paired(f"{name} 2", f"{name} 1"),
             "schedules/s",
-            baseline=best[f"{name} 1"],
+            count,
         )
         report.add(
             f"{what}, on {name}, 2 workers: seconds inside units (vs 2 x the seconds of the "
             "exploration): how busy the engine keeps its workers",
-            best[f"{name} 2 busy"],
+            got.median(f"{name} 2 busy"),
             "share",
             baseline=1.0,
         )
-        report.add(
+        report.add_rate(
             f"{what}, on {name}, 1 worker: schedules/s (vs this process alone)",
-            best[f"{name} 1"],
+            got.paired(f"{name} 1", "this process"),
             "schedules/s",
-            baseline=best["this process"],
+            count,
         )
 
 
@@ -234,40 +250,47 @@ def _read(plan: list[Unit], batches: list[Batch]) -> float:
 def unit_cost_figures(report: Report) -> None:
     tiny = [_unit("load-remove", "pct", None, None, i, 1) for i in range(TINY_UNITS)]
     plan = _whole(SPLIT)
-    best: dict[str, float] = {}
-    for _ in range(ROUNDS):
-        seconds = {}
+    got = Rounds()
+
+    def here() -> float:
         t0 = time.perf_counter()
         explore(tiny, SerialEngine())
-        seconds["this process"] = time.perf_counter() - t0
-        for name, make in ENGINES.items():
+        return (time.perf_counter() - t0) / TINY_UNITS
+
+    def on(make: Callable[[int], Engine]) -> Callable[[], float]:
+        def once() -> float:
             engine = make(1)
             time.sleep(0.5)
-            done = explore(tiny, engine)
-            seconds[name] = done.status.seconds
+            return explore(tiny, engine).status.seconds / TINY_UNITS
+
+        return once
+
+    def run_and_read() -> float:
+        """Seconds per schedule one worker runs; and (kept apart) per
+        schedule the driver reads, of the same batches."""
         recorder = _Recorder()
         t0 = time.perf_counter()
         done = explore(plan, recorder)
-        seconds["run"] = time.perf_counter() - t0
-        seconds["read"] = _read(plan, recorder.batches)
+        seconds = time.perf_counter() - t0
         count = done.status.schedules
-        for key, value in seconds.items():
-            per = value / (count if key in ("run", "read") else TINY_UNITS)
-            best[key] = min(best.get(key, math.inf), per)
+        got.add("read", _read(plan, recorder.batches) / count)
+        return seconds / count
+
+    candidates = {"this process": here} | {name: on(make) for name, make in ENGINES.items()}
+    interleave(candidates | {"run": run_and_read}, ROUNDS, into=got, progress="fanout unit cost")
     for name in ENGINES:
-        report.add(
+        report.add_time(
             f"a unit of work (one PCT schedule of load-remove) on {name}, 1 worker: "
             "seconds per unit (vs the same unit in this process)",
-            best[name],
+            got.paired(name, "this process"),
             "s",
-            baseline=best["this process"],
         )
-    report.add(
+    report.add_rate(
         "schedules/s the driver reads in the fixed order, on one core (vs schedules/s one "
-        f"worker runs; DPOR <={BOUND} over every scenario): the workers one driver keeps up with",
-        1 / best["read"],
+        f"worker runs; DPOR <={BOUND} over the first {SCENARIOS} scenarios): the workers one "
+        "driver keeps up with",
+        got.paired("read", "run"),
         "schedules/s",
-        baseline=1 / best["run"],
     )
 
 
@@ -280,7 +303,7 @@ def _schedules(plan: list[Unit]) -> tuple[int, int, bool]:
 
 def split_figures(report: Report) -> None:
     for bound in (BOUND, None):
-        names = list(registry())
+        names = _names()
         if bound is None:
             # The scenarios DPOR unsplit covers within the cap, and their schedules.
             tried = {
@@ -305,6 +328,7 @@ def split_figures(report: Report) -> None:
 
 
 def run(report: Report) -> None:
+    print(f"  DPOR split and unsplit over {', '.join(_names())}", flush=True)
     split_figures(report)
     unit_cost_figures(report)
     speedup_figures(report)

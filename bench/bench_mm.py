@@ -7,6 +7,9 @@ pages around each fault, so not every touch faults), a 4 KiB os.pread (the
 I/O under a major fault), and posix_fadvise(DONTNEED) (the host evicting
 clean cached pages) for removal.  Everything runs on the threads executor,
 the one `pagemap run` uses, from the benchmark's own thread (core 0).
+Each figure is the median of paired rounds against its baseline (harness),
+both sides doing as many operations: loads, first touches of N_PAGES
+pages, N_PAGES major faults against N_PAGES preads, N_PAGES pages evicted.
 """
 
 from __future__ import annotations
@@ -14,16 +17,15 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from bench.harness import Report, interleaved, per_op
+from bench.harness import Paired, Report, Rounds, interleave, paired, timer
 from pagemap import MAP_SHARED, PGSIZE, PROT_READ, Machine, Proc
 from pagemap.kernel.hostfs import HostFile
 
 N_PAGES = 256
-REPEAT = 5
+ROUNDS = 7
 
 
 @contextmanager
@@ -44,23 +46,11 @@ def machine_over(path: str) -> tuple[Machine, HostFile]:
     return m, m.open(path, "r+")
 
 
-def best_per_item(setup: Callable[[], None], timed: Callable[[], None], items: int) -> float:
-    """Seconds per item of `timed`, best of REPEAT, with `setup` before each
-    run and outside the clock."""
-    best = float("inf")
-    for _ in range(REPEAT):
-        setup()
-        t0 = time.perf_counter()
-        timed()
-        best = min(best, time.perf_counter() - t0)
-    return best / items
-
-
 # -- loads ---------------------------------------------------------------------------
 
 
-def tlb_hit_load(path: str) -> tuple[float, float]:
-    """(seconds per 8-byte load through a TLB hit, per 8-byte slice of an mmap)."""
+def tlb_hit_load(path: str) -> Paired:
+    """Seconds per 8-byte load through a TLB hit, against per 8-byte slice of an mmap."""
     m, f = machine_over(path)
     p = m.process()
     a = p.mmap(N_PAGES * PGSIZE, PROT_READ, MAP_SHARED, f)
@@ -80,7 +70,7 @@ def tlb_hit_load(path: str) -> tuple[float, float]:
                 for _ in range(n):
                     mm[0:8]
 
-            return interleaved(ours, theirs, 50_000)
+            return paired(ours, theirs, 50_000)
     finally:
         os.close(fd)
 
@@ -88,14 +78,15 @@ def tlb_hit_load(path: str) -> tuple[float, float]:
 # -- faults ----------------------------------------------------------------------------
 
 
-def touch_all(p: Proc, base: int) -> None:
+def touch_all(p: Proc, base: int, n: int = N_PAGES) -> None:
     load = p.load
-    for i in range(N_PAGES):
+    for i in range(n):
         load(base + i * PGSIZE, 1)
 
 
-def minor_faults(path: str) -> tuple[float, float]:
-    """(seconds per minor fault: page cached, PTE absent; per real minor fault)."""
+def minor_faults(path: str) -> Paired:
+    """Seconds per minor fault (page cached, PTE absent), against per first
+    touch of a page of a fresh host mmap."""
     m, f = machine_over(path)
     p = m.process()
     f.pread(N_PAGES * PGSIZE, 0)  # every page cached
@@ -106,8 +97,6 @@ def minor_faults(path: str) -> tuple[float, float]:
             p.munmap(state["a"], N_PAGES * PGSIZE)
         state["a"] = p.mmap(N_PAGES * PGSIZE, PROT_READ, MAP_SHARED, f)
 
-    ours = best_per_item(fresh_mapping, lambda: touch_all(p, state["a"]), N_PAGES)
-
     fd = os.open(path, os.O_RDONLY)
     maps: list[mmap.mmap] = []
 
@@ -116,22 +105,29 @@ def minor_faults(path: str) -> tuple[float, float]:
             old.close()
         maps[:] = [mmap.mmap(fd, N_PAGES * PGSIZE, prot=mmap.PROT_READ)]
 
-    def touch_host() -> None:
+    def touch_host(n: int) -> None:
         mm = maps[0]
-        for i in range(N_PAGES):
+        for i in range(n):
             mm[i * PGSIZE]
 
     try:
-        theirs = best_per_item(fresh_host_mapping, touch_host, N_PAGES)
+        return paired(
+            lambda n: touch_all(p, state["a"], n),
+            touch_host,
+            N_PAGES,
+            ROUNDS,
+            setup=fresh_mapping,
+            baseline_setup=fresh_host_mapping,
+        )
     finally:
         for old in maps:
             old.close()
         os.close(fd)
-    return ours, theirs
 
 
-def major_faults(path: str) -> tuple[float, float]:
-    """(seconds per major fault: the page read in through readpage; per 4 KiB pread)."""
+def major_faults(path: str) -> Paired:
+    """Seconds per major fault (the page read in through readpage), against
+    per 4 KiB pread of the same pages."""
     m, f = machine_over(path)
     p = m.process()
     a = p.mmap(N_PAGES * PGSIZE, PROT_READ, MAP_SHARED, f)
@@ -140,26 +136,26 @@ def major_faults(path: str) -> tuple[float, float]:
         f.mapping.remove_contig(0, N_PAGES)
         assert f.mapping.nr_pages == 0
 
-    ours = best_per_item(evict, lambda: touch_all(p, a), N_PAGES)
     fd = os.open(path, os.O_RDONLY)
     try:
 
         def preads(n: int) -> None:
             for i in range(n):
-                os.pread(fd, PGSIZE, (i % N_PAGES) * PGSIZE)
+                os.pread(fd, PGSIZE, i * PGSIZE)
 
-        theirs = per_op(preads, 20_000)
+        return paired(
+            lambda n: touch_all(p, a, n), preads, N_PAGES, ROUNDS, setup=evict, baseline_setup=None
+        )
     finally:
         os.close(fd)
-    return ours, theirs
 
 
 # -- removal ------------------------------------------------------------------------------
 
 
-def removal(path: str, mapped_by: int) -> float:
-    """Seconds per page freed by remove_contig over the whole file, cached and
-    (with mapped_by > 0) mapped and touched by that many processes."""
+def removal(path: str, mapped_by: int) -> tuple[Callable[[], object], Callable[[int], object]]:
+    """(setup, remove) of remove_contig over the whole file, cached and (with
+    mapped_by > 0) mapped and touched by that many processes."""
     m, f = machine_over(path)
     procs = [m.process() for _ in range(mapped_by)]
     bases = [p.mmap(N_PAGES * PGSIZE, PROT_READ, MAP_SHARED, f) for p in procs]
@@ -169,23 +165,31 @@ def removal(path: str, mapped_by: int) -> float:
         for p, a in zip(procs, bases, strict=True):
             touch_all(p, a)
 
-    def remove() -> None:
-        freed = f.mapping.remove_contig(0, N_PAGES)
-        assert freed == N_PAGES, freed
+    def remove(n: int) -> None:
+        freed = f.mapping.remove_contig(0, n)
+        assert freed == n, freed
 
-    return best_per_item(fill, remove, N_PAGES)
+    return fill, remove
 
 
-def host_eviction(path: str) -> float:
-    """Seconds per page for posix_fadvise(DONTNEED) of the cached file."""
+def evictions(path: str) -> Rounds:
+    """Seconds per page evicted: remove_contig unmapped ("unmapped"), mapped
+    by 4 processes ("mapped"), and the host's posix_fadvise(DONTNEED) of the
+    cached file ("host"), in the same rounds."""
     fd = os.open(path, os.O_RDONLY)
     try:
 
-        def fill() -> None:
-            os.pread(fd, N_PAGES * PGSIZE, 0)
+        def fadvise(n: int) -> None:
+            os.posix_fadvise(fd, 0, n * PGSIZE, os.POSIX_FADV_DONTNEED)
 
-        return best_per_item(
-            fill, lambda: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED), N_PAGES
+        unmapped, mapped = removal(path, 0), removal(path, 4)
+        return interleave(
+            {
+                "host": timer(fadvise, N_PAGES, lambda: os.pread(fd, N_PAGES * PGSIZE, 0)),
+                "unmapped": timer(unmapped[1], N_PAGES, unmapped[0]),
+                "mapped": timer(mapped[1], N_PAGES, mapped[0]),
+            },
+            ROUNDS,
         )
     finally:
         os.close(fd)
@@ -193,26 +197,33 @@ def host_eviction(path: str) -> float:
 
 def run(report: Report) -> None:
     with data_file() as path:
-        ours, theirs = tlb_hit_load(path)
-        report.add("mmap slice of 8 bytes, host MMU (baseline)", theirs * 1e6, "us/op")
-        report.add("8-byte load, TLB hit", ours * 1e6, "us/op", baseline=theirs * 1e6)
+        load = tlb_hit_load(path)
+        report.add("mmap slice of 8 bytes, host MMU (baseline)", load.baseline * 1e6, "us/op")
+        report.add_time("8-byte load, TLB hit", load, "us/op", 1e6)
 
-        ours, theirs = minor_faults(path)
-        report.add("host first touches/s of a fresh mmap, cached (baseline)", 1 / theirs, "touch/s")
-        report.add("minor faults/s (page cached)", 1 / ours, "fault/s", baseline=1 / theirs)
-
-        ours, theirs = major_faults(path)
-        report.add("os.pread 4 KiB/s, warm (baseline)", 1 / theirs, "op/s")
-        report.add("major faults/s (readpage)", 1 / ours, "fault/s", baseline=1 / theirs)
-
-        host = host_eviction(path)
-        unmapped = removal(path, 0)
-        mapped = removal(path, 4)
-        report.add("host fadvise DONTNEED pages/s (baseline)", 1 / host, "page/s")
-        report.add("remove_contig pages/s, unmapped", 1 / unmapped, "page/s", baseline=1 / host)
+        minor = minor_faults(path)
         report.add(
-            "remove_contig pages/s, mapped by 4 processes",
-            1 / mapped,
+            "host first touches/s of a fresh mmap, cached (baseline)", 1 / minor.baseline, "touch/s"
+        )
+        report.add_rate("minor faults/s (page cached)", minor, "fault/s")
+
+        major = major_faults(path)
+        report.add("os.pread 4 KiB/s, warm (baseline)", 1 / major.baseline, "op/s")
+        report.add_rate("major faults/s (readpage)", major, "fault/s")
+
+        rm = evictions(path)
+        report.add(
+            f"host fadvise DONTNEED pages/s, {N_PAGES} pages (baseline)",
+            1 / rm.median("host"),
             "page/s",
-            baseline=1 / unmapped,
+        )
+        report.add_rate(
+            f"remove_contig pages/s, {N_PAGES} pages, unmapped",
+            rm.paired("unmapped", "host"),
+            "page/s",
+        )
+        report.add_rate(
+            f"remove_contig pages/s, {N_PAGES} pages, mapped by 4 processes (vs unmapped)",
+            rm.paired("mapped", "unmapped"),
+            "page/s",
         )

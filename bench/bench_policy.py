@@ -24,8 +24,9 @@ make_policy()'s (s3fifo) and the kernel's (Machine(reclaim=...): lru2q).
 Speed: the cost of `referenced` (the hit path) against OrderedDict.move_to_end
 on the same keys (an OrderedDict LRU's hit), and of one page's replacement
 (`victims(1)`, `removed`, `insert`) against an OrderedDict LRU's
-(popitem + set), each pair timed in the same process, interleaved, best of
-fifteen rounds.
+(popitem + set), every policy and the baseline in the same rounds, the order
+alternating; each figure is the median of its rounds, each ratio the median
+of the per-round ratios (the harness's rule).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import reference
-from bench.harness import Report
+from bench.harness import Report, interleave
 from pagemap.kernel.page import Page
 from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.policy import DEFAULT, KERNEL_DEFAULT, POLICIES, make_policy, misses, opt
@@ -52,7 +53,7 @@ FRACTIONS = (0.01, 0.05, 0.10, 0.25)
 TOLERANCE = 0.01
 ORDER = ("fifo", "lru", "clock", "lru2q", "s3fifo")
 HELD = ("fifo", "lru", "clock", "s3fifo")  # held to TOLERANCE
-ROUNDS = 15  # the machine is shared: many short rounds find its quiet moments
+ROUNDS = 15
 
 
 def record_run(ops: int = 20_000, seed: int = 1) -> list[int]:
@@ -152,15 +153,6 @@ def miss_ratios(report: Report, console: Console) -> None:
 
 
 # -- speed ----------------------------------------------------------------------------------
-def interleaved(candidates: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Best of ROUNDS for each timing function, the rounds interleaved."""
-    best = dict.fromkeys(candidates, float("inf"))
-    for _ in range(ROUNDS):
-        for name, fn in candidates.items():
-            best[name] = min(best[name], fn())
-    return best
-
-
 def hit_costs(report: Report) -> None:
     resident = 10_000
     hits = zipf(50_000, resident, 0.9, seed=5)
@@ -186,11 +178,11 @@ def hit_costs(report: Report) -> None:
 
         return run
 
-    best = interleaved({"baseline": baseline} | {name: timing(name) for name in ORDER})
-    base = best["baseline"] * 1e9
+    got = interleave({"baseline": baseline} | {name: timing(name) for name in ORDER}, ROUNDS)
+    base = got.median("baseline") * 1e9
     report.add("referenced(): OrderedDict.move_to_end (baseline)", base, "ns")
     for name in ORDER:
-        report.add(f"referenced(): {name}", best[name] * 1e9, "ns", base)
+        report.add_time(f"referenced(): {name}", got.paired(name, "baseline"), "ns", 1e9)
 
 
 def miss_costs(report: Report) -> None:
@@ -223,12 +215,12 @@ def miss_costs(report: Report) -> None:
 
         return run
 
-    best = interleaved({"baseline": baseline} | {name: timing(name) for name in ORDER})
-    base = best["baseline"] * 1e9
+    got = interleave({"baseline": baseline} | {name: timing(name) for name in ORDER}, ROUNDS)
+    base = got.median("baseline") * 1e9
     report.add("one page replaced: OrderedDict LRU popitem+set (baseline)", base, "ns")
     for name in ORDER:
         what = f"one page replaced: {name} victims(1)+removed+insert"
-        report.add(what, best[name] * 1e9, "ns", base)
+        report.add_time(what, got.paired(name, "baseline"), "ns", 1e9)
 
 
 def run(report: Report) -> None:

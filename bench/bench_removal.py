@@ -3,10 +3,10 @@ evicting the same number of pages.
 
 - clean pages no process maps, freed by one remove_contig over the file,
   against posix_fadvise(DONTNEED) of a host file of the same 100,000 pages
-  (each figure pages/s, the two interleaved, best of several rounds);
+  (each figure pages/s, the median of paired rounds: the harness's rule);
 - the same pages mapped by 16 processes (each has touched its sixteenth of
   the file, so every page has one PTE to clear and one process to shoot
-  down), against the unmapped figure of the same run.
+  down), against the unmapped figure of the same rounds.
 
 The host cannot be asked to drop mapped pages (it refuses while they are
 mapped), so the mapped figure's baseline is our own unmapped one.
@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from bench.harness import Report
+from bench.harness import Report, interleave
 from pagemap import MAP_SHARED, PGSIZE, PROT_READ, Machine
 
 PAGES = 100_000
@@ -76,23 +76,27 @@ def run(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="pagemap-bench-rm-") as tmp:
         path = os.path.join(tmp, "data.bin")
         make_file(path)
-        best_ours = best_host = best_mapped = float("inf")
-        for _ in range(ROUNDS):  # interleaved, best of each
-            best_ours = min(best_ours, ours_once(path, 0))
-            best_host = min(best_host, host_once(path))
-            best_mapped = min(best_mapped, ours_once(path, PROCS))
-        report.add(
-            f"host fadvise DONTNEED pages/s, {PAGES} pages (baseline)", 1 / best_host, "page/s"
+        got = interleave(
+            {
+                "ours": lambda: ours_once(path, 0),
+                "host": lambda: host_once(path),
+                "mapped": lambda: ours_once(path, PROCS),
+            },
+            ROUNDS,
+            progress="removal",
         )
         report.add(
+            f"host fadvise DONTNEED pages/s, {PAGES} pages (baseline)",
+            1 / got.median("host"),
+            "page/s",
+        )
+        report.add_rate(
             f"remove_contig pages/s, {PAGES} clean unmapped pages",
-            1 / best_ours,
+            got.paired("ours", "host"),
             "page/s",
-            baseline=1 / best_host,
         )
-        report.add(
-            f"remove_contig pages/s, {PAGES} pages mapped by {PROCS} processes",
-            1 / best_mapped,
+        report.add_rate(
+            f"remove_contig pages/s, {PAGES} pages mapped by {PROCS} processes (vs unmapped)",
+            got.paired("mapped", "ours"),
             "page/s",
-            baseline=1 / best_ours,
         )

@@ -11,7 +11,9 @@ host in memory.
   cache (pwrite, no fsync).  Linux's: its stores are in its page cache
   already, and its msync is MS_ASYNC, which Linux makes a no-op (Python's
   mmap.flush is MS_SYNC, a write to disk, which made the baseline measure
-  the disk).  The two alternate, best of ROUNDS each.
+  the disk).  Linux, ours under threads and ours under the sim run in
+  paired rounds (the harness's rule: each figure the median of its rounds,
+  each ratio the median of the per-round ratios).
 - hit ratio: cache hits / page-cache lookups of the main job under the
   deterministic executor (seed 1: the same schedule every run), with the
   kernel's reclaim (after), and with reclaim as the flusher did it before it
@@ -37,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import cast
 from unittest import mock
 
-from bench.harness import Report
+from bench.harness import Report, Rounds, interleave
 from pagemap.kernel.errors import BusError
 from pagemap.kernel.flusher import Flusher
 from pagemap.kernel.mman import MAP_PRIVATE
@@ -134,7 +136,7 @@ class LinuxProc:
         pass
 
 
-def linux_ops_per_second(spec: Spec) -> float:
+def linux_seconds_per_op(spec: Spec) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data.bin")
         generated = data.Generated(spec.file_size)
@@ -164,7 +166,7 @@ def linux_ops_per_second(spec: Spec) -> float:
                 w.run()
             elapsed = time.perf_counter() - t0
             assert not problems, problems[:3]
-            return spec.ops / elapsed
+            return elapsed / spec.ops
         finally:
             os.close(fd)
 
@@ -173,10 +175,13 @@ ROUNDS = 3
 GIB = 1 << 30
 
 
-def ours_ops_per_second(spec: Spec) -> float:
+def ours_seconds_per_op(spec: Spec, rounds: Rounds) -> float:
+    """Seconds per op of the job; its hit ratio goes to `rounds` ("hit ratio
+    <executor>": under the sim, the same every round)."""
     result = run_workload(spec)
     assert result.ok, [v for v in result.verdicts if not v.ok]
-    return result.ops_done / result.elapsed
+    rounds.add(f"hit ratio {spec.executor}", float(result.counters["hit_ratio"]))
+    return result.elapsed / result.ops_done
 
 
 @contextlib.contextmanager
@@ -223,36 +228,43 @@ def peak_resident_of_a_1gib_run() -> int:
 
 
 def run(report: Report) -> None:
-    threads = Spec.build(executor="threads", ops=OPS)
-    linux = ours = 0.0
-    for _ in range(ROUNDS):  # interleaved, best of each
-        linux = max(linux, linux_ops_per_second(threads))
-        ours = max(ours, ours_ops_per_second(threads))
-    sim = ours_ops_per_second(Spec.build(executor="sim", ops=OPS))
+    got = Rounds()
+    spec = Spec.build(executor="sim", ops=OPS)
+    interleave(
+        {
+            "linux": lambda: linux_seconds_per_op(Spec.build(executor="threads", ops=OPS)),
+            "threads": lambda: ours_seconds_per_op(Spec.build(executor="threads", ops=OPS), got),
+            "sim": lambda: ours_seconds_per_op(spec, got),
+        },
+        ROUNDS,
+        into=got,
+        progress="pagemap run ops/s",
+    )
     report.add(
-        "same op mix on Linux (mmap+os), 1 thread; msync is MS_ASYNC, no fsync (baseline)",
-        linux,
+        "same op mix on Linux (mmap+os), 1 thread; msync is MS_ASYNC, no fsync; munmap and "
+        "mprotect of a window are no-ops (baseline)",
+        1 / got.median("linux"),
         "op/s",
     )
-    for executor, value in (("threads", ours), ("sim", sim)):
-        report.add(
+    for executor in ("threads", "sim"):
+        report.add_rate(
             f"pagemap run ops/s, executor {executor}; msync writes back to the host's "
             "page cache, no fsync",
-            value,
+            got.paired(executor, "linux"),
             "op/s",
-            baseline=linux,
         )
-    spec = Spec.build(executor="sim", ops=OPS)
     with reclaim_as_before():
         before = hit_ratio(spec)
-    after = hit_ratio(spec)
+    after = got.median("hit ratio sim")  # deterministic: the same in every round
+    ratios = got.values["hit ratio sim"]
+    varied = "" if len(set(ratios)) == 1 else f" (NOT THE SAME IN EVERY ROUND: {ratios})"
     report.add(
         "pagemap run hit ratio, sim seed 1, reclaim evicting every unused page (before)",
         before,
         "hits/lookup",
     )
     report.add(
-        f"pagemap run hit ratio, sim seed 1, the kernel's reclaim ({spec.reclaim})",
+        f"pagemap run hit ratio, sim seed 1, the kernel's reclaim ({spec.reclaim}){varied}",
         after,
         "hits/lookup",
         baseline=before,

@@ -2,7 +2,9 @@
 
 - 4 KiB random pread on a warm cache, per call, against os.pread of the same
   offsets of the same (host-cached) file;
-- sequential read throughput, warm and cold, against os.pread;
+- sequential read throughput, warm and cold, against os.pread of the same
+  file in the same 128 KiB calls (each figure the median of paired rounds,
+  the harness's rule);
 - bytes of memory each cached page costs beyond its 4096: the peak RSS of a
   fresh interpreter that caches many pages, less its peak before the machine
   existed, per page (the machine's per-frame records are part of the cost).
@@ -18,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import Report, interleaved
+from bench.harness import Paired, Report, paired
 from pagemap import PGSIZE, Machine
 from pagemap.kernel.hostfs import HostFile
 
@@ -51,9 +53,8 @@ def random_offsets(n: int) -> list[int]:
     return [rng.randrange(FILE_PAGES) * PGSIZE for _ in range(n)]
 
 
-def random_pread(path: str, executor: str) -> tuple[float, float]:
-    """(seconds per VFS pread, seconds per os.pread) of 4 KiB at random pages,
-    interleaved."""
+def random_pread(path: str, executor: str) -> Paired:
+    """Seconds per VFS pread against per os.pread, of 4 KiB at random pages."""
     _, f = warm_machine(path, executor)
     offsets = random_offsets(20_000)
     fd = os.open(path, os.O_RDONLY)
@@ -70,14 +71,14 @@ def random_pread(path: str, executor: str) -> tuple[float, float]:
                 pread(fd, PGSIZE, off)
 
         host(len(offsets))  # the host's cache is warm too
-        return interleaved(vfs, host, len(offsets))
+        return paired(vfs, host, len(offsets))
     finally:
         os.close(fd)
 
 
-def sequential(path: str, executor: str) -> tuple[float, float, float]:
-    """(warm VFS, cold VFS, os.pread) throughput of whole-file reads in 128 KiB
-    calls, bytes/s; warm and host interleaved, cold against the same host run."""
+def sequential(path: str, executor: str) -> tuple[Paired, Paired]:
+    """Seconds per whole-file read in 128 KiB calls, warm and then cold (a
+    fresh machine each round), each against os.pread of the same calls."""
     nbytes = FILE_PAGES * PGSIZE
     _, f = warm_machine(path, executor)
     fd = os.open(path, os.O_RDONLY)
@@ -102,11 +103,11 @@ def sequential(path: str, executor: str) -> tuple[float, float, float]:
             pread(CHUNK, off)
 
     try:
-        warm, host = interleaved(read_vfs, read_host, 1, rounds=5)
-        cold, _ = interleaved(read_cold, read_host, 1, rounds=3, setup=fresh)
+        warm = paired(read_vfs, read_host, 1, rounds=7)
+        cold = paired(read_cold, read_host, 1, rounds=5, setup=fresh, baseline_setup=lambda: None)
     finally:
         os.close(fd)
-    return nbytes / warm, nbytes / cold, nbytes / host
+    return warm, cold
 
 
 def peak_rss() -> int:
@@ -149,23 +150,19 @@ def bytes_per_page(path: str, executor: str) -> float:
 def run(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="pagemap-bench-") as dirname:
         path = make_file(dirname, max(FILE_PAGES, RSS_PAGES))
-        vfs, host = random_pread(path, "threads")
-        report.add("os.pread 4 KiB random, warm (baseline)", host * 1e6, "us/op")
-        report.add("File.pread 4 KiB random, warm cache", vfs * 1e6, "us/op", baseline=host * 1e6)
-        warm, cold, host_bps = sequential(path, "threads")
-        mib = 1 << 20
-        report.add("os.pread sequential 128 KiB (baseline)", host_bps / mib, "MiB/s")
-        report.add(
-            "File.pread sequential 128 KiB, warm cache",
-            warm / mib,
+        rand = random_pread(path, "threads")
+        report.add("os.pread 4 KiB random, warm (baseline)", rand.baseline * 1e6, "us/op")
+        report.add_time("File.pread 4 KiB random, warm cache", rand, "us/op", 1e6)
+        warm, cold = sequential(path, "threads")
+        mib = FILE_PAGES * PGSIZE / (1 << 20)  # MiB per whole-file read
+        report.add("os.pread sequential 128 KiB (baseline)", mib / warm.baseline, "MiB/s")
+        report.add_rate("File.pread sequential 128 KiB, warm cache", warm, "MiB/s", mib)
+        report.add_rate(
+            "File.pread sequential 128 KiB, cold cache (a fresh machine; the host's "
+            "cache warm on both sides)",
+            cold,
             "MiB/s",
-            baseline=host_bps / mib,
-        )
-        report.add(
-            "File.pread sequential 128 KiB, cold cache",
-            cold / mib,
-            "MiB/s",
-            baseline=host_bps / mib,
+            mib,
         )
         for executor in ("threads", "sim"):
             total = bytes_per_page(path, executor)
