@@ -17,6 +17,7 @@ from pagemap.check.cli.auto import default_equivalents, load_equivalents
 from pagemap.check.explore import explore_model
 from pagemap.check.mutants import lookup_mutant
 from pagemap.check.mutants.auto import LOCKLIKE, LockMutant, generate
+from pagemap.check.mutants.auto_census import ATOMIC, RACED, UNCONTENDED, Census
 from pagemap.check.mutants.auto_map import calls
 from pagemap.check.scenarios import lookup
 from pagemap.cli import main
@@ -96,6 +97,28 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
     assert explore_model(model, "dpor", budget=twin.budget, bound=twin.bound).trace is None
 
 
+def test_the_census_tells_atomic_uncontended_and_raced_sites_apart(
+    generated: tuple[list[LockMutant], list[object]],
+) -> None:
+    # fork-store: a fork copies the parent's VMRs and PTEs under the parent's
+    # locks, which the other task's faults take too (raced), and under the
+    # child's, which nobody else can see yet (never contended); the page
+    # allocator's lock guards a few lines of plain Python (no point while held).
+    mutants = generated[0]
+    census = Census(mutants)
+    calls(lookup("fork-store"), observe=census.observe, observed=5)
+    got = {m.name: census.sections[n] for n, m in enumerate(mutants)}
+    alloc = got["kernel/page.py:PageAllocator._try_alloc:self._lock"]
+    assert alloc.category == ATOMIC and alloc.runs > 0 and alloc.points == 0
+    child = got["kernel/fork.py:Fork.fork:child.vmr_lock"]
+    assert child.category == UNCONTENDED and child.points > 0 and not child.contended
+    parent = got["kernel/fork.py:Fork.fork:self.vmr_lock"]
+    assert parent.category == RACED and parent.contended
+    # A site no task of the scenario runs is never contended, not atomic.
+    mkdir = got["kernel/fs/ext2/namei.py:Namespace.mkdir:self._ns('mkdir')"]
+    assert mkdir.runs == 0 and mkdir.category == UNCONTENDED
+
+
 def test_every_equivalent_names_a_site_with_a_reason(
     generated: tuple[list[LockMutant], list[object]],
 ) -> None:
@@ -111,5 +134,10 @@ def test_the_command_runs_one_lock_mutant(capsys: pytest.CaptureFixture[str]) ->
     assert main(["check", "--mutants", "--auto", "--mutant", WRITEPAGE]) == 0
     out = capsys.readouterr().out
     assert "1 lock mutant" in out and "1 killed" in out
+    # A survivor the census explains is reported as what it is, and passes.
+    child = "kernel/fork.py:Fork.fork:child.vmr_lock"
+    assert main(["check", "--mutants", "--auto", "--mutant", child, "--mutant-time", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 never contended" in out and "0 unexplained" in out
     assert main(["check", "--auto"]) == 2  # --auto goes with --mutants
     assert main(["check", "--mutants", "--auto", "--mutant", "kernel/nowhere.py:f:lock"]) == 2

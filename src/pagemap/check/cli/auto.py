@@ -9,11 +9,17 @@ hand-written ones are (cli/mutants.py's run_against); with --jobs each worker
 process runs one mutant at a time.
 
 The table: site, line, the killer (scenario, oracle, schedules, seconds) or
-why it survived.  A survivor is excused only by an entry of
-check/mutants/auto_equivalent.txt, `NAME  # reason` (the reason says which
-lock or fact makes the missing one harmless, or why no scenario can race
-it); an entry that names no site, or a site that was killed, is stale.  Exit
-0 only if every mutant run is killed or excused and no entry is stale.
+why it survived, and the site's category as the census of the unmutated
+kernel measured it (check/mutants/auto_census.py, over the same runs that map
+the scenarios): atomic in the model (no task reaches a point holding the
+lock: the checker cannot see the mutant), never contended (no two tasks take
+the lock: a gap of the scenarios), or raced.  Only a raced survivor is
+unexplained; it is excused by an entry of check/mutants/auto_equivalent.txt,
+`NAME  # reason` (the reason says which lock or fact makes the missing one
+harmless, or why no scenario can race it); an entry that names no site, or a
+site that was killed, is stale.  Exit 0 unless an unexplained survivor is not
+listed or an entry is stale: the other survivors are reported as what they
+are, counted and listed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from rich.table import Table
 
 from pagemap.check.cli.common import OK, VIOLATION, _progress, _say, _why, plural
 from pagemap.check.fanout import Stop, Unit
+from pagemap.check.mutants.auto_census import (
+    ATOMIC,
+    CENSUS_RUNS,
+    LABELS,
+    RACED,
+    UNCONTENDED,
+    Census,
+)
 from pagemap.check.runner import Model
 from pagemap.check.workers import Pool, Progress, Stopped, WorkerFailed
 
@@ -71,7 +85,8 @@ def _auto_mutants(console: Console, args: argparse.Namespace, plan: Plan) -> int
             raise ValueError(f"no lock mutant {unknown[0]!r} (`--mutants --auto` lists them)")
         mutants = [m for m in mutants if m.name in args.mutant]
     equivalents = default_equivalents()
-    where = scenario_map(registry())
+    census = Census(mutants)
+    where = scenario_map(registry(), census.observe, CENSUS_RUNS)
     todo: list[tuple[Any, list[str], list[Unit]]] = []
     for m in mutants:
         names = where.get((m.function.__code__.co_filename, m.site.first_line), [])
@@ -105,7 +120,7 @@ def _auto_mutants(console: Console, args: argparse.Namespace, plan: Plan) -> int
     for k, answer in zip(ran, answers, strict=True):
         runs[k] = answer
     seconds = time.perf_counter() - t0
-    return _table(console, todo, runs, skipped, equivalents, known, seconds, limit)
+    return _table(console, todo, runs, census, skipped, equivalents, known, seconds, limit)
 
 
 def _unrun() -> dict[str, Any]:
@@ -117,6 +132,7 @@ def _table(
     console: Console,
     todo: Sequence[tuple[Any, list[str], list[Unit]]],
     runs: Sequence[dict[str, Any]],
+    census: Census,
     skipped: Sequence[Any],
     equivalents: dict[str, str],
     known: set[str],
@@ -124,12 +140,14 @@ def _table(
     limit: float,
 ) -> int:
     table = Table(title="pagemap check --mutants --auto: a lock not taken")
-    for col in ("site", "line", "killed by", "oracle", "schedules", "seconds"):
+    for col in ("site", "line", "killed by", "oracle", "schedules", "seconds", "census"):
         table.add_column(
             col, justify="right" if col in ("line", "schedules", "seconds") else "left"
         )
-    survivors, excused, stale, killed = [], [], [], 0
-    for (m, names, _), run in zip(todo, runs, strict=True):
+    by: dict[str, list[str]] = {ATOMIC: [], UNCONTENDED: [], RACED: []}
+    unexplained, excused, stale, killed = [], [], [], 0
+    for n, ((m, names, _), run) in enumerate(zip(todo, runs, strict=True)):
+        section = census.sections[n]
         if run["scenario"] is not None:
             killed += 1
             verdict, oracle = f"[green]{run['scenario']}[/green]", str(run["oracle"])
@@ -144,12 +162,15 @@ def _table(
                 else f"{len(names)} scenarios"
             )
             oracle = ""
+            by[section.category].append(m.name)
             if m.name in equivalents:
                 excused.append(m.name)
                 verdict = f"[yellow]equivalent[/yellow] ({why})"
-            else:
-                survivors.append(m.name)
+            elif section.category == RACED:
+                unexplained.append(m.name)
                 verdict = f"[red]SURVIVED[/red] ({why})"
+            else:
+                verdict = f"[yellow]survived[/yellow] ({why})"
         table.add_row(
             m.name,
             str(m.site.line),
@@ -157,6 +178,7 @@ def _table(
             oracle,
             f"{run['schedules']:,}",
             f"{run['seconds']:.1f}",
+            f"{LABELS[section.category]}: {section.describe()}",
         )
     console.print(table)
     for s in skipped:
@@ -164,15 +186,20 @@ def _table(
     stale += [n for n in equivalents if n not in known]
     for n in stale:
         _say(console, f"stale entry of auto_equivalent.txt: {n} (killed, or no such site)")
+    for category, label in LABELS.items():
+        if by[category]:
+            _say(console, f"{label}: " + ", ".join(by[category]))
     _say(
         console,
-        f"{plural(len(todo), 'lock mutant')} ({len(skipped)} skipped): {killed} killed, "
-        f"{len(excused)} equivalent, {len(survivors)} survived, in {seconds:.0f} s "
-        f"(at most {limit:g} s each)",
+        f"{plural(len(todo), 'lock mutant')} ({len(skipped)} skipped), in {seconds:.0f} s "
+        f"(at most {limit:g} s each): {killed} killed, {len(by[ATOMIC])} atomic in the model "
+        f"(the checker cannot see these), {len(by[UNCONTENDED])} never contended (a scenario "
+        f"gap), {len(by[RACED])} unexplained; {len(excused)} of the survivors listed in "
+        "auto_equivalent.txt",
     )
-    if survivors or stale:
-        if survivors:
-            _say(console, "survivors: " + ", ".join(survivors))
+    if unexplained or stale:
+        if unexplained:
+            _say(console, "unexplained survivors not listed: " + ", ".join(unexplained))
         return VIOLATION
     return OK
 
