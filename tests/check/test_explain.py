@@ -30,6 +30,7 @@ from pagemap.check.scenarios import lookup
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Trace
 from pagemap.oracles import LIVENESS
+from pagemap.sync.sim import EventLog
 
 
 class Counter:
@@ -208,11 +209,11 @@ def _under(code: set[CodeType]) -> Callable[[FrameType], str]:
     return site
 
 
-def _racing_pair_under_mutated(mutant: Mutant) -> bool:
+def _replayed_under_mutated(mutant: Mutant) -> tuple[EventLog, Race | None]:
+    """The mutant's counterexample replayed, each step's site marked "under"
+    when the mutated function is on its stack; and the race named for it."""
     with mutant.applied():
         trace, race = _explained(mutant)
-        if race is None:
-            return False
         model = lookup(mutant.scenario).model(mutant.params)
         run = run_schedule(
             model,
@@ -222,8 +223,16 @@ def _racing_pair_under_mutated(mutant: Mutant) -> bool:
             sites=_under(_mutated_code(mutant)),
         )
     assert run.log is not None and run.log.sites is not None
-    at = {n: e for e, n in step_numbers(run.log).items()}
-    return "under" in (run.log.sites[at[race.first]], run.log.sites[at[race.second]])
+    return run.log, race
+
+
+def _racing_pair_under_mutated(mutant: Mutant) -> bool:
+    log, race = _replayed_under_mutated(mutant)
+    if race is None:
+        return False
+    assert log.sites is not None
+    at = {n: e for e, n in step_numbers(log).items()}
+    return "under" in (log.sites[at[race.first]], log.sites[at[race.second]])
 
 
 @pytest.mark.parametrize(
@@ -263,18 +272,9 @@ def test_a_bug_that_needs_no_race_is_said_to(mutant: Mutant) -> None:
 
 
 def _steps_under_mutated(mutant: Mutant) -> int:
-    with mutant.applied():
-        trace, _ = _explained(mutant)
-        model = lookup(mutant.scenario).model(mutant.params)
-        run = run_schedule(
-            model,
-            FollowChooser(trace.schedule),
-            trace.max_steps,
-            record=True,
-            sites=_under(_mutated_code(mutant)),
-        )
-    assert run.log is not None and run.log.sites is not None
-    return sum(1 for s in run.log.sites if s)
+    log, _ = _replayed_under_mutated(mutant)
+    assert log.sites is not None
+    return sum(1 for s in log.sites if s)
 
 
 @pytest.mark.parametrize(
