@@ -42,7 +42,7 @@ from pagemap.kernel.mkwrite import check_dirty_tracking
 from pagemap.kernel.owner import as_int
 from pagemap.kernel.page import PageAllocator
 from pagemap.kernel.pagemap import PageMap, PageMapOps
-from pagemap.kernel.policy import KERNEL_DEFAULT, POLICIES, make_policy
+from pagemap.kernel.policy import KERNEL_DEFAULT, make_policy, policy_class
 from pagemap.kernel.proc import Proc
 from pagemap.kernel.radix import ALL_PAGES
 from pagemap.kernel.reclaim import Reclaim
@@ -162,8 +162,7 @@ class Machine:
             raise TypeError(
                 f"Machine: reclaim must be a policy's name, not {type(reclaim).__name__}"
             )
-        if reclaim not in POLICIES:
-            make_policy(reclaim)  # an unknown name is refused before any frame is made
+        policy_class(reclaim)  # an unknown name is refused before any frame is made
         self.nr_cores = cores
         self.seed = seed
         if watchdog is not None and (

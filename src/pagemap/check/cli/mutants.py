@@ -87,11 +87,11 @@ def _mutants(console: Console, args: argparse.Namespace, units: list[Unit]) -> i
     return OK
 
 
-def run_mutant(name: str, units: Sequence[Unit], time_limit: float | None = None) -> dict[str, Any]:
+def run_mutant(name: str, units: Sequence[Unit]) -> dict[str, Any]:
     """Mutant `name` against `units`, in this process (run_against)."""
     from pagemap.check.mutants import lookup_mutant
 
-    return run_against(lookup_mutant(name), units, time_limit)
+    return run_against(lookup_mutant(name), units)
 
 
 def run_against(
@@ -137,7 +137,7 @@ from pagemap.check.fanout import Unit
 for line in sys.stdin:
     item = json.loads(line)
     units = [Unit.from_json(u) for u in item["units"]]
-    answer(run_mutant(item["mutant"], units, item.get("time_limit")))
+    answer(run_mutant(item["mutant"], units))
 """
 
 

@@ -100,8 +100,9 @@ class LockMutant(Mutant):
             self.function.__code__ = real
 
 
-def _file_sites(path: Path, rel: str, module: str) -> Iterator[tuple[Site, Func]]:
-    """Every lock-like `with` item of the file, with the outermost function around it."""
+def _file_sites(path: Path, rel: str, module: str) -> Iterator[tuple[Site, Func, bool]]:
+    """Every lock-like `with` item of the file, with the outermost function
+    around it and whether the item binds a name (`as x`)."""
     tree = ast.parse(path.read_text(), str(path))
 
     def tops(
@@ -129,7 +130,7 @@ def _file_sites(path: Path, rel: str, module: str) -> Iterator[tuple[Site, Func]
                     rel, module, w.lineno, w.col_offset, i, expr, qual, first,
                     prefix + outer.name, classes, ordinal,
                 )  # fmt: skip
-                yield site, outer
+                yield site, outer, item.optional_vars is not None
 
 
 def _withs(fn: Func, qual: str) -> Iterator[tuple[Func, str, ast.With]]:
@@ -243,8 +244,8 @@ def generate() -> tuple[list[LockMutant], list[Skipped]]:
         rel = PREFIX + path.relative_to(root).as_posix()
         module = "pagemap.kernel." + ".".join(path.relative_to(root).with_suffix("").parts)
         module = module.removesuffix(".__init__")
-        for site, outer in _file_sites(path, rel, module):
-            if _with_at(outer, site.line, site.col).items[site.item].optional_vars is not None:
+        for site, outer, binds in _file_sites(path, rel, module):
+            if binds:
                 skipped.append(Skipped(site, "the item binds a name (`as`)"))
                 continue
             made = _mutate(site, outer)
@@ -255,18 +256,4 @@ def generate() -> tuple[list[LockMutant], list[Skipped]]:
     return mutants, skipped
 
 
-def _with_at(fn: ast.AST, line: int, col: int) -> ast.With:
-    for node in ast.walk(fn):
-        if isinstance(node, ast.With) and (node.lineno, node.col_offset) == (line, col):
-            return node
-    raise LookupError(f"no with at {line}:{col}")
-
-
-def lookup_lock_mutant(name: str) -> LockMutant:
-    for m in generate()[0]:
-        if m.name == name:
-            return m
-    raise ValueError(f"unknown lock mutant {name!r}")
-
-
-__all__ = ["LOCKLIKE", "LockMutant", "Site", "Skipped", "generate", "lookup_lock_mutant"]
+__all__ = ["LOCKLIKE", "LockMutant", "Site", "Skipped", "generate"]

@@ -120,9 +120,6 @@ class Census:
             if found is not None:
                 self._at.setdefault(found[0], {})[found[1]] = n
 
-    def category(self, n: int) -> str:
-        return self.sections[n].category
-
     def _site(self, frame: FrameType | None) -> int | None:
         """The site whose `with` item is being entered, if the ACQUIRE comes
         from one: the innermost frame of a site's function decides (a lock

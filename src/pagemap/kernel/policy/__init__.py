@@ -71,15 +71,21 @@ DEFAULT = "s3fifo"
 KERNEL_DEFAULT = "lru2q"
 
 
+def policy_class(name: str) -> type[Policy]:
+    """The policy of the given name; ValueError naming the choices otherwise."""
+    cls = POLICIES.get(name)
+    if cls is None:
+        choices = ", ".join(POLICIES)
+        raise ValueError(f"unknown replacement policy {name!r}: choose one of {choices}")
+    return cls
+
+
 def make_policy(name: str = DEFAULT, frames: int | None = None) -> Policy:
     """A fresh policy of the given name; ValueError naming the choices otherwise.
 
     With `frames`, keys are frame numbers below it, and a policy that has a
     form over per-frame arrays (lru2q: FrameLRU2Q) comes in that form."""
-    cls = POLICIES.get(name)
-    if cls is None:
-        choices = ", ".join(POLICIES)
-        raise ValueError(f"unknown replacement policy {name!r}: choose one of {choices}")
+    cls = policy_class(name)
     if frames is not None and cls is LRU2Q:
         return FrameLRU2Q(frames)
     return cls()
@@ -102,4 +108,5 @@ __all__ = [
     "make_policy",
     "misses",
     "opt",
+    "policy_class",
 ]
