@@ -250,7 +250,7 @@ class ShadowFile:
         return f"{who}'s {describe(data)}" if who else describe(data)
 
     def _durable(self) -> list[Violation]:
-        size = len(self.shadow.data)
+        size = self.shadow.size  # len(self.shadow.data), without making the bytes
         pages = (size + PGSIZE - 1) >> PGSHIFT
         lost = nothing_lost(
             self.name, self.pm, pages, self.backing, self.shadow.page, describe=self.describe
