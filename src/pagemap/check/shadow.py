@@ -286,14 +286,13 @@ class ShadowFile:
         if not isinstance(owner, Proc):
             return
         region = self._region(owner, va)
-        what = f"{self.ctx.who()} ({'store' if write else 'load'} at {va:#x}, p{owner.pid})"
         if region is None:
             # Not a file region of this scenario: anonymous memory, or another file.
             self.ctx.memory.access_anywhere(owner, va, ppn, write)
             return
         index = (va - region.base + region.foff) >> PGSHIFT
         own = owner.anon.get(va >> PGSHIFT) if region.private else None
-        self.ctx.memory.landed(what, ppn, (self.pm, index), own)
+        self.ctx.memory.landed(owner.pid, va, write, ppn, (self.pm, index), own)
         off = region.foff + (va - region.base)
         key = (owner.pid, va & ~(SLOT - 1))
         tid = self.ctx.tid()
