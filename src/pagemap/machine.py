@@ -11,7 +11,9 @@ Machine's calls, and those of its files, devices, page maps and processes,
 answer EBADF (ESRCH for a process); `with Machine(...) as m:` closes at the
 end.  A Machine dropped without close() loses its dirty pages and keeps its
 descriptors until it is collected.  close() must not be called from one of
-its own tasks.
+its own tasks.  dismantle() breaks the cycles among its parts for a machine
+nothing will use again, so that dropping it frees it at once (the checker's
+runner, once a schedule).
 """
 
 from __future__ import annotations
