@@ -11,7 +11,9 @@ Machine's calls, and those of its files, devices, page maps and processes,
 answer EBADF (ESRCH for a process); `with Machine(...) as m:` closes at the
 end.  A Machine dropped without close() loses its dirty pages and keeps its
 descriptors until it is collected.  close() must not be called from one of
-its own tasks.
+its own tasks.  dismantle() breaks the cycles among its parts for a machine
+nothing will use again, so that dropping it frees it at once (the checker's
+runner, once a schedule).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ def make_executor(
     raise ValueError(f"unknown executor {executor!r}: choose 'threads' or 'sim'")
 
 
+def default_dirty_tracking() -> str:
+    """The mode of a Machine made with dirty_tracking=None."""
+    return os.environ.get(DIRTY_TRACKING_ENV) or DEFAULT_DIRTY_TRACKING
+
+
 def check_machine_args(
     cores: object, memory: object, seed: object, max_steps: object
 ) -> tuple[int, int]:
@@ -156,7 +163,7 @@ class Machine:
     ) -> None:
         cores, nbytes = check_machine_args(cores, memory, seed, max_steps)
         if dirty_tracking is None:
-            dirty_tracking = os.environ.get(DIRTY_TRACKING_ENV) or DEFAULT_DIRTY_TRACKING
+            dirty_tracking = default_dirty_tracking()
         self.dirty_tracking = check_dirty_tracking(dirty_tracking)
         if not isinstance(reclaim, str):
             raise TypeError(
@@ -281,6 +288,31 @@ class Machine:
         self.block_devices.release()
         if first_error is not None:
             raise first_error
+
+    def dismantle(self) -> None:
+        """Drop the references the machine's parts hold to one another, so that
+        it is freed as its last reference goes rather than by the cycle
+        collector (which otherwise costs a checker that builds a machine a
+        schedule a tenth of its time).  For a machine nothing will use again:
+        after it the machine and its parts have no attributes.  Not close():
+        nothing is written back, no descriptor closed (the host's finalizers
+        close those as the objects go)."""
+        parts: list[object] = [
+            self.allocator,
+            self.reclaim,
+            self.mmu,
+            self.hostfs,
+            self.block_devices,
+            self.flusher,
+            *self.page_maps,
+            *self.procs,
+            *self.mounts,
+            self,
+        ]
+        for part in parts:
+            fields = getattr(part, "__dict__", None)  # None: __slots__ only, left to the collector
+            if fields is not None:
+                fields.clear()
 
     # -- kernel objects ----------------------------------------------------------
     def page_map(self, ops: PageMapOps, host: object = None, name: str | None = None) -> PageMap:

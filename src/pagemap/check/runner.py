@@ -32,7 +32,7 @@ from pagemap.check.strategies import (
     make_explorer,
 )
 from pagemap.check.trace import Trace
-from pagemap.machine import Machine
+from pagemap.machine import Machine, default_dirty_tracking
 from pagemap.oracles import ASSERTION, CRASH, LIVENESS, Violation
 from pagemap.sync.core import Deadlock, StepBudgetExceeded, TaskStuck
 from pagemap.sync.sim import EventLog, SimExecutor, Site
@@ -56,6 +56,7 @@ def run_schedule(
     keep_objects: bool = False,
     validate: bool | None = None,
     sites: Site | None = None,
+    dirty_tracking: str | None = None,
 ) -> Outcome:
     """Build the model on a fresh Machine and run it under `chooser`.
 
@@ -67,7 +68,37 @@ def run_schedule(
     machine's state from them).  `validate`: compare every step's effect
     with its footprint (check/footprints.py), a violation when a step changed
     what it did not declare; None: as PAGEMAP_VALIDATE=1 says.  `sites`: the
-    log names the code of each step's point (check/races.py)."""
+    log names the code of each step's point (check/races.py).
+    `dirty_tracking`: the Machine's mode where the model names none (None:
+    as the Machine's default says); an exploration reads the environment once
+    for its schedules rather than once a schedule."""
+    return _schedule(
+        model,
+        chooser,
+        max_steps,
+        record,
+        watchdog,
+        observe,
+        keep_objects,
+        validate,
+        sites,
+        dirty_tracking,
+    )[0]
+
+
+def _schedule(
+    model: Model,
+    chooser: Chooser,
+    max_steps: int,
+    record: bool,
+    watchdog: Watchdog | float | None,
+    observe: Callable[[RunContext], None] | None,
+    keep_objects: bool,
+    validate: bool | None,
+    sites: Site | None,
+    dirty_tracking: str | None,
+) -> tuple[Outcome, RunContext]:
+    """run_schedule, and the context the run was made in (for `_dismantle`)."""
     if validate is None:
         validate = os.environ.get(VALIDATE_ENV, "") == "1"
     sched = SimExecutor(chooser, max_steps, clock="idle", watchdog=watchdog)
@@ -77,7 +108,7 @@ def run_schedule(
         cores=model.cores,
         memory=model.memory,
         executor=sched,
-        dirty_tracking=getattr(model, "dirty_tracking", None),
+        dirty_tracking=getattr(model, "dirty_tracking", None) or dirty_tracking,
     )
     ctx = RunContext(machine, sched)
     chooser.start(sched)
@@ -114,7 +145,22 @@ def run_schedule(
     path = chooser.path
     path.steps = sched.steps
     path.log = log
-    return Outcome(violation, path, sched.steps, log, stopped)
+    return Outcome(violation, path, sched.steps, log, stopped), ctx
+
+
+def _dismantle(ctx: RunContext) -> None:
+    """Break the reference cycles of a finished run's world (its Machine, the
+    scheduler that ran it, its context), so that it is freed at once rather
+    than by the cycle collector, which otherwise takes a tenth of an
+    exploration's time.  Only once nothing reads the run again: its end checks
+    and cleanups done, the explorer told, no violation kept.  The outcome's
+    path and log are left whole (the log's objects are the scheduler's words
+    and locks, which hold their own fields)."""
+    ctx.machine.dismantle()
+    for part in (ctx.memory, ctx.sched, ctx):
+        fields = getattr(part, "__dict__", None)  # None: __slots__ only, left to the collector
+        if fields is not None:
+            fields.clear()
 
 
 def _validating(
@@ -278,6 +324,12 @@ class Exploration:
         summary, explorer = self.summary, self.explorer
         t0 = time.perf_counter()
         ran = 0
+        # What run_schedule and Machine would read from the environment for
+        # every schedule, read once for this slice of them: the same for each,
+        # since a model that patches it (a mutant's, check/mutants/base.py)
+        # does so in build, after its Machine is made, and undoes it at the end.
+        validate = os.environ.get(VALIDATE_ENV, "") == "1"
+        dirty_tracking = default_dirty_tracking()
         while not self.done and (count is None or ran < count):
             if self.end is not None and self.index >= self.end:
                 self.done = True
@@ -288,10 +340,21 @@ class Exploration:
             if chooser is None:
                 self.done = True
                 break
-            outcome = run_schedule(
-                self.model, chooser, self.max_steps, explorer.records_steps, self.dog
+            outcome, ctx = _schedule(
+                self.model,
+                chooser,
+                self.max_steps,
+                explorer.records_steps,
+                self.dog,
+                None,
+                False,
+                validate,
+                None,
+                dirty_tracking,
             )
             explorer.finished(chooser, outcome)
+            if outcome.violation is None:
+                _dismantle(ctx)
             ran += 1
             summary.schedules += 1
             summary.steps += outcome.steps

@@ -250,7 +250,7 @@ class ShadowFile:
         return f"{who}'s {describe(data)}" if who else describe(data)
 
     def _durable(self) -> list[Violation]:
-        size = len(self.shadow.data)
+        size = self.shadow.size  # len(self.shadow.data), without making the bytes
         pages = (size + PGSIZE - 1) >> PGSHIFT
         lost = nothing_lost(
             self.name, self.pm, pages, self.backing, self.shadow.page, describe=self.describe
@@ -286,14 +286,13 @@ class ShadowFile:
         if not isinstance(owner, Proc):
             return
         region = self._region(owner, va)
-        what = f"{self.ctx.who()} ({'store' if write else 'load'} at {va:#x}, p{owner.pid})"
         if region is None:
             # Not a file region of this scenario: anonymous memory, or another file.
             self.ctx.memory.access_anywhere(owner, va, ppn, write)
             return
         index = (va - region.base + region.foff) >> PGSHIFT
         own = owner.anon.get(va >> PGSHIFT) if region.private else None
-        self.ctx.memory.landed(what, ppn, (self.pm, index), own)
+        self.ctx.memory.landed(owner.pid, va, write, ppn, (self.pm, index), own)
         off = region.foff + (va - region.base)
         key = (owner.pid, va & ~(SLOT - 1))
         tid = self.ctx.tid()

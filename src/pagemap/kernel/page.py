@@ -215,9 +215,9 @@ class PageAllocator:
         self.pages = [Page(ppn, self.frames) for ppn in range(memory.nr_frames)]
         # Highest ppn at the bottom: the first allocations get frames 1, 2, 3...
         self._free = array("l", range(memory.nr_frames - 1, 0, -1))
-        self._is_free = bytearray(memory.nr_frames)
-        for ppn in self._free:
-            self._is_free[ppn] = 1
+        # Every frame but 0 (reserved) free: made whole rather than a frame at a time.
+        self._is_free = bytearray(b"\x01") * memory.nr_frames
+        self._is_free[0] = 0
         self._lock = executor.spinlock("page allocator")
         self._executor = executor
         # Whether footprints matter: under threads a touch does nothing, and

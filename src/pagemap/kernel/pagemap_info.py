@@ -49,7 +49,7 @@ class PageMapInfo:
         oracle): every complaint as a sentence; an empty list if all is well."""
         problems: list[str] = []
         count = 0
-        for i, ppn in self.tree.items():
+        for i, ppn in self.tree.entries():  # items(), as one list: cheaper to walk
             count += 1
             word = decode_slot(self.slots.value(ppn))
             if word.refcnt:

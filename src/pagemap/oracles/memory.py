@@ -207,14 +207,22 @@ class MemorySafety:
             self.fail(MEMORY_SAFETY, f"{self.who()} ({op} at {va:#x}, p{owner.pid}) {problem}")
 
     def landed(
-        self, what: str, ppn: int, expect: tuple[PageMap, int] | None, own_copy: Page | None
+        self,
+        pid: int,
+        va: int,
+        write: bool,
+        ppn: int,
+        expect: tuple[PageMap, int] | None,
+        own_copy: Page | None,
     ) -> None:
-        """An access (`what`, for messages) lands in frame `ppn`, where the
-        region maps page `expect` = (map, index) of a file (None: anonymous
-        memory), or the process's own private copy `own_copy`."""
+        """A load or store of process `pid` at `va` lands in frame `ppn`, where
+        the region maps page `expect` = (map, index) of a file (None: anonymous
+        memory), or the process's own private copy `own_copy`.  The message
+        names the access as `access` does, made only when there is a problem."""
         problem = self._misplaced(ppn, expect, own_copy)
         if problem is not None:
-            self.fail(MEMORY_SAFETY, f"{what} {problem}")
+            op = "store" if write else "load"
+            self.fail(MEMORY_SAFETY, f"{self.who()} ({op} at {va:#x}, p{pid}) {problem}")
 
     def _misplaced(
         self, ppn: int, expect: tuple[PageMap, int] | None, own_copy: Page | None
