@@ -229,6 +229,9 @@ class SimScheduler(Protocol):
         """`obj` was just taken: park the other tasks about to take it, if it
         is now unavailable."""
 
+    def spin_acquire(self, lock: Any) -> None:
+        """A spinlock's acquire: its point, the take, and `took`, in one call."""
+
     def unpark(self, queue: list[Task]) -> None: ...
 
     def timed_point(self, kind: str, obj: Blocking, steps: int) -> bool: ...
