@@ -203,7 +203,7 @@ class SimSemaphore(Semaphore):
     __slots__ = ("_count", "_sched", "sid", "waiters")
 
     def __init__(self, count: int, name: str, sched: SimScheduler) -> None:
-        super().__init__(name)
+        self.name = name  # Semaphore's own __init__, inlined (see SimSpinLock)
         self._count = count
         self._sched = sched
         self.sid = 0

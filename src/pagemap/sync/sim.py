@@ -280,7 +280,16 @@ class SimExecutor(VirtualClock, Parking, Executor):
                     self.current = nxt
                     nxt.glet.switch()  # type: ignore[union-attr]
         if self.recording:
-            self._log(cur)
+            log = self.log
+            assert log is not None
+            log.tids.append(cur.tid)
+            log.kinds.append("lock")
+            log.objs.append(lock)
+            log.accs.append(ACQUIRE)
+            log.enabled.append(self._mask or 1 << cur.tid)
+            self._mask = 0
+            if log.sites is not None or self.on_event is not None:
+                self._logged(log, sys._getframe())
         lock.holder = cur
         runnable = self.runnable
         if len(runnable) > 1:
