@@ -44,6 +44,8 @@ from typing import Any, Protocol
 
 import greenlet
 
+from pagemap.sync.pool import TaskPool
+
 READ = 1
 WRITE = 2
 ACQUIRE = 6  # WRITE | 4
@@ -251,6 +253,9 @@ class Strategy:
     """
 
     every_step = False  # True: pick is called even with one runnable task
+    # Greenlets for the tasks of the runs this strategy drives, reused from
+    # run to run (sync/pool.py); None: a fresh greenlet per task.
+    pool: TaskPool | None = None
 
     def start(self, sched: Any) -> None:
         """Called once when a run begins."""

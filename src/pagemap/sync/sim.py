@@ -414,7 +414,13 @@ class SimExecutor(VirtualClock, Parking, Executor):
         # Returning hands control to the hub, the greenlet's parent.
 
     def _start(self, task: Task) -> None:
-        task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
+        pool = self.strategy.pool
+        if pool is not None:
+            task.glet = pool.get(self._body, task)
+            if self._hub is not None:
+                task.glet.parent = self._hub
+        else:
+            task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
         self.runnable.append(task)  # the newest task has the largest id
         self._runmask |= 1 << task.tid
 
@@ -471,7 +477,8 @@ class SimExecutor(VirtualClock, Parking, Executor):
         self.current = None
         for task in self.tasks:
             glet = task.glet
-            if glet is not None and glet and not glet.dead:
+            # A finished task's greenlet may be back in a pool (sync/pool.py), idle.
+            if glet is not None and glet and not glet.dead and not task.done:
                 # An unwinding task may fail again (say, re-blocking); it is gone anyway.
                 with contextlib.suppress(BaseException):
                     glet.throw(greenlet.GreenletExit)
