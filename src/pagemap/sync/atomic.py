@@ -196,7 +196,8 @@ class SimAtomicWord(AtomicWord):
     __slots__ = ("_sched", "sid")
 
     def __init__(self, value: int, name: str, sched: SimScheduler) -> None:
-        super().__init__(value, name)
+        self.value = value & MASK64  # AtomicWord's own __init__, inlined: a model makes many
+        self.name = name
         self._sched = sched
         self.sid = 0  # its stable identity in a recorded run (sync/sim.py EventLog)
 

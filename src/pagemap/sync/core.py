@@ -44,6 +44,8 @@ from typing import Any, Protocol
 
 import greenlet
 
+from pagemap.sync.pool import TaskPool
+
 READ = 1
 WRITE = 2
 ACQUIRE = 6  # WRITE | 4
@@ -229,6 +231,9 @@ class SimScheduler(Protocol):
         """`obj` was just taken: park the other tasks about to take it, if it
         is now unavailable."""
 
+    def spin_acquire(self, lock: Any) -> None:
+        """A spinlock's acquire: its point, the take, and `took`, in one call."""
+
     def unpark(self, queue: list[Task]) -> None: ...
 
     def timed_point(self, kind: str, obj: Blocking, steps: int) -> bool: ...
@@ -248,6 +253,9 @@ class Strategy:
     """
 
     every_step = False  # True: pick is called even with one runnable task
+    # Greenlets for the tasks of the runs this strategy drives, reused from
+    # run to run (sync/pool.py); None: a fresh greenlet per task.
+    pool: TaskPool | None = None
 
     def start(self, sched: Any) -> None:
         """Called once when a run begins."""

@@ -8,8 +8,9 @@ Under the SimExecutor an acquire (a lock, a semaphore's down) is a point of
 access ACQUIRE: the task's operation is enabled only while the object is
 available, so the scheduler never offers a task whose next step would block,
 and "every task blocked" is a deadlock it can see and report.  Taking the
-object parks every other task whose next step is to take it (`took`);
-releasing it unparks them.
+object parks every other task whose next step is to take it (`took`; a
+spinlock's acquire is its point, its take and that in one executor call,
+`spin_acquire`); releasing it unparks them.
 """
 
 from __future__ import annotations
@@ -157,23 +158,22 @@ class SimSpinLock(SpinLock):
         return f"spinlock {self.name} (held by {holder.name if holder else '?'})"
 
     # The hot path of every model: `with lock` calls acquire itself (no
-    # __enter__ in between), and __exit__ releases without calling release.
+    # __enter__ in between), which is one call to the executor (its point,
+    # the take, and parking the other takers: SimExecutor.spin_acquire), and
+    # __exit__ releases without calling release.
     def acquire(self) -> None:
-        sched = self._sched
-        cur = sched.current
-        if cur is None:
-            if self.holder is not None:
-                raise RuntimeError(
-                    f"spinlock {self.name} is held by {self.holder.name}, and code outside "
-                    "any task cannot wait for it"
-                )
-            self.holder = sched.outside
-            return
-        sched.point("lock", self, ACQUIRE)  # returns once the lock is free and ours to take
-        self.holder = cur
-        sched.took(self)
+        self._sched.spin_acquire(self)
 
     __enter__ = acquire
+
+    def take_outside(self, outside: Task) -> None:
+        """Taken by code outside any task, which cannot wait."""
+        if self.holder is not None:
+            raise RuntimeError(
+                f"spinlock {self.name} is held by {self.holder.name}, and code outside "
+                "any task cannot wait for it"
+            )
+        self.holder = outside
 
     def release(self) -> None:
         sched = self._sched
@@ -203,7 +203,7 @@ class SimSemaphore(Semaphore):
     __slots__ = ("_count", "_sched", "sid", "waiters")
 
     def __init__(self, count: int, name: str, sched: SimScheduler) -> None:
-        super().__init__(name)
+        self.name = name  # Semaphore's own __init__, inlined (see SimSpinLock)
         self._count = count
         self._sched = sched
         self.sid = 0

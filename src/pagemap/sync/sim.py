@@ -36,12 +36,11 @@ in sync/vclock.py (mixed into SimExecutor); the scheduler here.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import heapq
 import random
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import greenlet
 
@@ -55,7 +54,6 @@ from pagemap.sync.core import (
     YIELD,
     Blocking,
     Deadlock,
-    StepBudgetExceeded,
     Strategy,
     Task,
 )
@@ -63,6 +61,7 @@ from pagemap.sync.eventlog import EventLog as EventLog
 from pagemap.sync.eventlog import Site as Site
 from pagemap.sync.executor import Executor
 from pagemap.sync.locks import Semaphore, SimSemaphore, SimSpinLock, SpinLock
+from pagemap.sync.parking import Parking
 from pagemap.sync.vclock import CLOCKS as CLOCKS
 from pagemap.sync.vclock import VirtualClock
 from pagemap.sync.watchdog import Watchdog, WatchdogInterrupt
@@ -81,7 +80,7 @@ class SeededRandom(Strategy):
         return runnable[self.rng.randrange(len(runnable))]
 
 
-class SimExecutor(VirtualClock, Executor):
+class SimExecutor(VirtualClock, Parking, Executor):
     """The deterministic scheduler (see the module docstring)."""
 
     name = "sim"
@@ -100,7 +99,7 @@ class SimExecutor(VirtualClock, Executor):
             raise ValueError(f"the watchdog needs a positive number of seconds, not {watchdog}")
         self.strategy = strategy or SeededRandom(0)
         self.every_step = self.strategy.every_step
-        self.max_steps = max_steps if max_steps is not None else sys.maxsize
+        self._max_steps = max_steps if max_steps is not None else sys.maxsize
         self.clock = clock
         self.watchdog = watchdog
         self.steps = 0
@@ -108,7 +107,8 @@ class SimExecutor(VirtualClock, Executor):
         self._runmask = 0  # `runnable` as a bit mask of task ids
         self.current: Task | None = None
         self.outside = Task(-1, "outside", 0, lambda: None, ())
-        self.on_step: StepHook | None = None
+        self._on_step: StepHook | None = None
+        self._hooked = False  # _on_step is set, or the prologue runs
         self.on_event: Callable[[int], None] | None = None  # called as each step is logged
         # Called once the run has stopped, before unfinished tasks are unwound (their
         # unwinding releases locks): the state a replay shows after the last step.
@@ -123,11 +123,13 @@ class SimExecutor(VirtualClock, Executor):
         self._failures: list[Task] = []
         # Timed waits: a heap of (deadline in virtual us, timer seq, task, queue).
         # Virtual time is `now` = steps + skipped; jumps do not count against
-        # the step budget.  _next_deadline is in steps, for point()'s one compare.
+        # the step budget.  _next_deadline is in steps, for point()'s one
+        # compare (with the budget's end, as `_limit`).
         self._timers: list[tuple[int, int, Task, list[Task]]] = []
         self._timer_seq = 0
         self._skipped = 0
         self._next_deadline = sys.maxsize
+        self._set_limit()
         # Arrays and lock tables by name: footprints name their words and
         # locks as (name, i); the tables answer for their locks' availability.
         self.keyed: dict[str, object] = {}
@@ -170,18 +172,6 @@ class SimExecutor(VirtualClock, Executor):
             raise ValueError(f"two arrays or lock tables are both named {name!r}")
         self.keyed[name] = table
 
-    def _blocked(self, obj: object) -> bool:
-        """Whether an ACQUIRE of `obj` (an object, or a lock table's key) must wait."""
-        if type(obj) is tuple:
-            return self.keyed[obj[0]].sim_blocked_at(obj[1])  # type: ignore[attr-defined,no-any-return]
-        return obj.sim_blocked()  # type: ignore[attr-defined,no-any-return]
-
-    def _waiters(self, obj: object) -> tuple[list[Task], str]:
-        if type(obj) is tuple:
-            table: SimLockTable = self.keyed[obj[0]]  # type: ignore[assignment]
-            return table.waiters_at(obj[1]), table.sim_wait_at(obj[1])
-        return obj.waiters, obj.sim_wait()  # type: ignore[attr-defined]
-
     def register(self, obj: object) -> None:
         log = self.log
         if log is not None:
@@ -209,26 +199,23 @@ class SimExecutor(VirtualClock, Executor):
             log.accs[-1] = READ
 
     # -- the scheduler proper -------------------------------------------------
-    # point() is the one call a step makes (a lock's `took` only when another
-    # task is about to take the lock too).  `_runmask` is `runnable` as a bit
-    # mask, kept as the list changes: the log's enabled sets.
+    # point() is the one call a step makes; a spinlock's acquire is one call
+    # too (spin_acquire: its point, its take and `took` in one frame).  What
+    # is rare is behind one test each: `_limit` (the step budget or a timer
+    # due, `_tick`) and `_hooked` (an on_step hook, or the prologue).
     def point(self, kind: str, obj: object, access: int) -> None:
         cur = self.current
         if cur is None:
             return  # outside any task (set-up code, oracles): nothing can interleave
         steps = self.steps + 1
         self.steps = steps
-        if steps > self.max_steps:
-            self._abort_run(self._pending_abort or StepBudgetExceeded(self.max_steps))
-        if steps >= self._next_deadline:
-            self._fire_timers()
+        if steps >= self._limit:
+            self._tick(steps)
         cur.kind = kind
         cur.obj = obj
         cur.access = access
-        if self.on_step is not None:
-            self.on_step(cur)
-        if self._prologue:
-            self._stop_at_first_point(cur, obj, access)
+        if self._hooked and self._hooks(cur, obj, access):
+            pass  # the prologue: nothing decided
         elif access == ACQUIRE and (
             self.keyed[obj[0]].sim_blocked_at(obj[1])  # type: ignore[attr-defined]
             if type(obj) is tuple
@@ -252,7 +239,84 @@ class SimExecutor(VirtualClock, Executor):
                     self.current = nxt
                     nxt.glet.switch()  # type: ignore[union-attr]
         if self.recording:
-            self._log(cur)
+            log = self.log
+            assert log is not None
+            log.tids.append(cur.tid)
+            log.kinds.append(kind)
+            log.objs.append(obj)
+            log.accs.append(access)
+            log.enabled.append(self._mask or 1 << cur.tid)
+            self._mask = 0
+            if log.sites is not None or self.on_event is not None:
+                self._logged(log, sys._getframe())
+
+    def spin_acquire(self, lock: SimSpinLock) -> None:
+        """A spinlock's acquire, what point("lock", lock, ACQUIRE), taking the
+        lock and took(lock) do, in that order, in one call (the hot path of
+        every model): a spinlock is unavailable once taken, so the other
+        tasks about to take it wait."""
+        cur = self.current
+        if cur is None:
+            lock.take_outside(self.outside)
+            return
+        steps = self.steps + 1
+        self.steps = steps
+        if steps >= self._limit:
+            self._tick(steps)
+        cur.kind = "lock"
+        cur.obj = lock
+        cur.access = ACQUIRE
+        if self._hooked and self._hooks(cur, lock, ACQUIRE):
+            pass
+        elif lock.holder is not None:
+            self._park(cur, lock.waiters, lock.sim_wait())
+        else:
+            runnable = self.runnable
+            if len(runnable) > 1 or self.every_step:
+                if self.recording:
+                    self._mask = self._runmask
+                nxt = self.strategy.pick(runnable, cur, "lock")
+                if nxt is not cur:
+                    self.current = nxt
+                    nxt.glet.switch()  # type: ignore[union-attr]
+        if self.recording:
+            log = self.log
+            assert log is not None
+            log.tids.append(cur.tid)
+            log.kinds.append("lock")
+            log.objs.append(lock)
+            log.accs.append(ACQUIRE)
+            log.enabled.append(self._mask or 1 << cur.tid)
+            self._mask = 0
+            if log.sites is not None or self.on_event is not None:
+                self._logged(log, sys._getframe())
+        lock.holder = cur
+        runnable = self.runnable
+        if len(runnable) > 1:
+            for t in runnable:
+                if t.obj is lock and t is not cur and t.access == ACQUIRE:
+                    self._park_takers(lock)
+                    break
+
+    def _hooks(self, cur: Task, obj: object, access: int) -> bool:
+        """The on_step hook, and the prologue's stop (True: the step is not
+        the strategy's to decide)."""
+        if self._on_step is not None:
+            self._on_step(cur)
+        if self._prologue:
+            self._stop_at_first_point(cur, obj, access)
+            return True
+        return False
+
+    @property
+    def on_step(self) -> StepHook | None:
+        """Called at every step of a task, before the step is decided."""
+        return self._on_step
+
+    @on_step.setter
+    def on_step(self, hook: StepHook | None) -> None:
+        self._on_step = hook
+        self._hooked = hook is not None or self._prologue
 
     def _stop_at_first_point(self, cur: Task, obj: object, access: int) -> None:
         """The prologue: a task that has just started stops at its first point
@@ -287,6 +351,7 @@ class SimExecutor(VirtualClock, Executor):
         return True
 
     def _log(self, cur: Task) -> None:
+        """Log the step `cur` just took (point() does it in place)."""
         log = self.log
         assert log is not None
         log.tids.append(cur.tid)
@@ -295,100 +360,17 @@ class SimExecutor(VirtualClock, Executor):
         log.accs.append(cur.access)
         log.enabled.append(self._mask or 1 << cur.tid)
         self._mask = 0
+        if log.sites is not None or self.on_event is not None:
+            self._logged(log, sys._getframe(1))
+
+    def _logged(self, log: EventLog, frame: FrameType) -> None:
+        """The step just logged, with its point taken in `frame`: its site, if
+        the log keeps them, and the on_event hook."""
         if log.sites is not None:
             assert log._site is not None
-            log.sites.append(log._site(sys._getframe(1)))
+            log.sites.append(log._site(frame))
         if self.on_event is not None:
             self.on_event(len(log.tids) - 1)
-
-    def _switch_to(self, task: Task) -> None:
-        self.current = task
-        assert task.glet is not None
-        task.glet.switch()
-
-    def _choose(self) -> Task:
-        """The next task when the one that ran cannot go on (parked or done)."""
-        runnable = self.runnable
-        if self.recording:
-            self._mask = self._runmask
-        if len(runnable) == 1 and not self.every_step:
-            return runnable[0]
-        return self.strategy.pick(runnable, None, "")
-
-    def _park(self, cur: Task, queue: list[Task], why: str) -> None:
-        """Take `cur` off the run queue until unparked (or its timed wait runs
-        out), and run someone else meanwhile."""
-        self._wait_on(cur, queue, why)
-        if not self.runnable:
-            self._advance_clock()
-        if self.runnable:
-            nxt = self._choose()
-            if nxt is cur:  # our own deadline came first: we never really slept
-                self.current = cur
-            else:
-                self._switch_to(nxt)
-        else:
-            # Nobody can run, nor ever will: the hub reports the deadlock.
-            self.current = None
-            assert self._hub is not None
-            self._hub.switch()
-        cur.waiting_on = None
-
-    def _wait_on(self, task: Task, queue: list[Task], why: str) -> None:
-        task.waiting_on = why
-        queue.append(task)
-        self.runnable.remove(task)
-        self._runmask &= ~(1 << task.tid)
-        if task.timeout is not None:
-            if task.deadline < 0:
-                task.deadline = self.now + task.timeout
-            self._timer_seq += 1
-            task.timer = self._timer_seq
-            heapq.heappush(self._timers, (task.deadline, task.timer, task, queue))
-            self._set_next_deadline()
-
-    def park(self, queue: list[Task], why: str, timeout_steps: int | None = None) -> bool:
-        cur = self.current
-        if cur is None:
-            raise RuntimeError(f"would block outside a task, on {why}")
-        cur.timeout, cur.deadline = timeout_steps, -1
-        try:
-            self._park(cur, queue, why)
-        finally:
-            cur.timeout = None
-        if cur.timed_out:
-            cur.timed_out = False
-            return False
-        return True
-
-    def unpark(self, queue: list[Task]) -> None:
-        runnable = self.runnable
-        for task in queue:
-            task.timer = 0  # its timer, if any, no longer wakes it
-            bisect.insort(runnable, task)
-            self._runmask |= 1 << task.tid
-        queue.clear()
-
-    def took(self, obj: object) -> None:
-        """`obj` was just taken: if it is now unavailable, every other runnable
-        task about to take it waits.  The common case first: nobody is."""
-        cur = self.current
-        runnable = self.runnable
-        keyed = type(obj) is tuple
-        for t in runnable:
-            if t is not cur and t.access == ACQUIRE and (t.obj == obj if keyed else t.obj is obj):
-                break
-        else:
-            return
-        if not self._blocked(obj):
-            return
-        i = 0
-        while i < len(runnable):
-            t = runnable[i]
-            if t is not cur and t.access == ACQUIRE and (t.obj == obj if keyed else t.obj is obj):
-                self._wait_on(t, *self._waiters(obj))
-            else:
-                i += 1
 
     def abort(self, exc: BaseException) -> None:
         """Stop the run at once and make run() raise `exc`: how an oracle that
@@ -432,7 +414,13 @@ class SimExecutor(VirtualClock, Executor):
         # Returning hands control to the hub, the greenlet's parent.
 
     def _start(self, task: Task) -> None:
-        task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
+        pool = self.strategy.pool
+        if pool is not None:
+            task.glet = pool.get(self._body, task)
+            if self._hub is not None:
+                task.glet.parent = self._hub
+        else:
+            task.glet = greenlet.greenlet(run=lambda: self._body(task), parent=self._hub)
         self.runnable.append(task)  # the newest task has the largest id
         self._runmask |= 1 << task.tid
 
@@ -451,13 +439,14 @@ class SimExecutor(VirtualClock, Executor):
             for task in self.runnable:
                 assert task.glet is not None
                 task.glet.parent = self._hub
-            self._prologue = True
+            self._prologue = self._hooked = True
             for task in list(self.runnable):
                 if self._abort is not None:
                     break
                 self._switch_to(task)
                 self.current = None
             self._prologue = False
+            self._hooked = self._on_step is not None
             while self._abort is None and (self.runnable or self._advance_clock()):
                 self._switch_to(self._choose())
                 self.current = None
@@ -488,7 +477,8 @@ class SimExecutor(VirtualClock, Executor):
         self.current = None
         for task in self.tasks:
             glet = task.glet
-            if glet is not None and glet and not glet.dead:
+            # A finished task's greenlet may be back in a pool (sync/pool.py), idle.
+            if glet is not None and glet and not glet.dead and not task.done:
                 # An unwinding task may fail again (say, re-blocking); it is gone anyway.
                 with contextlib.suppress(BaseException):
                     glet.throw(greenlet.GreenletExit)

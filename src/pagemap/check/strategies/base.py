@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pagemap.check.path import Path
 from pagemap.sync.core import RELAX, Strategy, Task
+from pagemap.sync.pool import TaskPool
 
 if TYPE_CHECKING:
     from pagemap.check.outcome import Outcome
@@ -66,6 +67,9 @@ class Explorer:
         self.exhausted = False
         self.distinct = 0
         self.redundant = 0  # schedules DPOR cut short as reorderings of explored ones
+        # The greenlets every schedule's tasks run on, reused from schedule to
+        # schedule: each chooser hands it to its run (Strategy.pool).
+        self.pool = TaskPool()
 
     def chooser(self, index: int) -> Chooser | None:
         """The chooser for schedule number `index`, or None once exhausted."""

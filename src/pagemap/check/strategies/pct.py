@@ -71,7 +71,9 @@ class PCTExplorer(Explorer):
 
     def chooser(self, index: int) -> Chooser:
         rng = random.Random(f"pct/{self.seed}/{index}/{self.k}")
-        return PCTChooser(rng, self.depth, self.k, self.bound)
+        chooser = PCTChooser(rng, self.depth, self.k, self.bound)
+        chooser.pool = self.pool
+        return chooser
 
     def finished(self, chooser: Chooser, outcome: object) -> None:
         key = hash(tuple(chooser.path.choices))

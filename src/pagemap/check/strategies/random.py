@@ -42,7 +42,9 @@ class RandomExplorer(Explorer):
         self._seen: set[int] = set()
 
     def chooser(self, index: int) -> Chooser:
-        return RandomChooser(random.Random(f"random/{self.seed}/{index}"), self.bound)
+        chooser = RandomChooser(random.Random(f"random/{self.seed}/{index}"), self.bound)
+        chooser.pool = self.pool
+        return chooser
 
     def finished(self, chooser: Chooser, outcome: object) -> None:
         key = hash(tuple(chooser.path.choices))

@@ -164,7 +164,9 @@ class Search(Explorer, Backtracks):
         if self.exhausted:
             return None
         self._started = True
-        return SearchChooser(self)
+        chooser = SearchChooser(self)
+        chooser.pool = self.pool
+        return chooser
 
     def new_node(
         self, chooser: SearchChooser, alts: Sequence[Task], current: Task | None, kind: str
