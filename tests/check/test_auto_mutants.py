@@ -13,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from pagemap.check.cli.auto import default_equivalents, load_equivalents
+from pagemap.check.cli.auto import default_equivalents, load_equivalents, mutant_scenarios
 from pagemap.check.explore import explore_model
 from pagemap.check.mutants import lookup_mutant
 from pagemap.check.mutants.auto import LOCKLIKE, LockMutant, generate
 from pagemap.check.mutants.auto_census import ATOMIC, RACED, UNCONTENDED, Census
 from pagemap.check.mutants.auto_map import calls
-from pagemap.check.scenarios import lookup
+from pagemap.check.scenarios import lookup, registry, zoo
 from pagemap.cli import main
 from pagemap.kernel.hostfs import HostInode
 from pagemap.kernel.mm import MM
 
 WRITEPAGE = "kernel/hostfs.py:HostInode.writepage:self.host_lock"
+UNMAP_MARKED = "kernel/unmap_marked.py:UnmapMarked._unmap_marked:proc.pte_lock"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,42 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
     assert not any(e in summary.trace.message for e in ("TypeError", "NameError"))
     # The real writepage holds the lock: the same search finds nothing.
     assert explore_model(model, "dpor", budget=twin.budget, bound=twin.bound).trace is None
+
+
+@pytest.mark.parametrize(
+    ("name", "scenario"),
+    [
+        # Two splits of one region's list, each once built from the old one.
+        ("kernel/mmap.py:Mappings.munmap:self.vmr_lock", "munmap-mprotect"),
+        # msync finds the region, then no PTE: mremap moved it, D bit and all.
+        ("kernel/mmap.py:Mappings.msync:self.vmr_lock", "mremap-msync"),
+        # Removal's passes over PTEs against munmap's D bit in flight (the
+        # second) and mprotect's PTE not present for an instant (the first).
+        (f"{UNMAP_MARKED}#2", "munmap-shootdown-remove"),
+        (UNMAP_MARKED, "mprotect-exec-remove"),
+        # mprotect's PTE, not present for an instant, meets page_mkclean: only
+        # a row of the zoo (its fix on) races the two, so the map takes the zoo.
+        ("kernel/mm.py:MM._modify_ptes:self.pte_lock", "known-mkclean-skip"),
+        ("kernel/rmap.py:ReverseMap.page_mkclean:proc.pte_lock", "known-mkclean-skip"),
+    ],
+)
+def test_a_scenario_kills_the_lock_mutant_it_was_made_for(
+    generated: tuple[list[LockMutant], list[object]], name: str, scenario: str
+) -> None:
+    mutant = next(m for m in generated[0] if m.name == name)
+    model = lookup(scenario).model()
+    assert explore_model(model, "dpor", bound=2).trace is None  # the real kernel holds
+    with mutant.applied():
+        summary = explore_model(model, "dpor", bound=2, budget=1_000, shrink=False)
+    assert summary.trace is not None, f"survived {summary.schedules} schedules"
+    assert not any(e in summary.trace.message for e in ("TypeError", "NameError"))
+
+
+def test_the_mutants_are_tried_against_the_zoo_too() -> None:
+    # Each row with its fix on, as the default set's scenarios: the real kernel.
+    tried = mutant_scenarios()
+    assert set(registry()) < set(tried) and set(zoo()) < set(tried)
+    assert all(tried[n].defaults.get("fix", 1) == 1 for n in zoo())
 
 
 def test_the_census_tells_atomic_uncontended_and_raced_sites_apart(

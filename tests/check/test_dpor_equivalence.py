@@ -40,6 +40,7 @@ SOAK_ROWS = {
     ("eio-truncate", 2),
     ("reclaim-batch", 2),
     ("mremap-race", 2),
+    ("mprotect-exec-remove", 2),
     ("errseq-open", 2),
     ("offsets-remove", 2),
     ("flusher-pwrite", 2),

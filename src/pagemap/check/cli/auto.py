@@ -2,7 +2,8 @@
 
 The lock mutants are generated (check/mutants/auto.py), one per lock-like
 item of a `with` in kernel/; each runs against the scenarios that call its
-function (check/mutants/auto_map.py), best first, each under the default
+function (check/mutants/auto_map.py; the default set and the zoo's rows,
+fixes on: `mutant_scenarios`), best first, each under the default
 portfolio (PCT, then DPOR to the end: `plan`), in that order, stopping at the
 first kill or after `--mutant-time` seconds.  The mutant is run as the
 hand-written ones are (cli/mutants.py's run_against); with --jobs each worker
@@ -44,6 +45,7 @@ from pagemap.check.mutants.auto_census import (
     Census,
 )
 from pagemap.check.runner import Model
+from pagemap.check.scenario import Scenario
 from pagemap.check.workers import Pool, Progress, Stopped, WorkerFailed
 
 Plan = Callable[[argparse.Namespace, Mapping[str, Model]], list[Unit]]
@@ -65,6 +67,17 @@ def load_equivalents(text: str) -> dict[str, str]:
     return out
 
 
+def mutant_scenarios() -> dict[str, Scenario]:
+    """The scenarios a lock mutant is tried against: the default set, then
+    the zoo, each row at its defaults (its fix on: the real kernel).  A row
+    races one path on purpose, and some paths only a row races:
+    known-mkclean-skip is where page_mkclean meets mprotect's PTE, not present
+    for an instant."""
+    from pagemap.check.scenarios import registry, zoo
+
+    return {**registry(), **zoo()}
+
+
 def default_equivalents() -> dict[str, str]:
     text = resources.files("pagemap.check.mutants").joinpath("auto_equivalent.txt").read_text()
     return load_equivalents(text)
@@ -74,7 +87,7 @@ def _auto_mutants(console: Console, args: argparse.Namespace, plan: Plan) -> int
     from pagemap.check.cli.mutants import run_against
     from pagemap.check.mutants.auto import generate
     from pagemap.check.mutants.auto_map import scenario_map
-    from pagemap.check.scenarios import lookup, registry
+    from pagemap.check.scenarios import lookup
 
     t0 = time.perf_counter()
     mutants, skipped = generate()
@@ -86,7 +99,7 @@ def _auto_mutants(console: Console, args: argparse.Namespace, plan: Plan) -> int
         mutants = [m for m in mutants if m.name in args.mutant]
     equivalents = default_equivalents()
     census = Census(mutants)
-    where = scenario_map(registry(), census.observe, CENSUS_RUNS)
+    where = scenario_map(mutant_scenarios(), census.observe, CENSUS_RUNS)
     todo: list[tuple[Any, list[str], list[Unit]]] = []
     for m in mutants:
         names = where.get((m.function.__code__.co_filename, m.site.first_line), [])

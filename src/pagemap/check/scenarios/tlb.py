@@ -8,6 +8,14 @@ coherence, durability at the end), `guard` installs the protection oracle
 (oracles/protection.py): after a call that took access away returns, no
 access it forbids may land, which a flush of too small a range lets through
 even when nothing is lost.
+
+Four more race the windows the lock mutants found unguarded by any other
+scenario (`pagemap check --mutants --auto`, docs/checker.md "Lock
+mutants"): munmap-mprotect (two splits of one region's list, vmr_lock),
+mremap-msync (msync's region and its PTE, vmr_lock),
+munmap-shootdown-remove (munmap's D bit in flight across its shootdown,
+pte_lock against removal's second pass) and mprotect-exec-remove (a PTE
+not present for an instant, pte_lock against removal's first pass).
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ from pagemap.check.context import RunContext
 from pagemap.check.scenario import Params, Scenario
 from pagemap.check.shadow import SLOT, Region, ShadowFile
 from pagemap.hw.memory import PGSIZE
-from pagemap.kernel.errors import BusError, SegmentationFault
-from pagemap.kernel.mman import MAP_SHARED, PROT_NONE, PROT_READ
+from pagemap.kernel.errors import BusError, NotMapped, SegmentationFault
+from pagemap.kernel.mman import MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
 from pagemap.kernel.mremap import MREMAP_FIXED, MREMAP_MAYMOVE
 from pagemap.kernel.proc import Proc
@@ -166,6 +174,106 @@ def reclaim_batch(ctx: RunContext, flush_first: bool) -> None:
     f.end_checks()
 
 
+def _munmap_mprotect(ctx: RunContext, p: Params) -> None:
+    """munmap of a region's second page races mprotect of its first to
+    read-only on another core: each splits the one region and writes the
+    process's list of regions, munmap after registering the piece it keeps
+    (a point: the page map's lock), so only vmr_lock keeps the two from
+    building their lists from the same old one.  Once munmap returns, its
+    page is gone (a load faults); once mprotect returns, its page is
+    read-only (a store faults): the protection oracle judges both."""
+    f = ShadowFile(ctx, 2)
+    oracle = guard(ctx)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+
+    def unmapper() -> None:
+        munmap(oracle, proc, base + PGSIZE, PGSIZE)
+        with contextlib.suppress(SegmentationFault):
+            f.load(proc, base + PGSIZE)
+
+    def protector() -> None:
+        mprotect(oracle, proc, base, PGSIZE, PROT_READ)
+        with contextlib.suppress(SegmentationFault):
+            f.store(proc, base)
+
+    ctx.machine.spawn(unmapper, core=0, name="munmap")
+    ctx.machine.spawn(protector, core=1, name="mprotect")
+    f.end_checks()
+
+
+def _mremap_msync(ctx: RunContext, p: Params) -> None:
+    """msync of a page dirty through its PTE alone races mremap moving the
+    page away, D bit and all (under pte_lock, with vmr_lock held).  msync
+    finds the region and collects the D bit, or finds the range unmapped and
+    fails with ENOMEM (no promise); once it returns, the store is durable.
+    Only vmr_lock makes msync's look at the region and its look at the PTE
+    one unit: without it, it could find the region and then no PTE."""
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+    target = base + 4 * PGSIZE
+    f.store(proc, base)  # dirty through the PTE alone
+
+    def mover() -> None:
+        got = proc.mremap(base, PGSIZE, PGSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, target)
+        f.regions.append(Region(proc, got, got + PGSIZE, 0, False))
+
+    def syncer() -> None:
+        with contextlib.suppress(NotMapped):  # moved first: nothing mapped there
+            f.msync(proc, base, PGSIZE)
+
+    ctx.machine.spawn(mover, core=1, name="mremap")
+    ctx.machine.spawn(syncer, core=1, name="msync")
+    f.end_checks()
+
+
+def _munmap_shootdown_remove(ctx: RunContext, p: Params) -> None:
+    """munmap on core 1 zeroes a PTE whose D bit core 0's TLB also caches,
+    and holds pte_lock while it shoots core 0 down and only then marks the
+    page dirty; a remover of the page races it.  Removal looks at the PTE
+    under pte_lock, so it never finds it zero while the D bit is in munmap's
+    hands, and never frees the page clean: the store is durable."""
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+    f.store(proc, base)  # the set-up runs on core 0: its entry caches D
+
+    def unmapper() -> None:
+        proc.munmap(base, PGSIZE)
+        f.unmapped(proc, base)
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 1)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(unmapper, core=1, name="munmap")
+    ctx.machine.spawn(remover, core=1, name="remover")
+    f.end_checks()
+
+
+def _mprotect_exec_remove(ctx: RunContext, p: Params) -> None:
+    """mprotect adding PROT_EXEC passes a dirty, writable PTE through
+    not present and back under pte_lock (change_pte_range) while a remover
+    evicts the page and core 0 stores to it.  Removal clears P under pte_lock
+    too, so it never finds the PTE not present for that instant and skips it,
+    to shoot down and then see it present again: no TLB entry outlives the
+    frame, no store is lost."""
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_SHARED)
+    f.store(proc, base)  # the set-up runs on core 0: its entry caches D
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 1)
+        f.no_stale_translation()
+
+    ctx.machine.spawn(f.store, proc, base + SLOT, core=0, name="store")
+    ctx.machine.spawn(proc.mprotect, base, PGSIZE, RW | PROT_EXEC, core=1, name="mprotect")
+    ctx.machine.spawn(remover, core=1, name="remover")
+    f.end_checks()
+
+
 def _reclaim_batch(ctx: RunContext, p: Params) -> None:
     reclaim_batch(ctx, True)
 
@@ -182,6 +290,33 @@ SCENARIOS = (
         _tlb_range,
         {"call": 0},
         limits={"call": (0, 1)},
+    ),
+    Scenario(
+        "munmap-mprotect",
+        "munmap of a region's second page races mprotect of its first: no page stays "
+        "mapped past munmap, or writable past mprotect",
+        _munmap_mprotect,
+    ),
+    Scenario(
+        "mremap-msync",
+        "msync of a page dirty through its PTE races mremap moving it away: what msync "
+        "returns after is durable",
+        _mremap_msync,
+        dirty_tracking="dbit",  # the PTE's D bit is the store's only trace
+    ),
+    Scenario(
+        "munmap-shootdown-remove",
+        "munmap zeroes a PTE another core's TLB caches dirty and shoots it down while "
+        "removal evicts the page: the D bit reaches the file",
+        _munmap_shootdown_remove,
+        dirty_tracking="dbit",  # the PTE's D bit is the store's only trace
+    ),
+    Scenario(
+        "mprotect-exec-remove",
+        "mprotect to RW|EXEC holds a dirty PTE not present for an instant while removal "
+        "evicts its page and another core stores to it",
+        _mprotect_exec_remove,
+        dirty_tracking="dbit",  # the PTE's D bit is the store's only trace
     ),
     Scenario(
         "reclaim-batch",
