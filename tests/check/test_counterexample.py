@@ -249,3 +249,22 @@ def test_each_step_lists_the_kernel_functions_it_ran() -> None:
     assert "ran: slot_inc_refcnt" in " ".join(as_text(t, 100).split())
     assert "ran: slot_inc_refcnt" in render_html(t)
     assert Timeline.from_json(t.to_json()).rows[t.rows.index(load)].ran == ["slot_inc_refcnt"]
+
+
+def test_a_task_the_watchdog_stopped_replays_and_so_does_what_follows() -> None:
+    """Once the watchdog has stopped a task, CPython 3.11 keeps signalling an
+    asynchronous exception it cleared, and a profile function set then (what
+    notes each step's calls) would spin for ever: the replay of the stuck run,
+    and any replay after it, must still end."""
+    from pagemap.check.model import FunctionModel
+    from tests.check.test_replay_cli import Counter as Word
+    from tests.check.test_replay_cli import bump as bumped
+    from tests.check.test_replay_cli import looping
+
+    model = FunctionModel("looping", Word, (looping, bumped), None, 2, 8 * 4096)
+    trace = explore_model(model, "dfs", budget=1, watchdog=0.5, shrink=False).trace
+    assert trace is not None and trace.oracle == "liveness"
+    for _ in range(2):
+        result = replay(model, trace, watchdog=0.5, explain=True)
+        assert result.violation is not None and "looping" in result.violation.message
+        assert result.rows and result.rows[0].task.startswith("looping")

@@ -62,10 +62,10 @@ def replay(
 
     def observe(ctx: RunContext) -> None:
         calls = StepCalls()
-        calls.install(ctx)
         recorder = Recorder(ctx.sched, ctx.machine, states, STATE_ROWS, calls)
         ctx.sched.on_event = recorder
         ctx.sched.on_end = recorder.settle  # before unwinding tasks releases their locks
+        calls.install(ctx)
         recorders.append(recorder)
 
     outcome = run_schedule(

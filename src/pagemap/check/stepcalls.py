@@ -9,17 +9,20 @@ functions that step entered; the recorder puts their names on the step's row
 mutated function when it did.
 
 Rules: installed for one run only, as the run's observer (once the model is
-built, before any task runs), it sets the thread's profile function
+built, before any task runs, and after anything else sets the executor's
+`on_end`, which it chains), it sets the thread's profile function
 (sys.setprofile, which greenlet leaves in place across switches, so it sees the
-calls in every task's greenlet) and restores the one before as the run's
-cleanup.  It only reads: it never takes a point, a lock or a reference, so the
+calls in every task's greenlet) and restores the one before when the run
+ends.  It only reads: it never takes a point, a lock or a reference, so the
 run it watches is the run that was recorded.  It costs nothing unless
 installed: replays install it, explorations never do.
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
+import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
 
@@ -101,8 +104,19 @@ class StepCalls:
                 return
             ran.setdefault(len(tids) - 1, {})[code] = None
 
+        ended = sched.on_end
+
+        def end() -> None:
+            # Off before the watchdog lets go of the run (see _settle_async_exc);
+            # what follows unwinds the tasks, no step's work.
+            sys.setprofile(previous)
+            if ended is not None:
+                ended()
+
+        _settle_async_exc()
         sys.setprofile(profile)
-        ctx.cleanups.append(lambda: sys.setprofile(previous))
+        sched.on_end = end
+        ctx.cleanups.append(lambda: sys.setprofile(previous))  # a run that never began
 
     def names(self, i: int) -> list[str]:
         """The qualified names of the functions step i ran, for a person: the
@@ -113,6 +127,30 @@ class StepCalls:
         codes = [c for c in self.ran.get(i, {}) if c not in self._accessors]
         hw = [c for c in codes if "/pagemap/hw/" in c.co_filename]
         return [c.co_qualname for c in codes if c not in hw] + [c.co_qualname for c in hw]
+
+
+class _Settled(Exception):
+    """Delivered to this thread, and caught, by _settle_async_exc."""
+
+
+def _settle_async_exc() -> None:
+    """Leave no asynchronous exception signalled on this thread.
+
+    The watchdog, once it has fired, clears an interrupt that may still be
+    pending with PyThreadState_SetAsyncExc(thread, NULL) (sync/watchdog.py's
+    unwatch).  CPython 3.11 then leaves the interpreter's eval breaker
+    signalled for good: harmless until a profile function is set, when the
+    next call spins in the eval loop for ever (so a replay, in the process
+    that explored a stuck task, hung).  An exception delivered the ordinary way
+    unsignals it: one of our own, raised at the loop's first backward jump and
+    caught at once."""
+    thread = ctypes.c_ulong(threading.get_ident())
+    try:
+        if ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(_Settled)) == 1:
+            while True:
+                pass
+    except _Settled:
+        pass
 
 
 def _property_code() -> set[CodeType]:
