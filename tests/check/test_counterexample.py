@@ -15,6 +15,7 @@ from pagemap.check.replay import replay
 from pagemap.check.report import Timeline, render_html
 from pagemap.check.scenarios import lookup
 from pagemap.check.trace import Trace
+from pagemap.kernel.slot import slot_check_refcnt, slot_check_removal, slot_inc_refcnt
 from pagemap.machine import Machine
 from pagemap.sync.atomic import AtomicWord
 
@@ -48,6 +49,19 @@ def test_each_step_says_where_it_was_taken(lost_write: tuple[Trace, Timeline]) -
     assert {"pm_remove_contig", "pm_find_page", "lock_page"} <= seeds
     removal = [r for r in t.rows if r.location.startswith("kernel/removal.py")]
     assert removal and all(r.seed_function for r in removal)
+
+
+def test_a_step_lists_what_its_task_ran_and_not_what_the_recorder_did(
+    lost_write: tuple[Trace, Timeline],
+) -> None:
+    _, t = lost_write
+    ran = {name for r in t.rows for name in r.ran}
+    assert "Removal._slot_get_page" in ran  # called and returned between two points
+    # The recorder decodes every slot, flags and PTE word it shows, with the
+    # kernel's own decoders: no step of the run called them.
+    assert not ran & {"decode_slot", "flag_names", "pte_bits"}
+    for r in t.rows:
+        assert r.location.partition(" ")[2] not in r.ran  # its own function goes without saying
 
 
 def test_stores_and_writes_carry_their_bytes(lost_write: tuple[Trace, Timeline]) -> None:
@@ -204,3 +218,53 @@ def test_host_writes_carry_their_bytes() -> None:
     (write,) = [r for r in t.rows if r.operation == "host_write"]
     assert bytes.fromhex(write.data).startswith(b"hello, host")
     assert write.value.endswith("at 0x0")
+
+
+def counted(c: Counter) -> None:
+    slot_check_removal(0)  # before the task's first point: no step's
+    v = c.word.load()
+    c.word.store(slot_inc_refcnt(v))  # after the load's point: the load's step ran it
+    slot_check_refcnt(v)  # after the task's last point: its last step's
+
+
+def test_each_step_lists_the_kernel_functions_it_ran() -> None:
+    """A step is its point's operation and the code its task runs on, alone, to
+    its next point: a kernel function called and returned in between (no point
+    of its own) is that step's, and its row says so, in every view."""
+    from pagemap.check.model import model
+
+    with pytest.raises(CounterexampleFound) as info:
+        explore(Counter, counted, counted, check=lambda c: False, strategy="dfs")
+    trace = info.value.trace
+    m = model(Counter, counted, counted, check=lambda c: False)
+    t = timeline_of(trace, replay(m, trace, states=True))
+    by_task: dict[str, list[list[str]]] = {}
+    for r in t.rows:
+        by_task.setdefault(r.task, []).append(r.ran)
+    assert by_task == {
+        "counted#0": [["slot_inc_refcnt"], ["slot_check_refcnt"]],
+        "counted#1": [["slot_inc_refcnt"], ["slot_check_refcnt"]],
+    }
+    load = next(r for r in t.rows if r.operation == "load")
+    assert "ran: slot_inc_refcnt" in " ".join(as_text(t, 100).split())
+    assert "ran: slot_inc_refcnt" in render_html(t)
+    assert Timeline.from_json(t.to_json()).rows[t.rows.index(load)].ran == ["slot_inc_refcnt"]
+
+
+def test_a_task_the_watchdog_stopped_replays_and_so_does_what_follows() -> None:
+    """Once the watchdog has stopped a task, CPython 3.11 keeps signalling an
+    asynchronous exception it cleared, and a profile function set then (what
+    notes each step's calls) would spin for ever: the replay of the stuck run,
+    and any replay after it, must still end."""
+    from pagemap.check.model import FunctionModel
+    from tests.check.test_replay_cli import Counter as Word
+    from tests.check.test_replay_cli import bump as bumped
+    from tests.check.test_replay_cli import looping
+
+    model = FunctionModel("looping", Word, (looping, bumped), None, 2, 8 * 4096)
+    trace = explore_model(model, "dfs", budget=1, watchdog=0.5, shrink=False).trace
+    assert trace is not None and trace.oracle == "liveness"
+    for _ in range(2):
+        result = replay(model, trace, watchdog=0.5, explain=True)
+        assert result.violation is not None and "looping" in result.violation.message
+        assert result.rows and result.rows[0].task.startswith("looping")

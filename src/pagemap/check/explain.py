@@ -10,10 +10,13 @@ task runs on until it blocks: the second step's task reaches it first).  A
 swap counts when it reverses the pair and breaks no oracle: with the pair
 the other way round, the run passes.  The first race whose swap counts is
 the one named.  Measured on the mutant table (tests/check/test_explain.py:
-the named pair has a step of the function the mutant broke), this names
-such a step for 28 of the 62 mutants; asking first for a swap that also
-passes with the recorded choices after it, and trying races on data before
-races of lock acquisitions, named one for 26.
+the named pair has a step that runs the function the mutant broke, on the
+step's stack at its point or called within the step's segment, the code its
+task runs on, alone, until its next point: check/stepcalls.py), this names
+such a step for 30 of the 62 mutants (28 counting the stack at the point
+alone); asking first for a swap that also passes with the recorded choices
+after it, and trying races on data before races of lock acquisitions, named
+one for 26 by the stack alone.
 
 When no race decides it, `fails_in_default_order` says whether the bug
 needs a race at all: a run with no preemption (the default choice at every

@@ -25,6 +25,7 @@ from types import FrameType
 from pagemap.check.decode import Shown, name_of, show
 from pagemap.check.report.model import Row, TaskInfo
 from pagemap.check.snapshot import Snapshot
+from pagemap.check.stepcalls import StepCalls
 from pagemap.hw.memory import PGSIZE
 from pagemap.machine import Machine
 from pagemap.sync.core import RELAX, START, WRITE
@@ -189,10 +190,13 @@ class Recorder:
         machine: Machine | None = None,
         states: bool = False,
         state_rows: int = 5000,
+        calls: StepCalls | None = None,
     ) -> None:
         self.sched = sched
         self.rows: list[Row] = []
         self._tids: list[int] = []  # the task of each row, by id
+        self._events: list[int] = []  # the log's index of each row's step
+        self._calls = calls
         self._last: tuple[Row, object, Shown] | None = None
         # Per object (by name): its last store's row and task, and the tasks that
         # read it since (_note_overwrite).
@@ -245,6 +249,7 @@ class Recorder:
         self._note_overwrite(row, tid, log.accs[i])
         self.rows.append(row)
         self._tids.append(tid)
+        self._events.append(i)
         if self.snapshot is not None:
             self.snapshot.touched(obj, task.name, kind)
             for extra, _ in log.extra.get(i, ()):
@@ -303,7 +308,21 @@ class Recorder:
         names = self._task_names()
         for row, tid in zip(self.rows, self._tids, strict=True):
             row.task = names[tid]
+        if self._calls is not None:
+            self._fill_ran(self._calls)
         return self.rows
+
+    def _fill_ran(self, calls: StepCalls) -> None:
+        """Each row's `ran`: what its step ran, less the function it is taken in
+        and the one its task's next step is taken in (its next row says those)."""
+        following: dict[int, Row] = {}  # by task: the row after, walking backwards
+        for row, tid, e in reversed(list(zip(self.rows, self._tids, self._events, strict=True))):
+            said = {_function(row.location)}
+            after = following.get(tid)
+            if after is not None:
+                said.add(_function(after.location))
+            row.ran = [name for name in calls.names(e) if name not in said]
+            following[tid] = row
 
     def tasks(self) -> list[TaskInfo]:
         """Every task of the run, with the core it ran on."""
@@ -317,6 +336,11 @@ class Recorder:
         for t in tasks:
             count[t.name] = count.get(t.name, 0) + 1
         return [t.name if count[t.name] == 1 else f"{t.name}#{t.tid}" for t in tasks]
+
+
+def _function(location: str) -> str:
+    """ "kernel/page.py:30 lock_page" -> "lock_page"."""
+    return location.partition(" ")[2]
 
 
 def _arrow(before: str, after: str) -> str:

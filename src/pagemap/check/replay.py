@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pagemap.check.context import RunContext
 from pagemap.check.explain import MAX_TRIES, deciding_race, fails_in_default_order
 from pagemap.check.recorder import Recorder
-from pagemap.check.report.model import Row, TaskInfo
+from pagemap.check.report.model import Row, TaskInfo, ran_said
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
+from pagemap.check.stepcalls import StepCalls
 from pagemap.check.strategies import FollowChooser
 from pagemap.check.trace import Trace
 from pagemap.oracles import LIVENESS, Violation
@@ -60,9 +61,11 @@ def replay(
     recorders: list[Recorder] = []
 
     def observe(ctx: RunContext) -> None:
-        recorder = Recorder(ctx.sched, ctx.machine, states, STATE_ROWS)
+        calls = StepCalls()
+        recorder = Recorder(ctx.sched, ctx.machine, states, STATE_ROWS, calls)
         ctx.sched.on_event = recorder
         ctx.sched.on_end = recorder.settle  # before unwinding tasks releases their locks
+        calls.install(ctx)
         recorders.append(recorder)
 
     outcome = run_schedule(
@@ -121,10 +124,15 @@ def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) 
     a, b = rows[found.first - 1], rows[found.second - 1]
     a.racing = b.racing = True
     return (
-        f"step {a.step} ({a.task}: {a.operation} {a.obj}, {a.location}) raced step {b.step} "
-        f"({b.task}: {b.operation} {b.obj}, {b.location}); with {b.step} before {a.step} "
-        f"no oracle fails (schedule {found.schedule})"
+        f"step {a.step} ({_said(a)}) raced step {b.step} ({_said(b)}); with {b.step} "
+        f"before {a.step} no oracle fails (schedule {found.schedule})"
     )
+
+
+def _said(row: Row) -> str:
+    """A racing step in words: its task, operation, code, and what else it ran."""
+    ran = f"; {ran_said(row.ran)}" if row.ran else ""
+    return f"{row.task}: {row.operation} {row.obj}, {row.location}{ran}"
 
 
 def mark_failing(rows: list[Row], violation: Violation) -> None:

@@ -359,6 +359,12 @@ def test_a_replayed_counterexample_reads_in_the_browser(
         assert page.eval_on_selector("#timeline tr.selected", "tr => tr.id") == (
             f"step-{t.failing_steps[0]}"
         )
+        # A step that ran kernel functions between its point and its next one
+        # names them in the table and, every one, in the panel.
+        ran = next(r for r in t.rows if r.ran)
+        assert page.locator(f"#step-{ran.step} .ran").inner_text().startswith("ran: " + ran.ran[0])
+        page.click(f"#step-{ran.step} td.active")
+        assert ", ".join(ran.ran) in page.inner_text("#panel-row")
         assert errors == []
     finally:
         page.close()

@@ -106,6 +106,14 @@ def test_decoded_words_and_sources_are_in_the_table_for_reading_without_javascri
         assert r.location.partition(" ")[0] in text
         assert r.seed_function in text
     assert "68 65 6c 6c 6f" in text  # the store of "hello", as hex
+    assert "ran: slot_check_removal, slot_set_removal" in text
+    assert "ran: PageMap._marked_page, slot_get_ppn, slot_check_refcnt +1 more" in text
+    # Its title names every one.
+    titles = [a["title"] for a in page.find("span", "ran")]
+    assert len(titles) == 2
+    assert titles[1].endswith(
+        ": PageMap._marked_page, slot_get_ppn, slot_check_refcnt, slot_check_removal"
+    )
 
 
 def test_the_data_island_rebuilds_every_state(sample: Timeline, page: _Page) -> None:
@@ -118,6 +126,7 @@ def test_the_data_island_rebuilds_every_state(sample: Timeline, page: _Page) -> 
             del state[name]
         assert state == row.state
         assert entry["step"] == row.step and entry["data"] == row.data
+        assert entry["ran"] == row.ran  # the panel names every one
 
 
 def test_the_page_loads_nothing_and_allows_only_its_own_inline_code(page: _Page) -> None:

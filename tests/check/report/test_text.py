@@ -104,6 +104,16 @@ def test_sources_bytes_and_decoded_words_are_shown(width: int) -> None:
         assert shows(blocks[12], "flags -DIRTY")
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_functions_a_step_ran_are_named_a_few_at_most(width: int) -> None:
+    t = sample_timeline()
+    blocks = step_blocks(render_text(t, width), t)
+    assert shows(blocks[5], "ran: slot_check_removal, slot_set_removal")
+    assert shows(blocks[19], "ran: PageMap._marked_page, slot_get_ppn, slot_check_refcnt +1 more")
+    assert "slot_check_removal" not in blocks[19]  # the fourth is only counted
+    assert "ran:" not in blocks[6]
+
+
 def test_the_verdict_names_the_oracle_the_failing_steps_and_the_replay() -> None:
     t = sample_timeline()
     flat = " ".join(render_text(t, 80).split())

@@ -22,6 +22,7 @@ from typing import Any
 from pagemap.kernel.errors import InvalidArgument
 
 TIMELINE_VERSION = 1
+RAN_SHOWN = 3  # functions a step ran named on its row; the rest counted
 
 
 class BadTimeline(InvalidArgument):
@@ -62,6 +63,10 @@ class Row:
     state: dict[str, str] = field(default_factory=dict)  # the machine after this step
     note: str = ""  # what it did to another task's work: "overwrote step 3's store of 1"
     racing: bool = False  # one of the pair of racing steps the violation turns on
+    # The kernel functions the step ran after its point, before its task's next
+    # one ("PageMap._writeback_page"), first entered first; not its own location's
+    # function, nor the one its task's next step is taken in.
+    ran: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -191,6 +196,14 @@ def state_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[s
     ]
 
 
+def ran_said(ran: list[str], label: str = "ran: ", shown: int = RAN_SHOWN) -> str:
+    """ "ran: PageMap._find_page, lock_page +2 more": the first `shown` names."""
+    if not ran:
+        return ""
+    more = f" +{len(ran) - shown} more" if len(ran) > shown else ""
+    return label + ", ".join(ran[:shown]) + more
+
+
 def data_preview(hexdata: str, limit: int) -> tuple[str, str, int]:
     """The first `limit` bytes of hex data: spaced hex, printable text, total bytes."""
     raw = bytes.fromhex(hexdata)
@@ -232,6 +245,7 @@ _ROW_FIELDS = (
     "state",
     "note",
     "racing",
+    "ran",
 )
 _ROW_TEXT_FIELDS = ("slot", "flags", "pte", "value", "location", "seed_function", "data", "note")
 _TYPE_WORDS = {
@@ -300,6 +314,7 @@ def _row(raw: Any, where: str) -> Row:
         failing=f.get("failing", bool, False),
         racing=f.get("racing", bool, False),
         state=_state(f.get("state", dict, {}), f"{where}: state"),
+        ran=_strings(f.get("ran", list, []), f"{where}: ran"),
         **text,
     )
 
@@ -309,6 +324,13 @@ def _state(raw: dict[Any, Any], where: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise BadTimeline(f"{where}[{name!r}] must be a string, not {json.dumps(value)}")
     return dict(raw)
+
+
+def _strings(raw: list[Any], where: str) -> list[str]:
+    for i, value in enumerate(raw):
+        if not isinstance(value, str):
+            raise BadTimeline(f"{where}[{i}] must be a string, not {json.dumps(value)}")
+    return list(raw)
 
 
 def _core_in_range(where: str, core: int, cores: int) -> None:

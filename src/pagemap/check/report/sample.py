@@ -57,6 +57,7 @@ class _S(NamedTuple):
     preempted: bool = False
     failing: bool = False
     changes: tuple[tuple[str, str], ...] = ()
+    ran: tuple[str, ...] = ()
 
 
 _STEPS = (
@@ -95,6 +96,7 @@ _STEPS = (
         f"{_PM}:618 PageMap._mark_for_removal",
         "pm_remove_contig",
         slot="0|-|7",
+        ran=("slot_check_removal", "slot_set_removal"),
     ),
     _S(
         "remover",
@@ -210,6 +212,7 @@ _STEPS = (
         f"{_PM}:748 PageMap._free_marked",
         "pm_remove_contig",
         flags="UPTODATE|PAGEMAP|REMOVAL",
+        ran=("PageMap._marked_page", "slot_get_ppn", "slot_check_refcnt", "slot_check_removal"),
     ),
     _S(
         "remover",
@@ -269,6 +272,7 @@ def sample_timeline() -> Timeline:
                 failing=s.failing,
                 data=s.data.hex(),
                 state=dict(state),
+                ran=list(s.ran),
             )
         )
     return Timeline(
@@ -293,6 +297,10 @@ def long_timeline(steps: int) -> Timeline:
     rows = []
     for n in range(steps):
         row = base.rows[n % len(base.rows)]
-        rows.append(replace(row, step=n + 1, failing=n == steps - 1, state=dict(row.state)))
+        rows.append(
+            replace(
+                row, step=n + 1, failing=n == steps - 1, state=dict(row.state), ran=list(row.ran)
+            )
+        )
     title = f"store-remove: {steps} steps"
     return replace(base, title=title, rows=rows, summary="the sample's steps, repeated")

@@ -6,7 +6,9 @@ read without colour as well as with it.  Three layouts, the first that fits: ful
 (a column per field), medium (core and task share a column, so do operation and
 object, and location and seed function; rich wraps what still does not fit), and
 below WIDE columns narrow (flag changes shown as +X -Y, data beside the decoded
-words, locations as file:line).  Columns empty for every step are dropped.
+words, locations as file:line).  Columns empty for every step are dropped.  The
+kernel functions a step ran besides its own (Row.ran) read "ran: f, g +2 more"
+under its source, or under its effect when narrow.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pagemap.check.report.model import Row, Timeline, data_preview
+from pagemap.check.report.model import Row, Timeline, data_preview, ran_said
 from pagemap.kernel.errors import InvalidArgument
 
 WIDE = 140  # from this width on, every field has its own column
@@ -166,7 +168,7 @@ def _full_columns() -> list[_Column]:
         _Column("object", lambda r: r.obj),
         _Column(_DECODED, lambda r: _words(r, full=True)),
         _Column("data", lambda r: _data(r.data, 8, "  ")),
-        _Column("source", lambda r: r.location),
+        _Column("source", lambda r: r.location + _ran_line(r)),
         _Column("seed", lambda r: r.seed_function),
     ]
 
@@ -233,7 +235,7 @@ def _effect(r: Row) -> str:
     lines = [w] if (w := _words(r, full=False)) else []
     if r.data:
         lines.append("data " + _data(r.data, 8, " "))
-    return "\n".join(lines)
+    return "\n".join(lines) + _ran_line(r)
 
 
 def _data(hexdata: str, limit: int, between: str) -> str:
@@ -245,7 +247,12 @@ def _data(hexdata: str, limit: int, between: str) -> str:
 
 
 def _source_medium(r: Row) -> str:
-    return r.location + (f"\nseed: {r.seed_function}" if r.seed_function else "")
+    return r.location + (f"\nseed: {r.seed_function}" if r.seed_function else "") + _ran_line(r)
+
+
+def _ran_line(r: Row) -> str:
+    """Under a step's source, the kernel functions it ran besides (the first few)."""
+    return f"\n{ran_said(r.ran)}" if r.ran else ""
 
 
 def _source_narrow(r: Row) -> str:

@@ -75,6 +75,7 @@
       ["note", row.note],
       ["source", row.location],
       ["seed function", row.seed_function],
+      ["also ran", row.ran.join(", ")],
       ["marks", marks.join(", ")],
     ];
     details.replaceChildren();

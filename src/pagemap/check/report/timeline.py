@@ -21,7 +21,7 @@ from html import escape
 from importlib.resources import files
 from typing import Any
 
-from pagemap.check.report.model import Row, Timeline, data_preview, state_changes
+from pagemap.check.report.model import Row, Timeline, data_preview, ran_said, state_changes
 
 PREVIEW_BYTES = 8  # bytes of a store or host write shown in the table; the panel has all
 
@@ -36,6 +36,7 @@ _WORDS = (
 _PREEMPT_TITLE = "preempted: the scheduler switched here from a task that could have gone on"
 _FAIL_TITLE = "failing: the oracle's message is about this step"
 _RACE_TITLE = "racing: one of the pair of steps the violation turns on"
+_RAN_TITLE = "the kernel functions this step ran after its point, before its task's next one"
 
 
 def render_html(timeline: Timeline) -> str:
@@ -218,6 +219,9 @@ def _source(r: Row) -> str:
         out += f'<span class="fn">{escape(function)}</span>'
     if r.seed_function:
         out += f'<span class="seed" title="the seed\'s C function">{escape(r.seed_function)}</span>'
+    if r.ran:
+        every = escape(", ".join(r.ran))
+        out += f'<span class="ran" title="{_RAN_TITLE}: {every}">{escape(ran_said(r.ran))}</span>'
     return out
 
 
@@ -264,6 +268,7 @@ def _island(t: Timeline) -> str:
                 "racing": r.racing,
                 "data": r.data,
                 "note": r.note,
+                "ran": r.ran,
                 "set": {n: a for n, _, a in changes if n in r.state},
                 "del": [n for n, _, _ in changes if n not in r.state],
             }
