@@ -20,9 +20,7 @@ installed: replays install it, explorations never do.
 
 from __future__ import annotations
 
-import ctypes
 import sys
-import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
 
@@ -107,13 +105,12 @@ class StepCalls:
         ended = sched.on_end
 
         def end() -> None:
-            # Off before the watchdog lets go of the run (see _settle_async_exc);
-            # what follows unwinds the tasks, no step's work.
+            # Off before the run's end; what follows unwinds the tasks, no
+            # step's work.
             sys.setprofile(previous)
             if ended is not None:
                 ended()
 
-        _settle_async_exc()
         sys.setprofile(profile)
         sched.on_end = end
         ctx.cleanups.append(lambda: sys.setprofile(previous))  # a run that never began
@@ -127,30 +124,6 @@ class StepCalls:
         codes = [c for c in self.ran.get(i, {}) if c not in self._accessors]
         hw = [c for c in codes if "/pagemap/hw/" in c.co_filename]
         return [c.co_qualname for c in codes if c not in hw] + [c.co_qualname for c in hw]
-
-
-class _Settled(Exception):
-    """Delivered to this thread, and caught, by _settle_async_exc."""
-
-
-def _settle_async_exc() -> None:
-    """Leave no asynchronous exception signalled on this thread.
-
-    The watchdog, once it has fired, clears an interrupt that may still be
-    pending with PyThreadState_SetAsyncExc(thread, NULL) (sync/watchdog.py's
-    unwatch).  CPython 3.11 then leaves the interpreter's eval breaker
-    signalled for good: harmless until a profile function is set, when the
-    next call spins in the eval loop for ever (so a replay, in the process
-    that explored a stuck task, hung).  An exception delivered the ordinary way
-    unsignals it: one of our own, raised at the loop's first backward jump and
-    caught at once."""
-    thread = ctypes.c_ulong(threading.get_ident())
-    try:
-        if ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(_Settled)) == 1:
-            while True:
-                pass
-    except _Settled:
-        pass
 
 
 def _property_code() -> set[CodeType]:

@@ -61,8 +61,7 @@ class Watchdog:
                 self._sched = None
             fired = sched._pending_abort is not None
         if fired:
-            # An interrupt raised just as the run ended must not escape later.
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
+            _settle_async_exc()
 
     def close(self) -> None:
         self._stop.set()
@@ -115,6 +114,32 @@ class Watchdog:
         for _, lock in held:
             with contextlib.suppress(RuntimeError):  # released in the meantime
                 lock.release()
+
+
+class _Settled(Exception):
+    """Delivered to the watched thread, and caught there, by _settle_async_exc."""
+
+
+def _settle_async_exc() -> None:
+    """Leave no asynchronous exception pending or signalled on this thread.
+
+    An interrupt the watchdog raised just as the run ended must not escape
+    later.  Clearing it with PyThreadState_SetAsyncExc(thread, NULL) is not
+    enough on CPython 3.11: the eval breaker stays signalled for good, which
+    costs nothing until a profile function is set, when the next call spins
+    in the eval loop for ever (a replay with step attribution, check/
+    stepcalls.py, in the process that had explored a stuck task hung so:
+    tests/check/test_counterexample.py replays a watchdog-stopped run twice).  An
+    exception delivered the ordinary way unsignals it: one of our own, which
+    replaces any pending interrupt, raised at the loop's first backward jump
+    and caught at once.  Call it on the watched thread only."""
+    thread = ctypes.c_ulong(threading.get_ident())
+    try:
+        if ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(_Settled)) == 1:
+            while True:
+                pass
+    except _Settled:
+        pass
 
 
 def held_locks(frame: FrameType | None) -> list[tuple[str, Any]]:
