@@ -103,6 +103,8 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
     [
         # Two splits of one region's list, each once built from the old one.
         ("kernel/mmap.py:Mappings.munmap:self.vmr_lock", "munmap-mprotect"),
+        # mlock's pieces put back the part of the region munmap took away.
+        ("kernel/madvise.py:Advice.mlock:self.vmr_lock", "mlock-munmap"),
         # msync finds the region, then no PTE: mremap moved it, D bit and all.
         ("kernel/mmap.py:Mappings.msync:self.vmr_lock", "mremap-msync"),
         # Removal's passes over PTEs against munmap's D bit in flight (the

@@ -11,7 +11,8 @@ even when nothing is lost.
 
 Four more race the windows the lock mutants found unguarded by any other
 scenario (`pagemap check --mutants --auto`, docs/checker.md "Lock
-mutants"): munmap-mprotect (two splits of one region's list, vmr_lock),
+mutants"): munmap-mprotect and mlock-munmap (two splits of one region's
+list, vmr_lock),
 mremap-msync (msync's region and its PTE, vmr_lock),
 munmap-shootdown-remove (munmap's D bit in flight across its shootdown,
 pte_lock against removal's second pass) and mprotect-exec-remove (a PTE
@@ -202,6 +203,28 @@ def _munmap_mprotect(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+def _mlock_munmap(ctx: RunContext, p: Params) -> None:
+    """mlock of a region's first page races munmap of its second: mlock
+    finds the region, registers its pieces (a point: the page map's lock) and
+    only then rebuilds the list without the region it found, so only
+    vmr_lock keeps it from putting back the piece munmap took away.  Once
+    munmap returns its page is gone (a load faults: the protection oracle);
+    mlock's page stays mapped."""
+    f = ShadowFile(ctx, 2)
+    oracle = guard(ctx)
+    proc = ctx.machine.process()
+    base = f.map(proc, 2, RW, MAP_SHARED)
+
+    def unmapper() -> None:
+        munmap(oracle, proc, base + PGSIZE, PGSIZE)
+        with contextlib.suppress(SegmentationFault):
+            f.load(proc, base + PGSIZE)
+
+    ctx.machine.spawn(unmapper, core=0, name="munmap")
+    ctx.machine.spawn(proc.mlock, base, PGSIZE, core=1, name="mlock")
+    f.end_checks()
+
+
 def _mremap_msync(ctx: RunContext, p: Params) -> None:
     """msync of a page dirty through its PTE alone races mremap moving the
     page away, D bit and all (under pte_lock, with vmr_lock held).  msync
@@ -296,6 +319,12 @@ SCENARIOS = (
         "munmap of a region's second page races mprotect of its first: no page stays "
         "mapped past munmap, or writable past mprotect",
         _munmap_mprotect,
+    ),
+    Scenario(
+        "mlock-munmap",
+        "mlock of a region's first page races munmap of its second: no page stays "
+        "mapped past munmap",
+        _mlock_munmap,
     ),
     Scenario(
         "mremap-msync",
