@@ -121,13 +121,14 @@ def test_a_store_into_another_pages_frame_fails_memory_safety(
     spec = Spec.build(executor=executor, memory="1MiB", file_size=size, ops=ops)
     problems = failed(run_workload(spec))
     assert planted, "the broken fault handler never ran"
-    index = planted[0]
     assert "memory_safety" in problems, problems
-    assert (
-        "landed in frame" in problems["memory_safety"]
-        and f"which holds page {index + 1} of data.bin, not page {index} of data.bin"
-        in problems["memory_safety"]
-    )
+    said = problems["memory_safety"]
+    # Under threads another worker's fault may run while the lookup is
+    # patched, so more than one page can be planted, and a long message is
+    # cut in the middle: any planted page named will do.
+    assert "landed in frame" in said and any(
+        f"which holds page {i + 1} of data.bin, not page {i} of data.bin" in said for i in planted
+    ), (planted, said)
 
 
 # -- any file size ----------------------------------------------------------------
