@@ -174,8 +174,8 @@ def test_the_command_runs_one_lock_mutant(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "1 lock mutant" in out and "1 killed" in out
     # A survivor the census explains is reported as what it is, and passes.
-    child = "kernel/fork.py:Fork.fork:child.vmr_lock"
-    assert main(["check", "--mutants", "--auto", "--mutant", child, "--mutant-time", "1"]) == 0
+    site = "kernel/gup.py:RemoteAccess._grab_file_page:self.vmr_lock"
+    assert main(["check", "--mutants", "--auto", "--mutant", site, "--mutant-time", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 never contended" in out and "0 unexplained" in out
     assert main(["check", "--auto"]) == 2  # --auto goes with --mutants

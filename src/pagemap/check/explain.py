@@ -13,10 +13,10 @@ the one named.  Measured on the mutant table (tests/check/test_explain.py:
 the named pair has a step that runs the function the mutant broke, on the
 step's stack at its point or called within the step's segment, the code its
 task runs on, alone, until its next point: check/stepcalls.py), this names
-such a step for 30 of the 62 mutants (28 counting the stack at the point
+such a step for 31 of the 63 mutants (29 counting the stack at the point
 alone); asking first for a swap that also passes with the recorded choices
 after it, and trying races on data before races of lock acquisitions, named
-one for 26 by the stack alone.
+one for 26 of the first 62 by the stack alone.
 
 When no race decides it, `fails_in_default_order` says whether the bug
 needs a race at all: a run with no preemption (the default choice at every

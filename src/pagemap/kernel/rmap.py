@@ -218,11 +218,29 @@ class ReverseMap:
         """Unmap and free the private copies of pages at or past `index` in
         every MAP_PRIVATE mapping, as Linux's truncate does: once the file ends
         before them, an access there is a bus error, copied or not."""
-        with self.lock:
-            spans = mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
-        # With the lock dropped: a process takes its vmr_lock first, then ours.
-        for span in spans:
-            span.proc.drop_private_copies(span.lo, span.hi)
+        # One walk is not enough.  A fork may register its child's region
+        # after our walk and, holding the parent's vmr_lock, copy the parent's
+        # private copies into it before we take that lock (fork-truncate,
+        # check/scenarios/cow.py: fork's step 1 raced our vmr_lock).  Fork
+        # registers and copies under that lock, which we have taken and
+        # dropped since, so a second walk finds the child.  Linux's walk
+        # cannot go stale: it holds i_mmap_rwsem, which dup_mmap takes to add
+        # the child's VMA.  A walk that finds no private region needs no
+        # other: a copy made after it lies past the new end, a bus error.
+        done: list[Span] = []
+        while True:
+            with self.lock:
+                spans = [
+                    span
+                    for span in mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
+                    if not any(d.vmr is span.vmr and d[1:] == span[1:] for d in done)
+                ]
+            if not spans:
+                return
+            # With the lock dropped: a process takes its vmr_lock first, then ours.
+            for span in spans:
+                span.proc.drop_private_copies(span.lo, span.hi)
+            done += spans
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """Mutants of fork, copy-on-write and the kernel's access to user memory
-(kernel/fork.py, kernel/cow.py, kernel/gup.py), each caught by a scenario of
+(kernel/fork.py, kernel/cow.py, kernel/gup.py), and truncate's walk
+of the private mappings fork adds to, each caught by a scenario of
 check/scenarios/cow.py."""
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from pagemap.kernel.errors import NotMapped
 from pagemap.kernel.fork import Fork
 from pagemap.kernel.gup import Pin
 from pagemap.kernel.mapcount import share
-from pagemap.kernel.mman import MAP_LOCKED
+from pagemap.kernel.mman import MAP_LOCKED, MAP_SHARED
 from pagemap.kernel.page import Page
+from pagemap.kernel.pagemap import PageMap
 from pagemap.kernel.proc import Proc
+from pagemap.kernel.radix import ALL_PAGES
+from pagemap.kernel.rmap import mapped_spans
 from pagemap.kernel.vmr import VMR, find_vmr, register, split_outside, unregister, vmr_base
 from pagemap.sync.core import WRITE
 
@@ -86,6 +90,15 @@ def _write_clean(self: Pin, offset: int, data: bytes) -> None:
     self.page.data[offset : offset + len(data)] = data
 
 
+def _truncate_walks_once(self: PageMap, index: int) -> None:
+    """truncate walks the private mappings once: a child's region fork
+    registers after the walk keeps the copies fork gave it."""
+    with self.lock:
+        spans = mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
+    for span in spans:
+        span.proc.drop_private_copies(span.lo, span.hi)
+
+
 COW_MUTANTS = (
     Mutant(
         "fork-no-wrprotect",
@@ -134,5 +147,13 @@ COW_MUTANTS = (
         {"_set_locked": _locked_unregisters_first},
         budget=100,
         target=Proc,
+    ),
+    Mutant(
+        "truncate-walks-once",
+        "truncate walks the private mappings once, missing a child fork registers after it",
+        "fork-truncate",
+        {"drop_private_copies": _truncate_walks_once},
+        budget=100,
+        target=PageMap,
     ),
 )

@@ -22,6 +22,7 @@ from pagemap.check.scenarios.process import end_anonymous
 from pagemap.check.shadow import SLOT, Region, ShadowFile
 from pagemap.hw.memory import PGSHIFT, PGSIZE
 from pagemap.hw.mmu import PTE_P
+from pagemap.kernel.errors import BusError
 from pagemap.kernel.madvise import MADV_DONTNEED
 from pagemap.kernel.mman import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ
 from pagemap.kernel.mman import PROT_RW as RW
@@ -206,6 +207,41 @@ def _pin_parent_write(ctx: RunContext, p: Params) -> None:
     end_anonymous(ctx)
 
 
+def _fork_truncate(ctx: RunContext, p: Params) -> None:
+    # fork copies the parent's private copy of a file page into the child
+    # while truncate cuts the file before it: whichever goes first, no process
+    # may read that copy once both are done (a load there is a bus error, as
+    # in truncate-private).  Truncate must find the child's region even when
+    # it collected the regions before fork registered it.
+    f = ShadowFile(ctx, 1)
+    proc = ctx.machine.process()
+    base = f.map(proc, 1, RW, MAP_PRIVATE)
+    f.store(proc, base)  # the parent's private copy of page 0
+    children: list[Proc] = []
+
+    ctx.machine.spawn(lambda: children.append(proc.fork()), name="fork")
+    ctx.machine.spawn(f.truncate, 0, name="truncate")
+
+    def no_copy_survives() -> list[Violation]:
+        found = []
+        for who in (proc, *children):
+            try:
+                got = who.load(base, SLOT)
+            except BusError:
+                continue
+            found.append(
+                Violation(
+                    COHERENCE,
+                    f"p{who.pid} loaded {got.hex()} past the end of the truncated file: "
+                    "a private copy survived truncate",
+                )
+            )
+        return found
+
+    ctx.at_end(no_copy_survives)
+    f.end_checks()
+
+
 SCENARIOS = (
     Scenario(
         "fork-store",
@@ -217,6 +253,11 @@ SCENARIOS = (
         "fork-remove",
         "fork races removal of a file page the child faults in",
         _fork_remove,
+    ),
+    Scenario(
+        "fork-truncate",
+        "fork copies a private copy of a file page while truncate cuts the file before it",
+        _fork_truncate,
     ),
     Scenario(
         "gup-dontneed",
