@@ -175,6 +175,14 @@ def reclaim_batch(ctx: RunContext, flush_first: bool) -> None:
     f.end_checks()
 
 
+def _unmap_second(oracle: Protection, f: ShadowFile, proc: Proc, base: int) -> None:
+    """munmap the second page of a two-page region, then load it: once munmap
+    has returned the load must fault (the protection oracle judges it)."""
+    munmap(oracle, proc, base + PGSIZE, PGSIZE)
+    with contextlib.suppress(SegmentationFault):
+        f.load(proc, base + PGSIZE)
+
+
 def _munmap_mprotect(ctx: RunContext, p: Params) -> None:
     """munmap of a region's second page races mprotect of its first to
     read-only on another core: each splits the one region and writes the
@@ -188,17 +196,12 @@ def _munmap_mprotect(ctx: RunContext, p: Params) -> None:
     proc = ctx.machine.process()
     base = f.map(proc, 2, RW, MAP_SHARED)
 
-    def unmapper() -> None:
-        munmap(oracle, proc, base + PGSIZE, PGSIZE)
-        with contextlib.suppress(SegmentationFault):
-            f.load(proc, base + PGSIZE)
-
     def protector() -> None:
         mprotect(oracle, proc, base, PGSIZE, PROT_READ)
         with contextlib.suppress(SegmentationFault):
             f.store(proc, base)
 
-    ctx.machine.spawn(unmapper, core=0, name="munmap")
+    ctx.machine.spawn(_unmap_second, oracle, f, proc, base, core=0, name="munmap")
     ctx.machine.spawn(protector, core=1, name="mprotect")
     f.end_checks()
 
@@ -215,12 +218,7 @@ def _mlock_munmap(ctx: RunContext, p: Params) -> None:
     proc = ctx.machine.process()
     base = f.map(proc, 2, RW, MAP_SHARED)
 
-    def unmapper() -> None:
-        munmap(oracle, proc, base + PGSIZE, PGSIZE)
-        with contextlib.suppress(SegmentationFault):
-            f.load(proc, base + PGSIZE)
-
-    ctx.machine.spawn(unmapper, core=0, name="munmap")
+    ctx.machine.spawn(_unmap_second, oracle, f, proc, base, core=0, name="munmap")
     ctx.machine.spawn(proc.mlock, base, PGSIZE, core=1, name="mlock")
     f.end_checks()
 
