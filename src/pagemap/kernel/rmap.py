@@ -230,17 +230,19 @@ class ReverseMap:
         done: list[Span] = []
         while True:
             with self.lock:
-                spans = [
-                    span
-                    for span in mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
-                    if not any(d.vmr is span.vmr and d[1:] == span[1:] for d in done)
-                ]
+                found = mapped_spans(self.vmrs, index, ALL_PAGES, without_flags=MAP_SHARED)
+            spans = [s for s in found if not any(_same(s, d) for d in done)]
             if not spans:
                 return
             # With the lock dropped: a process takes its vmr_lock first, then ours.
             for span in spans:
                 span.proc.drop_private_copies(span.lo, span.hi)
             done += spans
+
+
+def _same(a: Span, b: Span) -> bool:
+    """The same part of the same region (a region is its object, not its value)."""
+    return a.vmr is b.vmr and a.lo == b.lo and a.hi == b.hi
 
 
 __all__ = [
