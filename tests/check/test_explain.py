@@ -1,11 +1,11 @@
 """The race that decides: a counterexample names the pair of steps it turns on.
 
-check/explain.py tries the races of a failing run, latest first, and keeps
-the first whose swap (the default choices after it) reverses the pair and
-passes.  What it claims is checked here by
-running it again: the schedule it names passes, and runs the pair the other
-way round.  And what it names is measured against the mutant table: for each
-mutant, one step of the pair runs the function the mutant broke: the function
+check/explain.py tries the races of a failing run, latest first, and names
+every one whose swap (the default choices after it) reverses the pair and
+passes.  What it claims is checked here by running each again: the schedule
+it names passes, and runs the pair the other way round.  And what it names is
+measured against the mutant table: for each mutant, one step of a named pair
+runs the function the mutant broke: the function
 is on the step's stack at its point, or ran within the step's segment (the
 code the task runs on, alone, until its next point; check/stepcalls.py).
 MISSES lists the mutants where neither holds, and why; those whose bug needs
@@ -16,13 +16,14 @@ with nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from types import CodeType, FrameType
 
 import pytest
 
 from pagemap.check import CounterexampleFound, explore
-from pagemap.check.explain import Race, deciding_race, fails_in_default_order, step_numbers
+from pagemap.check.explain import Race, deciding_races, fails_in_default_order, step_numbers
 from pagemap.check.explore import explore_model
 from pagemap.check.hb import HappensBefore
 from pagemap.check.mutants import MUTANTS, Mutant
@@ -58,42 +59,43 @@ def test_the_lost_update_names_the_load_and_the_store_it_missed() -> None:
     assert "with 3 before 1 no oracle fails" in message
 
 
-def _explained(mutant: Mutant) -> tuple[Trace, Race | None]:
-    """The mutant's counterexample and the race explain names in it (run with
+def _explained(mutant: Mutant) -> tuple[Trace, list[Race]]:
+    """The mutant's counterexample and the races explain names in it (run with
     the mutant applied)."""
     model = lookup(mutant.scenario).model(mutant.params)
     trace = explore_model(model, "dpor", bound=mutant.bound, budget=mutant.budget).trace
     assert trace is not None, mutant.name
-    return trace, deciding_race(model, trace.schedule, trace.max_steps)
+    return trace, deciding_races(model, trace.schedule, trace.max_steps)
 
 
-def _claim_holds(mutant: Mutant) -> tuple[Race | None, str]:
-    """Find the mutant's counterexample, explain it, and check the claim."""
+def _claim_holds(mutant: Mutant) -> tuple[list[Race], str]:
+    """Find the mutant's counterexample, explain it, and check the claim of
+    every race named: its swapped schedule passes, with the pair reversed."""
     with mutant.applied():
         model = lookup(mutant.scenario).model(mutant.params)
-        trace, race = _explained(mutant)
-        if race is None:
-            return None, trace.oracle
+        trace, races = _explained(mutant)
         first = run_schedule(model, FollowChooser(trace.schedule), trace.max_steps, record=True)
-        swapped = run_schedule(
-            model,
-            FollowChooser(decode_schedule(race.schedule)),
-            trace.max_steps,
-            record=True,
-            sites=lambda f: where(f)[0],
-        )
-    assert swapped.violation is None, f"{mutant.name}: the swapped schedule fails too"
-    assert first.log is not None and swapped.log is not None
-    at = {n: e for e, n in step_numbers(first.log).items()}
-    i, j = at[race.first], at[race.second]
-    assert i < j and first.log.tids[i] != first.log.tids[j]
-    return race, trace.oracle
+        assert first.log is not None
+        at = {n: e for e, n in step_numbers(first.log).items()}
+        for race in races:
+            swapped = run_schedule(
+                model,
+                FollowChooser(decode_schedule(race.schedule)),
+                trace.max_steps,
+                record=True,
+                sites=lambda f: where(f)[0],
+            )
+            assert swapped.violation is None, f"{mutant.name}: the swapped schedule fails too"
+            assert swapped.log is not None
+            i, j = at[race.first], at[race.second]
+            assert i < j and first.log.tids[i] != first.log.tids[j]
+    return races, trace.oracle
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_every_named_race_is_one_whose_swap_passes(mutant: Mutant) -> None:
-    race, oracle = _claim_holds(mutant)
-    if race is None:
+    races, oracle = _claim_holds(mutant)
+    if not races:
         # Either nothing decides it (the bug fails in every order) or a livelock.
         assert oracle is not None
 
@@ -123,6 +125,36 @@ def test_the_pair_is_marked_in_every_view() -> None:
     assert json.loads(timeline.to_json())["race"] == timeline.race
 
 
+def test_every_race_whose_swap_passes_is_named_and_marked() -> None:
+    mutant = next(m for m in MUTANTS if m.name == "lookup-keeps-removal")
+    with mutant.applied():
+        model = lookup(mutant.scenario).model(mutant.params)
+        trace = explore_model(model, "dpor", bound=mutant.bound, budget=mutant.budget).trace
+        assert trace is not None
+        races = deciding_races(model, trace.schedule, trace.max_steps)
+        result = replay(model, trace, explain=True)
+    from pagemap.check.counterexample import as_text, timeline_of
+    from pagemap.check.report.text import ALSO_MARK
+
+    assert len(races) > 1  # the free against the put, and the lookup against the removal
+    timeline = timeline_of(trace, result)
+    assert timeline.racing_steps == [races[0].first, races[0].second]
+    also = sorted({n for r in races[1:] for n in (r.first, r.second)})
+    assert timeline.also_racing_steps == also
+    assert f"{len(races) - 1} more races decide it too" in timeline.race
+    for r in races[1:]:
+        assert f"step {r.first} (" in timeline.race and f"schedule {r.schedule}" in timeline.race
+    rows = [re.match(r"\s*(\d+)\s+(\S+)\s", line) for line in as_text(timeline, 200).splitlines()]
+    marked = [int(m[1]) for m in rows if m is not None and ALSO_MARK in m[2]]
+    assert marked == also
+    page = render_html(timeline)
+    tagged = re.findall(r'<tr id="step-(\d+)" class="[^"]*\balso-racing\b', page)
+    assert [int(n) for n in tagged] == also
+    assert page.count('class="race-arrow from"') == page.count('class="race-arrow to"') == 1
+    again = Timeline.from_json(timeline.to_json())
+    assert again.also_racing_steps == also and again.race == timeline.race
+
+
 def test_a_bug_no_single_race_decides_says_so() -> None:
     mutant = next(m for m in MUTANTS if m.name == "munmap-drops-dirty")
     with mutant.applied():
@@ -134,7 +166,7 @@ def test_a_bug_no_single_race_decides_says_so() -> None:
     assert not any(r.racing for r in result.rows)
 
 
-# The mutants whose named race has no step under the function they broke, and
+# The mutants where no named race has a step under the function they broke, and
 # why.  Each is a strict xfail: a change to explain.py that points one of them
 # at its bug fails the test until the entry goes.
 _EVERY_ORDER = (
@@ -146,10 +178,6 @@ _UNRACED = (
     "races with another task's step in the counterexample (a lock or program order "
     "orders them, or the bug is a step left out): the race whose swap passes is "
     "between other steps"
-)
-_LATER = (
-    "a race with a step of the mutated function passes when swapped, but a later race "
-    "passes too and comes first"
 )
 _SWAP_FAILS = (
     "the mutated function's steps race in the counterexample, but no swap of "
@@ -184,10 +212,6 @@ MISSES = {
     "mark-referenced": _SWAP_FAILS,
     "merge-unregisters-first": _SWAP_FAILS,
     "follow-any-read-only": _SWAP_FAILS,
-    "lookup-keeps-removal": _LATER + " (removal's free against the lookup's put)",
-    "run-keeps-removal": _LATER + " (removal's free against a put_run)",
-    "dirty-before-shootdown": _LATER + " (writeback's write against the user's store)",
-    "errseq-sample-hides-unseen": _LATER + " (an unlock_page against writeback)",
 }
 
 
@@ -209,15 +233,15 @@ def _under(code: set[CodeType]) -> Callable[[FrameType], str]:
     return site
 
 
-def _replayed_under_mutated(mutant: Mutant) -> tuple[EventLog, Race | None]:
+def _replayed_under_mutated(mutant: Mutant) -> tuple[EventLog, list[Race]]:
     """The mutant's counterexample replayed, each step's site marked "under"
     when the mutated function is on its stack at its point, or "ran" when it
     ran within the step's segment (entered after its point, before the task's
-    next one); and the race named for it."""
+    next one); and the races named for it."""
     code = _mutated_code(mutant)
     calls = StepCalls()
     with mutant.applied():
-        trace, race = _explained(mutant)
+        trace, races = _explained(mutant)
         model = lookup(mutant.scenario).model(mutant.params)
         run = run_schedule(
             model,
@@ -232,16 +256,14 @@ def _replayed_under_mutated(mutant: Mutant) -> tuple[EventLog, Race | None]:
     for e, ran in calls.ran.items():
         if not log.sites[e] and code & ran.keys():
             log.sites[e] = "ran"
-    return log, race
+    return log, races
 
 
 def _racing_pair_under_mutated(mutant: Mutant) -> bool:
-    log, race = _replayed_under_mutated(mutant)
-    if race is None:
-        return False
+    log, races = _replayed_under_mutated(mutant)
     assert log.sites is not None
     at = {n: e for e, n in step_numbers(log).items()}
-    return bool(log.sites[at[race.first]] or log.sites[at[race.second]])
+    return any(log.sites[at[r.first]] or log.sites[at[r.second]] for r in races)
 
 
 @pytest.mark.parametrize(
@@ -254,7 +276,7 @@ def _racing_pair_under_mutated(mutant: Mutant) -> bool:
     ],
     ids=lambda m: m.name,
 )
-def test_the_named_race_has_a_step_of_the_mutated_function(mutant: Mutant) -> None:
+def test_a_named_race_has_a_step_of_the_mutated_function(mutant: Mutant) -> None:
     assert _racing_pair_under_mutated(mutant), f"{mutant.name}: {MISSES.get(mutant.name, '')}"
 
 
@@ -272,8 +294,8 @@ def test_a_bug_that_needs_no_race_is_said_to(mutant: Mutant) -> None:
     (no preemption) fails too, and the explanation says both."""
     with mutant.applied():
         model = lookup(mutant.scenario).model(mutant.params)
-        trace, race = _explained(mutant)
-        assert race is None
+        trace, races = _explained(mutant)
+        assert not races
         assert fails_in_default_order(model, trace.max_steps)
         result = replay(model, trace, explain=True)
     if trace.oracle != LIVENESS:  # a livelock is explained by no pair at all

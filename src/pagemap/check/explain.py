@@ -4,19 +4,22 @@ A counterexample is a schedule; what a person needs from it is the one order
 of two steps that made it fail.  DPOR already knows the candidates: the
 races of the run (check/hb.py), pairs of dependent steps of two tasks that
 happen in order only through their own dependence.  For each, latest first,
-`deciding_race` runs the schedule again with the second step's task chosen
+`deciding_races` runs the schedule again with the second step's task chosen
 at the first step's choice point and the default choices after it (each
 task runs on until it blocks: the second step's task reaches it first).  A
 swap counts when it reverses the pair and breaks no oracle: with the pair
-the other way round, the run passes.  The first race whose swap counts is
-the one named.  Measured on the mutant table (tests/check/test_explain.py:
-the named pair has a step that runs the function the mutant broke, on the
-step's stack at its point or called within the step's segment, the code its
-task runs on, alone, until its next point: check/stepcalls.py), this names
-such a step for 31 of the 63 mutants (29 counting the stack at the point
-alone); asking first for a swap that also passes with the recorded choices
-after it, and trying races on data before races of lock acquisitions, named
-one for 26 of the first 62 by the stack alone.
+the other way round, the run passes.  Every race whose swap counts is named,
+latest first: the first is the one the summary line says, the others are
+listed after it (a bug may turn on more than one order: a put that raced
+the free, and the lookup that raced the removal before it).  Measured on
+the mutant table (tests/check/test_explain.py: a named pair has a step that
+runs the function the mutant broke, on the step's stack at its point or
+called within the step's segment, the code its task runs on, alone, until
+its next point: check/stepcalls.py), this names such a step for 35 of the
+63 mutants, 31 of them in the first race named.  Tried and dropped: also
+accepting a swap whose run passes with the recorded choices after it (it
+named one more race, for none of the mutants missed); and, earlier, trying
+races on data before races of lock acquisitions.
 
 When no race decides it, `fails_in_default_order` says whether the bug
 needs a race at all: a run with no preemption (the default choice at every
@@ -120,17 +123,18 @@ def _reversed(before: EventLog, after: EventLog, i: int, j: int) -> bool:
     return after.sites[ni] == before.sites[i] and nj < ni
 
 
-def deciding_race(model: Model, choices: Sequence[int], max_steps: int) -> Race | None:
-    """The race of the run of `choices` (a trace's schedule) that its violation
-    turns on, or None (the run breaks no oracle, or no swap of one race makes
-    it pass within MAX_TRIES runs): the latest race whose swap, with the
-    default choices after it, reverses the pair and passes."""
+def deciding_races(model: Model, choices: Sequence[int], max_steps: int) -> list[Race]:
+    """The races of the run of `choices` (a trace's schedule) that its
+    violation turns on, latest first: each race whose swap, with the default
+    choices after it, reverses the pair and passes.  Empty when the run
+    breaks no oracle, or no swap of the first MAX_TRIES races tried passes."""
     outcome, chooser = _run(model, choices, max_steps)
     log = outcome.log
     if outcome.violation is None or log is None:
-        return None
+        return []
     numbers = step_numbers(log)
     choice_at = {e: k for k, e in enumerate(chooser.event_of)}
+    found: list[Race] = []
     tries = 0
     for i, j in sorted(HappensBefore(log).races(), key=lambda r: (-r[1], -r[0])):
         k = choice_at.get(i)
@@ -138,7 +142,7 @@ def deciding_race(model: Model, choices: Sequence[int], max_steps: int) -> Race 
         if k is None or i not in numbers or j not in numbers or not log.enabled[i] >> tj & 1:
             continue
         if tries >= MAX_TRIES:
-            return None
+            break
         tries += 1
         swapped, swapper = _run(model, [*chooser.path.choices[:k], tj], max_steps)
         if (
@@ -147,8 +151,8 @@ def deciding_race(model: Model, choices: Sequence[int], max_steps: int) -> Race 
             and swapped.log is not None
             and _reversed(log, swapped.log, i, j)
         ):
-            return Race(numbers[i], numbers[j], encode_schedule(swapper.path.choices))
-    return None
+            found.append(Race(numbers[i], numbers[j], encode_schedule(swapper.path.choices)))
+    return found
 
 
 def fails_in_default_order(model: Model, max_steps: int) -> bool:
@@ -158,4 +162,4 @@ def fails_in_default_order(model: Model, max_steps: int) -> bool:
     return outcome.violation is not None
 
 
-__all__ = ["MAX_TRIES", "Race", "deciding_race", "fails_in_default_order", "step_numbers"]
+__all__ = ["MAX_TRIES", "Race", "deciding_races", "fails_in_default_order", "step_numbers"]

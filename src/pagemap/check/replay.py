@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pagemap.check.context import RunContext
-from pagemap.check.explain import MAX_TRIES, deciding_race, fails_in_default_order
+from pagemap.check.explain import MAX_TRIES, Race, deciding_races, fails_in_default_order
 from pagemap.check.recorder import Recorder
 from pagemap.check.report.model import Row, TaskInfo, ran_said
 from pagemap.check.runner import DEFAULT_WATCHDOG, Model, run_schedule
@@ -55,8 +55,9 @@ def replay(
     explain: bool = False,
 ) -> Replay:
     """Re-run `trace.schedule` on `model` under the trace's step budget.  With
-    `explain`, a violation also gets the race it turns on (check/explain.py):
-    its two rows marked `racing`, and `race` saying it in words."""
+    `explain`, a violation also gets the races it turns on (check/explain.py):
+    the first one's two rows marked `racing`, the others' `also_racing`, and
+    `race` saying them in words."""
     chooser = FollowChooser(trace.schedule)
     recorders: list[Recorder] = []
 
@@ -108,8 +109,8 @@ def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) 
     """Mark the racing pair in `rows`; the race in words, or why there is none."""
     if violation.oracle == LIVENESS:
         return ""  # a livelock or a deadlock: no one pair of steps decides it
-    found = deciding_race(model, trace.schedule, trace.max_steps)
-    if found is None:
+    found = deciding_races(model, trace.schedule, trace.max_steps)
+    if not found:
         if fails_in_default_order(model, trace.max_steps):
             return (
                 "no one race decides it: it fails in the default order too (no "
@@ -121,12 +122,29 @@ def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) 
             "no one race decides it: swapping any race of this run alone (up to "
             f"{MAX_TRIES} tried) still fails, or reorders more than the pair"
         )
-    a, b = rows[found.first - 1], rows[found.second - 1]
+    first, *others = found
+    a, b = rows[first.first - 1], rows[first.second - 1]
     a.racing = b.racing = True
-    return (
+    said = (
         f"step {a.step} ({_said(a)}) raced step {b.step} ({_said(b)}); with {b.step} "
-        f"before {a.step} no oracle fails (schedule {found.schedule})"
+        f"before {a.step} no oracle fails (schedule {first.schedule})"
     )
+    for race in others:
+        rows[race.first - 1].also_racing = rows[race.second - 1].also_racing = True
+    return said + _others_said(rows, others)
+
+
+def _others_said(rows: list[Row], others: list[Race]) -> str:
+    """The other races whose swap passes, in words ("" when there are none)."""
+    if not others:
+        return ""
+    pairs = "; ".join(
+        f"step {r.first} ({_said(rows[r.first - 1])}) and step {r.second} "
+        f"({_said(rows[r.second - 1])}), schedule {r.schedule}"
+        for r in others
+    )
+    n = len(others)
+    return f". {n} more race{'s' if n > 1 else ''} decide{'' if n > 1 else 's'} it too: {pairs}"
 
 
 def _said(row: Row) -> str:

@@ -341,6 +341,21 @@ def test_a_replayed_counterexample_reads_in_the_browser(
             assert page.locator(f"#step-{n} .mark.race").is_visible()
         said = page.inner_text("#verdict .race")
         assert f"step {t.racing_steps[0]}" in said and f"step {t.racing_steps[1]}" in said
+        # An arrow in the race column, from the pair's first step down to its second.
+        first, second = t.racing_steps
+        assert page.locator(f"#step-{first} td.race-arrow.from").is_visible()
+        assert page.locator(f"#step-{second} td.race-arrow.to").is_visible()
+        between = [r.step for r in t.rows if first < r.step < second]
+        through = page.eval_on_selector_all(
+            "#timeline td.race-arrow.through", "tds => tds.map(td => td.parentElement.id)"
+        )
+        assert through == [f"step-{n}" for n in between]
+        # The other races whose swap passes: their steps marked too, and listed.
+        also = page.eval_on_selector_all("#timeline tr.also-racing", "trs => trs.map(tr => tr.id)")
+        assert also == [f"step-{n}" for n in t.also_racing_steps] and also
+        for n in t.also_racing_steps:
+            assert page.locator(f"#step-{n} .mark.also-race").is_visible()
+            assert f"step {n}" in said
         # A click on a store shows the machine after it: the frame's new bytes among it.
         store = next(r for r in t.rows if r.operation == "frame.store")
         page.click(f"#step-{store.step} td.active")

@@ -63,6 +63,7 @@ class Row:
     state: dict[str, str] = field(default_factory=dict)  # the machine after this step
     note: str = ""  # what it did to another task's work: "overwrote step 3's store of 1"
     racing: bool = False  # one of the pair of racing steps the violation turns on
+    also_racing: bool = False  # a step of another race whose swap makes the run pass
     # The kernel functions the step ran after its point, before its task's next
     # one ("PageMap._writeback_page"), first entered first; not its own location's
     # function, nor the one its task's next step is taken in.
@@ -100,6 +101,10 @@ class Timeline:
     @property
     def racing_steps(self) -> list[int]:
         return [r.step for r in self.rows if r.racing]
+
+    @property
+    def also_racing_steps(self) -> list[int]:
+        return [r.step for r in self.rows if r.also_racing]
 
     @property
     def preemptions(self) -> int:
@@ -245,6 +250,7 @@ _ROW_FIELDS = (
     "state",
     "note",
     "racing",
+    "also_racing",
     "ran",
 )
 _ROW_TEXT_FIELDS = ("slot", "flags", "pte", "value", "location", "seed_function", "data", "note")
@@ -313,6 +319,7 @@ def _row(raw: Any, where: str) -> Row:
         preempted=f.get("preempted", bool, False),
         failing=f.get("failing", bool, False),
         racing=f.get("racing", bool, False),
+        also_racing=f.get("also_racing", bool, False),
         state=_state(f.get("state", dict, {}), f"{where}: state"),
         ran=_strings(f.get("ran", list, []), f"{where}: ran"),
         **text,

@@ -30,6 +30,7 @@ WIDE = 140  # from this width on, every field has its own column
 PREEMPT_MARK = "⇆"
 FAIL_MARK = "✗"
 RACE_MARK = "↯"
+ALSO_MARK = "⇵"
 _WORDS = (("slot", "slot"), ("flags", "flags"), ("pte", "PTE"), ("value", ""))
 _DECODED = "decoded (slot: ref|R|ppn)"
 _LONG_CHANGE = 28  # a "before -> after" longer than this puts "-> after" on its own line
@@ -84,6 +85,8 @@ def _legend(t: Timeline) -> Text:
         parts.append(f"{FAIL_MARK} failing: the oracle's message is about this step")
     if t.racing_steps:
         parts.append(f"{RACE_MARK} racing: the pair of steps the violation turns on")
+    if t.also_racing_steps:
+        parts.append(f"{ALSO_MARK} racing too: a step of another race whose swap passes")
     return Text("; ".join(parts), style="dim")
 
 
@@ -198,7 +201,7 @@ def _narrow_columns() -> list[_Column]:
 
 def _marks(r: Row) -> str:
     marks = (PREEMPT_MARK if r.preempted else "") + (FAIL_MARK if r.failing else "")
-    return marks + (RACE_MARK if r.racing else "")
+    return marks + (RACE_MARK if r.racing else "") + (ALSO_MARK if r.also_racing else "")
 
 
 def _words(r: Row, full: bool) -> str:

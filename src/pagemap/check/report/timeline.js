@@ -63,6 +63,7 @@
     if (row.preempted) marks.push("preempted here");
     if (row.failing) marks.push("failing");
     if (row.racing) marks.push("racing: the pair the violation turns on");
+    if (row.also_racing) marks.push("racing too: another race whose swap makes the run pass");
     const words = [
       ["core", String(row.core)],
       ["task", row.task],

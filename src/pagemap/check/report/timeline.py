@@ -36,6 +36,8 @@ _WORDS = (
 _PREEMPT_TITLE = "preempted: the scheduler switched here from a task that could have gone on"
 _FAIL_TITLE = "failing: the oracle's message is about this step"
 _RACE_TITLE = "racing: one of the pair of steps the violation turns on"
+_ALSO_TITLE = "racing too: a step of another race whose swap makes the run pass"
+_ARROW_TITLE = "the race: the first step of the pair ran before the second; the other order passes"
 _RAN_TITLE = "the kernel functions this step ran after its point, before its task's next one"
 
 
@@ -88,10 +90,16 @@ def _header(t: Timeline) -> str:
     summary = f"{counts}. {t.summary}" if t.summary else counts
     parts.append(f'<p class="summary">{escape(summary)}</p>')
     parts.append(_verdict(t))
+    marks = [
+        f'<span class="mark preempt" title="{_PREEMPT_TITLE}">⇆</span> preempted',
+        f'<span class="mark fail" title="{_FAIL_TITLE}">✗</span> failing',
+    ]
+    if t.racing_steps:
+        marks.append(f'<span class="mark race" title="{_RACE_TITLE}">↯</span> racing')
+    if t.also_racing_steps:
+        marks.append(f'<span class="mark also-race" title="{_ALSO_TITLE}">⇵</span> racing too')
     parts.append(
-        '<p class="legend">'
-        f'<span class="mark preempt" title="{_PREEMPT_TITLE}">⇆</span> preempted '
-        f'<span class="mark fail" title="{_FAIL_TITLE}">✗</span> failing '
+        f'<p class="legend">{" ".join(marks)} '
         '<span class="keys">click a step, or use ↑ ↓ (j k), Home, End, '
         "n for the next failing step</span></p>"
     )
@@ -113,6 +121,10 @@ def _verdict(t: Timeline) -> str:
         lines.append(f'<p class="failing-links">See {links}.</p>')
     if t.race:
         pair = " and ".join(f'<a href="#step-{n}">step {n}</a>' for n in t.racing_steps)
+        if t.also_racing_steps:
+            pair += "; also " + ", ".join(
+                f'<a href="#step-{n}">step {n}</a>' for n in t.also_racing_steps
+            )
         lines.append(
             f'<p class="race"><span class="mark race" title="{_RACE_TITLE}">↯</span> '
             f"{escape(t.race)} (see {pair})</p>"
@@ -128,6 +140,9 @@ def _verdict(t: Timeline) -> str:
 
 def _table(t: Timeline, with_data: bool) -> str:
     head = ['<th class="step" scope="col">step</th>']
+    arrow = _race_span(t)
+    if arrow is not None:
+        head.append(f'<th class="race-arrow" scope="col" title="{_ARROW_TITLE}">race</th>')
     for core in range(t.cores):
         names = ", ".join(task.name for task in t.tasks_on(core)) or "idle"
         head.append(
@@ -138,7 +153,7 @@ def _table(t: Timeline, with_data: bool) -> str:
         head.append('<th class="data" scope="col" title="bytes stored or written">data</th>')
     head.append('<th class="src" scope="col">source</th>')
     shared = {core for core in range(t.cores) if len(t.tasks_on(core)) > 1}
-    body = [_row(i, r, t.cores, shared, with_data) for i, r in enumerate(t.rows)]
+    body = [_row(i, r, t.cores, shared, with_data, arrow) for i, r in enumerate(t.rows)]
     return "\n".join(
         [
             f'<table id="timeline" data-cores="{t.cores}" data-steps="{len(t.rows)}">',
@@ -151,7 +166,29 @@ def _table(t: Timeline, with_data: bool) -> str:
     )
 
 
-def _row(i: int, r: Row, cores: int, shared: set[int], with_data: bool) -> str:
+def _race_span(t: Timeline) -> tuple[int, int] | None:
+    """The named race's two step numbers, earlier first, or None."""
+    steps = t.racing_steps
+    return (steps[0], steps[-1]) if len(steps) == 2 else None
+
+
+def _arrow_cell(step: int, span: tuple[int, int]) -> str:
+    """The race column: an arrow from the pair's first step down to its second."""
+    first, second = span
+    if step == first:
+        part, glyph = "from", "●"
+    elif step == second:
+        part, glyph = "to", "▼"
+    elif first < step < second:
+        part, glyph = "through", ""  # the line is the cell's background (timeline.css)
+    else:
+        return '<td class="race-arrow"></td>'
+    return f'<td class="race-arrow {part}">{glyph}</td>'
+
+
+def _row(
+    i: int, r: Row, cores: int, shared: set[int], with_data: bool, arrow: tuple[int, int] | None
+) -> str:
     classes = ["step"]
     if r.preempted:
         classes.append("preempted")
@@ -159,7 +196,11 @@ def _row(i: int, r: Row, cores: int, shared: set[int], with_data: bool) -> str:
         classes.append("failing")
     if r.racing:
         classes.append("racing")
+    if r.also_racing:
+        classes.append("also-racing")
     cells = [f'<th class="step" scope="row"><a href="#step-{r.step}">{r.step}</a></th>']
+    if arrow is not None:
+        cells.append(_arrow_cell(r.step, arrow))
     for core in range(cores):
         if core == r.core:
             cells.append(f'<td class="core active">{_activity(r, core in shared)}</td>')
@@ -183,6 +224,8 @@ def _activity(r: Row, name_task: bool) -> str:
         out += f'<span class="mark fail" title="{_FAIL_TITLE}">✗</span>'
     if r.racing:
         out += f'<span class="mark race" title="{_RACE_TITLE}">↯</span>'
+    if r.also_racing:
+        out += f'<span class="mark also-race" title="{_ALSO_TITLE}">⇵</span>'
     out += f'<span class="op">{escape(r.operation)}</span> <span class="obj">{escape(r.obj)}</span>'
     if name_task:  # the heading names a core's only task; several need naming per step
         out += f'<span class="task">{escape(r.task)}</span>'
