@@ -209,7 +209,6 @@ MISSES = {
     "mkclean-skips-pte": _UNRACED,
     "truncate-frees-before-flush": _UNRACED,
     "radix-insert-overwrites": _SWAP_FAILS,
-    "mark-referenced": _SWAP_FAILS,
     "merge-unregisters-first": _SWAP_FAILS,
     "follow-any-read-only": _SWAP_FAILS,
 }

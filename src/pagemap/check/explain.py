@@ -6,20 +6,24 @@ races of the run (check/hb.py), pairs of dependent steps of two tasks that
 happen in order only through their own dependence.  For each, latest first,
 `deciding_races` runs the schedule again with the second step's task chosen
 at the first step's choice point and the default choices after it (each
-task runs on until it blocks: the second step's task reaches it first).  A
-swap counts when it reverses the pair and breaks no oracle: with the pair
-the other way round, the run passes.  Every race whose swap counts is named,
-latest first: the first is the one the summary line says, the others are
-listed after it (a bug may turn on more than one order: a put that raced
-the free, and the lookup that raced the removal before it).  Measured on
-the mutant table (tests/check/test_explain.py: a named pair has a step that
-runs the function the mutant broke, on the step's stack at its point or
-called within the step's segment, the code its task runs on, alone, until
-its next point: check/stepcalls.py), this names such a step for 35 of the
-63 mutants, 31 of them in the first race named.  Tried and dropped: also
-accepting a swap whose run passes with the recorded choices after it (it
-named one more race, for none of the mutants missed); and, earlier, trying
-races on data before races of lock acquisitions.
+task runs on until it blocks: the second step's task reaches it first).
+When that run fails, the pair alone is swapped: the second step's task runs
+up to its racing step, then the first step's task has its turn back, then
+the default choices (`_PairSwap`; the default run may go on to fail in
+another way before the first task is back).  A swap counts when it reverses
+the pair and breaks no oracle: with the pair the other way round, the run
+passes.  Every race whose swap counts is named, latest first: the first is
+the one the summary line says, the others are listed after it (a bug may
+turn on more than one order: a put that raced the free, and the lookup that
+raced the removal before it).  Measured on the mutant table
+(tests/check/test_explain.py: a named pair has a step that runs the
+function the mutant broke, on the step's stack at its point or called
+within the step's segment, the code its task runs on, alone, until its next
+point: check/stepcalls.py), this names such a step for 36 of the 63
+mutants: 31 with the latest race alone, 35 with every race whose default
+swap passes.  Tried and dropped: accepting a swap whose run passes with the
+recorded choices after it (it named no race the two swaps above miss); and,
+earlier, trying races on data before races of lock acquisitions.
 
 When no race decides it, `fails_in_default_order` says whether the bug
 needs a race at all: a run with no preemption (the default choice at every
@@ -72,6 +76,29 @@ class _Marking(FollowChooser):
         sched = self.sched
         log = sched.log if isinstance(sched, SimExecutor) else None
         self.event_of.append(len(log.tids) if log is not None else -1)
+        return super().pick(runnable, current, kind)
+
+
+class _PairSwap(FollowChooser):
+    """The choices of `prefix`; then task `second` until it has taken `steps`
+    log entries (the racing step its last), task `first` once, and the default
+    choices after: the pair reordered, as little else moved as the run allows."""
+
+    def __init__(self, prefix: Sequence[int], second: int, steps: int, first: int) -> None:
+        super().__init__(prefix)
+        self.k, self.second, self.steps, self.first = len(prefix), second, steps, first
+        self.returned = False  # the first step's task has had its turn back
+
+    def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
+        if len(self.path.choices) < self.k or self.returned:
+            return super().pick(runnable, current, kind)
+        log = self.sched.log if isinstance(self.sched, SimExecutor) else None
+        want = self.second
+        if log is None or log.tids.count(self.second) > self.steps:
+            want, self.returned = self.first, True
+        for task in runnable:
+            if task.tid == want:
+                return self._chose(task, current, kind)
         return super().pick(runnable, current, kind)
 
 
@@ -144,14 +171,20 @@ def deciding_races(model: Model, choices: Sequence[int], max_steps: int) -> list
         if tries >= MAX_TRIES:
             break
         tries += 1
-        swapped, swapper = _run(model, [*chooser.path.choices[:k], tj], max_steps)
-        if (
-            swapped.violation is None
-            and swapped.stopped is None
-            and swapped.log is not None
-            and _reversed(log, swapped.log, i, j)
+        prefix = chooser.path.choices[:k]
+        for swapper in (
+            FollowChooser([*prefix, tj]),
+            _PairSwap(prefix, tj, _local(log, j), log.tids[i]),
         ):
-            found.append(Race(numbers[i], numbers[j], encode_schedule(swapper.path.choices)))
+            swapped = run_schedule(model, swapper, max_steps, record=True, sites=_site)
+            if (
+                swapped.violation is None
+                and swapped.stopped is None
+                and swapped.log is not None
+                and _reversed(log, swapped.log, i, j)
+            ):
+                found.append(Race(numbers[i], numbers[j], encode_schedule(swapper.path.choices)))
+                break
     return found
 
 
