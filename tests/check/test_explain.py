@@ -151,6 +151,7 @@ def test_every_race_whose_swap_passes_is_named_and_marked() -> None:
     tagged = re.findall(r'<tr id="step-(\d+)" class="[^"]*\balso-racing\b', page)
     assert [int(n) for n in tagged] == also
     assert page.count('class="race-arrow from"') == page.count('class="race-arrow to"') == 1
+    assert page.count("<li>step ") == len(races) - 1  # the others, an item each
     again = Timeline.from_json(timeline.to_json())
     assert again.also_racing_steps == also and again.race == timeline.race
 

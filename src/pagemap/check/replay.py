@@ -135,16 +135,16 @@ def _explain(model: Model, trace: Trace, rows: list[Row], violation: Violation) 
 
 
 def _others_said(rows: list[Row], others: list[Race]) -> str:
-    """The other races whose swap passes, in words ("" when there are none)."""
+    """The other races whose swap passes, a line each ("" when there are none)."""
     if not others:
         return ""
-    pairs = "; ".join(
-        f"step {r.first} ({_said(rows[r.first - 1])}) and step {r.second} "
+    n = len(others)
+    head = f"\n{n} more race{'s' if n > 1 else ''} decide{'' if n > 1 else 's'} it too:"
+    return head + "".join(
+        f"\n- step {r.first} ({_said(rows[r.first - 1])}) and step {r.second} "
         f"({_said(rows[r.second - 1])}), schedule {r.schedule}"
         for r in others
     )
-    n = len(others)
-    return f". {n} more race{'s' if n > 1 else ''} decide{'' if n > 1 else 's'} it too: {pairs}"
 
 
 def _said(row: Row) -> str:

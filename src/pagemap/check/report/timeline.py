@@ -125,10 +125,14 @@ def _verdict(t: Timeline) -> str:
             pair += "; also " + ", ".join(
                 f'<a href="#step-{n}">step {n}</a>' for n in t.also_racing_steps
             )
+        first, *others = t.race.split("\n")
         lines.append(
             f'<p class="race"><span class="mark race" title="{_RACE_TITLE}">↯</span> '
-            f"{escape(t.race)} (see {pair})</p>"
+            f"{escape(first)} (see {pair})</p>"
         )
+        if others:  # "N more races decide it too:", then a "- ..." line each
+            items = "".join(f"<li>{escape(o.removeprefix('- '))}</li>" for o in others[1:])
+            lines.append(f'<div class="race-more"><p>{escape(others[0])}</p><ul>{items}</ul></div>')
     if v.replay_command:
         lines.append(f"<p>Replay: <code>{escape(v.replay_command)}</code></p>")
     lines.append("</section>")
