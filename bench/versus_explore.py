@@ -34,7 +34,10 @@ from bench.harness import Rounds, interleave
 # inside, a load after; uniform random choices), no Machine, no checker.
 WORKER = """
 import json, random, sys, time
-from pagemap.check.explore import explore_model
+try:
+    from pagemap.check.explore import explore_model
+except ImportError:  # a tree from before check/explore.py (7fe8ba6 and older)
+    from pagemap.check.runner import explore_model
 from pagemap.check.scenarios import lookup
 from pagemap.sync.core import Strategy
 from pagemap.sync.sim import SimExecutor
