@@ -149,10 +149,11 @@ class HappensBefore:
                         del segs[k]
                 else:
                     s[-1].pop()
-            if after:
-                after.pop(i, None)
             for q in preds_of[i]:
-                succs[q].pop()  # i is q's latest successor
+                if q < keep:  # (the successors of a step undone go with it)
+                    succs[q].pop()  # i is q's latest successor
+        for i in [i for i in after if i >= keep]:
+            del after[i]
         # Each task's steps, last step and count: its kept steps.
         last_of, count = self._last_of, self._count
         for t, steps in enumerate(self._queues):
@@ -427,7 +428,7 @@ class HappensBefore:
         # Kahn's algorithm, the ready task with the lowest id first: a task
         # is ready when the next step in its queue has no predecessor left
         # (a step's predecessors are distinct, _extend).
-        missing = [len(p) for p in self.preds]
+        missing = list(map(len, self.preds))
         pos = [0] * len(queues)
         ready = [t for t, q in enumerate(queues) if q and not missing[q[0]]]
         out: list[int] = []
@@ -436,16 +437,23 @@ class HappensBefore:
             t = pop(ready)
             q = queues[t]
             k = pos[t]
-            out.append(t)
-            pos[t] = k + 1
-            if k + 1 < len(q) and not missing[q[k + 1]]:
-                push(ready, t)
-            for s_ in succs[q[k]]:
-                missing[s_] -= 1
-                if not missing[s_]:
-                    ts = tids[s_]
-                    if queues[ts][pos[ts]] == s_:
-                        push(ready, ts)
+            while True:
+                out.append(t)
+                k += 1
+                pos[t] = k
+                for s_ in succs[q[k - 1]]:
+                    missing[s_] -= 1
+                    if not missing[s_]:
+                        ts = tids[s_]
+                        if ts != t and queues[ts][pos[ts]] == s_:
+                            push(ready, ts)
+                if k == len(q) or missing[q[k]]:
+                    break
+                # t's next step is ready: it goes next unless a lower task is
+                # ready too (the same as pushing t and popping the least, cheaper).
+                if ready and ready[0] < t:
+                    push(ready, t)
+                    break
         if len(out) < n:  # pragma: no cover - the dependence graph of a run has no cycle
             raise AssertionError("no step is ready: the dependence graph has a cycle")
         return tuple(out)
