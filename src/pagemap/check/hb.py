@@ -283,21 +283,20 @@ class HappensBefore:
 
     def races(self, start: int = 0) -> list[tuple[int, int]]:
         """Reversible-looking races (i, j) with j >= start, in order of j."""
-        tids = self.log.tids
+        tids, preds_of, no_race = self.log.tids, self.preds, self.no_race
+        after = self.acquired_after
         out: list[tuple[int, int]] = []
         for j in range(start, len(tids)):
-            preds = self.preds[j]
+            preds = preds_of[j]
             if not preds:
                 continue
             tj = tids[j]
-            seen: set[int] = set()
-            for i in preds:
-                if i in seen or tids[i] == tj or (i, j) in self.no_race:
+            for i in preds:  # distinct (_extend)
+                if tids[i] == tj or (i, j) in no_race:
                     continue
-                seen.add(i)
                 if self._only_through(i, j, i):
                     out.append((i, j))
-            pair = self.acquired_after.get(j)
+            pair = after.get(j)
             if pair is not None:
                 a, release = pair
                 if self._only_through(a, j, release):
@@ -399,12 +398,12 @@ class HappensBefore:
         """The tasks whose first step in notdep(i).j depends on no other step
         of that sequence: the tasks DPOR may schedule before step i to
         reverse the race (i, j)."""
-        tids = self.log.tids
-        ti, li = tids[i], self.local[i]
+        tids, vc, local = self.log.tids, self.vc, self.local
+        ti, li = tids[i], local[i]
         first: dict[int, int] = {}  # task -> its first step in notdep(i)
         for e in range(i + 1, j):
             t = tids[e]
-            if t in first or self.vc[e][ti] > li:
+            if t in first or vc[e][ti] > li:
                 continue  # not its first, or it depends on i
             first[t] = e
         tj = tids[j]
@@ -412,8 +411,8 @@ class HappensBefore:
             first[tj] = j
         out: set[int] = set()
         for t, x in first.items():
-            clock = self.vc[x]
-            if all(u == t or clock[u] <= self.local[y] or y > x for u, y in first.items()):
+            clock = vc[x]
+            if all(u == t or clock[u] <= local[y] or y > x for u, y in first.items()):
                 out.add(t)
         return out
 
