@@ -149,10 +149,11 @@ class HappensBefore:
                         del segs[k]
                 else:
                     s[-1].pop()
-            if after:
-                after.pop(i, None)
             for q in preds_of[i]:
-                succs[q].pop()  # i is q's latest successor
+                if q < keep:  # (the successors of a step undone go with it)
+                    succs[q].pop()  # i is q's latest successor
+        for e in [e for e in after if e >= keep]:  # once, rather than a pop per step undone
+            del after[e]
         # Each task's steps, last step and count: its kept steps.
         last_of, count = self._last_of, self._count
         for t, steps in enumerate(self._queues):
@@ -282,21 +283,20 @@ class HappensBefore:
 
     def races(self, start: int = 0) -> list[tuple[int, int]]:
         """Reversible-looking races (i, j) with j >= start, in order of j."""
-        tids = self.log.tids
+        tids, preds_of, no_race = self.log.tids, self.preds, self.no_race
+        after = self.acquired_after
         out: list[tuple[int, int]] = []
         for j in range(start, len(tids)):
-            preds = self.preds[j]
+            preds = preds_of[j]
             if not preds:
                 continue
             tj = tids[j]
-            seen: set[int] = set()
-            for i in preds:
-                if i in seen or tids[i] == tj or (i, j) in self.no_race:
+            for i in preds:  # distinct (_extend)
+                if tids[i] == tj or (i, j) in no_race:
                     continue
-                seen.add(i)
                 if self._only_through(i, j, i):
                     out.append((i, j))
-            pair = self.acquired_after.get(j)
+            pair = after.get(j)
             if pair is not None:
                 a, release = pair
                 if self._only_through(a, j, release):
@@ -398,12 +398,12 @@ class HappensBefore:
         """The tasks whose first step in notdep(i).j depends on no other step
         of that sequence: the tasks DPOR may schedule before step i to
         reverse the race (i, j)."""
-        tids = self.log.tids
-        ti, li = tids[i], self.local[i]
+        tids, vc, local = self.log.tids, self.vc, self.local
+        ti, li = tids[i], local[i]
         first: dict[int, int] = {}  # task -> its first step in notdep(i)
         for e in range(i + 1, j):
             t = tids[e]
-            if t in first or self.vc[e][ti] > li:
+            if t in first or vc[e][ti] > li:
                 continue  # not its first, or it depends on i
             first[t] = e
         tj = tids[j]
@@ -411,8 +411,8 @@ class HappensBefore:
             first[tj] = j
         out: set[int] = set()
         for t, x in first.items():
-            clock = self.vc[x]
-            if all(u == t or clock[u] <= self.local[y] or y > x for u, y in first.items()):
+            clock = vc[x]
+            if all(u == t or clock[u] <= local[y] or y > x for u, y in first.items()):
                 out.add(t)
         return out
 
@@ -427,7 +427,7 @@ class HappensBefore:
         # Kahn's algorithm, the ready task with the lowest id first: a task
         # is ready when the next step in its queue has no predecessor left
         # (a step's predecessors are distinct, _extend).
-        missing = [len(p) for p in self.preds]
+        missing = list(map(len, self.preds))
         pos = [0] * len(queues)
         ready = [t for t, q in enumerate(queues) if q and not missing[q[0]]]
         out: list[int] = []
@@ -436,16 +436,23 @@ class HappensBefore:
             t = pop(ready)
             q = queues[t]
             k = pos[t]
-            out.append(t)
-            pos[t] = k + 1
-            if k + 1 < len(q) and not missing[q[k + 1]]:
-                push(ready, t)
-            for s_ in succs[q[k]]:
-                missing[s_] -= 1
-                if not missing[s_]:
-                    ts = tids[s_]
-                    if queues[ts][pos[ts]] == s_:
-                        push(ready, ts)
+            while True:
+                out.append(t)
+                k += 1
+                pos[t] = k
+                for s_ in succs[q[k - 1]]:
+                    missing[s_] -= 1
+                    if not missing[s_]:
+                        ts = tids[s_]
+                        if ts != t and queues[ts][pos[ts]] == s_:
+                            push(ready, ts)
+                if k == len(q) or missing[q[k]]:
+                    break
+                # t's next step is ready: it goes next unless a lower task is
+                # ready too (the same as pushing t and popping the least, cheaper).
+                if ready and ready[0] < t:
+                    push(ready, t)
+                    break
         if len(out) < n:  # pragma: no cover - the dependence graph of a run has no cycle
             raise AssertionError("no step is ready: the dependence graph has a cycle")
         return tuple(out)

@@ -35,6 +35,7 @@ class Backtracks:
     races: int
     requests: list[Request]
     _asked: set[Request]
+    _switch_depths: list[int] | None  # _switches' answer for the run, once asked
 
     def _ask(self, depth: int, tid: int, conservative: bool) -> None:
         req = Request(depth, tid, conservative)
@@ -115,13 +116,18 @@ class Backtracks:
         made when no task could go on (its task blocked or done) or at a
         relax.  The last are free whichever task goes, though the log may
         show the same task on both sides: a task that parks is logged only
-        once it resumes (test_reference.py, timed downs at bound 0)."""
+        once it resumes (test_reference.py, timed downs at bound 0).
+        Made once a run: the stack keeps still while the run's races are
+        handled, and Search.finished forgets it before."""
+        if self._switch_depths is not None:
+            return self._switch_depths
         tids = log.tids
-        return [
+        self._switch_depths = [
             d
             for d, n in enumerate(self.stack)
             if n.event == 0 or tids[n.event] != tids[n.event - 1] or n.current < 0 or n.relax
         ]
+        return self._switch_depths
 
     def _switch_before(self, switches: list[int], event: int) -> int:
         """The depth of the last context switch before step `event`, or -1."""

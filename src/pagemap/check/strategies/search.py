@@ -120,6 +120,7 @@ class Search(Explorer, Backtracks):
         self.last_log: EventLog | None = None  # the last schedule's steps (DPOR)
         self.hb: HappensBefore | None = None  # the last schedule's happens-before (DPOR)
         self._asked: set[Request] = set()
+        self._switch_depths: list[int] | None = None
 
     # -- a subtree ----------------------------------------------------------------
     def restrict(self, part: Subtree) -> None:
@@ -248,6 +249,7 @@ class Search(Explorer, Backtracks):
         self.last_log = log
         self.last_trace = None
         if self.reduce and log is not None:
+            self._switch_depths = None  # this run's, made on demand (backtrack.py)
             hb = self._happens_before(log, shared)
             if not cut:
                 # Its Mazurkiewicz trace, named by its normal form: under a
@@ -298,7 +300,7 @@ class Search(Explorer, Backtracks):
                     # Read only to put tasks to sleep (_sleep_for, _carried).
                     node.done_fp[node.tid] = footprint(log, node.event)
             todo = self._todo(node, len(stack) - 1)
-            for tid in node.order:
+            for tid in node.order if todo else ():  # most nodes left have nothing to do
                 if not todo >> tid & 1:
                     continue
                 if self.bound is not None and node.cost(tid) > self.bound:
@@ -314,7 +316,7 @@ class Search(Explorer, Backtracks):
         """Candidates not yet tried at `node`: DFS every one, DPOR those its
         races asked for and not asleep; at a subtree's root, its own only."""
         todo = (node.enabled if not self.reduce else node.backtrack) & ~node.done
-        if self.reduce:
+        if self.reduce and node.sleep:  # (no sleeper masks nothing)
             todo &= ~node.sleep_mask() | node.conservative
         if depth == self.root:
             todo &= self.part.alts

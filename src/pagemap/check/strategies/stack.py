@@ -110,9 +110,13 @@ class SearchChooser(Chooser):
         stack = self.search.stack
         if k < len(stack):
             node = stack[k]
+            want = node.tid
             mask = 0
-            for t in alts:
+            nxt = None
+            for t in alts:  # the candidates, and the node's choice among them, in one pass
                 mask |= 1 << t.tid
+                if t.tid == want:
+                    nxt = t
             if mask != node.enabled:
                 self._fail(
                     Nondeterminism(
@@ -120,11 +124,8 @@ class SearchChooser(Chooser):
                         f"but {_tids(node.enabled)} before"
                     )
                 )
-            want = node.tid
-            for t in alts:
-                if t.tid == want:
-                    return self._chose(t, current, kind)
-            raise AssertionError("unreachable: the node's choice is among its candidates")
+            assert nxt is not None, "the node's choice is among its candidates"
+            return self._chose(nxt, current, kind)
         node = self.search.new_node(self, alts, current, kind)
         if k <= self.search.root:
             node.tid = self.search.enter(self, node, k)
