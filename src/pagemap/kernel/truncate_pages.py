@@ -109,10 +109,17 @@ class TruncatePages(Removal):
                     if self.lru is not None:
                         self.lru.removed(page)
                     self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_PAGEMAP))
-                    # Linux's second unmap_mapping_range: a fault that held the
-                    # page installed it after our unmap pass; PG_REMOVAL still
-                    # names it, and from here the fault sees no PG_PAGEMAP and
-                    # installs nothing (fault.py; punch-fault, fault-truncate).
+                    # Linux's second unmap_mapping_range: a fault that found the
+                    # page in the tree (held, by it or by another) may have
+                    # installed it after our unmap pass; from here the fault
+                    # sees no PG_PAGEMAP and installs nothing (fault.py;
+                    # punch-fault, fault-truncate).  The PTE passes unmap only
+                    # a page marked PG_REMOVAL, which pass 5 cleared on a held
+                    # page (Removal._free_marked): mark it again, or a PTE a
+                    # fault installed after the round outlives the frame
+                    # (punch-mremap: a store's fault of a page cached before
+                    # the punch).
+                    self.flags.fetch_or(page.ppn, PG_REMOVAL)
                     self._unmap_marked(page.index, page.index + 1, include_pinned=True)
                     self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
                     page.error = KernelError(
