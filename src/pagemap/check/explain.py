@@ -19,7 +19,7 @@ raced the removal before it).  Measured on the mutant table
 (tests/check/test_explain.py: a named pair has a step that runs the
 function the mutant broke, on the step's stack at its point or called
 within the step's segment, the code its task runs on, alone, until its next
-point: check/stepcalls.py), this names such a step for 36 of the 63
+point: check/stepcalls.py), this names such a step for 36 of the 64
 mutants: 31 with the latest race alone, 35 with every race whose default
 swap passes.  Tried and dropped: accepting a swap whose run passes with the
 recorded choices after it (it named no race the two swaps above miss); and,

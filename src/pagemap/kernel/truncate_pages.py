@@ -89,6 +89,22 @@ class TruncatePages(Removal):
                     break
         return held
 
+    def _unmap_again(self, page: Page) -> None:
+        """Linux's second unmap_mapping_range, for a held page leaving the map.
+
+        A fault that found the page in the tree (held, by it or by another)
+        may have installed it after the round's unmap pass; from here the
+        fault sees no PG_PAGEMAP and installs nothing (fault.py; punch-fault,
+        fault-truncate).  The PTE passes unmap only a page marked PG_REMOVAL,
+        which pass 5 cleared on a held page (Removal._free_marked): it is
+        marked again, or a PTE a fault installed after the round outlives
+        the frame (punch-mremap: a store's fault of a page cached before the
+        punch, its PTE then moved by mremap; mutant drop-held-unmarked).
+        Called with the map lock and the page lock held."""
+        self.flags.fetch_or(page.ppn, PG_REMOVAL)
+        self._unmap_marked(page.index, page.index + 1, include_pinned=True)
+        self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
+
     def _drop_held(self, page: Page) -> int:
         """Take a held page past the end out of the map; 1 if we did.
 
@@ -109,19 +125,7 @@ class TruncatePages(Removal):
                     if self.lru is not None:
                         self.lru.removed(page)
                     self.flags.fetch_and(page.ppn, ~(PG_DIRTY | PG_PAGEMAP))
-                    # Linux's second unmap_mapping_range: a fault that found the
-                    # page in the tree (held, by it or by another) may have
-                    # installed it after our unmap pass; from here the fault
-                    # sees no PG_PAGEMAP and installs nothing (fault.py;
-                    # punch-fault, fault-truncate).  The PTE passes unmap only
-                    # a page marked PG_REMOVAL, which pass 5 cleared on a held
-                    # page (Removal._free_marked): mark it again, or a PTE a
-                    # fault installed after the round outlives the frame
-                    # (punch-mremap: a store's fault of a page cached before
-                    # the punch).
-                    self.flags.fetch_or(page.ppn, PG_REMOVAL)
-                    self._unmap_marked(page.index, page.index + 1, include_pinned=True)
-                    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
+                    self._unmap_again(page)
                     page.error = KernelError(
                         f"{self.name}: page {page.index} was dropped by truncate while held",
                         errno=errno.ENXIO,

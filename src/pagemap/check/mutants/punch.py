@@ -7,6 +7,8 @@ import pagemap.kernel.fallocate as fallocate_module
 from pagemap.check.mutants.base import Mutant
 from pagemap.hw.memory import PGSHIFT
 from pagemap.kernel.invalidate import InvalidateLock
+from pagemap.kernel.page import PG_REMOVAL, Page
+from pagemap.kernel.truncate_pages import TruncatePages
 from pagemap.kernel.vfs import Inode
 
 
@@ -26,6 +28,14 @@ def _punch_hole_unlocked(inode: Inode, offset: int, length: int) -> None:
     inode.punch_backing(offset, length)
 
 
+def _unmap_again_unmarked(self: TruncatePages, page: Page) -> None:
+    # BUG: the second unmap trusts PG_REMOVAL to still name the held page,
+    # but pass 5 cleared it: a PTE a fault installed after the round is
+    # skipped and outlives the frame (punch-mremap found it on the kernel).
+    self._unmap_marked(page.index, page.index + 1, include_pinned=True)
+    self.flags.fetch_and(page.ppn, ~PG_REMOVAL)
+
+
 PUNCH_MUTANTS = (
     Mutant(
         "invalidate-read-ignores-writer",
@@ -42,5 +52,13 @@ PUNCH_MUTANTS = (
         {"punch_hole": _punch_hole_unlocked},
         budget=500,
         target=fallocate_module,
+    ),
+    Mutant(
+        "drop-held-unmarked",
+        "truncate's second unmap of a held page skips a PTE a fault installed after the round",
+        "punch-mremap",
+        {"_unmap_again": _unmap_again_unmarked},
+        budget=3000,
+        target=TruncatePages,
     ),
 )
