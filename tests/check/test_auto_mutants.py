@@ -119,6 +119,11 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
         # joins it, then finds the old address empty: the PTE moved.
         ("kernel/rmap.py:ReverseMap.page_mkclean:self.lock", "wp-mremap"),
         ("kernel/truncate_pages.py:TruncatePages._drop_held:self.lock", "punch-mremap"),
+        # Reclaim looks at a victim (a point) while the removal frees it: the
+        # page goes back into the policy's lists after the removal forgot it,
+        # and its frame, loaded again, is inserted twice.
+        ("kernel/reclaim.py:Reclaim.shrink:self.lock", "reclaim-remove-reuse"),
+        ("kernel/reclaim.py:Reclaim.removed_many:self.lock", "reclaim-remove-reuse"),
     ],
 )
 def test_a_scenario_kills_the_lock_mutant_it_was_made_for(

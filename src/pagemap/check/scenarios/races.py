@@ -29,6 +29,11 @@ tests/check/test_race_scenarios.py.
   the file's first pages: reclaim's removal (Removal.remove_pages) and the
   user's take the map's single-remover word in turn.  In both the preads
   read the file's bytes, nothing is lost, nothing leaks.
+- reclaim-remove-reuse: memory full, no kswapd; a pread reclaims directly
+  while a user removes the file's first pages and then preads a page not
+  cached, reusing a frame they freed.  Reclaim's choice of victims
+  (Reclaim.shrink: the policy's victims, a point at each page it looks at)
+  races the removal's Reclaim.removed_many; both hold reclaim's lock.
 
 Rules: the scenarios use only the kernel's public calls and the ShadowFile
 oracles; each explores to the end at the default bounds in a few seconds.
@@ -194,6 +199,46 @@ def _reclaim_contend(ctx: RunContext, p: Params) -> None:
     f.end_checks()
 
 
+# -- reclaim-remove-reuse -----------------------------------------------------------------
+
+
+def _reclaim_remove_reuse(ctx: RunContext, p: Params) -> None:
+    # Memory full of the file's clean pages, and no kswapd: a pread of a
+    # page not cached finds no frame and reclaims in its own task
+    # (Reclaim.direct).  Meanwhile a user removes the file's first pages,
+    # which are reclaim's first victims, and then preads another page not
+    # cached, whose frame may be one the removal freed.  Reclaim asks the
+    # policy for victims with reclaim's lock held (Reclaim.shrink), taking a
+    # point at each page it looks at (Reclaim._evictable); the removal takes
+    # the freed pages out of the policy under the same lock
+    # (Reclaim.removed_many) before their frames go back.  Without the lock
+    # on either side, the removal can run while a page it freed is taken
+    # out of the policy's lists as a victim looked at and refused: the page
+    # goes back into the lists after the removal forgot it, and its frame,
+    # loaded again by the user's pread, is inserted twice (a KernelBug; or
+    # the removal finds a victim in flight that is not, a KeyError).  The
+    # preads read the file's bytes; nothing leaks.
+    machine = ctx.machine
+    pages = p["pages"]
+    f = ShadowFile(ctx, pages)
+    cached = 0
+    while machine.allocator.free_frames() and cached < pages - 2:
+        f.pread(cached * PGSIZE)
+        cached += 1
+
+    def reader() -> None:
+        f.pread(cached * PGSIZE)
+
+    def remover() -> None:
+        f.pm.remove_contig(0, 2)
+        f.no_stale_translation()
+        f.pread((cached + 1) * PGSIZE)
+
+    machine.spawn(reader, name="reader")
+    machine.spawn(remover, name="remove-pread")
+    f.end_checks()
+
+
 # -- truncate-held ----------------------------------------------------------------------
 
 
@@ -291,6 +336,14 @@ SCENARIOS = (
         frames=8,
         limits={"pages": (9, 12), "readers": (1, 3), "remover": (0, 1)},
         valid=_fits,
+    ),
+    Scenario(
+        "reclaim-remove-reuse",
+        "a direct reclaim chooses victims while a user removes them and reuses their frames",
+        _reclaim_remove_reuse,
+        {"pages": 10},
+        frames=8,
+        limits={"pages": (10, 12)},
     ),
     Scenario(
         "truncate-held",
