@@ -119,6 +119,9 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
         # joins it, then finds the old address empty: the PTE moved.
         ("kernel/rmap.py:ReverseMap.page_mkclean:self.lock", "wp-mremap"),
         ("kernel/truncate_pages.py:TruncatePages._drop_held:self.lock", "punch-mremap"),
+        # Two creates find room for their entries in the same gap of one
+        # directory block: the second writes over the first, a name lost.
+        ("kernel/fs/ext2/fs.py:Ext2FS.create:self._ns('create')", "ext2-create-create"),
     ],
 )
 def test_a_scenario_kills_the_lock_mutant_it_was_made_for(

@@ -28,6 +28,9 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
 - ext2-namespace-writeback: create (filling the root's directory block),
   rename and unlink race the device cache's writeback and removal of the
   pages they change; e2fsck, and the names a fresh mount lists.
+- ext2-create-create: two tasks create a file each in one directory at
+  once, both entries in the same gap of its block (or each in a second
+  block); e2fsck, and the names a fresh mount lists.
 - ext2-dindirect-truncate: a file grows into its double (or triple) indirect
   block while another's double (or triple) indirect subtree is freed;
   e2fsck, and the bytes written read back.
@@ -73,6 +76,7 @@ from pagemap.check.scenarios.ext2_namespace import (
     FILLERS,
     RENAME,
     UNLINK,
+    _create_create,
     _namespace_writeback,
 )
 from pagemap.check.shadow import SLOT, initial_bytes
@@ -361,6 +365,14 @@ SCENARIOS = (
         {"ops": CREATE | RENAME | UNLINK, "unlink": 0, "rounds": 1},
         frames=24,
         limits={"ops": (1, 7), "unlink": (0, len(FILLERS) - 1), "rounds": (1, 3)},
+    ),
+    Scenario(
+        "ext2-create-create",
+        "two ext2 creates race to add their entries to one directory block",
+        _create_create,
+        {"long": 0},
+        frames=24,
+        limits={"long": (0, 1)},
     ),
     Scenario(
         "ext2-dindirect-truncate",
