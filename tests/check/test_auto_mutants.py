@@ -124,6 +124,9 @@ def test_the_writepage_mutant_is_the_hand_written_one_and_is_killed(
         # and its frame, loaded again, is inserted twice.
         ("kernel/reclaim.py:Reclaim.shrink:self.lock", "reclaim-remove-reuse"),
         ("kernel/reclaim.py:Reclaim.removed_many:self.lock", "reclaim-remove-reuse"),
+        # Two creates find room for their entries in the same gap of one
+        # directory block: the second writes over the first, a name lost.
+        ("kernel/fs/ext2/fs.py:Ext2FS.create:self._ns('create')", "ext2-create-create"),
     ],
 )
 def test_a_scenario_kills_the_lock_mutant_it_was_made_for(

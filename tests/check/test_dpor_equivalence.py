@@ -80,6 +80,7 @@ SOAK_ROWS = {
     ("ext2-dindirect-cut", 2),
     ("ext2-close-unlinked", 2),
     ("punch-mremap", 2),
+    ("ext2-fsync-fsync", 2),
 }
 SOAK = os.environ.get("PAGEMAP_SOAK", "") == "1"
 # (scenario, bound): rows where DPOR is known to miss a final state DFS

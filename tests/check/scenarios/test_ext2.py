@@ -34,6 +34,7 @@ SCENARIOS = [
     "ext2-last-block",
     "ext2-indirect-hole",
     "ext2-dindirect-cut",
+    "ext2-create-create",
 ]
 
 

@@ -28,6 +28,12 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
 - ext2-namespace-writeback: create (filling the root's directory block),
   rename and unlink race the device cache's writeback and removal of the
   pages they change; e2fsck, and the names a fresh mount lists.
+- ext2-fsync-fsync: two fsyncs of a file race a pwrite that grows it, so
+  that two write_inodes copy its size while it changes; the file's bytes
+  read back after the unmount (durability), the small fsck and e2fsck.
+- ext2-create-create: two tasks create a file each in one directory at
+  once, both entries in the same gap of its block (or each in a second
+  block); e2fsck, and the names a fresh mount lists.
 - ext2-dindirect-truncate: a file grows into its double (or triple) indirect
   block while another's double (or triple) indirect subtree is freed;
   e2fsck, and the bytes written read back.
@@ -64,6 +70,7 @@ from pagemap.check.scenarios.ext2_image import (
     GROW,
     I_SIZE,
     J_SIZE,
+    NOW,
     Ext2ShadowFile,
     _mount,
 )
@@ -73,6 +80,7 @@ from pagemap.check.scenarios.ext2_namespace import (
     FILLERS,
     RENAME,
     UNLINK,
+    _create_create,
     _namespace_writeback,
 )
 from pagemap.check.shadow import SLOT, initial_bytes
@@ -228,6 +236,28 @@ def _indirect_truncate(ctx: RunContext, p: Params) -> None:
     _fsck_at_end(ctx, fs, image, [fi, fj], want)
 
 
+# -- ext2-fsync-fsync ------------------------------------------------------------------------
+
+
+def _fsync_fsync(ctx: RunContext, p: Params) -> None:
+    # /a grows by a pwrite past its end while two tasks fsync it: each fsync
+    # ends in write_inode, which clears the inode's `dirty` and copies its
+    # size into the inode table.  Whatever the order, the size the pwrite set
+    # must reach the image: the bytes read back after the unmount.  Once
+    # failed on the real kernel (inode.py's write_inode read the size before
+    # the map lock: the slower fsync wrote the old size after the faster had
+    # written the new one and cleared `dirty`).
+    image, fs = _mount(ctx, now=NOW)
+    fa = fs.open("/a", "r+")
+    fa.pread(1, 0)
+    ctx.machine.spawn(fa.pwrite, b"a" * GROW, A_SIZE, name="append")
+    for n in (1, 2):
+        ctx.machine.spawn(fa.fsync, name=f"fsync-{n}")
+    want = {"/a": b"A" * A_SIZE + b"a" * GROW, "/b": b"B" * B_SIZE}
+    _fsck_at_end(ctx, fs, image, [fa], want)
+    ctx.at_end(lambda: _e2fsck_clean(image))
+
+
 # -- ext2-truncate-read ---------------------------------------------------------------------
 
 
@@ -361,6 +391,21 @@ SCENARIOS = (
         {"ops": CREATE | RENAME | UNLINK, "unlink": 0, "rounds": 1},
         frames=24,
         limits={"ops": (1, 7), "unlink": (0, len(FILLERS) - 1), "rounds": (1, 3)},
+    ),
+    Scenario(
+        "ext2-fsync-fsync",
+        "two fsyncs of an ext2 file race a pwrite that grows it",
+        _fsync_fsync,
+        {},
+        frames=24,
+    ),
+    Scenario(
+        "ext2-create-create",
+        "two ext2 creates race to add their entries to one directory block",
+        _create_create,
+        {"long": 0},
+        frames=24,
+        limits={"long": (0, 1)},
     ),
     Scenario(
         "ext2-dindirect-truncate",

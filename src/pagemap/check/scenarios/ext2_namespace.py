@@ -2,6 +2,15 @@
 race the device cache's writeback and removal of the directory, inode-table
 and bitmap blocks they change; e2fsck, and the names a fresh mount lists.
 
+ext2-create-create: two tasks create a file each in the one directory at
+once.  Each finds room for its entry in the same gap of the root's block
+(dir.py's add: the block parsed, then its buffer got again, a wait, before
+the entry is written), so only the namespace lock Ext2FS.create takes keeps
+the second from writing over the first: without it (the lock mutant
+`kernel/fs/ext2/fs.py:Ext2FS.create:self._ns('create')`) a name is lost and
+its inode left allocated with no name.  e2fsck, and the names a fresh mount
+lists (durability).
+
 Rules: its image (a root directory whose one block is nearly full) is its
 own; `ops` is a mask of CREATE, RENAME and UNLINK.  The read-back is judged
 once per distinct final image and expectation, on a machine of its own.
@@ -110,6 +119,34 @@ def _namespace_writeback(ctx: RunContext, p: Params) -> None:
     ctx.at_end(lambda: no_leak(ctx.machine))
     ctx.at_end(lambda: _e2fsck_clean(path))
     ctx.at_end(read_back)
+
+
+def _create_create(ctx: RunContext, p: Params) -> None:
+    # The root's one block has 136 bytes left after its last entry (four
+    # long fillers): room for both short names (`long` 0), or for neither, so
+    # that each create adds a second directory block (`long` 1).  Two tasks
+    # create one file each; both must be listed, and e2fsck find nothing.
+    path, fs = _mount(ctx, _ns_image(), NOW)
+    fs.listdir("/")  # the root's block cached before the race
+    new = ("x" * LONG, "y" * LONG) if p["long"] else ("x", "y")
+
+    def create(name: str) -> None:
+        with fs.create("/" + name):
+            pass
+
+    for name in new:
+        ctx.machine.spawn(create, name, name=f"create-{name[0]}")
+    names = frozenset({".", "..", "lost+found", "a", *FILLERS, *new})
+
+    def unmount() -> list[Violation]:
+        fs.unmount()
+        return [Violation(ACCOUNTING, q) for q in fs.check_quiescent()]
+
+    ctx.at_end(lambda: quiescent(ctx.machine))
+    ctx.at_end(unmount)
+    ctx.at_end(lambda: no_leak(ctx.machine))
+    ctx.at_end(lambda: _e2fsck_clean(path))
+    ctx.at_end(lambda: _ns_read_back(_NsImage(path, names, "/a")))
 
 
 class _NsImage(_Image):

@@ -169,19 +169,27 @@ class Ext2Inode(Truncate):
         bh = vol.dev.get_buffer(blk, vol.geo.block_size)
         try:
             self.dirty = False  # before the fields are read: a change after re-dirties
-            size = self.size_word.load()
+            with self.bmap.lock:
+                # The size is read under the map lock, with the map: read
+                # before it, two fsyncs racing a pwrite that grew the file
+                # (ext2-fsync-fsync) lost the new size for good.  The first
+                # read the old size; the pwrite stored the new one and marked
+                # the inode dirty; the second cleared `dirty` and wrote the
+                # new size; the first then copied its old size into the shared
+                # record and wrote that.  Under the lock each copy reads the
+                # size after the copy before it did.
+                size = self.size_word.load()
+                d.size_lo = size & 0xFFFFFFFF
+                d.size_high = size >> 32 if self.is_reg() else d.size_high
+                d.blocks = self.bmap.blocks512
+                if not self.fast_symlink:
+                    d.block = tuple(self.bmap.i_block)
             if (
                 self.is_reg()
                 and size >= 1 << 31
                 and not vol.sb.feature_ro_compat & (RO_COMPAT_LARGE_FILE)
             ):
                 vol.set_ro_compat(RO_COMPAT_LARGE_FILE)
-            with self.bmap.lock:
-                d.size_lo = size & 0xFFFFFFFF
-                d.size_high = size >> 32 if self.is_reg() else d.size_high
-                d.blocks = self.bmap.blocks512
-                if not self.fast_symlink:
-                    d.block = tuple(self.bmap.i_block)
             raw = bytearray(GOOD_OLD_INODE_SIZE)
             d.pack_into(raw)
             new = bytes(raw) + self.extra
