@@ -28,8 +28,9 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
 - ext2-namespace-writeback: create (filling the root's directory block),
   rename and unlink race the device cache's writeback and removal of the
   pages they change; e2fsck, and the names a fresh mount lists.
-- ext2-fsync-fsync: two fsyncs of a file race a pwrite that grows it, so
-  that two write_inodes copy its size while it changes; the file's bytes
+- ext2-fsync-fsync: a pwrite grows a file and its task fsyncs it while
+  another task fsyncs it, so that two write_inodes copy its size while it
+  changes; the file's bytes
   read back after the unmount (durability), the small fsck and e2fsck.
 - ext2-create-create: two tasks create a file each in one directory at
   once, both entries in the same gap of its block (or each in a second
@@ -240,19 +241,25 @@ def _indirect_truncate(ctx: RunContext, p: Params) -> None:
 
 
 def _fsync_fsync(ctx: RunContext, p: Params) -> None:
-    # /a grows by a pwrite past its end while two tasks fsync it: each fsync
-    # ends in write_inode, which clears the inode's `dirty` and copies its
-    # size into the inode table.  Whatever the order, the size the pwrite set
-    # must reach the image: the bytes read back after the unmount.  Once
-    # failed on the real kernel (inode.py's write_inode read the size before
-    # the map lock: the slower fsync wrote the old size after the faster had
-    # written the new one and cleared `dirty`).
+    # /a grows by a pwrite past its end, which its task then fsyncs, while
+    # another task fsyncs it: each fsync ends in write_inode, which clears
+    # the inode's `dirty` and copies its size into the inode table.  Whatever
+    # the order, the size the pwrite set must reach the image: the bytes read
+    # back after the unmount.  Once failed on the real kernel (inode.py's
+    # write_inode read the size before the map lock: the other fsync read the
+    # old size, the grower's fsync wrote the new one and cleared `dirty`, and
+    # the other then wrote the old size over it).  Two tasks, not a third for
+    # the pwrite: the same race in a tenth of the schedules.
     image, fs = _mount(ctx, now=NOW)
     fa = fs.open("/a", "r+")
     fa.pread(1, 0)
-    ctx.machine.spawn(fa.pwrite, b"a" * GROW, A_SIZE, name="append")
-    for n in (1, 2):
-        ctx.machine.spawn(fa.fsync, name=f"fsync-{n}")
+
+    def grow_and_sync() -> None:
+        fa.pwrite(b"a" * GROW, A_SIZE)
+        fa.fsync()
+
+    ctx.machine.spawn(grow_and_sync, name="append")
+    ctx.machine.spawn(fa.fsync, name="fsync")
     want = {"/a": b"A" * A_SIZE + b"a" * GROW, "/b": b"B" * B_SIZE}
     _fsck_at_end(ctx, fs, image, [fa], want)
     ctx.at_end(lambda: _e2fsck_clean(image))
@@ -394,7 +401,7 @@ SCENARIOS = (
     ),
     Scenario(
         "ext2-fsync-fsync",
-        "two fsyncs of an ext2 file race a pwrite that grows it",
+        "an ext2 file grown by a pwrite and fsynced races another fsync of it",
         _fsync_fsync,
         {},
         frames=24,
