@@ -86,11 +86,11 @@ class _PairSwap(FollowChooser):
 
     def __init__(self, prefix: Sequence[int], second: int, steps: int, first: int) -> None:
         super().__init__(prefix)
-        self.k, self.second, self.steps, self.first = len(prefix), second, steps, first
+        self.second, self.steps, self.first = second, steps, first
         self.returned = False  # the first step's task has had its turn back
 
     def pick(self, runnable: Sequence[Task], current: Task | None, kind: str) -> Task:
-        if len(self.path.choices) < self.k or self.returned:
+        if len(self.path.choices) < len(self.want) or self.returned:
             return super().pick(runnable, current, kind)
         log = self.sched.log if isinstance(self.sched, SimExecutor) else None
         want = self.second

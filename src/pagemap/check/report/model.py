@@ -89,7 +89,9 @@ class Timeline:
     summary: str = ""  # one line under the title: how it was found, its size
     initial: dict[str, str] = field(default_factory=dict)  # the machine before step 1
     version: int = TIMELINE_VERSION
-    # The race the violation turns on, in words (check/explain.py), or "".
+    # The races the violation turns on, in words (check/explain.py), or "":
+    # the named race's sentence, then, when others decide it too, a line
+    # "N more races decide it too:" and a "- ..." line each (the page lists them).
     race: str = ""
 
     # -- derived views ------------------------------------------------------------

@@ -30,8 +30,8 @@ e2fsprogs) to a scratch file and mounts it on the schedule's fresh Machine.
   pages they change; e2fsck, and the names a fresh mount lists.
 - ext2-fsync-fsync: a pwrite grows a file and its task fsyncs it while
   another task fsyncs it, so that two write_inodes copy its size while it
-  changes; the file's bytes
-  read back after the unmount (durability), the small fsck and e2fsck.
+  changes; the file's bytes read back after the unmount (durability), the
+  small fsck and e2fsck.
 - ext2-create-create: two tasks create a file each in one directory at
   once, both entries in the same gap of its block (or each in a second
   block); e2fsck, and the names a fresh mount lists.
